@@ -1,0 +1,264 @@
+"""A worker's view of the parameter server: row cache, update log, read / inc / clock.
+
+Per table the client keeps
+- ``cache``: rows as last fetched or pushed, *plus* every own increment made since, so reads
+  always include the reader's own writes;
+- ``stamp``: per row, the stamp the server gave it (-1 = never fetched);
+- ``pending`` + ``dirty``: the coalesced increments not yet sent. ``clock()`` sends them,
+  one message per shard, together with the clock itself.
+
+Dense per-table arrays are allocated with ``np.zeros`` (calloc): rows a worker never touches
+cost no memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .consistency import ConsistencyModel
+from .errors import (
+    IncrementError,
+    JobAbortedError,
+    JobEndedError,
+    RowIndexError,
+    UnknownTableError,
+)
+from .kernels.rows import gather_rows, scatter_add_rows
+from .metrics import WorkerMetrics
+from .server import Push, ServerShard
+from .tables import ShardMap, TableSpec
+
+INDEX_BYTES = 8  # bytes per row id on the wire
+MESSAGE_HEADER_BYTES = 32  # table id, worker, clock, counts
+
+
+@dataclass
+class _CachedTable:
+    spec: TableSpec
+    model: ConsistencyModel
+    cache: np.ndarray
+    stamp: np.ndarray
+    fetched_at: np.ndarray  # reader clock at fetch time; async refreshes once per clock
+    pending: np.ndarray
+    dirty: np.ndarray
+    inbox: list[Push] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, spec: TableSpec, model: ConsistencyModel) -> _CachedTable:
+        shape = (spec.num_rows, spec.row_width)
+        return cls(
+            spec=spec,
+            model=model,
+            cache=np.zeros(shape, dtype=spec.np_dtype),
+            stamp=np.full(spec.num_rows, -1, dtype=np.int64),
+            fetched_at=np.full(spec.num_rows, -1, dtype=np.int64),
+            pending=np.zeros(shape, dtype=spec.np_dtype),
+            dirty=np.zeros(spec.num_rows, dtype=bool),
+        )
+
+
+class WorkerClient:
+    """The parameter-server client of one worker (one thread in the embedded runtime)."""
+
+    def __init__(
+        self,
+        worker_id: int,
+        specs: Mapping[str, TableSpec],
+        models: Mapping[str, ConsistencyModel],
+        shard_map: ShardMap,
+        shards: Sequence[ServerShard],
+        metrics: WorkerMetrics,
+        nan_policy: str = "error",
+    ) -> None:
+        self.worker_id = worker_id
+        self.shard_map = shard_map
+        self.shards = shards
+        self.metrics = metrics
+        self.nan_policy = nan_policy
+        self.clock_count = 0
+        self.tables = {name: _CachedTable.create(spec, models[name]) for name, spec in specs.items()}
+        self._inbox_lock = threading.Lock()
+        self._ended = False
+        self._abort_event: threading.Event | None = None
+
+    # -- validation -----------------------------------------------------------------------
+    def _table(self, name: str) -> _CachedTable:
+        self._check_alive()
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise UnknownTableError(
+                f"unknown table {name!r}; this job declares {sorted(self.tables)}"
+            ) from None
+
+    def _check_alive(self) -> None:
+        if self._ended:
+            raise JobEndedError(f"worker {self.worker_id}: the job has ended; no more reads or clocks")
+        if self._abort_event is not None and self._abort_event.is_set():
+            raise JobAbortedError(f"worker {self.worker_id}: the job was stopped by another worker's error")
+
+    @staticmethod
+    def _rows(table: _CachedTable, rows) -> np.ndarray:
+        arr = np.asarray(rows)
+        if arr.dtype.kind not in "iu":
+            if arr.size == 0:
+                arr = arr.astype(np.int64)
+            else:
+                raise RowIndexError(
+                    f"table {table.spec.name!r}: row ids must be integers, got dtype {arr.dtype}"
+                )
+        arr = arr.astype(np.int64, copy=False).ravel()
+        if arr.size:
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < 0 or hi >= table.spec.num_rows:
+                bad = lo if lo < 0 else hi
+                raise RowIndexError(
+                    f"table {table.spec.name!r}: row {bad} is out of range "
+                    f"[0, {table.spec.num_rows})"
+                )
+        return arr
+
+    def _deltas(self, table: _CachedTable, rows: np.ndarray, deltas) -> np.ndarray:
+        spec = table.spec
+        arr = np.asarray(deltas)
+        if arr.dtype.kind not in "iufb":
+            raise IncrementError(f"table {spec.name!r}: increments must be numeric, got {arr.dtype}")
+        if not np.can_cast(arr.dtype, spec.np_dtype, casting="same_kind"):
+            raise IncrementError(
+                f"table {spec.name!r}: cannot add {arr.dtype} increments to a {spec.dtype} table"
+            )
+        expected = (rows.size, spec.row_width)
+        if arr.shape != expected:
+            if arr.ndim == 1 and rows.size == 1 and arr.shape[0] == spec.row_width:
+                arr = arr.reshape(expected)
+            else:
+                raise IncrementError(
+                    f"table {spec.name!r}: increments have shape {arr.shape}, "
+                    f"expected {expected} (rows, row_width)"
+                )
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad_pos = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+            msg = f"table {spec.name!r}: increment for row {int(rows[bad_pos])} contains NaN or inf"
+            if self.nan_policy == "error":
+                raise IncrementError(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        return np.ascontiguousarray(arr, dtype=spec.np_dtype)
+
+    # -- reads ----------------------------------------------------------------------------
+    def read(self, name: str, rows=None) -> np.ndarray:
+        """Rows of table ``name`` (all rows when ``rows`` is None), fresh enough for the
+        table's consistency model. Blocks only when a needed row is too stale."""
+        table = self._table(name)
+        scalar = rows is not None and np.ndim(rows) == 0
+        idx = np.arange(table.spec.num_rows) if rows is None else self._rows(table, rows)
+        self._apply_pushes(table)
+        model = table.model
+        if model.bounded:
+            required = model.required_stamp(self.clock_count)
+            missing = idx[table.stamp[idx] < required]
+        else:
+            required = None
+            missing = idx[table.fetched_at[idx] < self.clock_count]
+        waited = self._fetch(table, np.unique(missing), required) if missing.size else 0.0
+        self.metrics.on_read(self.clock_count - table.stamp[idx], waited)
+        out = gather_rows(table.cache, idx)
+        return out[0] if scalar else out
+
+    def _fetch(self, table: _CachedTable, rows: np.ndarray, required: int | None) -> float:
+        waited = 0.0
+        name = table.spec.name
+        for shard, pos, local in self.shard_map.split(rows):
+            values, stamp, w = self.shards[shard].read(self.worker_id, name, local, required)
+            waited += w
+            fetched = rows[pos]
+            values += table.pending[fetched]  # the shard has not seen these yet
+            table.cache[fetched] = values
+            table.stamp[fetched] = stamp
+            table.fetched_at[fetched] = self.clock_count
+            self.metrics.on_send(MESSAGE_HEADER_BYTES + fetched.size * (INDEX_BYTES + table.spec.row_nbytes))
+        return waited
+
+    def receive_push(self, push: Push) -> None:
+        """Called by a shard (on another thread) when a clock completes (ESSP)."""
+        table = self.tables[push.table]
+        with self._inbox_lock:
+            table.inbox.append(push)
+
+    def _apply_pushes(self, table: _CachedTable) -> None:
+        if not table.model.pushes:
+            return
+        with self._inbox_lock:
+            pushes, table.inbox = table.inbox, []
+        for push in pushes:
+            self.metrics.on_send(MESSAGE_HEADER_BYTES + push.values.nbytes + push.rows.nbytes)
+            if push.own_clocks < self.clock_count:
+                continue  # predates our last flush: would drop our own increments
+            newer = push.stamp > table.stamp[push.rows]
+            rows = push.rows[newer]
+            table.cache[rows] = push.values[newer] + table.pending[rows]
+            table.stamp[rows] = push.stamp
+            table.fetched_at[rows] = self.clock_count
+
+    # -- increments -----------------------------------------------------------------------
+    def inc(self, name: str, rows, deltas) -> None:
+        """Add ``deltas[i]`` to row ``rows[i]`` (repeated rows accumulate). Batched: pass
+        every row a step changed in one call."""
+        table = self._table(name)
+        idx = self._rows(table, rows)
+        arr = self._deltas(table, idx, deltas)
+        scatter_add_rows(table.pending, idx, arr)
+        scatter_add_rows(table.cache, idx, arr)
+        table.dirty[idx] = True
+
+    def inc_one(self, name: str, row: int, col: int, value) -> None:
+        """Convenience for one element; do not use in hot loops."""
+        table = self._table(name)
+        if not 0 <= col < table.spec.row_width:
+            raise RowIndexError(
+                f"table {name!r}: column {col} is out of range [0, {table.spec.row_width})"
+            )
+        delta = np.zeros((1, table.spec.row_width), dtype=np.result_type(value, np.int8))
+        delta[0, col] = value
+        self.inc(name, [row], delta)
+
+    # -- clock ----------------------------------------------------------------------------
+    def clock(self, objective: float | None = None) -> None:
+        """End this worker's iteration: send coalesced increments (one message per shard)
+        and advance its clock. Never blocks on other workers."""
+        self._check_alive()
+        self._send(finished=False)
+        self.metrics.on_clock(self.clock_count, objective)
+        self.clock_count += 1
+
+    def finish(self) -> None:
+        """The worker function returned: flush what is left and stop counting its clock."""
+        if not self._ended:
+            self._send(finished=True)
+
+    def _send(self, finished: bool) -> None:
+        per_shard: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [
+            {} for _ in range(self.shard_map.num_shards)
+        ]
+        nbytes = 0
+        for name, table in self.tables.items():
+            rows = np.flatnonzero(table.dirty)
+            if not rows.size:
+                continue
+            deltas = table.pending[rows]
+            table.pending[rows] = 0
+            table.dirty[rows] = False
+            for shard, pos, local in self.shard_map.split(rows):
+                per_shard[shard][name] = (local, deltas[pos])
+                nbytes += pos.size * (INDEX_BYTES + table.spec.row_nbytes)
+        for shard, updates in enumerate(per_shard):
+            self.shards[shard].clock(self.worker_id, updates, finished=finished)
+            nbytes += MESSAGE_HEADER_BYTES
+        self.metrics.on_send(nbytes)
+
+    def end(self) -> None:
+        self._ended = True

@@ -1,0 +1,42 @@
+"""Exceptions raised by stalesync.
+
+Every error names what went wrong and where (table, row, worker), so a user can act on it
+without reading a traceback from deep inside the runtime.
+"""
+
+from __future__ import annotations
+
+
+class StalesyncError(Exception):
+    """Base class of every error stalesync raises on purpose."""
+
+
+class ConfigError(StalesyncError, ValueError):
+    """An option or argument has an invalid value (unknown consistency model, bad staleness...)."""
+
+
+class UnknownTableError(StalesyncError, KeyError):
+    """A worker named a table that the job did not declare."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class RowIndexError(StalesyncError, IndexError):
+    """A row index is outside ``[0, num_rows)`` of its table."""
+
+
+class IncrementError(StalesyncError, ValueError):
+    """An increment has the wrong dtype or shape, or holds NaN/inf values."""
+
+
+class JobEndedError(StalesyncError, RuntimeError):
+    """A worker context was used after its job finished."""
+
+
+class JobAbortedError(StalesyncError, RuntimeError):
+    """Raised inside the other workers when one worker failed and the job is being stopped."""
+
+
+class DataFormatError(StalesyncError, ValueError):
+    """An input file is malformed; the message names the file and line."""

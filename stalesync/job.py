@@ -1,0 +1,137 @@
+"""Declaring and running a job: ``stalesync.run(worker_fn, tables, ...)``.
+
+A job is a user function ``worker(ctx)`` run once per worker over its data partition, plus
+the tables it shares. The runtime (embedded threads by default) is chosen by name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .consistency import ConsistencyModel
+from .errors import ConfigError
+from .faults import Stragglers
+from .metrics import build_run_record, write_run_record
+from .tables import TableSpec
+
+RUNTIMES = ("embedded",)
+NAN_POLICIES = ("error", "warn")
+
+WorkerFn = Callable[[Any], Any]
+
+
+@dataclass
+class JobConfig:
+    tables: list[TableSpec]
+    workers: int = 2
+    consistency: str = "ssp"
+    staleness: int | None = 1
+    iterations: int | None = None
+    runtime: str = "embedded"
+    shards: int = 1
+    stragglers: Stragglers | None = None
+    seed: int = 0
+    nan_policy: str = "error"
+    app: str = "custom"
+    on_clock: Callable[[int, int, float | None], None] | None = None
+    initial_tables: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError(f"workers must be a positive int, got {self.workers!r}")
+        if not isinstance(self.shards, int) or self.shards < 1:
+            raise ConfigError(f"shards must be a positive int, got {self.shards!r}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime {self.runtime!r}; choose one of {RUNTIMES}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ConfigError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
+        names = [t.name for t in self.tables]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"table names must be unique, got {names}")
+        self.model = ConsistencyModel.parse(self.consistency, self.staleness)
+        for name, values in self.initial_tables.items():
+            spec = self.spec(name)
+            if np.shape(values) != (spec.num_rows, spec.row_width):
+                raise ConfigError(
+                    f"initial values of table {name!r} have shape {np.shape(values)}, "
+                    f"expected {(spec.num_rows, spec.row_width)}"
+                )
+
+    def spec(self, name: str) -> TableSpec:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise ConfigError(f"unknown table {name!r}; declared: {[t.name for t in self.tables]}")
+
+    def table_models(self) -> dict[str, ConsistencyModel]:
+        """Each table's model: its own override, else the job's."""
+        models = {}
+        for t in self.tables:
+            if t.consistency is None and t.staleness is None:
+                models[t.name] = self.model
+            else:
+                staleness = t.staleness if t.staleness is not None else self.model.staleness
+                kind = t.consistency or self.model.kind
+                models[t.name] = ConsistencyModel.parse(
+                    kind, None if kind in ("bsp", "async") else staleness
+                )
+        return models
+
+
+@dataclass
+class JobResult:
+    """What a finished job returns: the run record, final tables, worker return values."""
+
+    record: dict[str, Any]
+    tables: dict[str, np.ndarray]
+    worker_results: list[Any]
+
+
+def run(
+    worker_fn: WorkerFn,
+    tables: Sequence[TableSpec],
+    *,
+    data: Sequence[Any] | None = None,
+    metrics_out: str | None = None,
+    final: Callable[[JobResult], dict[str, Any]] | None = None,
+    **options: Any,
+) -> JobResult:
+    """Run ``worker_fn(ctx)`` on every worker and return the result.
+
+    ``data`` is one partition per worker (``ctx.data``). ``options`` are :class:`JobConfig`
+    fields: ``workers``, ``consistency``, ``staleness``, ``iterations``, ``runtime``,
+    ``shards``, ``stragglers``, ``seed``, ``nan_policy``, ``app``, ``on_clock``.
+    ``final(result)`` fills the run record's ``final`` object.
+    """
+    unknown = set(options) - set(JobConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown job option(s) {sorted(unknown)}")
+    config = JobConfig(tables=list(tables), **options)
+    if data is not None and len(data) != config.workers:
+        raise ConfigError(f"data has {len(data)} partitions but the job has {config.workers} workers")
+    from .runtime.local import LocalRuntime
+
+    start = time.perf_counter()
+    outcome = LocalRuntime(config).run(worker_fn, data)
+    wall = time.perf_counter() - start
+    record = build_run_record(
+        app=config.app,
+        runtime=config.runtime,
+        consistency=config.model.kind,
+        staleness=config.model.staleness,
+        workers=config.workers,
+        iterations=config.iterations or max((m.records[-1]["iteration"] + 1 for m in outcome.metrics if m.records), default=0),
+        wall_time_s=wall,
+        metrics=outcome.metrics,
+    )
+    result = JobResult(record=record, tables=outcome.tables, worker_results=outcome.results)
+    if final is not None:
+        record["final"] = final(result)
+    if metrics_out:
+        write_run_record(record, metrics_out)
+    return result

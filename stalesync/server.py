@@ -1,0 +1,158 @@
+"""A server shard: the rows of its key range, the worker clocks, parked reads and pushes.
+
+The shard is runtime-agnostic logic guarded by one lock; the embedded runtime calls it from
+worker threads, the Ray runtime wraps the same bookkeeping in an actor.
+
+Invariant that makes the consistency guarantee hold: a worker's increments for clock ``c``
+are applied *in the same critical section* that records its clock ``c`` as completed. So
+when the minimum worker clock is ``m``, every increment from clocks ``< m`` is in the rows,
+and any row served now may be stamped ``m``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .consistency import ConsistencyModel
+from .errors import JobAbortedError
+from .tables import DenseRowStore, RowStore, ShardMap, TableSpec
+
+FINISHED = np.iinfo(np.int64).max // 4  # clock of a worker whose function returned
+
+
+@dataclass
+class Push:
+    """Fresh rows a shard sends to a worker that caches them (ESSP)."""
+
+    table: str
+    rows: np.ndarray  # global row ids
+    values: np.ndarray
+    stamp: int
+    # how many of the receiving worker's clocks the values include; the worker drops a push
+    # that predates its own latest flush, or its own increments would vanish from its cache
+    own_clocks: int
+
+
+PushSink = Callable[[int, Push], None]
+
+
+class ServerShard:
+    """Rows ``r`` with ``r % num_shards == shard_id`` of every table."""
+
+    def __init__(
+        self,
+        shard_id: int,
+        shard_map: ShardMap,
+        specs: Mapping[str, TableSpec],
+        models: Mapping[str, ConsistencyModel],
+        num_workers: int,
+        push_sink: PushSink | None = None,
+    ) -> None:
+        self.shard_id = shard_id
+        self.shard_map = shard_map
+        self.specs = dict(specs)
+        self.models = dict(models)
+        self.stores: dict[str, RowStore] = {
+            name: DenseRowStore(spec, shard_map.local_rows(shard_id, spec.num_rows))
+            for name, spec in specs.items()
+        }
+        self.worker_clocks = np.zeros(num_workers, dtype=np.int64)
+        self.push_sink = push_sink
+        # ESSP: which local rows each worker caches, per pushing table
+        self.subscribed: dict[str, np.ndarray] = {
+            name: np.zeros((num_workers, shard_map.local_rows(shard_id, specs[name].num_rows)), dtype=bool)
+            for name, model in models.items()
+            if model.pushes
+        }
+        self._cond = threading.Condition(threading.Lock())
+        self._aborted = False
+
+    # -- clocks -------------------------------------------------------------------------
+    @property
+    def min_clock(self) -> int:
+        return int(self.worker_clocks.min())
+
+    def clock(
+        self,
+        worker: int,
+        updates: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        finished: bool = False,
+    ) -> None:
+        """Apply ``worker``'s coalesced increments for its current clock, then advance it.
+
+        ``updates`` maps table -> (local rows, deltas). ``finished`` marks a worker whose
+        function returned: it will send nothing more, so nobody waits for it.
+        """
+        with self._cond:
+            for name, (local_rows, deltas) in updates.items():
+                self.stores[name].add(local_rows, deltas)
+            before = self.min_clock
+            if finished:
+                self.worker_clocks[worker] = FINISHED
+            else:
+                self.worker_clocks[worker] += 1
+            after = self.min_clock
+            if after > before:
+                self._cond.notify_all()
+                self._push_fresh_rows(after)
+
+    def _push_fresh_rows(self, stamp: int) -> None:
+        if self.push_sink is None:
+            return
+        for name, subscribed in self.subscribed.items():
+            store = self.stores[name]
+            for worker in np.flatnonzero(subscribed.any(axis=1)):
+                local = np.flatnonzero(subscribed[worker])
+                push = Push(
+                    table=name,
+                    rows=self.shard_map.global_rows(self.shard_id, local),
+                    values=store.gather(local),
+                    stamp=stamp,
+                    own_clocks=int(self.worker_clocks[worker]),
+                )
+                self.push_sink(int(worker), push)
+
+    # -- reads --------------------------------------------------------------------------
+    def read(
+        self, worker: int, table: str, local_rows: np.ndarray, required_stamp: int | None
+    ) -> tuple[np.ndarray, int, float]:
+        """Return (values, stamp, seconds waited) of ``local_rows``.
+
+        Waits until the shard's minimum clock reaches ``required_stamp``;
+        ``required_stamp=None`` never waits (async).
+        """
+        waited = 0.0
+        with self._cond:
+            if required_stamp is not None and self.min_clock < required_stamp:
+                t0 = time.perf_counter()
+                while self.min_clock < required_stamp:
+                    if self._aborted:
+                        raise JobAbortedError("job stopped while a read was waiting")
+                    self._cond.wait()
+                waited = time.perf_counter() - t0
+            if self._aborted:
+                raise JobAbortedError("job stopped")
+            values = self.stores[table].gather(local_rows)
+            if table in self.subscribed:
+                self.subscribed[table][worker, local_rows] = True
+            return values, self.min_clock, waited
+
+    def abort(self) -> None:
+        """Wake every parked read so it raises; used when the job stops on an error."""
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
+
+    # -- whole-table access (end of job, snapshots) ---------------------------------------
+    def dump(self, table: str) -> np.ndarray:
+        with self._cond:
+            return self.stores[table].to_dense()
+
+    def load(self, table: str, values: np.ndarray) -> None:
+        with self._cond:
+            self.stores[table].load_dense(values)

@@ -1,0 +1,127 @@
+"""Tables: named matrices of rows held by the parameter server.
+
+A table is declared by a :class:`TableSpec`. Its rows are sharded over server shards with
+``shard = row % num_shards`` (local index ``row // num_shards``): round-robin spreads the hot,
+low-numbered rows of frequency-sorted vocabularies over every shard.
+
+Row storage sits behind :class:`RowStore` so that a sparse representation can replace the
+dense one without touching the server or the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .errors import ConfigError
+from .kernels.rows import scatter_add_rows
+
+DTYPES = ("int32", "int64", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Declaration of one table.
+
+    ``consistency``/``staleness`` override the job-wide model for this table when given.
+    """
+
+    name: str
+    num_rows: int
+    row_width: int
+    dtype: str = "float64"
+    consistency: str | None = None
+    staleness: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"table name must be a non-empty string, got {self.name!r}")
+        for field in ("num_rows", "row_width"):
+            value = getattr(self, field)
+            if not isinstance(value, int | np.integer) or value <= 0:
+                raise ConfigError(f"table {self.name!r}: {field} must be a positive int, got {value!r}")
+        if str(self.dtype) not in DTYPES:
+            raise ConfigError(
+                f"table {self.name!r}: dtype {self.dtype!r} is not supported; use one of {DTYPES}"
+            )
+        object.__setattr__(self, "dtype", str(self.dtype))
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def row_nbytes(self) -> int:
+        return self.row_width * self.np_dtype.itemsize
+
+
+class ShardMap:
+    """Deterministic row -> shard mapping: ``shard = row % n``, ``local = row // n``."""
+
+    def __init__(self, num_shards: int) -> None:
+        if num_shards < 1:
+            raise ConfigError(f"num_shards must be >= 1, got {num_shards}")
+        self.num_shards = num_shards
+
+    def local_rows(self, shard: int, num_rows: int) -> int:
+        """How many rows of a ``num_rows`` table live on ``shard``."""
+        return max(0, (num_rows - shard + self.num_shards - 1) // self.num_shards)
+
+    def split(self, rows: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Group ``rows`` by shard: ``[(shard, positions_in_rows, local_indices), ...]``."""
+        n = self.num_shards
+        if n == 1:
+            return [(0, np.arange(rows.size), rows)]
+        shard_of = rows % n
+        order = np.argsort(shard_of, kind="stable")
+        bounds = np.searchsorted(shard_of[order], np.arange(n + 1))
+        groups = []
+        for shard in range(n):
+            pos = order[bounds[shard] : bounds[shard + 1]]
+            if pos.size:
+                groups.append((shard, pos, rows[pos] // n))
+        return groups
+
+    def global_rows(self, shard: int, local: np.ndarray) -> np.ndarray:
+        return local * self.num_shards + shard
+
+
+class RowStore(Protocol):
+    """Storage of the rows one shard holds for one table."""
+
+    spec: TableSpec
+
+    def gather(self, local_rows: np.ndarray) -> np.ndarray: ...
+
+    def add(self, local_rows: np.ndarray, deltas: np.ndarray) -> None: ...
+
+    def to_dense(self) -> np.ndarray: ...
+
+    def load_dense(self, values: np.ndarray) -> None: ...
+
+
+class DenseRowStore:
+    """All local rows of a table in one C-contiguous 2-D array."""
+
+    def __init__(self, spec: TableSpec, num_local_rows: int) -> None:
+        self.spec = spec
+        self.values = np.zeros((num_local_rows, spec.row_width), dtype=spec.np_dtype)
+
+    def gather(self, local_rows: np.ndarray) -> np.ndarray:
+        return self.values[local_rows]
+
+    def add(self, local_rows: np.ndarray, deltas: np.ndarray) -> None:
+        scatter_add_rows(self.values, local_rows, deltas)
+
+    def to_dense(self) -> np.ndarray:
+        return self.values.copy()
+
+    def load_dense(self, values: np.ndarray) -> None:
+        if values.shape != self.values.shape:
+            raise ConfigError(
+                f"table {self.spec.name!r}: cannot load shape {values.shape}, "
+                f"expected {self.values.shape}"
+            )
+        self.values[...] = values
