@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ from .tables import ShardMap, TableSpec
 
 INDEX_BYTES = 8  # bytes per row id on the wire
 MESSAGE_HEADER_BYTES = 32  # table id, worker, clock, counts
+SENT_LOG_CLOCKS = 8  # ESSP: pushes older than this many own clocks are dropped (always safe)
 
 
 @dataclass
@@ -47,6 +49,9 @@ class _CachedTable:
     pending: np.ndarray
     dirty: np.ndarray
     inbox: list[Push] = field(default_factory=list)
+    # ESSP: own increments of the last few flushed clocks, [(clock, rows, deltas)], so a push
+    # generated before a flush can be completed with them instead of being dropped
+    sent: deque = field(default_factory=lambda: deque(maxlen=SENT_LOG_CLOCKS))
 
     @classmethod
     def create(cls, spec: TableSpec, model: ConsistencyModel) -> _CachedTable:
@@ -81,7 +86,9 @@ class WorkerClient:
         self.metrics = metrics
         self.nan_policy = nan_policy
         self.clock_count = 0
-        self.tables = {name: _CachedTable.create(spec, models[name]) for name, spec in specs.items()}
+        self.tables = {
+            name: _CachedTable.create(spec, models[name]) for name, spec in specs.items()
+        }
         self._inbox_lock = threading.Lock()
         self._ended = False
         self._abort_event: threading.Event | None = None
@@ -98,9 +105,13 @@ class WorkerClient:
 
     def _check_alive(self) -> None:
         if self._ended:
-            raise JobEndedError(f"worker {self.worker_id}: the job has ended; no more reads or clocks")
+            raise JobEndedError(
+                f"worker {self.worker_id}: the job has ended; no more reads or clocks"
+            )
         if self._abort_event is not None and self._abort_event.is_set():
-            raise JobAbortedError(f"worker {self.worker_id}: the job was stopped by another worker's error")
+            raise JobAbortedError(
+                f"worker {self.worker_id}: the job was stopped by another worker's error"
+            )
 
     @staticmethod
     def _rows(table: _CachedTable, rows) -> np.ndarray:
@@ -127,7 +138,9 @@ class WorkerClient:
         spec = table.spec
         arr = np.asarray(deltas)
         if arr.dtype.kind not in "iufb":
-            raise IncrementError(f"table {spec.name!r}: increments must be numeric, got {arr.dtype}")
+            raise IncrementError(
+                f"table {spec.name!r}: increments must be numeric, got {arr.dtype}"
+            )
         if not np.can_cast(arr.dtype, spec.np_dtype, casting="same_kind"):
             raise IncrementError(
                 f"table {spec.name!r}: cannot add {arr.dtype} increments to a {spec.dtype} table"
@@ -159,7 +172,8 @@ class WorkerClient:
         self._apply_pushes(table)
         model = table.model
         if model.bounded:
-            required = model.required_stamp(self.clock_count)
+            # never-fetched rows have stamp -1 and must be fetched even when c - s < 0
+            required = max(model.required_stamp(self.clock_count), 0)
             missing = idx[table.stamp[idx] < required]
         else:
             required = None
@@ -180,7 +194,9 @@ class WorkerClient:
             table.cache[fetched] = values
             table.stamp[fetched] = stamp
             table.fetched_at[fetched] = self.clock_count
-            self.metrics.on_send(MESSAGE_HEADER_BYTES + fetched.size * (INDEX_BYTES + table.spec.row_nbytes))
+            self.metrics.on_send(
+                MESSAGE_HEADER_BYTES + fetched.size * (INDEX_BYTES + table.spec.row_nbytes)
+            )
         return waited
 
     def receive_push(self, push: Push) -> None:
@@ -196,13 +212,32 @@ class WorkerClient:
             pushes, table.inbox = table.inbox, []
         for push in pushes:
             self.metrics.on_send(MESSAGE_HEADER_BYTES + push.values.nbytes + push.rows.nbytes)
-            if push.own_clocks < self.clock_count:
-                continue  # predates our last flush: would drop our own increments
+            if not self._complete_with_own_increments(table, push):
+                continue
             newer = push.stamp > table.stamp[push.rows]
             rows = push.rows[newer]
             table.cache[rows] = push.values[newer] + table.pending[rows]
             table.stamp[rows] = push.stamp
             table.fetched_at[rows] = self.clock_count
+
+    def _complete_with_own_increments(self, table: _CachedTable, push: Push) -> bool:
+        """Add to ``push.values`` the own increments flushed after the push was made.
+
+        Returns False (drop the push: always safe, only less fresh) when they are no longer
+        in the sent log."""
+        missing = range(push.own_clocks, self.clock_count)
+        if not missing:
+            return True
+        logged = {clock: (rows, deltas) for clock, rows, deltas in table.sent}
+        if any(clock not in logged for clock in missing):
+            return False
+        for clock in missing:
+            rows, deltas = logged[clock]
+            _, in_push, in_sent = np.intersect1d(
+                push.rows, rows, assume_unique=True, return_indices=True
+            )
+            push.values[in_push] += deltas[in_sent]
+        return True
 
     # -- increments -----------------------------------------------------------------------
     def inc(self, name: str, rows, deltas) -> None:
@@ -252,6 +287,8 @@ class WorkerClient:
             deltas = table.pending[rows]
             table.pending[rows] = 0
             table.dirty[rows] = False
+            if table.model.pushes:
+                table.sent.append((self.clock_count, rows, deltas))
             for shard, pos, local in self.shard_map.split(rows):
                 per_shard[shard][name] = (local, deltas[pos])
                 nbytes += pos.size * (INDEX_BYTES + table.spec.row_nbytes)

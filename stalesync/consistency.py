@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 KINDS = ("bsp", "ssp", "essp", "async")
+DEFAULT_STALENESS = 1  # for ssp/essp when none is given
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class ConsistencyModel:
             return cls("bsp", 0)
         if kind == "async":
             return cls("async", 0)
-        s = 0 if staleness is None else staleness
+        s = DEFAULT_STALENESS if staleness is None else staleness
         if not isinstance(s, int) or s < 0:
             raise ConfigError(f"staleness must be a non-negative int, got {staleness!r}")
         return cls(kind, s)

@@ -53,8 +53,12 @@ class Stragglers:
         return cls(slow=slow, pause_prob=prob, pause_s=pause, seed=seed)
 
     def for_worker(self, worker: int) -> WorkerDelay:
-        return WorkerDelay(self.slow.get(worker, 1.0), self.pause_prob, self.pause_s,
-                           np.random.default_rng([self.seed, worker]))
+        return WorkerDelay(
+            self.slow.get(worker, 1.0),
+            self.pause_prob,
+            self.pause_s,
+            np.random.default_rng([self.seed, worker]),
+        )
 
 
 @dataclass

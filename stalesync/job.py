@@ -30,7 +30,7 @@ class JobConfig:
     tables: list[TableSpec]
     workers: int = 2
     consistency: str = "ssp"
-    staleness: int | None = 1
+    staleness: int | None = None
     iterations: int | None = None
     runtime: str = "embedded"
     shards: int = 1
@@ -113,7 +113,9 @@ def run(
         raise ConfigError(f"unknown job option(s) {sorted(unknown)}")
     config = JobConfig(tables=list(tables), **options)
     if data is not None and len(data) != config.workers:
-        raise ConfigError(f"data has {len(data)} partitions but the job has {config.workers} workers")
+        raise ConfigError(
+            f"data has {len(data)} partitions but the job has {config.workers} workers"
+        )
     from .runtime.local import LocalRuntime
 
     start = time.perf_counter()
@@ -125,7 +127,8 @@ def run(
         consistency=config.model.kind,
         staleness=config.model.staleness,
         workers=config.workers,
-        iterations=config.iterations or max((m.records[-1]["iteration"] + 1 for m in outcome.metrics if m.records), default=0),
+        iterations=config.iterations
+        or max((m.records[-1]["iteration"] + 1 for m in outcome.metrics if m.records), default=0),
         wall_time_s=wall,
         metrics=outcome.metrics,
     )

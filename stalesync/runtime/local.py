@@ -65,7 +65,9 @@ class LocalRuntime:
         metrics = [WorkerMetrics(w, start) for w in range(cfg.workers)]
         specs = {t.name: t for t in cfg.tables}
         self.clients = [
-            WorkerClient(w, specs, self.models, self.shard_map, self.shards, metrics[w], cfg.nan_policy)
+            WorkerClient(
+                w, specs, self.models, self.shard_map, self.shards, metrics[w], cfg.nan_policy
+            )
             for w in range(cfg.workers)
         ]
         for client in self.clients:

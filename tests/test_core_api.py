@@ -1,0 +1,149 @@
+"""The batched worker API, the run record and the plot."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import stalesync as ss
+from stalesync.faults import Stragglers
+from stalesync.metrics import plot_run
+
+
+def counting_worker(ctx):
+    for k in range(ctx.iterations):
+        before = ctx.read("t")
+        ctx.inc("t", np.arange(6), np.full((6, 2), ctx.worker_id + 1, dtype=np.int64))
+        after = ctx.read("t", np.arange(6))
+        np.testing.assert_array_equal(after - before, ctx.worker_id + 1)  # read-my-writes
+        ctx.clock(objective=float(k))
+    return ctx.worker_id
+
+
+def test_run_record_schema_and_values(tmp_path):
+    out = tmp_path / "run.json"
+    result = ss.run(
+        counting_worker,
+        [ss.TableSpec("t", 6, 2, "int64")],
+        workers=3,
+        consistency="ssp",
+        staleness=2,
+        iterations=4,
+        metrics_out=str(out),
+        app="counting",
+        final=lambda r: {"total": int(r.tables["t"].sum())},
+    )
+    record = json.loads(out.read_text())
+    for key in (
+        "app",
+        "runtime",
+        "consistency",
+        "staleness",
+        "workers",
+        "iterations",
+        "wall_time_s",
+        "records",
+        "observed_staleness",
+        "bytes_sent",
+        "final",
+    ):
+        assert key in record
+    assert record["app"] == "counting" and record["runtime"] == "embedded"
+    assert (record["consistency"], record["staleness"], record["workers"]) == ("ssp", 2, 3)
+    assert len(record["records"]) == 3 * 4
+    assert {(r["iteration"], r["worker"]) for r in record["records"]} == {
+        (i, w) for i in range(4) for w in range(3)
+    }
+    assert all(r["objective"] == r["iteration"] for r in record["records"])
+    assert record["final"] == {"total": 6 * 2 * 4 * (1 + 2 + 3)}
+    assert set(record["observed_staleness"]) >= {"max", "mean", "histogram"}
+    assert record["observed_staleness"]["max"] <= 2
+    assert record["bytes_sent"] > 0
+    assert result.worker_results == [0, 1, 2]
+
+
+def test_increments_are_sent_once_per_shard_per_clock():
+    """Coalescing: many incs to the same rows cost one message per shard per clock."""
+
+    def worker(ctx):
+        for _ in range(100):
+            ctx.inc("t", [0, 1], np.ones((2, 4)))
+        ctx.clock()
+
+    result = ss.run(worker, [ss.TableSpec("t", 10, 4)], workers=1, shards=2, iterations=1)
+    # two rows (8-byte id + 4 float64) + one 32-byte header per shard
+    assert result.record["bytes_sent"] == 2 * (8 + 32) + 2 * 32
+    np.testing.assert_array_equal(result.tables["t"][:2], 100)
+
+
+def test_initial_tables_and_per_table_consistency():
+    def worker(ctx):
+        return ctx.read("a", [1])[0, 0], ctx.read("b", [1])[0, 0]
+
+    a = ss.TableSpec("a", 3, 1, consistency="async")
+    b = ss.TableSpec("b", 3, 1, consistency="ssp", staleness=4)
+    result = ss.run(
+        worker,
+        [a, b],
+        workers=2,
+        consistency="bsp",
+        initial_tables={"a": np.arange(3.0)[:, None], "b": np.ones((3, 1))},
+    )
+    assert result.worker_results == [(1.0, 1.0), (1.0, 1.0)]
+
+
+def test_inc_one_and_scalar_read():
+    def worker(ctx):
+        ctx.inc_one("t", 2, 1, 5)
+        return ctx.read("t", 2)
+
+    result = ss.run(worker, [ss.TableSpec("t", 4, 3, "int32")], workers=1)
+    np.testing.assert_array_equal(result.worker_results[0], [0, 5, 0])
+    assert result.tables["t"][2, 1] == 5
+
+
+def test_straggler_factor_slows_only_the_chosen_worker():
+    def worker(ctx):
+        for _ in range(5):
+            t0 = __import__("time").perf_counter()
+            while __import__("time").perf_counter() - t0 < 0.004:
+                pass
+            ctx.clock()
+
+    result = ss.run(
+        worker,
+        [ss.TableSpec("t", 1, 1)],
+        workers=2,
+        consistency="async",
+        stragglers=Stragglers(slow={1: 3.0}),
+    )
+    dur = {
+        w: np.median([r["duration_s"] for r in result.record["records"] if r["worker"] == w])
+        for w in (0, 1)
+    }
+    assert dur[1] > 2.0 * dur[0]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("1:2.5", Stragglers(slow={1: 2.5})),
+        ("0:2,p=0.1:0.02", Stragglers(slow={0: 2.0}, pause_prob=0.1, pause_s=0.02)),
+    ],
+)
+def test_straggler_cli_syntax(text, expected):
+    assert Stragglers.parse(text) == expected
+
+
+def test_straggler_bad_syntax():
+    with pytest.raises(ss.ConfigError, match="cannot parse straggler spec 'x'"):
+        Stragglers.parse("x")
+
+
+def test_plot_writes_a_png(tmp_path):
+    result = ss.run(counting_worker, [ss.TableSpec("t", 6, 2, "int64")], workers=2, iterations=3)
+    path = tmp_path / "run.png"
+    plot_run(result.record, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
