@@ -29,7 +29,12 @@ from .errors import (
     RowIndexError,
     UnknownTableError,
 )
-from .kernels.rows import gather_rows, scatter_add_rows
+from .kernels.rows import (
+    gather_rows,
+    scatter_add_rows_pair,
+    take_and_zero_rows,
+    unique_rows,
+)
 from .metrics import WorkerMetrics
 from .server import Push, ServerShard
 from .tables import ShardMap, TableSpec
@@ -178,7 +183,9 @@ class WorkerClient:
         else:
             required = None
             missing = idx[table.fetched_at[idx] < self.clock_count]
-        waited = self._fetch(table, np.unique(missing), required) if missing.size else 0.0
+        waited = 0.0
+        if missing.size:
+            waited = self._fetch(table, unique_rows(missing, table.spec.num_rows), required)
         self.metrics.on_read(self.clock_count - table.stamp[idx], waited)
         out = gather_rows(table.cache, idx)
         return out[0] if scalar else out
@@ -190,7 +197,9 @@ class WorkerClient:
             values, stamp, w = self.shards[shard].read(self.worker_id, name, local, required)
             waited += w
             fetched = rows[pos]
-            values += table.pending[fetched]  # the shard has not seen these yet
+            unsent = table.dirty[fetched]
+            if unsent.any():  # the shard has not seen these increments yet
+                values[unsent] += table.pending[fetched[unsent]]
             table.cache[fetched] = values
             table.stamp[fetched] = stamp
             table.fetched_at[fetched] = self.clock_count
@@ -246,8 +255,7 @@ class WorkerClient:
         table = self._table(name)
         idx = self._rows(table, rows)
         arr = self._deltas(table, idx, deltas)
-        scatter_add_rows(table.pending, idx, arr)
-        scatter_add_rows(table.cache, idx, arr)
+        scatter_add_rows_pair(table.pending, table.cache, idx, arr)
         table.dirty[idx] = True
 
     def inc_one(self, name: str, row: int, col: int, value) -> None:
@@ -284,8 +292,7 @@ class WorkerClient:
             rows = np.flatnonzero(table.dirty)
             if not rows.size:
                 continue
-            deltas = table.pending[rows]
-            table.pending[rows] = 0
+            deltas = take_and_zero_rows(table.pending, rows)
             table.dirty[rows] = False
             if table.model.pushes:
                 table.sent.append((self.clock_count, rows, deltas))

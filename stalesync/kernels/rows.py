@@ -36,3 +36,48 @@ def gather_rows(src: np.ndarray, rows: np.ndarray) -> np.ndarray:
     if rows.size:
         _gather(src, rows, out)
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _scatter_add_pair(dst_a, dst_b, rows, deltas):  # pragma: no cover - compiled
+    width = dst_a.shape[1]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(width):
+            dst_a[r, j] += deltas[i, j]
+            dst_b[r, j] += deltas[i, j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _take_and_zero(src, rows, out):  # pragma: no cover - compiled
+    width = src.shape[1]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(width):
+            out[i, j] = src[r, j]
+            src[r, j] = 0
+
+
+def scatter_add_rows_pair(
+    dst_a: np.ndarray, dst_b: np.ndarray, rows: np.ndarray, deltas: np.ndarray
+) -> None:
+    """``scatter_add_rows`` into two same-shaped arrays in one pass (cache + update log)."""
+    if rows.size:
+        _scatter_add_pair(dst_a, dst_b, rows, deltas)
+
+
+def take_and_zero_rows(src: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Return ``src[rows]`` and zero those rows, in one pass (draining the update log)."""
+    out = np.empty((rows.shape[0], src.shape[1]), dtype=src.dtype)
+    if rows.size:
+        _take_and_zero(src, rows, out)
+    return out
+
+
+def unique_rows(rows: np.ndarray, num_rows: int) -> np.ndarray:
+    """Sorted distinct row ids; a mark array beats sorting when the batch is a big share."""
+    if rows.size * 16 >= num_rows:
+        mark = np.zeros(num_rows, dtype=bool)
+        mark[rows] = True
+        return np.flatnonzero(mark)
+    return np.unique(rows)
