@@ -16,10 +16,10 @@ import numpy as np
 from .consistency import ConsistencyModel
 from .errors import ConfigError
 from .faults import Stragglers
-from .metrics import build_run_record, write_run_record
+from .metrics import build_run_record, write_run_record  # noqa: F401 (re-exported)
 from .tables import TableSpec
 
-RUNTIMES = ("embedded",)
+RUNTIMES = ("embedded", "ray")
 NAN_POLICIES = ("error", "warn")
 
 WorkerFn = Callable[[Any], Any]
@@ -40,6 +40,15 @@ class JobConfig:
     app: str = "custom"
     on_clock: Callable[[int, int, float | None], None] | None = None
     initial_tables: dict[str, np.ndarray] = field(default_factory=dict)
+    # Ray: cluster address (None = start a local Ray for the job), per-role actor options
+    # ({"shard"|"worker"|"coordinator": ray .options(...) kwargs}), restarts after failures
+    address: str | None = None
+    ray_options: dict[str, dict[str, Any]] | None = None
+    max_recoveries: int = 3
+    # consistent snapshots every k clocks into snapshot_dir; resume from a snapshot (dir)
+    snapshot_every: int | None = None
+    snapshot_dir: str | None = None
+    resume: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.workers, int) or self.workers < 1:
@@ -50,6 +59,7 @@ class JobConfig:
             raise ConfigError(f"unknown runtime {self.runtime!r}; choose one of {RUNTIMES}")
         if self.nan_policy not in NAN_POLICIES:
             raise ConfigError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
+        self._check_snapshot_options()
         names = [t.name for t in self.tables]
         if len(set(names)) != len(names):
             raise ConfigError(f"table names must be unique, got {names}")
@@ -61,6 +71,24 @@ class JobConfig:
                     f"initial values of table {name!r} have shape {np.shape(values)}, "
                     f"expected {(spec.num_rows, spec.row_width)}"
                 )
+
+    def _check_snapshot_options(self) -> None:
+        if self.snapshot_every is not None and (
+            not isinstance(self.snapshot_every, int) or self.snapshot_every < 1
+        ):
+            raise ConfigError(
+                f"snapshot_every must be a positive int (clocks), got {self.snapshot_every!r}"
+            )
+        if self.snapshot_every and self.snapshot_dir is None:
+            if self.resume is None:
+                raise ConfigError("snapshot_every needs snapshot_dir (where snapshots go)")
+            from .snapshot import snapshot_root
+
+            self.snapshot_dir = str(snapshot_root(self.resume))
+        if not isinstance(self.max_recoveries, int) or self.max_recoveries < 0:
+            raise ConfigError(f"max_recoveries must be an int >= 0, got {self.max_recoveries!r}")
+        if self.address is not None and self.runtime != "ray":
+            raise ConfigError("address is only used with runtime='ray'")
 
     def spec(self, name: str) -> TableSpec:
         for t in self.tables:
@@ -105,8 +133,10 @@ def run(
 
     ``data`` is one partition per worker (``ctx.data``). ``options`` are :class:`JobConfig`
     fields: ``workers``, ``consistency``, ``staleness``, ``iterations``, ``runtime``,
-    ``shards``, ``stragglers``, ``seed``, ``nan_policy``, ``app``, ``on_clock``.
-    ``final(result)`` fills the run record's ``final`` object.
+    ``shards``, ``stragglers``, ``seed``, ``nan_policy``, ``app``, ``on_clock``,
+    ``snapshot_every``/``snapshot_dir``/``resume`` (consistent snapshots, see
+    :mod:`stalesync.snapshot`), and for ``runtime="ray"``: ``address``, ``ray_options``,
+    ``max_recoveries``. ``final(result)`` fills the run record's ``final`` object.
     """
     unknown = set(options) - set(JobConfig.__dataclass_fields__)
     if unknown:
@@ -116,10 +146,13 @@ def run(
         raise ConfigError(
             f"data has {len(data)} partitions but the job has {config.workers} workers"
         )
-    from .runtime.local import LocalRuntime
+    if config.runtime == "ray":
+        from .runtime.ray import RayRuntime as Runtime
+    else:
+        from .runtime.local import LocalRuntime as Runtime
 
     start = time.perf_counter()
-    outcome = LocalRuntime(config).run(worker_fn, data)
+    outcome = Runtime(config).run(worker_fn, data)
     wall = time.perf_counter() - start
     record = build_run_record(
         app=config.app,
@@ -131,6 +164,7 @@ def run(
         or max((m.records[-1]["iteration"] + 1 for m in outcome.metrics if m.records), default=0),
         wall_time_s=wall,
         metrics=outcome.metrics,
+        extra=getattr(outcome, "extra", None),
     )
     result = JobResult(record=record, tables=outcome.tables, worker_results=outcome.results)
     if final is not None:

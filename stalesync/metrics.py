@@ -151,15 +151,18 @@ def write_run_record(record: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def objective_curve(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(time, objective) per iteration: the mean objective the workers reported at each
-    iteration, at the time the last of them reported it."""
+    """(time, objective) per iteration, at the time the last worker reported it.
+
+    Workers' values are averaged, or added when ``record["objective_reduce"] == "sum"``
+    (each worker reports its share, as LDA's log-likelihood)."""
     by_iter: dict[int, list[tuple[float, float]]] = {}
     for r in record["records"]:
         if "objective" in r:
             by_iter.setdefault(r["iteration"], []).append((r["time_s"], r["objective"]))
     its = sorted(by_iter)
+    reduce = np.sum if record.get("objective_reduce") == "sum" else np.mean
     times = np.array([max(t for t, _ in by_iter[i]) for i in its])
-    values = np.array([np.mean([v for _, v in by_iter[i]]) for i in its])
+    values = np.array([reduce([v for _, v in by_iter[i]]) for i in its])
     return times, values
 
 

@@ -167,7 +167,8 @@ def from_sparse(matrix, source: str = "<sparse>", one_based: bool = False) -> Ra
     import scipy.sparse as sp
 
     if not sp.issparse(matrix):
-        raise DataFormatError(f"{source}: expected a scipy sparse matrix, got {type(matrix).__name__}")
+        raise DataFormatError(
+            f"{source}: expected a scipy sparse matrix, got {type(matrix).__name__}")
     coo = sp.coo_matrix(matrix)
     values = np.asarray(coo.data, dtype=np.float32)
     if values.size and not np.isfinite(values).all():
@@ -190,7 +191,8 @@ def read_matrix_market(path: str | os.PathLike) -> Ratings:
     except (OSError, ValueError, IndexError) as exc:
         raise DataFormatError(f"{path}: not a readable MatrixMarket file ({exc})") from None
     if not hasattr(matrix, "tocoo"):
-        raise DataFormatError(f"{path}: MatrixMarket file is dense ('array'); expected 'coordinate'")
+        raise DataFormatError(
+            f"{path}: MatrixMarket file is dense ('array'); expected 'coordinate'")
     return from_sparse(matrix, str(path), one_based=True)
 
 

@@ -1,0 +1,5 @@
+"""LDA topic models by collapsed Gibbs sampling on the parameter server."""
+
+from .model import LDA
+
+__all__ = ["LDA"]

@@ -1,0 +1,171 @@
+"""LDA's worker program on the parameter server (data-parallel collapsed Gibbs sampling).
+
+Tables: ``word_topic`` (V x K int32) and ``topic_total`` (1 x K int64). Each worker owns a
+contiguous range of documents with their topic assignments and sparse doc-topic counts. Per
+clock it reads the rows of the words its documents use, samples one chunk of its documents
+against a local copy (its own changes applied at once), and adds the count changes it made.
+Tokens are kept in word-major order inside each chunk, as the F+LDA sampler wants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...data.corpus import Corpus
+from ...kernels import lda as k
+
+WORD_TOPIC = "word_topic"
+TOPIC_TOTAL = "topic_total"
+
+
+@dataclass(frozen=True)
+class Hyper:
+    num_topics: int
+    num_words: int
+    alpha: float
+    beta: float
+    docs_per_clock: float
+    eval_every: int
+    total_tokens: int
+
+
+@dataclass
+class Partition:
+    """One worker's documents and sampler state.
+
+    Documents are cut into chunks, one chunk sampled per clock. Token arrays (``tok_row``,
+    ``tok_doc``, ``z``) are in *sampling order*: chunk by chunk, sorted by word inside a chunk,
+    as the F+LDA sampler wants. ``tok_row`` indexes the chunk's own rows
+    ``rows[chunk_rows[chunk_row_ptr[c]:chunk_row_ptr[c + 1]]]``, so a clock reads and writes
+    only the table rows of the words its chunk uses. ``order[i]`` is the document-order
+    position of sampling-order token ``i``.
+    """
+
+    doc_len: np.ndarray  # tokens per local document
+    rows: np.ndarray  # global word ids of the local vocabulary
+    tok_row: np.ndarray  # row of the token's word within its chunk's rows
+    tok_doc: np.ndarray  # local document id
+    z: np.ndarray  # topic
+    order: np.ndarray
+    chunk_ptr: np.ndarray  # token offsets of the chunks
+    chunk_rows: np.ndarray  # local word ids used by each chunk, concatenated
+    chunk_row_ptr: np.ndarray
+    doc_ptr: np.ndarray  # sparse doc-topic lists: see kernels.lda.build_doc_lists
+    pairs: np.ndarray
+    nnz: np.ndarray
+
+    @classmethod
+    def create(cls, corpus: Corpus, num_topics: int, docs_per_clock: float,
+               rng: np.random.Generator) -> Partition:
+        rows, local = np.unique(corpus.words, return_inverse=True)
+        doc_len = corpus.doc_lengths.astype(np.int64)
+        tok_doc = np.repeat(np.arange(corpus.num_docs, dtype=np.int32), doc_len)
+        chunks = clocks_per_sweep(docs_per_clock)
+        chunk_docs = np.arange(chunks + 1) * corpus.num_docs // chunks
+        chunk_ptr = corpus.doc_ptr[chunk_docs]
+        chunk_of_token = np.repeat(np.arange(chunk_ptr.size - 1), np.diff(chunk_ptr))
+        order = np.lexsort((local, chunk_of_token))  # chunk-major, then word
+        words, chunks = local[order], chunk_of_token[order]
+        first = np.r_[True, (words[1:] != words[:-1]) | (chunks[1:] != chunks[:-1])]
+        run = np.cumsum(first) - 1  # global index of the token's (chunk, word) run
+        run_chunk = chunks[first]
+        chunk_row_ptr = np.searchsorted(run_chunk, np.arange(chunk_ptr.size))
+        tok_row = (run - chunk_row_ptr[chunks]).astype(np.int32)
+        z = rng.integers(0, num_topics, size=corpus.num_tokens, dtype=np.int32)
+        doc_ptr, pairs, nnz = k.build_doc_lists(tok_doc[order], z, corpus.num_docs, doc_len,
+                                                num_topics)
+        return cls(doc_len, rows.astype(np.int64), tok_row, tok_doc[order], z, order,
+                   chunk_ptr, words[first].astype(np.int64), chunk_row_ptr, doc_ptr, pairs, nnz)
+
+    @property
+    def num_docs(self) -> int:
+        return self.doc_len.size
+
+    @property
+    def num_chunks(self) -> int:
+        return self.chunk_ptr.size - 1
+
+    def chunk_table_rows(self, chunk: int) -> np.ndarray:
+        """Global word ids (table rows) that chunk ``chunk`` samples."""
+        return self.rows[self.chunk_rows[self.chunk_row_ptr[chunk]:self.chunk_row_ptr[chunk + 1]]]
+
+    def z_in_doc_order(self) -> np.ndarray:
+        z = np.empty_like(self.z)
+        z[self.order] = self.z
+        return z
+
+    def word_topic(self, num_words: int, num_topics: int) -> np.ndarray:
+        """Word-topic counts (V x K) implied by this partition's assignments."""
+        chunk_of_token = np.repeat(np.arange(self.num_chunks), np.diff(self.chunk_ptr))
+        word = self.chunk_rows[self.chunk_row_ptr[chunk_of_token] + self.tok_row]
+        wt = np.zeros((num_words, num_topics), dtype=np.int32)
+        np.add.at(wt, (self.rows[word], self.z), 1)
+        return wt
+
+    def doc_topic(self, num_topics: int) -> np.ndarray:
+        """Dense doc-topic counts (docs x K), recomputed from ``z``."""
+        dt = np.zeros((self.num_docs, num_topics), dtype=np.int32)
+        np.add.at(dt, (self.tok_doc, self.z), 1)
+        return dt
+
+    def doc_loglik(self, num_topics: int, alpha: float) -> float:
+        return k.doc_loglik(self.doc_ptr, self.pairs, self.nnz, self.doc_len, num_topics, alpha)
+
+
+def clocks_per_sweep(docs_per_clock: float) -> int:
+    """Chunks per partition: every worker sweeps all its documents in this many clocks."""
+    return max(1, round(1.0 / docs_per_clock))
+
+
+def make_worker(h: Hyper):
+    """The ``worker(ctx)`` function for a job with hyper-parameters ``h``."""
+    vbeta = h.num_words * h.beta
+
+    def worker(ctx) -> Partition:
+        part: Partition = ctx.data
+        k.seed_thread(int(ctx.rng.integers(2**31)))
+        for it in range(ctx.iterations):
+            chunk = it % part.num_chunks
+            rows = part.chunk_table_rows(chunk)
+            wt0 = ctx.read(WORD_TOPIC, rows)
+            nk0 = ctx.read(TOPIC_TOTAL, 0)
+            wt, nk = wt0.copy(), nk0.copy()
+            k.sweep(part.tok_row, part.tok_doc, part.z, part.chunk_ptr[chunk],
+                    part.chunk_ptr[chunk + 1], part.doc_ptr, part.pairs, part.nnz, wt, nk,
+                    h.alpha, h.beta, vbeta)
+            delta = wt - wt0
+            changed = np.flatnonzero(delta.any(axis=1))
+            ctx.inc(WORD_TOPIC, rows[changed], delta[changed])
+            ctx.inc(TOPIC_TOTAL, [0], (nk - nk0)[None, :])
+            evaluate = (it + 1) % h.eval_every == 0 or it + 1 == ctx.iterations
+            ctx.clock(objective=loglik_share(ctx, part, h) if evaluate else None)
+        return part
+
+    return worker
+
+
+def loglik_share(ctx, part: Partition, h: Hyper) -> float:
+    """This worker's share of log p(w, z) / N, from its current (possibly stale) view.
+
+    Docs part over its own documents; word part over rows ``w, w + P, ...`` of the table;
+    worker 0 adds the topic-totals part. The shares of all workers add up to the total.
+    """
+    total = part.doc_loglik(h.num_topics, h.alpha)
+    mine = np.arange(ctx.worker_id, h.num_words, ctx.num_workers)
+    if mine.size:
+        total += k.word_loglik_rows(ctx.read(WORD_TOPIC, mine), h.beta)
+    if ctx.worker_id == 0:
+        total += k.topic_loglik(ctx.read(TOPIC_TOTAL, 0), h.num_words, h.beta)
+    return total / h.total_tokens
+
+
+def joint_loglik(word_topic: np.ndarray, topic_total: np.ndarray, parts: list[Partition],
+                 alpha: float, beta: float) -> float:
+    """Exact log p(w, z) of a state (all workers' assignments); not per token."""
+    total = k.word_loglik_rows(word_topic, beta)
+    total += k.topic_loglik(topic_total, word_topic.shape[0], beta)
+    for p in parts:
+        total += p.doc_loglik(word_topic.shape[1], alpha)
+    return total
