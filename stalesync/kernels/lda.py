@@ -184,8 +184,9 @@ def build_doc_lists(tok_doc, z, num_docs, doc_len, num_topics):  # pragma: no co
 
 
 @numba.njit(nogil=True, cache=True)
-def sweep(tok_word, tok_doc, z, lo, hi, ptr, pairs, nnz, wt, nk,
-                alpha, beta, vbeta):  # pragma: no cover - compiled
+def sweep(
+    tok_word, tok_doc, z, lo, hi, ptr, pairs, nnz, wt, nk, alpha, beta, vbeta
+):  # pragma: no cover - compiled
     """Resample tokens [lo, hi) (sorted by word) exactly. Updates z, doc lists, wt, nk.
 
     p(k) ~ alpha * (n_wk + b)/(n_k + Vb)  [F+ tree over K, rebuilt once per word run]

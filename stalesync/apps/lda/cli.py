@@ -24,10 +24,18 @@ def register(subparsers) -> None:
     p.add_argument("--iterations", type=int, default=100, help="full sweeps over the corpus")
     p.add_argument("--alpha", type=float, default=0.1, help="doc-topic prior (per topic)")
     p.add_argument("--beta", type=float, default=0.01, help="topic-word prior (per word)")
-    p.add_argument("--docs-per-clock", type=float, default=0.1,
-                   help="share of each worker's documents sampled between clocks")
-    p.add_argument("--heldout", type=float, default=0.0,
-                   help="hold out this share of documents; report held-out log-likelihood")
+    p.add_argument(
+        "--docs-per-clock",
+        type=float,
+        default=0.1,
+        help="share of each worker's documents sampled between clocks",
+    )
+    p.add_argument(
+        "--heldout",
+        type=float,
+        default=0.0,
+        help="hold out this share of documents; report held-out log-likelihood",
+    )
     p.add_argument("--top-words", type=int, default=10, help="words printed per topic")
     p.add_argument("--show-topics", type=int, default=20, help="topics printed (0: none)")
     p.add_argument("--save-model", default=None, help="write the model (npz + JSON) here")
@@ -43,13 +51,24 @@ def run(args: argparse.Namespace) -> int:
     heldout = None
     if args.heldout:
         corpus, heldout = corpus.split(args.heldout, seed=args.seed)
-    print(f"corpus: {corpus.num_docs} documents, {corpus.num_words} words, "
-          f"{corpus.num_tokens} tokens", file=sys.stderr)
+    print(
+        f"corpus: {corpus.num_docs} documents, {corpus.num_words} words, "
+        f"{corpus.num_tokens} tokens",
+        file=sys.stderr,
+    )
     model = LDA(
-        n_topics=args.topics, alpha=args.alpha, beta=args.beta, iterations=args.iterations,
-        workers=args.workers, runtime=args.runtime, consistency=args.consistency,
-        staleness=args.staleness, shards=args.shards, docs_per_clock=args.docs_per_clock,
-        stragglers=Stragglers.parse(args.stragglers, seed=args.seed), seed=args.seed,
+        n_topics=args.topics,
+        alpha=args.alpha,
+        beta=args.beta,
+        iterations=args.iterations,
+        workers=args.workers,
+        runtime=args.runtime,
+        consistency=args.consistency,
+        staleness=args.staleness,
+        shards=args.shards,
+        docs_per_clock=args.docs_per_clock,
+        stragglers=Stragglers.parse(args.stragglers, seed=args.seed),
+        seed=args.seed,
         progress=not args.no_progress,
     )
     model.fit(corpus)
@@ -59,9 +78,11 @@ def run(args: argparse.Namespace) -> int:
     for i, words in enumerate(model.top_words(args.top_words)[: args.show_topics]):
         print(f"topic {i:3d}: {' '.join(words)}")
     final = record["final"]
-    print(f"log-likelihood per token {final['loglik_per_token']:.4f}, "
-          f"{final['tokens_per_s']:.3g} tokens/s, {record['wall_time_s']:.1f} s, "
-          f"{record['workers']} workers, {record['consistency']}")
+    print(
+        f"log-likelihood per token {final['loglik_per_token']:.4f}, "
+        f"{final['tokens_per_s']:.3g} tokens/s, {record['wall_time_s']:.1f} s, "
+        f"{record['workers']} workers, {record['consistency']}"
+    )
     if "heldout_loglik_per_token" in final:
         print(f"held-out log-likelihood per token {final['heldout_loglik_per_token']:.4f}")
     if args.metrics_out:

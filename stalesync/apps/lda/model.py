@@ -53,11 +53,23 @@ class LDA(TransformerMixin, BaseEstimator):
     worker's documents swept between two clocks.
     """
 
-    def __init__(self, n_topics: int = 100, alpha: float = 0.1, beta: float = 0.01,
-                 iterations: int = 100, workers: int = 2, runtime: str = "embedded",
-                 consistency: str = "ssp", staleness: int | None = 1, shards: int = 1,
-                 docs_per_clock: float = 0.1, eval_every: int | None = None,
-                 stragglers: Stragglers | None = None, seed: int = 0, progress: bool = False):
+    def __init__(
+        self,
+        n_topics: int = 100,
+        alpha: float = 0.1,
+        beta: float = 0.01,
+        iterations: int = 100,
+        workers: int = 2,
+        runtime: str = "embedded",
+        consistency: str = "ssp",
+        staleness: int | None = 1,
+        shards: int = 1,
+        docs_per_clock: float = 0.1,
+        eval_every: int | None = None,
+        stragglers: Stragglers | None = None,
+        seed: int = 0,
+        progress: bool = False,
+    ):
         self.n_topics = n_topics
         self.alpha = alpha
         self.beta = beta
@@ -102,28 +114,45 @@ class LDA(TransformerMixin, BaseEstimator):
             )
         K, V = self.n_topics, corpus.num_words
         rng = np.random.default_rng(self.seed)
-        parts = [Partition.create(c, K, self.docs_per_clock, rng)
-                 for c in corpus.partition(self.workers)]
+        parts = [
+            Partition.create(c, K, self.docs_per_clock, rng) for c in corpus.partition(self.workers)
+        ]
         word_topic = sum(p.word_topic(V, K) for p in parts)
         chunks = clocks_per_sweep(self.docs_per_clock)
         clocks = self.iterations * chunks
         eval_every = self.eval_every or chunks  # default: once per sweep
-        hyper = Hyper(K, V, float(self.alpha), float(self.beta), float(self.docs_per_clock),
-                      eval_every, corpus.num_tokens)
-        progress = _Progress(self.iterations, chunks, self.workers, corpus.num_tokens,
-                             enabled=self.progress)
+        hyper = Hyper(
+            K,
+            V,
+            float(self.alpha),
+            float(self.beta),
+            float(self.docs_per_clock),
+            eval_every,
+            corpus.num_tokens,
+        )
+        progress = _Progress(
+            self.iterations, chunks, self.workers, corpus.num_tokens, enabled=self.progress
+        )
         start = time.perf_counter()
         try:
             result = job.run(
                 make_worker(hyper),
                 [TableSpec(WORD_TOPIC, V, K, "int32"), TableSpec(TOPIC_TOTAL, 1, K, "int64")],
-                data=parts, workers=self.workers, runtime=self.runtime,
+                data=parts,
+                workers=self.workers,
+                runtime=self.runtime,
                 consistency=self.consistency,
                 staleness=None if self.consistency in ("bsp", "async") else self.staleness,
-                shards=self.shards, iterations=clocks, stragglers=self.stragglers,
-                seed=self.seed, app="lda", on_clock=progress.on_clock,
-                initial_tables={WORD_TOPIC: word_topic,
-                                TOPIC_TOTAL: word_topic.sum(axis=0, dtype=np.int64)[None]},
+                shards=self.shards,
+                iterations=clocks,
+                stragglers=self.stragglers,
+                seed=self.seed,
+                app="lda",
+                on_clock=progress.on_clock,
+                initial_tables={
+                    WORD_TOPIC: word_topic,
+                    TOPIC_TOTAL: word_topic.sum(axis=0, dtype=np.int64)[None],
+                },
             )
         finally:
             progress.close()
@@ -134,8 +163,9 @@ class LDA(TransformerMixin, BaseEstimator):
         self.vocab_ = corpus.vocab
         self.num_words_ = V
         self.partitions_ = parts
-        self.loglik_ = joint_loglik(self.word_topic_, self.topic_total_, parts, self.alpha,
-                                    self.beta)
+        self.loglik_ = joint_loglik(
+            self.word_topic_, self.topic_total_, parts, self.alpha, self.beta
+        )
         self.loglik_per_token_ = self.loglik_ / corpus.num_tokens
         swept = corpus.num_tokens * self.iterations
         record = result.record
@@ -189,16 +219,25 @@ class LDA(TransformerMixin, BaseEstimator):
         vocab = self.vocab_
         return [[vocab[w] if vocab else str(w) for w in row] for row in order]
 
-    def transform(self, X: Any, iterations: int = 50, burn_in: int = 10,
-                  seed: int | None = None) -> np.ndarray:
+    def transform(
+        self, X: Any, iterations: int = 50, burn_in: int = 10, seed: int | None = None
+    ) -> np.ndarray:
         """Doc-topic proportions of new documents, topics fixed (Gibbs fold-in)."""
         self._check_fitted()
         corpus = as_corpus(X, self.num_words_)
-        return k.fold_in(corpus.doc_ptr, corpus.words, self.topic_word_, float(self.alpha),
-                         iterations, burn_in, self.seed if seed is None else seed)
+        return k.fold_in(
+            corpus.doc_ptr,
+            corpus.words,
+            self.topic_word_,
+            float(self.alpha),
+            iterations,
+            burn_in,
+            self.seed if seed is None else seed,
+        )
 
-    def heldout_loglik(self, X: Any, seed: int = 0, iterations: int = 50,
-                       burn_in: int = 10) -> float:
+    def heldout_loglik(
+        self, X: Any, seed: int = 0, iterations: int = 50, burn_in: int = 10
+    ) -> float:
         """Per-token held-out log-likelihood by document completion.
 
         Each document's tokens are split in two halves (seeded); its topic mix is estimated
@@ -210,8 +249,9 @@ class LDA(TransformerMixin, BaseEstimator):
         if held.num_tokens == 0:
             raise DataFormatError("held-out documents need at least 2 tokens each to be split")
         phi = self.topic_word_
-        theta = k.fold_in(observed.doc_ptr, observed.words, phi, float(self.alpha),
-                          iterations, burn_in, seed)
+        theta = k.fold_in(
+            observed.doc_ptr, observed.words, phi, float(self.alpha), iterations, burn_in, seed
+        )
         return k.heldout_loglik(held.doc_ptr, held.words, theta, phi) / held.num_tokens
 
     # -- persistence (npz + JSON, atomic) --------------------------------------------------
@@ -221,9 +261,14 @@ class LDA(TransformerMixin, BaseEstimator):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        meta = {"format": MODEL_FORMAT, "model": "lda", "params": self.get_params(),
-                "num_words": self.num_words_, "vocab": self.vocab_,
-                "loglik_per_token": self.loglik_per_token_}
+        meta = {
+            "format": MODEL_FORMAT,
+            "model": "lda",
+            "params": self.get_params(),
+            "num_words": self.num_words_,
+            "vocab": self.vocab_,
+            "loglik_per_token": self.loglik_per_token_,
+        }
         meta["params"]["stragglers"] = None
         (tmp / "model.json").write_text(json.dumps(meta))
         np.savez(tmp / "arrays.npz", word_topic=self.word_topic_, topic_total=self.topic_total_)
@@ -242,7 +287,9 @@ class LDA(TransformerMixin, BaseEstimator):
             meta = json.loads((path / "model.json").read_text())
             arrays = np.load(path / "arrays.npz", allow_pickle=False)
         except FileNotFoundError as exc:
-            raise DataFormatError(f"{path}: not a saved LDA model ({exc.filename} missing)") from None
+            raise DataFormatError(
+                f"{path}: not a saved LDA model ({exc.filename} missing)"
+            ) from None
         if meta.get("model") != "lda" or meta.get("format") != MODEL_FORMAT:
             raise DataFormatError(f"{path}: not an LDA model of format {MODEL_FORMAT}")
         model = cls(**meta["params"])
@@ -258,8 +305,9 @@ class LDA(TransformerMixin, BaseEstimator):
 class _Progress:
     """A tqdm bar in sweeps, advanced when every worker has finished a clock."""
 
-    def __init__(self, sweeps: int, clocks_per_sweep: int, workers: int, tokens: int,
-                 enabled: bool) -> None:
+    def __init__(
+        self, sweeps: int, clocks_per_sweep: int, workers: int, tokens: int, enabled: bool
+    ) -> None:
         self.workers = workers
         self.clocks_per_sweep = clocks_per_sweep
         self.tokens = tokens
@@ -270,8 +318,12 @@ class _Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=sweeps, desc="lda", unit="sweep",
-                            bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}{postfix}]")
+            self.bar = tqdm(
+                total=sweeps,
+                desc="lda",
+                unit="sweep",
+                bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}{postfix}]",
+            )
 
     def on_clock(self, worker: int, clock: int, objective: float | None) -> None:
         if self.bar is None:

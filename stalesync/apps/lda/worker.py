@@ -57,8 +57,9 @@ class Partition:
     nnz: np.ndarray
 
     @classmethod
-    def create(cls, corpus: Corpus, num_topics: int, docs_per_clock: float,
-               rng: np.random.Generator) -> Partition:
+    def create(
+        cls, corpus: Corpus, num_topics: int, docs_per_clock: float, rng: np.random.Generator
+    ) -> Partition:
         rows, local = np.unique(corpus.words, return_inverse=True)
         doc_len = corpus.doc_lengths.astype(np.int64)
         tok_doc = np.repeat(np.arange(corpus.num_docs, dtype=np.int32), doc_len)
@@ -74,10 +75,23 @@ class Partition:
         chunk_row_ptr = np.searchsorted(run_chunk, np.arange(chunk_ptr.size))
         tok_row = (run - chunk_row_ptr[chunks]).astype(np.int32)
         z = rng.integers(0, num_topics, size=corpus.num_tokens, dtype=np.int32)
-        doc_ptr, pairs, nnz = k.build_doc_lists(tok_doc[order], z, corpus.num_docs, doc_len,
-                                                num_topics)
-        return cls(doc_len, rows.astype(np.int64), tok_row, tok_doc[order], z, order,
-                   chunk_ptr, words[first].astype(np.int64), chunk_row_ptr, doc_ptr, pairs, nnz)
+        doc_ptr, pairs, nnz = k.build_doc_lists(
+            tok_doc[order], z, corpus.num_docs, doc_len, num_topics
+        )
+        return cls(
+            doc_len,
+            rows.astype(np.int64),
+            tok_row,
+            tok_doc[order],
+            z,
+            order,
+            chunk_ptr,
+            words[first].astype(np.int64),
+            chunk_row_ptr,
+            doc_ptr,
+            pairs,
+            nnz,
+        )
 
     @property
     def num_docs(self) -> int:
@@ -89,7 +103,7 @@ class Partition:
 
     def chunk_table_rows(self, chunk: int) -> np.ndarray:
         """Global word ids (table rows) that chunk ``chunk`` samples."""
-        return self.rows[self.chunk_rows[self.chunk_row_ptr[chunk]:self.chunk_row_ptr[chunk + 1]]]
+        return self.rows[self.chunk_rows[self.chunk_row_ptr[chunk] : self.chunk_row_ptr[chunk + 1]]]
 
     def z_in_doc_order(self) -> np.ndarray:
         z = np.empty_like(self.z)
@@ -132,9 +146,21 @@ def make_worker(h: Hyper):
             wt0 = ctx.read(WORD_TOPIC, rows)
             nk0 = ctx.read(TOPIC_TOTAL, 0)
             wt, nk = wt0.copy(), nk0.copy()
-            k.sweep(part.tok_row, part.tok_doc, part.z, part.chunk_ptr[chunk],
-                    part.chunk_ptr[chunk + 1], part.doc_ptr, part.pairs, part.nnz, wt, nk,
-                    h.alpha, h.beta, vbeta)
+            k.sweep(
+                part.tok_row,
+                part.tok_doc,
+                part.z,
+                part.chunk_ptr[chunk],
+                part.chunk_ptr[chunk + 1],
+                part.doc_ptr,
+                part.pairs,
+                part.nnz,
+                wt,
+                nk,
+                h.alpha,
+                h.beta,
+                vbeta,
+            )
             delta = wt - wt0
             changed = np.flatnonzero(delta.any(axis=1))
             ctx.inc(WORD_TOPIC, rows[changed], delta[changed])
@@ -161,8 +187,13 @@ def loglik_share(ctx, part: Partition, h: Hyper) -> float:
     return total / h.total_tokens
 
 
-def joint_loglik(word_topic: np.ndarray, topic_total: np.ndarray, parts: list[Partition],
-                 alpha: float, beta: float) -> float:
+def joint_loglik(
+    word_topic: np.ndarray,
+    topic_total: np.ndarray,
+    parts: list[Partition],
+    alpha: float,
+    beta: float,
+) -> float:
     """Exact log p(w, z) of a state (all workers' assignments); not per token."""
     total = k.word_loglik_rows(word_topic, beta)
     total += k.topic_loglik(topic_total, word_topic.shape[0], beta)
