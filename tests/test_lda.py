@@ -49,13 +49,8 @@ def check_counts_match_assignments(model: LDA) -> None:
     np.testing.assert_array_equal(model.word_topic_, expected)
     np.testing.assert_array_equal(model.topic_total_, expected.sum(axis=0))
     for p in model.partitions_:
-        dense = p.doc_topic(K)
-        from_lists = np.zeros_like(dense)
-        for d in range(p.num_docs):
-            lo = p.doc_ptr[d]
-            pairs = p.pairs[2 * lo : 2 * (lo + p.nnz[d])].reshape(-1, 2)
-            from_lists[d, pairs[:, 0]] = pairs[:, 1]
-        np.testing.assert_array_equal(from_lists, dense)
+        from_lists = kernels.doc_lists_to_dense(p.region, p.lists, K)
+        np.testing.assert_array_equal(from_lists, p.doc_topic(K))
 
 
 @pytest.mark.parametrize("consistency", ["bsp", "ssp", "essp", "async"])
@@ -103,9 +98,9 @@ def test_sampler_is_exact_gibbs_per_token(num_topics):
         wt = wt_other.copy()
         np.add.at(wt, (words, zz), 1)
         nk = wt.sum(axis=0).astype(np.int64)
-        ptr, pairs, nnz = kernels.build_doc_lists(doc, zz, 1, np.array([words.size]), K)
+        region, lists = kernels.build_doc_lists(doc, zz, 1, np.array([words.size]), K)
         kernels.seed_thread(seed)
-        kernels.sweep(words, doc, zz, 0, 1, ptr, pairs, nnz, wt, nk, alpha, beta, V * beta)
+        kernels.sweep(words, region[doc], zz, 0, 1, lists, wt, nk, alpha, beta, V * beta)
         counts[zz[0]] += 1
     # chi-square on topics with enough expected mass
     expected = exact * draws

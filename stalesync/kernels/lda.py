@@ -156,39 +156,40 @@ def _tree_sample(tree, size, u):  # pragma: no cover - compiled
 
 @numba.njit(nogil=True, cache=True)
 def build_doc_lists(tok_doc, z, num_docs, doc_len, num_topics):  # pragma: no cover
-    """Sparse doc-topic counts as interleaved (topic, count) pairs.
+    """Sparse doc-topic counts, one contiguous int32 region per document.
 
-    Doc d's pairs are ``pairs[2j], pairs[2j+1]`` for j in ``[ptr[d], ptr[d] + nnz[d])``; the
-    capacity min(n_d, K) can never overflow (a doc has at most n_d distinct topics).
+    Region of doc d starts at ``region[d]``: ``lists[region[d]]`` is its number of distinct
+    topics m, followed by m (topic, count) pairs. Capacity min(n_d, K) pairs can never
+    overflow (a doc has at most n_d distinct topics). One region per doc means the sampler,
+    which visits documents in random order, touches one cache line per token for them.
     """
-    ptr = np.zeros(num_docs + 1, dtype=np.int64)
+    region = np.zeros(num_docs + 1, dtype=np.int64)
     for d in range(num_docs):
-        ptr[d + 1] = ptr[d] + min(doc_len[d], num_topics)
-    pairs = np.zeros(2 * ptr[num_docs], dtype=np.int32)
-    nnz = np.zeros(num_docs, dtype=np.int32)
+        region[d + 1] = region[d] + 2 + 2 * min(doc_len[d], num_topics)
+    lists = np.zeros(region[num_docs], dtype=np.int32)
     for i in range(tok_doc.shape[0]):
-        d = tok_doc[i]
-        base = ptr[d]
+        base = region[tok_doc[i]]
+        m = lists[base]
         found = False
-        for j in range(base, base + nnz[d]):
-            if pairs[2 * j] == z[i]:
-                pairs[2 * j + 1] += 1
+        for j in range(m):
+            if lists[base + 2 + 2 * j] == z[i]:
+                lists[base + 3 + 2 * j] += 1
                 found = True
                 break
         if not found:
-            j = base + nnz[d]
-            pairs[2 * j] = z[i]
-            pairs[2 * j + 1] = 1
-            nnz[d] += 1
-    return ptr, pairs, nnz
+            lists[base + 2 + 2 * m] = z[i]
+            lists[base + 3 + 2 * m] = 1
+            lists[base] = m + 1
+    return region, lists
 
 
 @numba.njit(nogil=True, cache=True)
 def sweep(
-    tok_word, tok_doc, z, lo, hi, ptr, pairs, nnz, wt, nk, alpha, beta, vbeta
+    tok_word, tok_base, z, lo, hi, lists, wt, nk, alpha, beta, vbeta
 ):  # pragma: no cover - compiled
     """Resample tokens [lo, hi) (sorted by word) exactly. Updates z, doc lists, wt, nk.
 
+    ``tok_base[i]`` is the start of token i's document region in ``lists``.
     p(k) ~ alpha * (n_wk + b)/(n_k + Vb)  [F+ tree over K, rebuilt once per word run]
          + n_dk  * (n_wk + b)/(n_k + Vb)  [sum over the doc's nonzero topics only]
     """
@@ -207,21 +208,21 @@ def sweep(
         for node in range(size - 1, 0, -1):
             tree[node] = tree[2 * node] + tree[2 * node + 1]
         while i < hi and tok_word[i] == w:
-            d = tok_doc[i]
             s = z[i]
             wt_row[s] -= 1
             nk[s] -= 1
             _tree_set(tree, size, s, (wt_row[s] + beta) / (nk[s] + vbeta))
-            base = 2 * ptr[d]
-            m = nnz[d]
+            base = tok_base[i]
+            m = lists[base]
+            first = base + 2
             js = -1
             r = 0.0
             for j in range(m):  # remove token i from its doc while summing the doc bucket
-                tp = pairs[base + 2 * j]
-                c = pairs[base + 2 * j + 1]
+                tp = lists[first + 2 * j]
+                c = lists[first + 2 * j + 1]
                 if tp == s:
                     c -= 1
-                    pairs[base + 2 * j + 1] = c
+                    lists[first + 2 * j + 1] = c
                     js = j
                 r += c * tree[size + tp]
                 cum[j] = r
@@ -231,13 +232,13 @@ def sweep(
                 jt = 0
                 while jt < m - 1 and cum[jt] <= u:
                     jt += 1
-                t = pairs[base + 2 * jt]
+                t = lists[first + 2 * jt]
             else:
                 t = _tree_sample(tree, size, (u - r) / alpha)
                 if t >= k_topics:  # float round-off at the right edge
                     t = k_topics - 1
                 for j in range(m):
-                    if pairs[base + 2 * j] == t:
+                    if lists[first + 2 * j] == t:
                         jt = j
                         break
             z[i] = t
@@ -245,31 +246,45 @@ def sweep(
             nk[t] += 1
             _tree_set(tree, size, t, (wt_row[t] + beta) / (nk[t] + vbeta))
             if jt >= 0:
-                pairs[base + 2 * jt + 1] += 1
-            elif js >= 0 and pairs[base + 2 * js + 1] == 0:
-                pairs[base + 2 * js] = t  # reuse the slot token i just emptied
-                pairs[base + 2 * js + 1] = 1
+                lists[first + 2 * jt + 1] += 1
+            elif js >= 0 and lists[first + 2 * js + 1] == 0:
+                lists[first + 2 * js] = t  # reuse the slot token i just emptied
+                lists[first + 2 * js + 1] = 1
                 js = -1
             else:
-                pairs[base + 2 * m] = t
-                pairs[base + 2 * m + 1] = 1
-                nnz[d] = m = m + 1
-            if js >= 0 and pairs[base + 2 * js + 1] == 0:  # drop the emptied slot
-                last = m - 1
-                pairs[base + 2 * js] = pairs[base + 2 * last]
-                pairs[base + 2 * js + 1] = pairs[base + 2 * last + 1]
-                nnz[d] = last
+                lists[first + 2 * m] = t
+                lists[first + 2 * m + 1] = 1
+                m += 1
+                lists[base] = m
+            if js >= 0 and lists[first + 2 * js + 1] == 0:  # drop the emptied slot
+                m -= 1
+                lists[first + 2 * js] = lists[first + 2 * m]
+                lists[first + 2 * js + 1] = lists[first + 2 * m + 1]
+                lists[base] = m
             i += 1
 
 
 @numba.njit(nogil=True, cache=True)
-def doc_loglik(ptr, pairs, nnz, doc_len, num_topics, alpha):  # pragma: no cover
-    """log p(z) from sparse doc-topic lists ."""
+def doc_loglik(region, lists, doc_len, num_topics, alpha):  # pragma: no cover - compiled
+    """log p(z) = sum_d [lgamma(K a) - lgamma(n_d + K a) + sum_k (lgamma(n_dk + a) - lgamma(a))]."""
     lg_alpha = math.lgamma(alpha)
     lg_k_alpha = math.lgamma(num_topics * alpha)
     total = 0.0
     for d in range(doc_len.shape[0]):
         total += lg_k_alpha - math.lgamma(doc_len[d] + num_topics * alpha)
-        for j in range(ptr[d], ptr[d] + nnz[d]):
-            total += math.lgamma(pairs[2 * j + 1] + alpha) - lg_alpha
+        base = region[d]
+        for j in range(lists[base]):
+            total += math.lgamma(lists[base + 3 + 2 * j] + alpha) - lg_alpha
     return total
+
+
+@numba.njit(nogil=True, cache=True)
+def doc_lists_to_dense(region, lists, num_topics):  # pragma: no cover - compiled
+    """Dense doc-topic counts (docs x K) from the sparse regions."""
+    num_docs = region.shape[0] - 1
+    dt = np.zeros((num_docs, num_topics), dtype=np.int32)
+    for d in range(num_docs):
+        base = region[d]
+        for j in range(lists[base]):
+            dt[d, lists[base + 2 + 2 * j]] = lists[base + 3 + 2 * j]
+    return dt

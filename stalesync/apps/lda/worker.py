@@ -47,14 +47,14 @@ class Partition:
     rows: np.ndarray  # global word ids of the local vocabulary
     tok_row: np.ndarray  # row of the token's word within its chunk's rows
     tok_doc: np.ndarray  # local document id
+    tok_base: np.ndarray  # start of the token's document region in ``lists``
     z: np.ndarray  # topic
     order: np.ndarray
     chunk_ptr: np.ndarray  # token offsets of the chunks
     chunk_rows: np.ndarray  # local word ids used by each chunk, concatenated
     chunk_row_ptr: np.ndarray
-    doc_ptr: np.ndarray  # sparse doc-topic lists: see kernels.lda.build_doc_lists
-    pairs: np.ndarray
-    nnz: np.ndarray
+    region: np.ndarray  # sparse doc-topic lists: see kernels.lda.build_doc_lists
+    lists: np.ndarray
 
     @classmethod
     def create(
@@ -75,22 +75,21 @@ class Partition:
         chunk_row_ptr = np.searchsorted(run_chunk, np.arange(chunk_ptr.size))
         tok_row = (run - chunk_row_ptr[chunks]).astype(np.int32)
         z = rng.integers(0, num_topics, size=corpus.num_tokens, dtype=np.int32)
-        doc_ptr, pairs, nnz = k.build_doc_lists(
-            tok_doc[order], z, corpus.num_docs, doc_len, num_topics
-        )
+        tok_doc = tok_doc[order]
+        region, lists = k.build_doc_lists(tok_doc, z, corpus.num_docs, doc_len, num_topics)
         return cls(
             doc_len,
             rows.astype(np.int64),
             tok_row,
-            tok_doc[order],
+            tok_doc,
+            region[tok_doc],
             z,
             order,
             chunk_ptr,
             words[first].astype(np.int64),
             chunk_row_ptr,
-            doc_ptr,
-            pairs,
-            nnz,
+            region,
+            lists,
         )
 
     @property
@@ -125,7 +124,7 @@ class Partition:
         return dt
 
     def doc_loglik(self, num_topics: int, alpha: float) -> float:
-        return k.doc_loglik(self.doc_ptr, self.pairs, self.nnz, self.doc_len, num_topics, alpha)
+        return k.doc_loglik(self.region, self.lists, self.doc_len, num_topics, alpha)
 
 
 def clocks_per_sweep(docs_per_clock: float) -> int:
@@ -148,13 +147,11 @@ def make_worker(h: Hyper):
             wt, nk = wt0.copy(), nk0.copy()
             k.sweep(
                 part.tok_row,
-                part.tok_doc,
+                part.tok_base,
                 part.z,
                 part.chunk_ptr[chunk],
                 part.chunk_ptr[chunk + 1],
-                part.doc_ptr,
-                part.pairs,
-                part.nnz,
+                part.lists,
                 wt,
                 nk,
                 h.alpha,
