@@ -20,6 +20,7 @@ class Stragglers:
     pause_prob: float = 0.0
     pause_s: float = 0.05
     seed: int = 0
+    pause_workers: tuple[int, ...] | None = None  # who may pause; None: every worker
 
     def __post_init__(self) -> None:
         for worker, factor in self.slow.items():
@@ -53,9 +54,10 @@ class Stragglers:
         return cls(slow=slow, pause_prob=prob, pause_s=pause, seed=seed)
 
     def for_worker(self, worker: int) -> WorkerDelay:
+        pauses = self.pause_workers is None or worker in self.pause_workers
         return WorkerDelay(
             self.slow.get(worker, 1.0),
-            self.pause_prob,
+            self.pause_prob if pauses else 0.0,
             self.pause_s,
             np.random.default_rng([self.seed, worker]),
         )
