@@ -1,0 +1,62 @@
+"""The main job's command line, end to end on small files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from lda_fixtures import planted_corpus
+
+from stalesync.apps.lda import LDA
+from stalesync.cli import main
+from stalesync.data.readers import write_ldac
+
+
+def test_help_lists_the_commands(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    for command in ("lda", "lasso", "mf"):
+        assert command in out
+
+
+def test_lda_command_trains_reports_and_saves(tmp_path, capsys):
+    corpus, _ = planted_corpus(num_docs=200, seed=1)
+    data = tmp_path / "docs.ldac"
+    write_ldac(corpus, data)
+    run_json, plot, model_dir = tmp_path / "run.json", tmp_path / "run.png", tmp_path / "m"
+    code = main(["lda", "--data", str(data), "--topics", "5", "--iterations", "15",
+                 "--workers", "2", "--consistency", "essp", "--staleness", "1",
+                 "--heldout", "0.2", "--metrics-out", str(run_json), "--plot", str(plot),
+                 "--save-model", str(model_dir), "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.count("topic ") == 5 and "held-out log-likelihood per token" in out
+    record = json.loads(run_json.read_text())
+    assert record["app"] == "lda" and record["consistency"] == "essp"
+    assert record["staleness"] == 1 and record["workers"] == 2
+    final = record["final"]
+    assert final["loglik_per_token"] < 0 and final["heldout_loglik_per_token"] < 0
+    assert final["tokens_per_s"] > 0 and final["num_docs"] == 160
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    model = LDA.load(model_dir)
+    assert model.components_.shape == (5, corpus.num_words)
+    assert np.isclose(model.loglik_per_token_, final["loglik_per_token"])
+
+
+def test_lda_command_names_file_and_line_of_bad_input(tmp_path, capsys):
+    bad = tmp_path / "bad.ldac"
+    bad.write_text("2 0:1 1:2\n2 0:1 x:2\n")
+    assert main(["lda", "--data", str(bad), "--format", "ldac", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.ldac" in err and "line 2" in err
+
+
+def test_lda_command_rejects_unknown_consistency(tmp_path, capsys):
+    corpus, _ = planted_corpus(num_docs=20)
+    data = tmp_path / "docs.ldac"
+    write_ldac(corpus, data)
+    try:
+        main(["lda", "--data", str(data), "--consistency", "weird"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    assert "invalid choice: 'weird'" in capsys.readouterr().err
