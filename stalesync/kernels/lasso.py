@@ -101,32 +101,8 @@ def soft_threshold_update(coef, norm2, mu, cols, grads, ssum, threshold, deltas)
         coef[j] = new
 
 
-# ---------------------------------------------------------- dependency checks (scheduler)
+# ----------------------------------------------------------------------- objective
 
-
-@numba.njit(nogil=True, cache=True)
-def gram_csc(indptr, indices, data, cols, work, out):  # pragma: no cover - compiled
-    """``out[a, b] = X_{cols[a]}^T X_{cols[b]}`` among candidate columns of a CSC matrix.
-
-    ``work`` is a zeroed float buffer of length n_samples; it is left zeroed.
-    """
-    m = cols.shape[0]
-    for a in range(m):
-        ja = cols[a]
-        for p in range(indptr[ja], indptr[ja + 1]):
-            work[indices[p]] = data[p]
-        for b in range(a, m):
-            jb = cols[b]
-            acc = 0.0
-            for p in range(indptr[jb], indptr[jb + 1]):
-                acc += data[p] * work[indices[p]]
-            out[a, b] = acc
-            out[b, a] = acc
-        for p in range(indptr[ja], indptr[ja + 1]):
-            work[indices[p]] = 0.0
-
-
-# ----------------------------------------------------------------- sequential reference
 
 
 @numba.njit(nogil=True, cache=True)
@@ -148,3 +124,120 @@ def dot(a, b):  # pragma: no cover - compiled
 def as_index(cols: np.ndarray) -> np.ndarray:
     """Column ids as the contiguous int64 array the kernels expect."""
     return np.ascontiguousarray(cols, dtype=np.int64)
+
+
+# ------------------------------------------------------------- fused sync + push (a round)
+
+
+@numba.njit(nogil=True, cache=True)
+def sync_push_dense(x, s, prev_cols, prev_deltas, cols, out):  # pragma: no cover - compiled
+    """:func:`sync_dense` for the last round then :func:`push_dense` for this one."""
+    dsum = sync_dense(x, s, prev_cols, prev_deltas)
+    push_dense(x, s, cols, out)
+    return dsum
+
+
+@numba.njit(nogil=True, cache=True)
+def sync_push_csc(indptr, indices, data, s, prev_cols, prev_deltas, cols,
+                  out):  # pragma: no cover - compiled
+    """:func:`sync_csc` for the last round then :func:`push_csc` for this one."""
+    dsum = sync_csc(indptr, indices, data, s, prev_cols, prev_deltas)
+    push_csc(indptr, indices, data, s, cols, out)
+    return dsum
+
+
+# ------------------------------------------------- L1 logistic regression (same machinery)
+
+
+@numba.njit(nogil=True, cache=True)
+def _neg_resid(y, m):  # pragma: no cover - compiled
+    """d/d(margin) of log(1 + exp(-y m)) = -y * sigmoid(-y m), computed stably."""
+    z = -y * m
+    if z >= 0:
+        s = 1.0 / (1.0 + np.exp(-z))
+    else:
+        e = np.exp(z)
+        s = e / (1.0 + e)
+    return -y * s
+
+
+@numba.njit(nogil=True, cache=True)
+def logit_push_csc(indptr, indices, data, margin, y, cols, out):  # pragma: no cover
+    """``out[k] = sum_i x_ij * dloss/dmargin_i`` over a CSC shard (the partial gradient)."""
+    for k in range(cols.shape[0]):
+        j = cols[k]
+        acc = 0.0
+        for p in range(indptr[j], indptr[j + 1]):
+            i = indices[p]
+            acc += data[p] * _neg_resid(y[i], margin[i])
+        out[k] = acc
+
+
+@numba.njit(nogil=True, cache=True)
+def logit_push_dense(x, margin, y, cols, out):  # pragma: no cover - compiled
+    n = x.shape[0]
+    for k in range(cols.shape[0]):
+        j = cols[k]
+        acc = 0.0
+        for i in range(n):
+            acc += x[i, j] * _neg_resid(y[i], margin[i])
+        out[k] = acc
+
+
+@numba.njit(nogil=True, cache=True)
+def margin_sync_csc(indptr, indices, data, margin, cols, deltas):  # pragma: no cover
+    """``margin += deltas[k] * X[:, cols[k]]``."""
+    for k in range(cols.shape[0]):
+        d = deltas[k]
+        if d == 0.0:
+            continue
+        j = cols[k]
+        for p in range(indptr[j], indptr[j + 1]):
+            margin[indices[p]] += d * data[p]
+
+
+@numba.njit(nogil=True, cache=True)
+def margin_sync_dense(x, margin, cols, deltas):  # pragma: no cover - compiled
+    n = x.shape[0]
+    for k in range(cols.shape[0]):
+        d = deltas[k]
+        if d == 0.0:
+            continue
+        j = cols[k]
+        for i in range(n):
+            margin[i] += d * x[i, j]
+
+
+@numba.njit(nogil=True, cache=True)
+def logistic_loss(margin, y):  # pragma: no cover - compiled
+    """``sum_i log(1 + exp(-y_i m_i))``, stable for large |m|."""
+    acc = 0.0
+    for i in range(margin.shape[0]):
+        z = -y[i] * margin[i]
+        if z > 0:
+            acc += z + np.log1p(np.exp(-z))
+        else:
+            acc += np.log1p(np.exp(z))
+    return acc
+
+
+@numba.njit(nogil=True, cache=True)
+def prox_step(coef, bound, penalty, cols, grads, deltas):  # pragma: no cover - compiled
+    """Majorised proximal coordinate step: ``b_j <- S(b_j - g_j / L_j, penalty_j / L_j)``
+    with ``L_j`` an upper bound of the coordinate curvature (monotone for one coordinate)."""
+    for k in range(cols.shape[0]):
+        j = cols[k]
+        lj = bound[j]
+        if lj <= 0.0:
+            deltas[k] = 0.0
+            continue
+        z = coef[j] - grads[k] / lj
+        t = penalty[j] / lj
+        if z > t:
+            new = z - t
+        elif z < -t:
+            new = z + t
+        else:
+            new = 0.0
+        deltas[k] = new - coef[j]
+        coef[j] = new

@@ -92,6 +92,11 @@ class Schedule(ABC):
     def observe(self, plan: Plan, feedback: Feedback) -> None:  # noqa: B027 - optional hook
         """Learn from a finished round (priorities, worker speeds). Default: nothing."""
 
+    def hint(self, variables: np.ndarray, changes: np.ndarray) -> None:  # noqa: B027
+        """Out-of-band estimates of how much ``variables`` would change if updated now (an
+        app may compute them for every variable during a full pass, e.g. a duality-gap
+        check). Priority schedules use them as fresh priorities; default: ignored."""
+
     def _plan(self, variables: np.ndarray, tasks=None, **info: Any) -> Plan:
         plan = Plan(self.round, np.asarray(variables, dtype=np.int64), tasks, info)
         self.round += 1
@@ -101,5 +106,7 @@ class Schedule(ABC):
 def check_parallel(parallel: int) -> int:
     """Validate P, the number of variables updated together in one round."""
     if not isinstance(parallel, int | np.integer) or parallel < 1:
-        raise ConfigError(f"parallel (variables per round) must be a positive int, got {parallel!r}")
+        raise ConfigError(
+            f"parallel (variables per round) must be a positive int, got {parallel!r}"
+        )
     return int(parallel)

@@ -1,0 +1,275 @@
+"""Lasso on the scheduler: agreement with scikit-learn, estimator API, readers, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.datasets import dump_svmlight_file, load_diabetes
+from sklearn.linear_model import Lasso as SkLasso
+from sklearn.linear_model import lasso_path as sk_lasso_path
+
+from stalesync.apps.lasso import Lasso, alpha_max, lasso_path, make_correlated_lasso
+from stalesync.cli import main as cli_main
+from stalesync.data.tabular import load_csv, load_svmlight, load_table
+from stalesync.errors import ConfigError, DataFormatError
+
+
+def objective(X, y, coef, intercept, alpha):
+    r = y - np.asarray(X @ coef).ravel() - intercept
+    return r @ r / (2 * len(y)) + alpha * np.abs(coef).sum()
+
+
+def sklearn_fit(X, y, alpha, fit_intercept=True):
+    return SkLasso(alpha=alpha, tol=1e-12, max_iter=200_000,
+                   fit_intercept=fit_intercept).fit(X, y)
+
+
+def assert_matches(model, sk, X, y, alpha):
+    ours = objective(X, y, model.coef_, model.intercept_, alpha)
+    ref = objective(X, y, sk.coef_, sk.intercept_, alpha)
+    assert abs(ours - ref) <= 1e-6 * abs(ref), (ours, ref)
+    # supports agree (coefficients that are nonzero by more than round-off)
+    np.testing.assert_array_equal(np.abs(model.coef_) > 1e-8, np.abs(sk.coef_) > 1e-8)
+    assert model.objective_ == pytest.approx(ours, rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    return load_diabetes(return_X_y=True)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    X, y, _ = make_correlated_lasso(80, 400, group_size=5, rho=0.8, n_informative=8, seed=1)
+    return X, y
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("schedule", ["priority-dependency", "cyclic"])
+def test_diabetes_matches_sklearn(diabetes, workers, schedule):
+    X, y = diabetes
+    alpha = 0.05
+    model = Lasso(alpha=alpha, tol=1e-10, workers=workers, schedule=schedule, parallel=3)
+    model.fit(X, y)
+    assert model.converged_
+    assert_matches(model, sklearn_fit(X, y, alpha), X, y, alpha)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_synthetic_matches_sklearn(synthetic, workers, sparse):
+    X, y = synthetic
+    if sparse:  # a sparse version of the data exercises the implicit-centring kernels
+        X = X.copy()
+        X[np.abs(X) < 0.8] = 0.0
+        X = sp.csc_matrix(X)
+    alpha = 0.1 * alpha_max(X, y)
+    model = Lasso(alpha=alpha, tol=1e-10, workers=workers, parallel=8, seed=workers)
+    model.fit(X, y)
+    assert model.converged_
+    assert_matches(model, sklearn_fit(X, y, alpha), X, y, alpha)
+
+
+def test_no_intercept_matches_sklearn(diabetes):
+    X, y = diabetes
+    model = Lasso(alpha=0.1, fit_intercept=False, tol=1e-10).fit(X, y)
+    assert model.intercept_ == 0.0
+    assert_matches(model, sklearn_fit(X, y, 0.1, fit_intercept=False), X, y, 0.1)
+
+
+def test_unsafe_parallelism_is_rolled_back(synthetic):
+    """Shotgun with P = 64 on correlated groups overshoots; the safeguard halves P and the
+    answer is still right."""
+    X, y = synthetic
+    alpha = 0.05 * alpha_max(X, y)
+    model = Lasso(alpha=alpha, tol=1e-9, schedule="random", parallel=64).fit(X, y)
+    assert model.result_.parallel < 64
+    assert_matches(model, sklearn_fit(X, y, alpha), X, y, alpha)
+
+
+def test_priority_dependency_needs_fewer_updates_than_shotgun(synthetic):
+    X, y = synthetic
+    alpha = 0.05 * alpha_max(X, y)
+    runs = {s: Lasso(alpha=alpha, tol=1e-6, schedule=s, parallel=8).fit(X, y)
+            for s in ("priority-dependency", "random")}
+    assert all(m.converged_ for m in runs.values())
+    assert runs["priority-dependency"].n_updates_ < runs["random"].n_updates_
+
+
+def test_predict_score_and_params(diabetes):
+    X, y = diabetes
+    model = Lasso(alpha=0.1, tol=1e-10).fit(X, y)
+    sk = sklearn_fit(X, y, 0.1)
+    np.testing.assert_allclose(model.predict(X), sk.predict(X), rtol=1e-5, atol=1e-6)
+    assert model.score(X, y) == pytest.approx(sk.score(X, y), abs=1e-6)
+    params = model.get_params()
+    assert params["alpha"] == 0.1 and params["schedule"] == "priority-dependency"
+    assert model.set_params(alpha=0.2).alpha == 0.2
+    with pytest.raises(ConfigError, match="no parameter"):
+        model.set_params(bogus=1)
+
+
+def test_input_validation(diabetes):
+    X, y = diabetes
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ConfigError, match="NaN"):
+        Lasso().fit(bad, y)
+    with pytest.raises(ConfigError, match="samples but y has"):
+        Lasso().fit(X, y[:-1])
+    with pytest.raises(ConfigError, match="alpha"):
+        Lasso(alpha=-1).fit(X, y)
+    with pytest.raises(ConfigError, match="unknown schedule"):
+        Lasso(schedule="fastest").fit(X, y)
+    with pytest.raises(ConfigError, match="not fitted"):
+        Lasso().predict(X)
+    model = Lasso(alpha=0.5).fit(X, y)
+    with pytest.raises(ConfigError, match="features"):
+        model.predict(X[:, :3])
+
+
+def test_path_with_warm_starts_matches_sklearn(diabetes):
+    X, y = diabetes
+    alphas, coefs, results = lasso_path(X, y, n_alphas=6, eps=1e-2, tol=1e-10)
+    assert coefs.shape == (X.shape[1], 6)
+    assert np.all(np.diff(alphas) < 0)
+    Xc, yc = X - X.mean(axis=0), y - y.mean()
+    _, sk_coefs, _ = sk_lasso_path(Xc, yc, alphas=alphas, tol=1e-12, max_iter=200_000)
+    for i, a in enumerate(alphas):
+        ours = objective(Xc, yc, coefs[:, i], 0.0, a)
+        ref = objective(Xc, yc, sk_coefs[:, i], 0.0, a)
+        assert abs(ours - ref) <= 1e-6 * ref
+    assert np.count_nonzero(coefs[:, 0]) == 0  # alpha_max: everything is zero
+    # warm starts: a fit started at the previous solution needs fewer updates than cold
+    cold = Lasso(alpha=float(alphas[3]), tol=1e-10).fit(X, y)
+    assert results[3].updates < cold.n_updates_
+
+
+def test_save_load_round_trip(tmp_path, diabetes):
+    X, y = diabetes
+    model = Lasso(alpha=0.1, tol=1e-8).fit(X, y)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = Lasso.load(path)
+    np.testing.assert_array_equal(loaded.coef_, model.coef_)
+    np.testing.assert_allclose(loaded.predict(X), model.predict(X))
+    assert loaded.get_params() == model.get_params()
+    (tmp_path / "junk.npz").write_bytes(b"not a model")
+    with pytest.raises(DataFormatError, match="junk.npz"):
+        Lasso.load(tmp_path / "junk.npz")
+
+
+def test_synthetic_generator_has_correlated_groups():
+    X, y, coef = make_correlated_lasso(300, 60, group_size=6, rho=0.9, n_informative=5,
+                                       seed=0)
+    corr = np.corrcoef(X, rowvar=False)
+    assert np.mean(corr[0, 1:6]) > 0.8  # same group
+    assert np.max(np.abs(corr[0, 6:])) < 0.35  # other groups
+    assert np.count_nonzero(coef) == 5
+    assert X.flags.f_contiguous
+
+
+# ------------------------------------------------------------------------------ readers
+
+
+def test_svmlight_reader_round_trip_and_errors(tmp_path, diabetes):
+    X, y = diabetes
+    path = tmp_path / "d.svm"
+    dump_svmlight_file(X[:50], y[:50], str(path))
+    Xr, yr = load_svmlight(path)
+    np.testing.assert_allclose(Xr.toarray(), X[:50], rtol=1e-12)
+    np.testing.assert_allclose(yr, y[:50])
+    bad = tmp_path / "bad.svm"
+    bad.write_text("1 1:0.5 2:1\n2 1:0.5 2:oops\n")
+    with pytest.raises(DataFormatError, match=r"bad.svm, line 2: value 'oops'"):
+        load_svmlight(bad)
+    with pytest.raises(DataFormatError, match="no such file"):
+        load_table(tmp_path / "missing.svm")
+
+
+def test_csv_reader_header_target_and_errors(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label\n1,2,3\n4,5,6\n")
+    X, y = load_csv(path, target="label")
+    np.testing.assert_array_equal(X, [[1, 2], [4, 5]])
+    np.testing.assert_array_equal(y, [3, 6])
+    X0, y0 = load_csv(path, target=0)
+    np.testing.assert_array_equal(y0, [1, 4])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2,3\n4,5,6\n7,x,9\n")
+    with pytest.raises(DataFormatError, match=r"bad.csv: line 3, column 2"):
+        load_csv(bad)
+    with pytest.raises(DataFormatError, match="no column 'nope'"):
+        load_csv(path, target="nope")
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def test_cli_fits_a_csv_and_writes_the_run_record(tmp_path, diabetes, capsys):
+    X, y = diabetes
+    data = tmp_path / "diabetes.csv"
+    np.savetxt(data, np.column_stack([X, y]), delimiter=",")
+    out, plot = tmp_path / "run.json", tmp_path / "run.png"
+    code = cli_main(["lasso", "--data", str(data), "--alpha", "0.1", "--workers", "2",
+                     "--tol", "1e-8", "--metrics-out", str(out), "--plot", str(plot),
+                     "--no-progress"])
+    assert code == 0
+    record = json.loads(out.read_text())
+    for key in ("app", "runtime", "consistency", "staleness", "workers", "iterations",
+                "wall_time_s", "records", "observed_staleness", "bytes_sent", "final"):
+        assert key in record
+    assert record["app"] == "lasso" and record["workers"] == 2
+    ref = sklearn_fit(X, y, 0.1)
+    want = objective(X, y, ref.coef_, ref.intercept_, 0.1)
+    assert record["final"]["objective"] == pytest.approx(want, rel=1e-6)
+    assert record["records"][-1]["objective"] == pytest.approx(want, rel=1e-6)
+    assert plot.stat().st_size > 1000
+    assert "objective=" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2\n3,zz\n")
+    assert cli_main(["lasso", "--data", str(bad), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv: line 2" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------ L1 logistic regression (optional)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_l1_logistic_matches_sklearn(workers):
+    import warnings
+
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    from stalesync.apps.lasso.logistic import LogisticL1
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    n, alpha = len(y), 0.01
+
+    def obj(coef, b0):
+        m = X @ coef + b0
+        return np.mean(np.logaddexp(0, -np.where(y == 1, 1, -1) * m)) + alpha * np.abs(
+            coef).sum()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = LogisticRegression(penalty="l1", C=1 / (n * alpha), solver="saga", tol=1e-12,
+                                max_iter=200_000).fit(X, y)
+    model = LogisticL1(alpha=alpha, tol=1e-8, workers=workers, parallel=4).fit(X, y)
+    assert model.converged_
+    ref = obj(sk.coef_.ravel(), sk.intercept_[0])
+    assert abs(obj(model.coef_, model.intercept_) - ref) <= 1e-6 * ref
+    np.testing.assert_array_equal(model.coef_ != 0, np.abs(sk.coef_.ravel()) > 1e-8)
+    assert model.score(X, y) == pytest.approx(sk.score(X, y))
+    np.testing.assert_allclose(model.predict_proba(X).sum(axis=1), 1.0)
+    with pytest.raises(ConfigError, match="2 classes"):
+        LogisticL1().fit(X, np.arange(n) % 3)
