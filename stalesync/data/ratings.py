@@ -10,7 +10,7 @@ Handling of awkward input, by design:
 - blank lines and lines starting with ``#`` or ``%`` are skipped; a header line is detected
   (its rating field is not a number) and skipped;
 - the delimiter is detected from the first data line: ``::`` (MovieLens 1M/10M), tab, comma,
-  else whitespace;
+  else whitespace; Netflix prize files (``MovieID:`` lines, then ``user,rating,date``) too;
 - a repeated (user, item) pair is kept: it is one more observation of that pair;
 - users or items with no rating (MatrixMarket/scipy rows or columns that are empty, or ids
   that land only in the test split) keep their initial factors; their predictions fall back
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from ..errors import DataFormatError
 
+_NETFLIX_MOVIE = re.compile(r"[^\s,:]+:")
 MOVIELENS_100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 DATASETS = ("movielens-100k",)
 
@@ -112,7 +114,8 @@ def read_ratings(path: str | os.PathLike, sep: str | None = "auto",
     """Read ``user item rating [timestamp ...]`` lines (text, CSV, TSV, ``::``).
 
     ``sep="auto"`` detects the delimiter; ``header=None`` detects a header line. Extra
-    columns (timestamps) are ignored. Errors name the file and line.
+    columns (timestamps) are ignored. The Netflix prize layout (a ``MovieID:`` line, then
+    ``user,rating,date`` lines for that movie) is read too. Errors name the file and line.
     """
     path = Path(path)
     try:
@@ -123,13 +126,19 @@ def read_ratings(path: str | os.PathLike, sep: str | None = "auto",
     items: list[str] = []
     values: list[float] = []
     first = True
+    movie: str | None = None  # set while inside a Netflix-style "MovieID:" section
     for lineno, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped[0] in "#%":
             continue
+        if _NETFLIX_MOVIE.fullmatch(stripped):
+            movie = stripped[:-1]
+            continue
         if first and sep == "auto":
             sep = _detect_sep(stripped)
         fields = [f.strip() for f in stripped.split(sep)] if sep else stripped.split()
+        if movie is not None:
+            fields = [fields[0], movie, *fields[1:]]  # user, item, rating, date
         if len(fields) < 3:
             raise DataFormatError(
                 f"{path}:{lineno}: expected 'user item rating [timestamp]', got {len(fields)} "

@@ -109,3 +109,16 @@ def sum_squared_error(users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
         return 0.0
     lo, hi = clip if clip is not None else (-np.inf, np.inf)
     return float(_sse(users, items, ratings, P, Q, P.dtype.type(mu), float(lo), float(hi)))
+
+
+def warm_up(dtype: str = "float32") -> None:
+    """Load (or compile) every kernel for ``dtype`` on a one-rating problem, so that the
+    first real epoch, and its timing, does not include numba's start-up (~0.4 s a process)
+    and no worker thread sits out a sub-round waiting for another to load the kernel."""
+    users = np.zeros(1, dtype=np.int32)
+    ratings = np.ones(1, dtype=dtype)
+    P = np.zeros((1, 2), dtype=dtype)
+    Q = np.zeros((1, 2), dtype=dtype)
+    sgd_pass(users, users, ratings, P, Q, mu=0.0, lr=0.0, reg=0.0, reg_bias=0.0)
+    predict(users, users, P, Q, 0.0)
+    sum_squared_error(users, users, ratings, P, Q, 0.0, (0.0, 1.0))

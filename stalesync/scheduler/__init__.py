@@ -5,13 +5,16 @@
 * :mod:`.driver` — :class:`Driver`, which runs an app's push/pull/sync rounds with
   pipelining and load balancing;
 * built-in schedules: :class:`Cyclic`, :class:`Shotgun`, :class:`Priority`,
-  :class:`DependencyAware` (with :class:`ColumnCorrelation`), and :func:`make_schedule`.
+  :class:`DependencyAware` (with :class:`ColumnCorrelation`), and :func:`make_schedule`;
+* :mod:`.blocks` — :class:`BlockRotation` (DSGD / Fugue): workers own disjoint row and column
+  blocks per sub-round, then rotate.
 
 See ``docs/scheduler.md``.
 """
 
 from .base import Feedback, Plan, Schedule, check_parallel
 from .basic import Cyclic, ProposingSchedule, Shotgun
+from .blocks import BlockAssignment, BlockRotation, check_round, group_by_block, partition_ids
 from .dependency import ColumnCorrelation, DependencyAware
 from .driver import Driver, DriverStats, ModelParallelApp, balanced_chunks
 from .priority import Priority
@@ -19,6 +22,8 @@ from .registry import SCHEDULES, make_schedule
 
 __all__ = [
     "SCHEDULES",
+    "BlockAssignment",
+    "BlockRotation",
     "ColumnCorrelation",
     "Cyclic",
     "DependencyAware",
@@ -33,5 +38,8 @@ __all__ = [
     "Shotgun",
     "balanced_chunks",
     "check_parallel",
+    "check_round",
+    "group_by_block",
     "make_schedule",
+    "partition_ids",
 ]

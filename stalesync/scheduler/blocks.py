@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from .base import Plan, Schedule
 
 
 @dataclass(frozen=True)
@@ -43,30 +44,39 @@ class BlockAssignment:
         return out
 
 
-class BlockRotation:
+class BlockRotation(Schedule):
     """Seeded DSGD block rotation over a ``num_blocks x num_blocks`` grid.
 
-    ``rotation.round(r)`` is the list of ``d`` sub-rounds of round ``r`` (deterministic for a
-    seed); iterate ``rotation.sub_rounds(rounds)`` for a flat stream. Row block ``k`` always
-    sits in slot ``k``, so a worker keeps its rows (users) across the round and only its
-    column block (items) rotates: the factor rows that move between workers are the columns.
+    ``rotation.assignments(r)`` lists the ``d`` sub-rounds of round ``r`` (deterministic for
+    a seed); ``rotation.sub_rounds(rounds)`` is a flat stream. Row block ``k`` always sits
+    in slot ``k``, so a worker keeps its rows (users) across a round and only its column
+    block (items) rotates.
+
+    As a :class:`~stalesync.scheduler.base.Schedule` (``bind`` then ``next_round``), each
+    plan is one sub-round: ``plan.tasks[w]`` is worker ``w``'s list of ``(row_block,
+    col_block)`` pairs, ``plan.variables`` the flat block ids ``row * d + col``.
     """
 
-    def __init__(self, num_blocks: int, seed: int = 0, shuffle: bool = True) -> None:
+    name = "blocks"
+
+    def __init__(self, num_blocks: int, seed: int | None = 0, shuffle: bool = True) -> None:
+        super().__init__()
         if not isinstance(num_blocks, int | np.integer) or num_blocks < 1:
             raise ConfigError(f"num_blocks must be a positive int, got {num_blocks!r}")
         self.num_blocks = int(num_blocks)
         self.seed = seed
         self.shuffle = shuffle
+        self._stream: Iterator[BlockAssignment] | None = None
 
     def shifts(self, round_index: int) -> np.ndarray:
         """The order in which round ``round_index`` uses the ``d`` shifts."""
         d = self.num_blocks
         if not self.shuffle:
             return np.arange(d)
-        return np.random.default_rng([self.seed, round_index]).permutation(d)
+        return np.random.default_rng([self.seed or 0, round_index]).permutation(d)
 
-    def round(self, round_index: int) -> list[BlockAssignment]:
+    def assignments(self, round_index: int) -> list[BlockAssignment]:
+        """The ``d`` sub-rounds of round ``round_index``."""
         d = self.num_blocks
         rows = np.arange(d)
         return [
@@ -81,11 +91,33 @@ class BlockRotation:
         """Every sub-round of rounds ``0 .. rounds-1`` (forever when ``rounds`` is None)."""
         r = 0
         while rounds is None or r < rounds:
-            yield from self.round(r)
+            yield from self.assignments(r)
             r += 1
 
     def __iter__(self) -> Iterator[BlockAssignment]:
         return self.sub_rounds()
+
+    # -- Schedule protocol ----------------------------------------------------------------
+    def bind(self, num_variables: int, num_workers: int, rng: np.random.Generator) -> None:
+        """``num_variables`` is the number of blocks (``d * d``); needs ``d >= workers``."""
+        super().bind(num_variables, num_workers, rng)
+        if self.num_blocks < num_workers:
+            raise ConfigError(
+                f"block rotation over {self.num_blocks} blocks cannot keep {num_workers} "
+                "workers busy; use num_blocks >= workers"
+            )
+        if self.seed is None:
+            self.seed = int(rng.integers(2**31))
+        self._stream = self.sub_rounds()
+
+    def next_round(self) -> Plan:
+        if self._stream is None:
+            self._stream = self.sub_rounds()
+        a = next(self._stream)
+        d = self.num_blocks
+        tasks = tuple(a.for_workers(self.num_workers))
+        ids = np.array([r * d + c for r, c in a.blocks], dtype=np.int64)
+        return self._plan(ids, tasks, round_of_rotation=a.round, sub_round=a.sub_round)
 
 
 def check_round(assignments: list[BlockAssignment], num_blocks: int) -> None:
