@@ -211,7 +211,10 @@ def sweep(
             s = z[i]
             wt_row[s] -= 1
             nk[s] -= 1
-            _tree_set(tree, size, s, (wt_row[s] + beta) / (nk[s] + vbeta))
+            # The tree keeps token i's old leaf for s until we know the token moves: most
+            # tokens keep their topic once the chain has burnt in, and then cost no update.
+            leaf_old = tree[size + s]
+            leaf_new = (wt_row[s] + beta) / (nk[s] + vbeta)
             base = tok_base[i]
             m = lists[base]
             first = base + 2
@@ -224,9 +227,11 @@ def sweep(
                     c -= 1
                     lists[first + 2 * j + 1] = c
                     js = j
-                r += c * tree[size + tp]
+                    r += c * leaf_new
+                else:
+                    r += c * tree[size + tp]
                 cum[j] = r
-            u = np.random.random() * (r + alpha * tree[1])
+            u = np.random.random() * (r + alpha * (tree[1] - leaf_old + leaf_new))
             jt = -1
             if u < r:
                 jt = 0
@@ -234,9 +239,14 @@ def sweep(
                     jt += 1
                 t = lists[first + 2 * jt]
             else:
-                t = _tree_sample(tree, size, (u - r) / alpha)
-                if t >= k_topics:  # float round-off at the right edge
-                    t = k_topics - 1
+                # draw from the tree (old leaf for s) and accept s with prob new/old < 1:
+                # exactly the word bucket with the new leaf
+                while True:
+                    t = _tree_sample(tree, size, np.random.random() * tree[1])
+                    if t >= k_topics:  # float round-off at the right edge
+                        t = k_topics - 1
+                    if t != s or np.random.random() * leaf_old < leaf_new:
+                        break
                 for j in range(m):
                     if lists[first + 2 * j] == t:
                         jt = j
@@ -244,7 +254,9 @@ def sweep(
             z[i] = t
             wt_row[t] += 1
             nk[t] += 1
-            _tree_set(tree, size, t, (wt_row[t] + beta) / (nk[t] + vbeta))
+            if t != s:
+                _tree_set(tree, size, s, leaf_new)
+                _tree_set(tree, size, t, (wt_row[t] + beta) / (nk[t] + vbeta))
             if jt >= 0:
                 lists[first + 2 * jt + 1] += 1
             elif js >= 0 and lists[first + 2 * js + 1] == 0:
