@@ -39,7 +39,15 @@ def add_job_options(parser: argparse.ArgumentParser, default_workers: int = 2) -
     """Options every parameter-server job shares (runtime, consistency, metrics)."""
     g = parser.add_argument_group("parameter server")
     g.add_argument("--workers", type=int, default=default_workers, help="number of workers")
-    g.add_argument("--runtime", default="embedded", help="embedded (threads, default)")
+    g.add_argument(
+        "--runtime",
+        default="embedded",
+        choices=["embedded", "ray"],
+        help="embedded (threads, default) or ray (actors; pip install 'stalesync[ray]')",
+    )
+    g.add_argument(
+        "--address", default=None, help="Ray cluster address (default: start a local Ray)"
+    )
     g.add_argument("--consistency", default="ssp", choices=["bsp", "ssp", "essp", "async"])
     g.add_argument(
         "--staleness", type=int, default=None, help="SSP/ESSP staleness bound s (default 1)"
@@ -54,6 +62,22 @@ def add_job_options(parser: argparse.ArgumentParser, default_workers: int = 2) -
     g.add_argument("--metrics-out", default=None, help="write the run record (JSON) here")
     g.add_argument("--plot", default=None, help="draw objective vs time + staleness (PNG)")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    g.add_argument(
+        "--snapshot-every", type=int, default=None, metavar="K",
+        help="write a consistent snapshot every K clocks (Ray: recover from it automatically)",
+    )
+    g.add_argument("--snapshot-dir", default=None, help="where snapshots go (npz + JSON)")
+    g.add_argument(
+        "--resume", default=None, metavar="DIR",
+        help="restart from the latest complete snapshot in DIR (or that snapshot directory)",
+    )
+
+
+def snapshot_options(args: argparse.Namespace) -> dict:
+    """The job options of ``--address/--snapshot-every/--snapshot-dir/--resume`` that were
+    given, for ``stalesync.run(..., **snapshot_options(args))``."""
+    names = ("address", "snapshot_every", "snapshot_dir", "resume")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,12 +193,19 @@ class WorkerClient:
     def _fetch(self, table: _CachedTable, rows: np.ndarray, required: int | None) -> float:
         waited = 0.0
         name = table.spec.name
-        for shard, pos, local in self.shard_map.split(rows):
-            values, stamp, w = self.shards[shard].read(self.worker_id, name, local, required)
+        groups = self.shard_map.split(rows)
+        # ask every shard before using any answer: remote shards (Ray) serve them in parallel
+        replies = [
+            self.shards[s].read(self.worker_id, name, local, required) for s, _, local in groups
+        ]
+        for (_, pos, _), reply in zip(groups, replies, strict=True):
+            values, stamp, w = reply
             waited += w
             fetched = rows[pos]
             unsent = table.dirty[fetched]
             if unsent.any():  # the shard has not seen these increments yet
+                if not values.flags.writeable:  # a remote shard's reply (Ray object store)
+                    values = values.copy()
                 values[unsent] += table.pending[fetched[unsent]]
             table.cache[fetched] = values
             table.stamp[fetched] = stamp

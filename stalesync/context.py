@@ -10,6 +10,7 @@ import numpy as np
 
 from .client import WorkerClient
 from .faults import WorkerDelay
+from .snapshot import WorkerState, metrics_state, validate_state
 
 ClockListener = Callable[[int, int, float | None], None]  # (worker, iteration, objective)
 
@@ -20,6 +21,13 @@ class WorkerContext:
     ``ctx.read(table, rows)`` -> array, ``ctx.inc(table, rows, deltas)``,
     ``ctx.clock(objective=None)`` at the end of each iteration. ``ctx.data`` is this worker's
     partition, ``ctx.rng`` a generator seeded by (job seed, worker id).
+
+    Snapshots (``snapshot_every=k``): ``ctx.save_state({"name": array, ...})`` names the
+    arrays that, with the tables, let this worker restart; the ones last passed are copied
+    when ``clock()`` completes a snapshot clock. After a restore ``ctx.load_state()`` returns
+    them (None on a fresh start), ``ctx.clock_count`` is the clock to resume at and ``ctx.rng``
+    continues where it was. A resumable worker therefore loops
+    ``while ctx.clock_count < ctx.iterations``.
     """
 
     def __init__(
@@ -31,6 +39,8 @@ class WorkerContext:
         seed: int,
         delay: WorkerDelay | None = None,
         on_clock: ClockListener | None = None,
+        restore: WorkerState | None = None,
+        checkpoint: Callable[[WorkerContext], None] | None = None,
     ) -> None:
         self._client = client
         self.worker_id = client.worker_id
@@ -42,6 +52,32 @@ class WorkerContext:
         self._delay = delay
         self._on_clock = on_clock
         self._clock_start = time.perf_counter()
+        self._saved: dict[str, Any] | None = None
+        self._restored = None if restore is None else restore.arrays
+        if restore is not None and restore.rng_state is not None:
+            self.rng.bit_generator.state = restore.rng_state
+        self._checkpoint = checkpoint
+
+    def save_state(self, arrays: dict[str, Any]) -> None:
+        """Name the arrays that a snapshot stores for this worker (kept by reference;
+        copied at the next snapshot clock). Numeric/bool/str arrays only: never pickled."""
+        if not isinstance(arrays, dict):
+            validate_state(arrays)  # raises a ConfigError naming the problem
+        self._saved = arrays
+
+    def load_state(self) -> dict[str, np.ndarray] | None:
+        """The arrays saved at the snapshot this worker was restored from, else None."""
+        return self._restored
+
+    def snapshot_state(self, finished: bool = False) -> WorkerState:
+        """This worker's restart state now (used by the runtimes at a snapshot clock)."""
+        return WorkerState(
+            clock=self._client.clock_count,
+            arrays=validate_state(self._saved or {}),
+            rng_state=self.rng.bit_generator.state,
+            finished=finished,
+            metrics=metrics_state(self._client.metrics),
+        )
 
     @property
     def clock_count(self) -> int:
@@ -61,11 +97,15 @@ class WorkerContext:
         """End the iteration. ``objective`` (e.g. this worker's log-likelihood share) goes
         into the run record."""
         if self._delay is not None:
-            extra = self._delay.extra_seconds(time.perf_counter() - self._clock_start)
+            # stretch only this clock's compute, not the time it spent blocked in reads
+            compute = time.perf_counter() - self._clock_start - self._client.metrics.clock_wait_s
+            extra = self._delay.extra_seconds(max(compute, 0.0))
             if extra > 0:
                 time.sleep(extra)
         iteration = self._client.clock_count
         self._client.clock(objective)
         if self._on_clock is not None:
             self._on_clock(self.worker_id, iteration, objective)
+        if self._checkpoint is not None:
+            self._checkpoint(self)
         self._clock_start = time.perf_counter()

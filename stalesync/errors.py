@@ -40,3 +40,7 @@ class JobAbortedError(StalesyncError, RuntimeError):
 
 class DataFormatError(StalesyncError, ValueError):
     """An input file is malformed; the message names the file and line."""
+
+
+class RecoveryError(StalesyncError, RuntimeError):
+    """A job lost a worker or shard and could not be restored from a snapshot."""

@@ -47,6 +47,11 @@ class WorkerMetrics:
             self.reads_blocked += 1
             self._wait += waited_s
 
+    @property
+    def clock_wait_s(self) -> float:
+        """Seconds blocked in reads since the last clock."""
+        return self._wait
+
     def add_wait(self, seconds: float) -> None:
         self._wait += seconds
 

@@ -152,3 +152,21 @@ def test_pauses_can_be_limited_to_chosen_workers():
     stragglers = Stragglers(pause_prob=1.0, pause_s=0.01, pause_workers=(1,))
     assert stragglers.for_worker(0).extra_seconds(0.0) == 0.0
     assert stragglers.for_worker(1).extra_seconds(0.0) == 0.01
+
+
+def test_straggler_stretches_compute_not_time_blocked_in_reads():
+    """A slow worker's delay is (factor - 1) x its compute; waiting on others is not compute."""
+
+    def worker(ctx):
+        for _ in range(4):
+            if ctx.worker_id == 0:
+                time.sleep(0.03)  # worker 1 waits for this in its BSP read
+            ctx.read("t", [0])
+            time.sleep(0.002)
+            ctx.clock()
+
+    result = ss.run(worker, [ss.TableSpec("t", 1, 1)], workers=2, consistency="bsp",
+                    stragglers=Stragglers(slow={1: 3.0}))
+    slow = [r for r in result.record["records"] if r["worker"] == 1][1:]
+    # compute ~2 ms -> ~4 ms extra; counting the ~30 ms wait would add ~60 ms
+    assert all(r["duration_s"] - r["wait_s"] < 0.03 for r in slow), slow

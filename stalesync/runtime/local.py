@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,17 @@ from ..context import WorkerContext
 from ..errors import JobAbortedError
 from ..metrics import WorkerMetrics
 from ..server import ServerShard
+from ..snapshot import restore_metrics
 from ..tables import ShardMap
+from .barrier import SnapshotBarrier
+from .restore import (
+    load_resume,
+    make_checkpoint,
+    make_writer,
+    restore_state,
+    snapshot_meta,
+    start_clocks,
+)
 
 
 @dataclass
@@ -28,6 +39,7 @@ class Outcome:
     metrics: list[WorkerMetrics]
     tables: dict[str, np.ndarray]
     results: list[Any]
+    extra: dict[str, Any] = field(default_factory=dict)  # run-record fields of the runtime
 
 
 class LocalRuntime:
@@ -44,6 +56,25 @@ class LocalRuntime:
         for name, values in config.initial_tables.items():
             self._load_table(name, np.asarray(values, dtype=specs[name].np_dtype))
         self.abort_event = threading.Event()
+        # snapshots / resume (off by default: then nothing below touches the hot path)
+        self.resume = load_resume(config)
+        if self.resume is not None:
+            for name, values in self.resume.tables.items():
+                self._load_table(name, values)
+            for shard in self.shards:  # no worker runs yet: no lock needed
+                shard.worker_clocks[:] = start_clocks(self.resume, config.workers)
+        self.barrier = None
+        if config.snapshot_every:
+            writer = make_writer(
+                config.snapshot_dir, snapshot_meta(config, uuid.uuid4().hex), self._dump_tables
+            )
+            self.barrier = SnapshotBarrier(config.workers, writer)
+
+    def _dump_tables(self) -> dict[str, np.ndarray]:
+        return {t.name: self.table_values(t.name) for t in self.config.tables}
+
+    def _arrive(self, ctx: WorkerContext) -> None:
+        self.barrier.arrive(ctx.worker_id, ctx.snapshot_state())
 
     def _deliver(self, worker: int, push) -> None:
         self.clients[worker].receive_push(push)
@@ -72,6 +103,11 @@ class LocalRuntime:
         ]
         for client in self.clients:
             client._abort_event = self.abort_event
+            restored = restore_state(self.resume, client.worker_id)
+            if restored is not None:
+                client.clock_count = restored.clock
+                restore_metrics(metrics[client.worker_id], restored.metrics)
+        checkpoint = make_checkpoint(cfg, self._arrive)
         results: list[Any] = [None] * cfg.workers
         errors: list[BaseException | None] = [None] * cfg.workers
 
@@ -85,10 +121,14 @@ class LocalRuntime:
                 cfg.seed,
                 cfg.stragglers.for_worker(w) if cfg.stragglers else None,
                 cfg.on_clock,
+                restore=restore_state(self.resume, w),
+                checkpoint=checkpoint,
             )
             try:
                 results[w] = worker_fn(ctx)
                 client.finish()
+                if self.barrier is not None:
+                    self.barrier.finish(w, ctx.snapshot_state(finished=True))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
                 errors[w] = exc
                 self._abort()
@@ -96,7 +136,12 @@ class LocalRuntime:
         threads = [
             threading.Thread(target=body, args=(w,), name=f"stalesync-worker-{w}", daemon=True)
             for w in range(cfg.workers)
+            if self.resume is None or not self.resume.workers[w].finished
         ]
+        if self.barrier is not None and self.resume is not None:
+            for w, state in enumerate(self.resume.workers):
+                if state.finished:
+                    self.barrier.finish(w, state)
         for t in threads:
             t.start()
         for t in threads:
@@ -109,9 +154,16 @@ class LocalRuntime:
         if any(errors):
             raise next(e for e in errors if e is not None)
         tables = {t.name: self.table_values(t.name) for t in cfg.tables}
-        return Outcome(metrics=metrics, tables=tables, results=results)
+        extra = {}
+        if self.resume is not None:
+            extra["resumed_from_clock"] = self.resume.clock
+        if self.barrier is not None:
+            extra["snapshots_written"] = list(self.barrier.written)
+        return Outcome(metrics=metrics, tables=tables, results=results, extra=extra)
 
     def _abort(self) -> None:
         self.abort_event.set()
         for shard in self.shards:
             shard.abort()
+        if self.barrier is not None:
+            self.barrier.abort()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...data.corpus import Corpus
+from ...errors import ConfigError
 from ...kernels import lda as k
 
 WORD_TOPIC = "word_topic"
@@ -55,6 +56,7 @@ class Partition:
     chunk_row_ptr: np.ndarray
     region: np.ndarray  # sparse doc-topic lists: see kernels.lda.build_doc_lists
     lists: np.ndarray
+    num_topics: int
 
     @classmethod
     def create(
@@ -90,6 +92,7 @@ class Partition:
             chunk_row_ptr,
             region,
             lists,
+            num_topics,
         )
 
     @property
@@ -123,6 +126,18 @@ class Partition:
         np.add.at(dt, (self.tok_doc, self.z), 1)
         return dt
 
+    def restore(self, z: np.ndarray) -> None:
+        """Take over assignments ``z`` (sampling order) from a snapshot; rebuild doc lists."""
+        if z.shape != self.z.shape:
+            raise ConfigError(
+                f"LDA snapshot holds {z.size} topic assignments, this partition has "
+                f"{self.z.size}: resume with the same corpus and workers"
+            )
+        self.z[:] = z
+        self.region, self.lists = k.build_doc_lists(
+            self.tok_doc, self.z, self.num_docs, self.doc_len, self.num_topics
+        )
+
     def doc_loglik(self, num_topics: int, alpha: float) -> float:
         return k.doc_loglik(self.region, self.lists, self.doc_len, num_topics, alpha)
 
@@ -138,8 +153,13 @@ def make_worker(h: Hyper):
 
     def worker(ctx) -> Partition:
         part: Partition = ctx.data
+        restored = ctx.load_state()
+        if restored is not None:  # resuming from a snapshot: its assignments, not ours
+            part.restore(restored["z"])
+        ctx.save_state({"z": part.z})  # what a snapshot stores for this worker
         k.seed_thread(int(ctx.rng.integers(2**31)))
-        for it in range(ctx.iterations):
+        while ctx.clock_count < ctx.iterations:
+            it = ctx.clock_count
             chunk = it % part.num_chunks
             rows = part.chunk_table_rows(chunk)
             wt0 = ctx.read(WORD_TOPIC, rows)

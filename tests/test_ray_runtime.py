@@ -1,0 +1,331 @@
+"""The Ray runtime: same guarantee as embedded, snapshots, resume and automatic recovery.
+
+One Ray session (a ``ray.cluster_utils.Cluster`` with a head node) serves every test; the
+multi-node test adds nodes to it and removes them again.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+import guarantee_checker as gc  # noqa: E402
+from guarantee_checker import ReadLog, Scenario, exact_sum_violations, violations  # noqa: E402
+
+import stalesync as ss  # noqa: E402
+from stalesync.errors import RecoveryError  # noqa: E402
+from stalesync.runtime.ray import RayRuntime  # noqa: E402
+from stalesync.snapshot import list_snapshots, load_snapshot  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray session for the whole test run (no dashboard). ``Cluster`` picks the
+    machine's address itself; the runtime's own local start uses loopback."""
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 6,
+            "include_dashboard": False,
+            "_system_config": {"health_check_period_ms": 500,
+                               "health_check_failure_threshold": 4},
+        },
+    )
+    # test functions and the checker live in modules Ray's worker processes cannot import
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.cloudpickle.register_pickle_by_value(gc)
+    ray.init(address=cluster.address, include_dashboard=False, logging_level="WARNING")
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_shard_actor_applies_clocks_in_send_order_and_reads_wait_for_own_clocks():
+    """A threaded actor may start calls out of order; the shard must not (no Ray needed)."""
+    from stalesync.consistency import ConsistencyModel
+    from stalesync.runtime.ray import ShardActor
+
+    shard = ShardActor(0, 1, {"t": ss.TableSpec("t", 2, 1, "int64")},
+                       {"t": ConsistencyModel.parse("ssp", 1)}, 2)
+    applied = []
+    real_clock = shard.shard.clock
+
+    def spy(worker, updates, finished=False):
+        applied.append(int(updates["t"][1][0, 0]))
+        real_clock(worker, updates, finished=finished)
+
+    shard.shard.clock = spy
+    inc = lambda v: {"t": (np.array([0]), np.array([[v]], dtype=np.int64))}  # noqa: E731
+    got = {}
+    second = threading.Thread(target=shard.clock, args=(0, inc(20), False, 1))
+    reader = threading.Thread(
+        target=lambda: got.setdefault("read", shard.read(0, "t", np.array([0]), None, 2)))
+    second.start()
+    reader.start()
+    time.sleep(0.1)
+    assert applied == [] and "read" not in got  # both wait for clock #0
+    shard.clock(0, inc(1), False, 0)
+    second.join(5)
+    reader.join(5)
+    assert applied == [1, 20]
+    assert int(got["read"][0][0, 0]) == 21  # the read saw both of its own clocks
+
+
+# -- a worker that logs every read, as the embedded checker does, and can be restored ----------
+def probe_worker(scenario: Scenario, plan: np.ndarray, delays: np.ndarray):
+    def worker(ctx: ss.WorkerContext):
+        w = ctx.worker_id
+        rng = np.random.default_rng([scenario.seed, w, 7, ctx.clock_count])
+        mine = []
+        while ctx.clock_count < scenario.iterations:
+            k = ctx.clock_count
+            time.sleep(delays[w, k])
+            rows = np.unique(np.r_[0, rng.choice(scenario.rows, size=3)])
+            mine.append((ctx.clock_count, rows, ctx.read(gc.TABLE, rows), False))
+            inc_rows = np.flatnonzero(plan[w, k])
+            deltas = np.zeros((inc_rows.size, scenario.workers), dtype=np.int64)
+            deltas[:, w] = 1
+            ctx.inc(gc.TABLE, inc_rows, deltas)
+            mine.append((ctx.clock_count, rows, ctx.read(gc.TABLE, rows), True))
+            ctx.clock()
+        return mine
+
+    return worker
+
+
+def run_probe(scenario: Scenario, **options):
+    plan = scenario.plan()
+    result = ss.run(
+        probe_worker(scenario, plan, scenario.delays()),
+        [ss.TableSpec(gc.TABLE, scenario.rows, scenario.workers, "int64")],
+        workers=scenario.workers,
+        consistency=scenario.consistency,
+        staleness=None if scenario.consistency in ("bsp", "async") else scenario.staleness,
+        iterations=scenario.iterations,
+        shards=scenario.shards,
+        seed=scenario.seed,
+        runtime="ray",
+        **options,
+    )
+    logs = [
+        ReadLog(w, clock, rows, values, after)
+        for w, mine in enumerate(result.worker_results)
+        for clock, rows, values, after in mine or []
+    ]
+    return result, logs, plan
+
+
+@pytest.mark.parametrize(
+    "consistency,staleness,seed",
+    [("bsp", 0, 1), ("ssp", 1, 2), ("essp", 2, 3), ("async", 0, 4)],
+)
+def test_guarantee_holds_on_ray(ray_cluster, consistency, staleness, seed):
+    scenario = Scenario(workers=3, iterations=8, rows=5, consistency=consistency,
+                        staleness=staleness, shards=2, seed=seed, max_delay_ms=3.0,
+                        slow_worker=seed % 3)
+    result, logs, plan = run_probe(scenario)
+    assert len(logs) == 2 * scenario.workers * scenario.iterations
+    assert violations(scenario, logs, plan) == []
+    assert exact_sum_violations(result, plan) == []
+    assert result.record["runtime"] == "ray"
+    assert result.record["recoveries"] == 0
+    if consistency != "async":
+        bound = 0 if consistency == "bsp" else staleness
+        assert result.record["observed_staleness"]["max"] <= bound
+
+
+def test_progress_events_reach_on_clock_in_the_driver(ray_cluster):
+    seen = []
+    scenario = Scenario(workers=2, iterations=4, rows=3, consistency="ssp", staleness=1)
+    run_probe(scenario, on_clock=lambda w, it, obj: seen.append((w, it)))
+    assert sorted(seen) == [(w, it) for w in range(2) for it in range(4)]
+
+
+def test_partitions_and_results_are_writable_as_on_embedded(ray_cluster):
+    """Ray hands out read-only arrays; apps (e.g. LDA) update their partition in place."""
+
+    def worker(ctx):
+        z = ctx.data["z"]
+        while ctx.clock_count < 3:
+            z += 1  # in place
+            ctx.inc("t", [0], z[:1, None].astype(np.float64))
+            ctx.clock()
+        return z
+
+    data = [{"z": np.zeros(50_000, dtype=np.int32)} for _ in range(2)]  # object-store sized
+    result = ss.run(worker, [ss.TableSpec("t", 1, 1)], data=data, runtime="ray", iterations=3)
+    for z in result.worker_results:
+        np.testing.assert_array_equal(z, 3)
+        z[0] = 7  # the driver may keep working on the results
+    assert result.tables["t"][0, 0] == 2 * (1 + 2 + 3)
+
+
+def test_user_error_is_raised_not_retried(ray_cluster, tmp_path):
+    def worker(ctx):
+        while ctx.clock_count < 6:
+            if ctx.worker_id == 1 and ctx.clock_count == 3:
+                ctx.inc("t", [0], np.array([[np.nan]]))
+            ctx.read("t", [0])
+            ctx.inc("t", [0], np.ones((1, 1)))
+            ctx.clock()
+
+    with pytest.raises(ss.IncrementError, match="NaN"):
+        ss.run(worker, [ss.TableSpec("t", 1, 1)], workers=2, runtime="ray", iterations=6,
+               snapshot_every=2, snapshot_dir=str(tmp_path))
+
+
+# -- deterministic program for resume ----------------------------------------------------------
+def det_worker(ctx: ss.WorkerContext):
+    """BSP, seeded: what each worker adds depends on its rng, its saved state and its own
+    rows (read-my-writes), so a correct resume reproduces the tables bit for bit."""
+    state = ctx.load_state() or {"acc": np.zeros(4, dtype=np.int64)}
+    w = ctx.worker_id
+    while ctx.clock_count < ctx.iterations:
+        if ctx.data and ctx.clock_count == ctx.data.get("crash_at"):
+            raise RuntimeError("injected crash")
+        own = ctx.read("t", [2 + 2 * w, 3 + 2 * w])  # only this worker adds to these
+        d = ctx.rng.integers(0, 7, size=(4, 3)) + (own.sum() % 3)
+        ctx.inc("t", [0, 1, 2 + 2 * w, 3 + 2 * w], d)
+        state["acc"] += d.sum(axis=1)  # in place: restored arrays are writable
+        ctx.save_state(state)
+        ctx.clock()
+    return state["acc"].tolist()
+
+
+DET_TABLES = [ss.TableSpec("t", 6, 3, "int64")]
+DET_OPTS = dict(workers=2, iterations=10, consistency="bsp", seed=11, shards=2)
+
+
+def test_resume_after_crash_matches_uninterrupted_run(ray_cluster, tmp_path):
+    reference = ss.run(det_worker, DET_TABLES, **DET_OPTS)  # embedded, uninterrupted
+    crash = [{"crash_at": 8}, {}]
+    with pytest.raises(RuntimeError, match="injected crash"):
+        ss.run(det_worker, DET_TABLES, data=crash, runtime="ray", snapshot_every=3,
+               snapshot_dir=str(tmp_path), **DET_OPTS)
+    assert [c for c, _ in list_snapshots(tmp_path)] == [3, 6]
+    resumed = ss.run(det_worker, DET_TABLES, data=[{}, {}], runtime="ray",
+                     resume=str(tmp_path), **DET_OPTS)
+    assert resumed.record["resumed_from_clock"] == 6
+    np.testing.assert_array_equal(resumed.tables["t"], reference.tables["t"])
+    assert resumed.worker_results == reference.worker_results
+    # the history of clocks before the snapshot came back with it
+    assert sorted({r["iteration"] for r in resumed.record["records"]}) == list(range(10))
+
+
+# -- automatic recovery ------------------------------------------------------------------------
+def _kill_once(role: str, index: int, at_iteration: int):
+    """An on_clock hook (runs in the driver) that kills one actor the first time a worker
+    reports ``at_iteration``."""
+    done = threading.Event()
+
+    def hook(worker: int, iteration: int, objective) -> None:
+        if iteration >= at_iteration and not done.is_set():
+            done.set()
+            runtime = RayRuntime.active
+            actors = runtime.worker_actors() if role == "worker" else runtime.shard_actors()
+            ray.kill(actors[index], no_restart=True)
+            hook.killed_at = time.time()
+            hook.runtime = runtime
+
+    return hook, done
+
+
+@pytest.mark.parametrize("role,index", [("worker", 1), ("shard", 0)])
+def test_killed_actor_is_recovered_from_snapshot(ray_cluster, tmp_path, role, index):
+    scenario = Scenario(workers=3, iterations=40, rows=6, consistency="ssp", staleness=1,
+                        shards=2, seed=5, max_delay_ms=40.0)
+    hook, killed = _kill_once(role, index, at_iteration=5)
+    t0 = time.perf_counter()
+    result, logs, plan = run_probe(scenario, on_clock=hook, snapshot_every=4,
+                                   snapshot_dir=str(tmp_path))
+    assert killed.is_set()
+    assert result.record["recoveries"] == 1
+    assert hook.runtime.failures_detected_at[0] - hook.killed_at < 5.0  # noticed in seconds
+    assert result.record["recovered_from_clock"][0] in range(4, 40, 4)
+    assert exact_sum_violations(result, plan) == []  # nothing lost, nothing doubled
+    assert violations(scenario, logs, plan) == []  # reads after the restart
+    assert time.perf_counter() - t0 < 60
+
+
+def test_recovery_without_snapshots_stops_with_clear_error(ray_cluster):
+    scenario = Scenario(workers=2, iterations=60, rows=3, consistency="ssp", staleness=1,
+                        max_delay_ms=30.0)
+    hook, _ = _kill_once("worker", 0, at_iteration=2)
+    with pytest.raises(RecoveryError, match="snapshots are off"):
+        run_probe(scenario, on_clock=hook)
+
+
+def test_repeated_failures_give_up_and_keep_the_snapshot(ray_cluster, tmp_path):
+    kills = []
+
+    def hook(worker, iteration, objective):  # kill a worker at every attempt's clock 5+
+        runtime = RayRuntime.active
+        attempt = runtime.recovered_from[:]
+        if iteration >= 5 and attempt not in kills:
+            kills.append(attempt)
+            ray.kill(runtime.worker_actors()[0], no_restart=True)
+
+    scenario = Scenario(workers=2, iterations=40, rows=3, consistency="ssp", staleness=1,
+                        max_delay_ms=10.0)
+    with pytest.raises(RecoveryError, match="giving up after 1 recoveries"):
+        run_probe(scenario, on_clock=hook, snapshot_every=2, snapshot_dir=str(tmp_path),
+                  max_recoveries=1)
+    assert list_snapshots(tmp_path), "the last snapshot must survive"
+    latest = load_snapshot(tmp_path)
+    assert latest.clock >= 2
+    # the snapshot is consistent: exactly the planned increments of clocks < its clock
+    plan = scenario.plan()
+    expected = plan[:, : latest.clock].sum(axis=1).T
+    np.testing.assert_array_equal(latest.tables[gc.TABLE], expected)
+
+
+@pytest.mark.slow
+def test_multi_node_placement_and_node_loss(ray_cluster, tmp_path):
+    """Shards on one node, workers on two others; the node of worker 0 is removed mid-run."""
+    shard_node = ray_cluster.add_node(num_cpus=2, resources={"shard_slot": 4})
+    worker_nodes = [ray_cluster.add_node(num_cpus=2, resources={"worker_slot": 2})
+                    for _ in range(2)]
+    ray_cluster.wait_for_nodes()
+    placement = {}
+    removed = threading.Event()
+
+    def hook(worker, iteration, objective):
+        runtime = RayRuntime.active
+        if not placement:
+            placement["shards"] = ray.get([a.ping.remote() for a in runtime.shard_actors()])
+            placement["workers"] = ray.get([a.ping.remote() for a in runtime.worker_actors()])
+        if iteration >= 6 and not removed.is_set():
+            removed.set()
+            victim = placement["workers"][0]
+            node = next(n for n in worker_nodes if n.node_id == victim)
+            ray_cluster.remove_node(node)
+            worker_nodes.remove(node)
+
+    scenario = Scenario(workers=2, iterations=30, rows=6, consistency="ssp", staleness=1,
+                        shards=2, seed=9, max_delay_ms=15.0)
+    opts = {"shard": {"resources": {"shard_slot": 1}},
+            "worker": {"resources": {"worker_slot": 1}, "scheduling_strategy": "SPREAD"}}
+    try:
+        result, logs, plan = run_probe(scenario, on_clock=hook, ray_options=opts,
+                                       snapshot_every=3, snapshot_dir=str(tmp_path))
+    finally:
+        for node in [shard_node, *worker_nodes]:
+            ray_cluster.remove_node(node)
+    assert set(placement["shards"]) == {shard_node.node_id}
+    assert len(set(placement["workers"])) == 2
+    assert shard_node.node_id not in placement["workers"]
+    assert removed.is_set() and result.record["recoveries"] >= 1
+    assert exact_sum_violations(result, plan) == []
+    assert violations(scenario, logs, plan) == []
