@@ -60,3 +60,17 @@ def test_lda_command_rejects_unknown_consistency(tmp_path, capsys):
     except SystemExit as exc:
         assert exc.code == 2
     assert "invalid choice: 'weird'" in capsys.readouterr().err
+
+
+def test_lda_command_snapshots_and_resumes(tmp_path, capsys):
+    corpus, _ = planted_corpus(num_docs=100, seed=2)
+    data, snaps = tmp_path / "docs.ldac", tmp_path / "snaps"
+    write_ldac(corpus, data)
+    common = ["lda", "--data", str(data), "--topics", "4", "--iterations", "4",
+              "--docs-per-clock", "0.5", "--no-progress"]
+    assert main([*common, "--snapshot-every", "3", "--snapshot-dir", str(snaps)]) == 0
+    assert sorted(p.name for p in snaps.iterdir()) == ["snap-00000003", "snap-00000006"]
+    run_json = tmp_path / "run.json"
+    assert main([*common, "--resume", str(snaps), "--metrics-out", str(run_json)]) == 0
+    assert json.loads(run_json.read_text())["resumed_from_clock"] == 6
+    assert "log-likelihood per token" in capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from lda_fixtures import docstring_corpus, planted_corpus
@@ -203,3 +205,60 @@ def test_partition_state_is_consistent_at_start():
     assert part.num_chunks == 3
     np.testing.assert_array_equal(np.sort(part.z_in_doc_order()), np.sort(part.z))
     assert part.word_topic(corpus.num_words, 6).sum() == corpus.num_tokens
+
+
+# -- snapshots, resume and the Ray runtime ---------------------------------------------------
+def test_resume_continues_from_the_snapshot_with_the_same_assignments(tmp_path):
+    """A resumed fit takes the tables *and* every token's topic from the snapshot: if it kept
+    fresh assignments instead, the tables would no longer equal their counts."""
+    corpus, phi = planted_corpus(num_docs=300, seed=8)
+    opts = dict(n_topics=5, iterations=12, workers=2, docs_per_clock=0.5, seed=3)
+    reference = LDA(**opts, snapshot_every=6, snapshot_dir=str(tmp_path)).fit(corpus)
+    assert reference.run_record_["snapshots_written"] == [6, 12, 18]  # none at the end
+    resumed = LDA(**opts, resume=str(tmp_path / "snap-00000012")).fit(corpus)
+    assert resumed.run_record_["resumed_from_clock"] == 12
+    check_counts_match_assignments(resumed)
+    assert resumed.loglik_per_token_ == pytest.approx(reference.loglik_per_token_, abs=0.05)
+    assert matched_similarity(phi, resumed.topic_word_).min() >= TOPIC_MATCH
+    # the records of the clocks before the snapshot came back with it
+    assert sorted({r["iteration"] for r in resumed.run_record_["records"]}) == list(range(24))
+
+
+def test_resume_with_another_corpus_is_a_clear_error(tmp_path):
+    corpus, _ = planted_corpus(num_docs=100, seed=1)
+    opts = dict(n_topics=4, iterations=2, workers=2, docs_per_clock=0.5, seed=0)
+    LDA(**opts, snapshot_every=2, snapshot_dir=str(tmp_path)).fit(corpus)
+    other, _ = planted_corpus(num_docs=90, seed=1)
+    with pytest.raises(ss.ConfigError, match="same corpus and workers"):
+        LDA(**opts, resume=str(tmp_path)).fit(other)
+
+
+@pytest.mark.ray
+def test_on_ray_a_killed_worker_is_recovered_and_topics_are_found(ray_cluster, tmp_path):
+    """Kill a worker actor once the first snapshot exists: the job restarts every actor
+    from the newest snapshot, and the counts still match the assignments exactly."""
+    import threading
+
+    import ray
+
+    from stalesync.runtime.ray import RayRuntime
+    from stalesync.snapshot import list_snapshots
+
+    corpus, phi = planted_corpus(num_docs=800)
+
+    def kill_after_first_snapshot():
+        while not list_snapshots(tmp_path) or RayRuntime.active is None:
+            time.sleep(0.01)
+        ray.kill(RayRuntime.active.worker_actors()[1], no_restart=True)
+
+    killer = threading.Thread(target=kill_after_first_snapshot, daemon=True)
+    killer.start()
+    model = LDA(
+        n_topics=5, iterations=40, workers=2, runtime="ray", staleness=2,
+        docs_per_clock=0.25, snapshot_every=20, snapshot_dir=str(tmp_path), seed=1,
+    ).fit(corpus)
+    killer.join(timeout=1)
+    assert model.run_record_["recoveries"] == 1
+    assert model.run_record_["runtime"] == "ray"
+    check_counts_match_assignments(model)
+    assert matched_similarity(phi, model.topic_word_).min() >= TOPIC_MATCH

@@ -263,6 +263,24 @@ def test_run_record_has_the_core_schema(split, tmp_path):
     assert {r["iteration"] for r in record["records"]} == {0, 1, 2, 3}
 
 
+def test_ssp_mode_resumes_from_a_snapshot_exactly(split, tmp_path):
+    """One worker is deterministic: resuming from the clock-4 snapshot must end with the
+    very factors of the uninterrupted run (the snapshot holds the tables exactly)."""
+    train, test = split
+    opts = {**FAST, "epochs": 8}
+    reference = MatrixFactorization(**opts, snapshot_every=4, snapshot_dir=str(tmp_path))
+    reference.fit(train, eval_set=test)
+    resumed = MatrixFactorization(**opts, resume=str(tmp_path / "snap-00000004"))
+    resumed.fit(train, eval_set=test)
+    assert resumed.record_["resumed_from_clock"] == 4
+    np.testing.assert_array_equal(resumed.P_, reference.P_)
+    np.testing.assert_array_equal(resumed.Q_, reference.Q_)
+    assert [h["epoch"] for h in resumed.history_] == [4, 5, 6, 7]
+    with pytest.raises(ConfigError, match="need mode='ssp'"):
+        MatrixFactorization(mode="fugue", snapshot_every=2, snapshot_dir=str(tmp_path)).fit(
+            train)
+
+
 # -- data readers -----------------------------------------------------------------------------
 def test_read_ratings_formats(tmp_path):
     csv = tmp_path / "r.csv"

@@ -26,30 +26,9 @@ from stalesync.snapshot import list_snapshots, load_snapshot  # noqa: E402
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray session for the whole test run (no dashboard). ``Cluster`` picks the
-    machine's address itself; the runtime's own local start uses loopback."""
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 6,
-            "include_dashboard": False,
-            "_system_config": {"health_check_period_ms": 500,
-                               "health_check_failure_threshold": 4},
-        },
-    )
-    # test functions and the checker live in modules Ray's worker processes cannot import
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.cloudpickle.register_pickle_by_value(gc)
-    ray.init(address=cluster.address, include_dashboard=False, logging_level="WARNING")
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+# test functions and the checker live in modules Ray's worker processes cannot import
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+ray.cloudpickle.register_pickle_by_value(gc)
 
 
 def test_shard_actor_applies_clocks_in_send_order_and_reads_wait_for_own_clocks():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...cli import add_job_options
+from ...cli import add_job_options, snapshot_options
 from ...faults import Stragglers
 from ...metrics import plot_run, write_run_record
 
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         stragglers=Stragglers.parse(args.stragglers, seed=args.seed),
         seed=args.seed,
         progress=not args.no_progress,
+        **snapshot_options(args),
     )
     model.fit(corpus)
     record = model.run_record_

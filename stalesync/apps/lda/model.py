@@ -48,9 +48,12 @@ class LDA(TransformerMixin, BaseEstimator):
     """Latent Dirichlet allocation by collapsed Gibbs sampling on the parameter server.
 
     Parameters mirror common topic-model tools (``alpha`` per topic, ``beta`` per word) plus
-    the parameter-server options. ``mh_steps`` Metropolis-Hastings steps per token keep the
-    cost per token independent of ``n_topics``. ``docs_per_clock`` is the share of each
-    worker's documents swept between two clocks.
+    the parameter-server options of :func:`stalesync.run`. Sampling is exact (F+LDA: a
+    Fenwick tree over the word's topics, sparse doc-topic lists), so the cost per token grows
+    with the topics a document uses and with log ``n_topics``. ``docs_per_clock`` is
+    the share of each worker's documents swept between two clocks. ``snapshot_every`` clocks
+    a consistent snapshot goes to ``snapshot_dir``; ``resume`` restarts from one (same corpus,
+    workers and seed), and on the Ray runtime a crashed actor is recovered from the newest.
     """
 
     def __init__(
@@ -69,6 +72,10 @@ class LDA(TransformerMixin, BaseEstimator):
         stragglers: Stragglers | None = None,
         seed: int = 0,
         progress: bool = False,
+        snapshot_every: int | None = None,
+        snapshot_dir: str | None = None,
+        resume: str | None = None,
+        address: str | None = None,
     ):
         self.n_topics = n_topics
         self.alpha = alpha
@@ -84,6 +91,10 @@ class LDA(TransformerMixin, BaseEstimator):
         self.stragglers = stragglers
         self.seed = seed
         self.progress = progress
+        self.snapshot_every = snapshot_every
+        self.snapshot_dir = snapshot_dir
+        self.resume = resume
+        self.address = address
 
     # -- validation ---------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -149,6 +160,10 @@ class LDA(TransformerMixin, BaseEstimator):
                 seed=self.seed,
                 app="lda",
                 on_clock=progress.on_clock,
+                snapshot_every=self.snapshot_every,
+                snapshot_dir=self.snapshot_dir,
+                resume=self.resume,
+                address=self.address,
                 initial_tables={
                     WORD_TOPIC: word_topic,
                     TOPIC_TOTAL: word_topic.sum(axis=0, dtype=np.int64)[None],
@@ -167,8 +182,9 @@ class LDA(TransformerMixin, BaseEstimator):
             self.word_topic_, self.topic_total_, parts, self.alpha, self.beta
         )
         self.loglik_per_token_ = self.loglik_ / corpus.num_tokens
-        swept = corpus.num_tokens * self.iterations
         record = result.record
+        resumed_clocks = record.get("resumed_from_clock", 0)
+        swept = corpus.num_tokens * (clocks - resumed_clocks) / chunks
         record["objective_name"] = "log p(w, z) per token"
         record["objective_reduce"] = "sum"
         record["final"] = {
@@ -312,6 +328,7 @@ class _Progress:
         self.clocks_per_sweep = clocks_per_sweep
         self.tokens = tokens
         self.done: dict[int, list[float]] = {}
+        self.first_sweeps: float | None = None  # where this run started (after a resume)
         self.lock = threading.Lock()
         self.start = time.perf_counter()
         self.bar = None
@@ -335,8 +352,11 @@ class _Progress:
                 return
             del self.done[clock]
             sweeps = (clock + 1) / self.clocks_per_sweep
+            if self.first_sweeps is None:
+                self.first_sweeps = clock / self.clocks_per_sweep
             elapsed = time.perf_counter() - self.start
-            postfix = {"tokens/s": f"{self.tokens * sweeps / elapsed:.3g}"}
+            rate = self.tokens * (sweeps - self.first_sweeps) / elapsed
+            postfix = {"tokens/s": f"{rate:.3g}"}
             if not np.isnan(shares).any():
                 postfix["loglik/token"] = f"{sum(shares):.4f}"
                 self.bar.set_postfix(postfix, refresh=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...cli import add_job_options
+from ...cli import add_job_options, snapshot_options
 from ...data.ratings import load_ratings
 from ...metrics import plot_run, write_run_record
 from .estimator import MODES, MatrixFactorization
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         clocks_per_epoch=args.clocks_per_epoch, num_blocks=args.num_blocks,
         max_extra_passes=args.max_extra_passes, runtime=args.runtime, shards=args.shards,
         stragglers=args.stragglers, seed=args.seed, progress=not args.no_progress,
+        **snapshot_options(args),
     )
     model.fit(train, eval_set=test)
     record = model.record_

@@ -52,7 +52,9 @@ class MatrixFactorization(BaseEstimator):
     ``unknown="error"`` makes predict raise :class:`UnknownIdError` on ids not seen in
     training; ``unknown="mean"`` predicts the global mean plus the known side's bias.
     ``num_blocks`` (block modes) defaults to ``workers``. ``runtime``/``shards`` are the
-    parameter server's (SSP mode only; block modes run on in-process threads).
+    parameter server's (SSP mode only; block modes run on in-process threads), and so are
+    ``snapshot_every``/``snapshot_dir``/``resume`` (consistent snapshots; on Ray a crashed
+    actor is recovered from the newest) and ``address`` (a Ray cluster).
     ``clocks_per_epoch`` (SSP mode) cuts each worker's epoch into that many clocks, i.e. that
     many synchronisation points.
     """
@@ -65,7 +67,9 @@ class MatrixFactorization(BaseEstimator):
                  num_blocks: int | None = None, max_extra_passes: int = 2,
                  runtime: str = "embedded", shards: int = 1,
                  stragglers: Stragglers | str | None = None, unknown: str = "error",
-                 dtype: str = "float32", seed: int = 0, progress: bool = False) -> None:
+                 dtype: str = "float32", seed: int = 0, progress: bool = False,
+                 snapshot_every: int | None = None, snapshot_dir: str | None = None,
+                 resume: str | None = None, address: str | None = None) -> None:
         self.rank = rank
         self.epochs = epochs
         self.lr = lr
@@ -89,6 +93,10 @@ class MatrixFactorization(BaseEstimator):
         self.dtype = dtype
         self.seed = seed
         self.progress = progress
+        self.snapshot_every = snapshot_every
+        self.snapshot_dir = snapshot_dir
+        self.resume = resume
+        self.address = address
 
     # -- fitting --------------------------------------------------------------------------
     def _config(self) -> SGDConfig:
@@ -112,8 +120,17 @@ class MatrixFactorization(BaseEstimator):
             raise ConfigError(
                 f"mode {self.mode!r} runs on threads sharing the factor arrays; it needs "
                 f"runtime='embedded', got {self.runtime!r} (use mode='ssp' on Ray)")
+        if self.mode != "ssp" and self._job_options():
+            raise ConfigError(
+                f"mode {self.mode!r} has no snapshots or Ray cluster; "
+                f"{sorted(self._job_options())} need mode='ssp'")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
+
+    def _job_options(self) -> dict[str, Any]:
+        """The parameter-server job options that were set (SSP mode passes them on)."""
+        names = ("snapshot_every", "snapshot_dir", "resume", "address")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def fit(self, X: Any, y: Any = None, *, eval_set: Any = None,
             metrics_out: str | os.PathLike | None = None,
@@ -168,7 +185,7 @@ class MatrixFactorization(BaseEstimator):
                              consistency=self.consistency, staleness=staleness,
                              clocks_per_epoch=self.clocks_per_epoch,
                              stragglers=self._stragglers(), shards=int(self.shards),
-                             runtime=self.runtime)
+                             runtime=self.runtime, **self._job_options())
         d = int(self.num_blocks or self.workers)
         blocked = block_data(train, P0.shape[0], Q0.shape[0], d, cfg.seed)
         trainer = BlockTrainer(blocked, P0, Q0, self.mu_, cfg, monitor, workers=self.workers,

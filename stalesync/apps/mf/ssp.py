@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -71,10 +72,13 @@ def train_ssp(
     stragglers: Stragglers | None = None,
     shards: int = 1,
     runtime: str = "embedded",
+    **job_options: Any,
 ) -> TrainOutcome:
     """Train on the parameter server; worker 0 reports each epoch to ``monitor`` from its
     own (bounded-stale) view of the tables. Under ``runtime="ray"`` worker 0 runs in
-    another process: its history comes back with its result (no live progress bar)."""
+    another process: its history comes back with its result (no live progress bar).
+    ``job_options`` (snapshots, resume, Ray address) go to :func:`stalesync.run`; a resumed
+    worker starts at its restored clock (the factors come back with the tables)."""
     parts = partition(train, P0.shape[0], workers, clocks_per_epoch, cfg.seed)
     dtype = str(P0.dtype)
     tables = [TableSpec("P", P0.shape[0], P0.shape[1], dtype),
@@ -83,7 +87,7 @@ def train_ssp(
     def worker(ctx) -> tuple[int, list[dict[str, float]]]:
         updates = 0
         sse = 0.0
-        for it in range(cfg.epochs * clocks_per_epoch):
+        for it in range(ctx.clock_count, cfg.epochs * clocks_per_epoch):
             epoch, c = divmod(it, clocks_per_epoch)
             chunk = ctx.data[c]
             P = ctx.read("P", chunk.user_rows)
@@ -112,7 +116,7 @@ def train_ssp(
         worker, tables, data=parts, workers=workers, consistency=consistency,
         staleness=staleness, iterations=cfg.epochs * clocks_per_epoch, stragglers=stragglers,
         seed=cfg.seed, app="mf", shards=shards, initial_tables={"P": P0, "Q": Q0},
-        runtime=runtime,
+        runtime=runtime, **job_options,
     )
     elapsed = time.perf_counter() - start
     result.record["mode"] = "ssp"
