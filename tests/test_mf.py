@@ -263,6 +263,19 @@ def test_run_record_has_the_core_schema(split, tmp_path):
     assert {r["iteration"] for r in record["records"]} == {0, 1, 2, 3}
 
 
+@pytest.mark.ray
+def test_ssp_mode_on_ray_approaches_the_noise_level(ray_cluster, split):
+    """The same SSP program with worker and shard actors in other processes."""
+    train, test = split
+    model = MatrixFactorization(mode="ssp", workers=2, runtime="ray", staleness=2, **FAST)
+    model.fit(train, eval_set=test)
+    final = model.record_["final"]
+    assert model.record_["runtime"] == "ray"
+    assert final["test_rmse"] < 1.25 * NOISE, final
+    assert len(model.history_) == FAST["epochs"]  # worker 0's history came back with it
+    assert model.rmse(test) == pytest.approx(final["test_rmse"], rel=1e-4)
+
+
 def test_ssp_mode_resumes_from_a_snapshot_exactly(split, tmp_path):
     """One worker is deterministic: resuming from the clock-4 snapshot must end with the
     very factors of the uninterrupted run (the snapshot holds the tables exactly)."""

@@ -81,3 +81,39 @@ def unique_rows(rows: np.ndarray, num_rows: int) -> np.ndarray:
         mark[rows] = True
         return np.flatnonzero(mark)
     return np.unique(rows)
+
+
+@numba.njit(nogil=True, cache=True)
+def _changed_rows(new, old, changed):  # pragma: no cover - compiled
+    count = 0
+    for i in range(new.shape[0]):
+        for j in range(new.shape[1]):
+            if new[i, j] != old[i, j]:
+                changed[count] = i
+                count += 1
+                break
+    return count
+
+
+@numba.njit(nogil=True, cache=True)
+def _diff_rows(new, old, changed, out):  # pragma: no cover - compiled
+    for n in range(changed.shape[0]):
+        i = changed[n]
+        for j in range(new.shape[1]):
+            out[n, j] = new[i, j] - old[i, j]
+
+
+def row_deltas(new: np.ndarray, old: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(changed, new[changed] - old[changed])`` for the rows where ``new`` differs from
+    ``old``: the batched increment that turns a read copy into a worker's result, built in
+    one pass over the two arrays (no full-size difference array), so a step that changes few
+    rows sends and copies only those."""
+    if new.shape != old.shape or new.ndim != 2:
+        raise ValueError(f"row_deltas needs two 2-d arrays of one shape, got {new.shape} "
+                         f"and {old.shape}")
+    changed = np.empty(new.shape[0], dtype=np.int64)
+    changed = changed[: _changed_rows(new, old, changed)]
+    out = np.empty((changed.size, new.shape[1]), dtype=np.result_type(new, old))
+    if changed.size:
+        _diff_rows(new, old, changed, out)
+    return changed, out

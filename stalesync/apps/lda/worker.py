@@ -16,6 +16,7 @@ import numpy as np
 from ...data.corpus import Corpus
 from ...errors import ConfigError
 from ...kernels import lda as k
+from ...kernels.rows import row_deltas
 
 WORD_TOPIC = "word_topic"
 TOPIC_TOTAL = "topic_total"
@@ -178,9 +179,8 @@ def make_worker(h: Hyper):
                 h.beta,
                 vbeta,
             )
-            delta = wt - wt0
-            changed = np.flatnonzero(delta.any(axis=1))
-            ctx.inc(WORD_TOPIC, rows[changed], delta[changed])
+            changed, delta = row_deltas(wt, wt0)
+            ctx.inc(WORD_TOPIC, rows[changed], delta)
             ctx.inc(TOPIC_TOTAL, [0], (nk - nk0)[None, :])
             evaluate = (it + 1) % h.eval_every == 0 or it + 1 == ctx.iterations
             ctx.clock(objective=loglik_share(ctx, part, h) if evaluate else None)
