@@ -32,6 +32,7 @@ from .errors import (
 from .kernels.rows import (
     gather_rows,
     scatter_add_rows_pair,
+    scatter_rows,
     take_and_zero_rows,
     unique_rows,
 )
@@ -207,7 +208,7 @@ class WorkerClient:
                 if not values.flags.writeable:  # a remote shard's reply (Ray object store)
                     values = values.copy()
                 values[unsent] += table.pending[fetched[unsent]]
-            table.cache[fetched] = values
+            scatter_rows(table.cache, fetched, values)
             table.stamp[fetched] = stamp
             table.fetched_at[fetched] = self.clock_count
             self.metrics.on_send(
@@ -305,7 +306,7 @@ class WorkerClient:
                 table.sent.append((self.clock_count, rows, deltas))
             for shard, pos, local in self.shard_map.split(rows):
                 per_shard[shard][name] = (local, deltas[pos])
-                nbytes += pos.size * (INDEX_BYTES + table.spec.row_nbytes)
+                nbytes += local.size * (INDEX_BYTES + table.spec.row_nbytes)
         for shard, updates in enumerate(per_shard):
             self.shards[shard].clock(self.worker_id, updates, finished=finished)
             nbytes += MESSAGE_HEADER_BYTES

@@ -71,11 +71,14 @@ class ShardMap:
         """How many rows of a ``num_rows`` table live on ``shard``."""
         return max(0, (num_rows - shard + self.num_shards - 1) // self.num_shards)
 
-    def split(self, rows: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """Group ``rows`` by shard: ``[(shard, positions_in_rows, local_indices), ...]``."""
+    def split(self, rows: np.ndarray) -> list[tuple[int, np.ndarray | slice, np.ndarray]]:
+        """Group ``rows`` by shard: ``[(shard, positions_in_rows, local_indices), ...]``.
+
+        With one shard the positions are a slice, so indexing a batch with them is a view,
+        not a copy of every row."""
         n = self.num_shards
         if n == 1:
-            return [(0, np.arange(rows.size), rows)]
+            return [(0, slice(0, rows.size), rows)]
         shard_of = rows % n
         order = np.argsort(shard_of, kind="stable")
         bounds = np.searchsorted(shard_of[order], np.arange(n + 1))

@@ -11,6 +11,7 @@ from stalesync.kernels.rows import (
     gather_rows,
     row_deltas,
     scatter_add_rows,
+    scatter_rows,
     take_and_zero_rows,
     unique_rows,
 )
@@ -31,6 +32,12 @@ def test_gather_scatter_take_match_numpy(shape, seed, batch):
     scatter_add_rows(table, rows, deltas)
     np.testing.assert_array_equal(table, expected)
     distinct = unique_rows(rows, shape[0])
+    fresh = rng.integers(-9, 9, (distinct.size, shape[1])).astype(np.int64)
+    overwritten = table.copy()
+    overwritten[distinct] = fresh
+    scatter_rows(table, distinct, fresh)
+    np.testing.assert_array_equal(table, overwritten)
+    expected = overwritten
     np.testing.assert_array_equal(distinct, np.unique(rows))
     taken = take_and_zero_rows(table, distinct)
     np.testing.assert_array_equal(taken, expected[distinct])

@@ -24,6 +24,21 @@ def _gather(src, rows, out):  # pragma: no cover - compiled
             out[i, j] = src[r, j]
 
 
+@numba.njit(nogil=True, cache=True)
+def _scatter_set(dst, rows, values):  # pragma: no cover - compiled
+    width = dst.shape[1]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(width):
+            dst[r, j] = values[i, j]
+
+
+def scatter_rows(dst: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """``dst[rows] = values`` without holding the GIL (refreshing a worker's cache)."""
+    if rows.size:
+        _scatter_set(dst, rows, values)
+
+
 def scatter_add_rows(dst: np.ndarray, rows: np.ndarray, deltas: np.ndarray) -> None:
     """``dst[rows[i]] += deltas[i]`` for every i; repeated rows accumulate (unlike ``+=``)."""
     if rows.size:
