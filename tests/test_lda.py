@@ -76,8 +76,9 @@ def test_tables_equal_counts_of_assignments_under_stragglers(consistency):
     )
 
 
-@pytest.mark.parametrize("num_topics", [10, 300])
-def test_sampler_is_exact_gibbs_per_token(num_topics):
+# alpha=20 puts most of the mass in the word bucket (the tree), alpha=0.3 in the doc bucket
+@pytest.mark.parametrize("num_topics,alpha", [(10, 0.3), (300, 0.3), (10, 20.0)])
+def test_sampler_is_exact_gibbs_per_token(num_topics, alpha):
     """One sweep of the F+LDA kernel on a tiny corpus matches the exact conditional:
     the empirical distribution of a single token's new topic, over many seeds."""
     rng = np.random.default_rng(0)
@@ -86,7 +87,10 @@ def test_sampler_is_exact_gibbs_per_token(num_topics):
     words = np.array([0, 1, 2, 3, 0, 1], dtype=np.int32)
     z = rng.integers(0, K, size=words.size).astype(np.int32)
     wt_other = rng.integers(0, 5, size=(V, K)).astype(np.int32)  # other workers' counts
-    alpha, beta = 0.3, 0.05
+    # token 0's word is rare in its topic, so removing the token changes that topic's leaf a
+    # lot: a sampler that kept the old leaf would visibly favour the old topic
+    wt_other[0, z[0]] = 0
+    beta = 0.05
     doc = np.zeros(words.size, dtype=np.int32)
     exact = (np.bincount(z[1:], minlength=K) + alpha) * (
         (wt_other[0] + np.bincount(z[words == 0][1:], minlength=K) + beta)
@@ -111,6 +115,31 @@ def test_sampler_is_exact_gibbs_per_token(num_topics):
     from scipy.stats import chi2 as chi2_dist
 
     assert chi2_dist.sf(chi2, keep.sum() - 1) > 1e-3, (chi2, keep.sum())
+
+
+@pytest.mark.parametrize("num_topics", [1, 2, 7, 64, 100])
+def test_tree_sample_with_a_lowered_leaf_matches_the_lowered_distribution(num_topics):
+    """Descending the F+ tree with leaf s lowered picks exactly the leaf that inverse-CDF
+    sampling over the lowered leaves picks, for every u (the sampler relies on it to keep
+    a token's old leaf in the tree until it moves)."""
+    rng = np.random.default_rng(num_topics)
+    size, levels = 1, 0
+    while size < num_topics:
+        size, levels = size * 2, levels + 1
+    for _ in range(20):
+        leaves = rng.random(num_topics) + 0.01
+        s = int(rng.integers(num_topics))
+        lower = leaves[s] * rng.random()
+        tree = np.zeros(2 * size)
+        tree[size : size + num_topics] = leaves
+        for node in range(size - 1, 0, -1):
+            tree[node] = tree[2 * node] + tree[2 * node + 1]
+        lowered = leaves.copy()
+        lowered[s] -= lower
+        cum = np.cumsum(lowered)
+        for u in rng.random(200) * cum[-1]:
+            got = kernels._tree_sample_lowered(tree, size, levels, u, s, lower)
+            assert got == np.searchsorted(cum, u, side="right"), (u, s, got)
 
 
 def test_loglik_improves_on_real_text():

@@ -142,10 +142,17 @@ def _tree_set(tree, size, k, value):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _tree_sample(tree, size, u):  # pragma: no cover - compiled
+def _tree_sample_lowered(tree, size, levels, u, s, lower):  # pragma: no cover - compiled
+    """Sample a leaf with ``u`` uniform on [0, tree[1] - lower), as if leaf ``s`` were
+    ``lower`` smaller: the sums on leaf s's path are corrected on the way down, so the tree
+    itself need not be updated for a token that may keep its topic."""
+    leaf = size + s
     i = 1
     while i < size:
+        levels -= 1
         left = tree[2 * i]
+        if (leaf >> levels) == 2 * i:
+            left -= lower
         if u < left:
             i = 2 * i
         else:
@@ -195,16 +202,21 @@ def sweep(
     """
     k_topics = nk.shape[0]
     size = 1
+    levels = 0
     while size < k_topics:
         size *= 2
+        levels += 1
     tree = np.zeros(2 * size)
     cum = np.empty(k_topics)
+    inv = np.empty(k_topics)  # 1 / (n_k + V beta), kept current: multiply, never divide
+    for k in range(k_topics):
+        inv[k] = 1.0 / (nk[k] + vbeta)
     i = lo
     while i < hi:
         w = tok_word[i]
         wt_row = wt[w]
         for k in range(k_topics):
-            tree[size + k] = (wt_row[k] + beta) / (nk[k] + vbeta)
+            tree[size + k] = (wt_row[k] + beta) * inv[k]
         for node in range(size - 1, 0, -1):
             tree[node] = tree[2 * node] + tree[2 * node + 1]
         while i < hi and tok_word[i] == w:
@@ -213,8 +225,9 @@ def sweep(
             nk[s] -= 1
             # The tree keeps token i's old leaf for s until we know the token moves: most
             # tokens keep their topic once the chain has burnt in, and then cost no update.
+            inv_s = 1.0 / (nk[s] + vbeta)
             leaf_old = tree[size + s]
-            leaf_new = (wt_row[s] + beta) / (nk[s] + vbeta)
+            leaf_new = (wt_row[s] + beta) * inv_s
             base = tok_base[i]
             m = lists[base]
             first = base + 2
@@ -239,14 +252,13 @@ def sweep(
                     jt += 1
                 t = lists[first + 2 * jt]
             else:
-                # draw from the tree (old leaf for s) and accept s with prob new/old < 1:
-                # exactly the word bucket with the new leaf
-                while True:
-                    t = _tree_sample(tree, size, np.random.random() * tree[1])
-                    if t >= k_topics:  # float round-off at the right edge
-                        t = k_topics - 1
-                    if t != s or np.random.random() * leaf_old < leaf_new:
-                        break
+                # the word bucket with leaf s at its new value: reuse u, descend the old
+                # tree with s's path lowered by (old - new)
+                t = _tree_sample_lowered(
+                    tree, size, levels, (u - r) / alpha, s, leaf_old - leaf_new
+                )
+                if t >= k_topics:  # float round-off at the right edge
+                    t = k_topics - 1
                 for j in range(m):
                     if lists[first + 2 * j] == t:
                         jt = j
@@ -255,8 +267,10 @@ def sweep(
             wt_row[t] += 1
             nk[t] += 1
             if t != s:
+                inv[s] = inv_s
+                inv[t] = 1.0 / (nk[t] + vbeta)
                 _tree_set(tree, size, s, leaf_new)
-                _tree_set(tree, size, t, (wt_row[t] + beta) / (nk[t] + vbeta))
+                _tree_set(tree, size, t, (wt_row[t] + beta) * inv[t])
             if jt >= 0:
                 lists[first + 2 * jt + 1] += 1
             elif js >= 0 and lists[first + 2 * js + 1] == 0:
