@@ -268,10 +268,26 @@ def test_resume_with_another_corpus_is_a_clear_error(tmp_path):
         LDA(**opts, resume=str(tmp_path)).fit(other)
 
 
+RAY_LDA = dict(n_topics=5, iterations=60, workers=2, runtime="ray", staleness=2,
+               docs_per_clock=0.25, seed=1)
+
+
 @pytest.mark.ray
-def test_on_ray_a_killed_worker_is_recovered_and_topics_are_found(ray_cluster, tmp_path):
+def test_on_ray_planted_topics_are_found(ray_cluster):
+    corpus, phi = planted_corpus(num_docs=800)
+    model = LDA(**RAY_LDA).fit(corpus)
+    assert model.run_record_["runtime"] == "ray"
+    check_counts_match_assignments(model)
+    assert matched_similarity(phi, model.topic_word_).min() >= TOPIC_MATCH
+
+
+@pytest.mark.ray
+def test_on_ray_a_killed_worker_is_recovered_from_the_snapshot(ray_cluster, tmp_path):
     """Kill a worker actor once the first snapshot exists: the job restarts every actor
-    from the newest snapshot, and the counts still match the assignments exactly."""
+    from the newest snapshot, the counts still match the assignments exactly, and training
+    goes on from where the snapshot stood. (Topic recovery is not asserted here: about one
+    killed run in seven ended in a worse local optimum, -3.2 to -3.3 per token instead of
+    -3.09, with the log-likelihood continuous across the restart.)"""
     import threading
 
     import ray
@@ -279,7 +295,7 @@ def test_on_ray_a_killed_worker_is_recovered_and_topics_are_found(ray_cluster, t
     from stalesync.runtime.ray import RayRuntime
     from stalesync.snapshot import list_snapshots
 
-    corpus, phi = planted_corpus(num_docs=800)
+    corpus, _ = planted_corpus(num_docs=800)
 
     def kill_after_first_snapshot():
         while not list_snapshots(tmp_path) or RayRuntime.active is None:
@@ -288,12 +304,12 @@ def test_on_ray_a_killed_worker_is_recovered_and_topics_are_found(ray_cluster, t
 
     killer = threading.Thread(target=kill_after_first_snapshot, daemon=True)
     killer.start()
-    model = LDA(
-        n_topics=5, iterations=60, workers=2, runtime="ray", staleness=2,
-        docs_per_clock=0.25, snapshot_every=20, snapshot_dir=str(tmp_path), seed=1,
-    ).fit(corpus)
+    model = LDA(**RAY_LDA, snapshot_every=20, snapshot_dir=str(tmp_path)).fit(corpus)
     killer.join(timeout=1)
-    assert model.run_record_["recoveries"] == 1
-    assert model.run_record_["runtime"] == "ray"
+    record = model.run_record_
+    assert record["recoveries"] == 1
+    assert record["recovered_from_clock"][0] % 20 == 0  # a snapshot clock
     check_counts_match_assignments(model)
-    assert matched_similarity(phi, model.topic_word_).min() >= TOPIC_MATCH
+    at_snapshot = sum(r["objective"] for r in record["records"] if r["iteration"] == 19)
+    assert model.loglik_per_token_ > at_snapshot + 0.2
+    assert model.loglik_per_token_ > -3.5  # far above the random start (about -5.5)
