@@ -73,11 +73,14 @@ def add_job_options(parser: argparse.ArgumentParser, default_workers: int = 2) -
     )
 
 
-def snapshot_options(args: argparse.Namespace) -> dict:
-    """The job options of ``--address/--snapshot-every/--snapshot-dir/--resume`` that were
-    given, for ``stalesync.run(..., **snapshot_options(args))``."""
-    names = ("address", "snapshot_every", "snapshot_dir", "resume")
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+def write_outputs(record: dict, args: argparse.Namespace) -> None:
+    """Write a finished run's ``--metrics-out`` record and ``--plot`` figure, if asked."""
+    from .metrics import plot_run, write_run_record
+
+    if args.metrics_out:
+        write_run_record(record, args.metrics_out)
+    if args.plot:
+        plot_run(record, args.plot)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -237,6 +237,11 @@ def test_partition_state_is_consistent_at_start():
 
 
 # -- snapshots, resume and the Ray runtime ---------------------------------------------------
+def loglik_at(record: dict, clock: int) -> float:
+    """The log-likelihood per token the workers reported at ``clock`` (their shares add up)."""
+    return sum(r["objective"] for r in record["records"] if r["iteration"] == clock)
+
+
 def test_resume_continues_from_the_snapshot_with_the_same_assignments(tmp_path):
     """A resumed fit takes the tables *and* every token's topic from the snapshot: if it kept
     fresh assignments instead, the tables would no longer equal their counts."""
@@ -249,10 +254,8 @@ def test_resume_continues_from_the_snapshot_with_the_same_assignments(tmp_path):
     check_counts_match_assignments(resumed)
     # two threads interleave, so runs differ (and may settle in different local optima):
     # compare with where the run stood, not with the reference's exact end point
-    first_sweep = sum(r["objective"] for r in resumed.run_record_["records"]
-                      if r["iteration"] == 1)
-    at_snapshot = sum(r["objective"] for r in resumed.run_record_["records"]
-                      if r["iteration"] == 11)
+    first_sweep = loglik_at(resumed.run_record_, 1)
+    at_snapshot = loglik_at(resumed.run_record_, 11)
     assert first_sweep < at_snapshot - 0.1  # the history before the snapshot came back
     assert resumed.loglik_per_token_ > at_snapshot + 0.1  # and training went on from there
     # the records of the clocks before the snapshot came back with it
@@ -310,6 +313,6 @@ def test_on_ray_a_killed_worker_is_recovered_from_the_snapshot(ray_cluster, tmp_
     assert record["recoveries"] == 1
     assert record["recovered_from_clock"][0] % 20 == 0  # a snapshot clock
     check_counts_match_assignments(model)
-    at_snapshot = sum(r["objective"] for r in record["records"] if r["iteration"] == 19)
+    at_snapshot = loglik_at(record, 19)
     assert model.loglik_per_token_ > at_snapshot + 0.2
     assert model.loglik_per_token_ > -3.5  # far above the random start (about -5.5)

@@ -11,8 +11,9 @@ import pytest
 from guarantee_checker import TABLE, Scenario, run_scenario
 
 import stalesync as ss
-from stalesync.cli import add_job_options, snapshot_options
+from stalesync.cli import add_job_options
 from stalesync.errors import ConfigError
+from stalesync.job import run_control_options
 from stalesync.snapshot import (
     SnapshotError,
     WorkerState,
@@ -187,6 +188,6 @@ def test_cli_options():
     args = parser.parse_args(["--runtime", "ray", "--snapshot-every", "5", "--snapshot-dir",
                               "snaps", "--resume", "snaps"])
     assert args.runtime == "ray"
-    assert snapshot_options(args) == {"snapshot_every": 5, "snapshot_dir": "snaps",
+    assert run_control_options(args) == {"snapshot_every": 5, "snapshot_dir": "snaps",
                                       "resume": "snaps"}
-    assert snapshot_options(parser.parse_args([])) == {}
+    assert run_control_options(parser.parse_args([])) == {}

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from ...cli import write_outputs
 from ...errors import ConfigError
 from ...faults import Stragglers
-from ...metrics import build_run_record, plot_run, write_run_record
+from ...metrics import build_run_record
 from ...scheduler import SCHEDULES
 from .estimator import Lasso, alpha_max
 
@@ -108,10 +109,7 @@ def main(args: argparse.Namespace) -> int:
           f"gap={model.dual_gap_:.3g} nnz={int(np.count_nonzero(model.coef_))} "
           f"R2={model.score(X, y):.4f} updates={model.n_updates_} "
           f"converged={model.converged_} wall={wall:.2f}s")
-    if args.metrics_out:
-        write_run_record(record, args.metrics_out)
-    if args.plot:
-        plot_run(record, args.plot)
+    write_outputs(record, args)
     if args.save:
         model.save(args.save)
     return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...cli import add_job_options, snapshot_options
+from ...cli import add_job_options, write_outputs
 from ...faults import Stragglers
-from ...metrics import plot_run, write_run_record
+from ...job import run_control_options
 
 
 def register(subparsers) -> None:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         stragglers=Stragglers.parse(args.stragglers, seed=args.seed),
         seed=args.seed,
         progress=not args.no_progress,
-        **snapshot_options(args),
+        **run_control_options(args),
     )
     model.fit(corpus)
     record = model.run_record_
@@ -86,10 +86,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if "heldout_loglik_per_token" in final:
         print(f"held-out log-likelihood per token {final['heldout_loglik_per_token']:.4f}")
-    if args.metrics_out:
-        write_run_record(record, args.metrics_out)
-    if args.plot:
-        plot_run(record, args.plot)
+    write_outputs(record, args)
     if args.save_model:
         print(f"model saved to {model.save(args.save_model)}")
     return 0

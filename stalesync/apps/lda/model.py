@@ -160,10 +160,7 @@ class LDA(TransformerMixin, BaseEstimator):
                 seed=self.seed,
                 app="lda",
                 on_clock=progress.on_clock,
-                snapshot_every=self.snapshot_every,
-                snapshot_dir=self.snapshot_dir,
-                resume=self.resume,
-                address=self.address,
+                **job.run_control_options(self),
                 initial_tables={
                     WORD_TOPIC: word_topic,
                     TOPIC_TOTAL: word_topic.sum(axis=0, dtype=np.int64)[None],

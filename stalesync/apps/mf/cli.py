@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...cli import add_job_options, snapshot_options
+from ...cli import add_job_options, write_outputs
 from ...data.ratings import load_ratings
-from ...metrics import plot_run, write_run_record
+from ...job import run_control_options
 from .estimator import MODES, MatrixFactorization
 from .sgd import LR_SCHEDULES
 
@@ -50,16 +50,13 @@ def run(args: argparse.Namespace) -> int:
         clocks_per_epoch=args.clocks_per_epoch, num_blocks=args.num_blocks,
         max_extra_passes=args.max_extra_passes, runtime=args.runtime, shards=args.shards,
         stragglers=args.stragglers, seed=args.seed, progress=not args.no_progress,
-        **snapshot_options(args),
+        **run_control_options(args),
     )
     model.fit(train, eval_set=test)
     record = model.record_
     record["data"] = {"source": str(args.data), "users": ratings.n_users,
                       "items": ratings.n_items, "train": len(train), "test": len(test)}
-    if args.metrics_out:
-        write_run_record(record, args.metrics_out)
-    if args.plot:
-        plot_run(record, args.plot)
+    write_outputs(record, args)
     if args.save:
         model.save(args.save)
     f = record["final"]

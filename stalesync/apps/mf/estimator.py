@@ -23,6 +23,7 @@ from sklearn.base import BaseEstimator
 from ...data.ratings import Ratings, from_sparse
 from ...errors import ConfigError, DataFormatError, StalesyncError
 from ...faults import Stragglers
+from ...job import run_control_options
 from ...kernels.mf import predict as predict_kernel
 from ...kernels.mf import warm_up
 from ...metrics import atomic_write_bytes, write_run_record
@@ -120,17 +121,13 @@ class MatrixFactorization(BaseEstimator):
             raise ConfigError(
                 f"mode {self.mode!r} runs on threads sharing the factor arrays; it needs "
                 f"runtime='embedded', got {self.runtime!r} (use mode='ssp' on Ray)")
-        if self.mode != "ssp" and self._job_options():
+        given = run_control_options(self)
+        if self.mode != "ssp" and given:
             raise ConfigError(
                 f"mode {self.mode!r} has no snapshots or Ray cluster; "
-                f"{sorted(self._job_options())} need mode='ssp'")
+                f"{sorted(given)} need mode='ssp'")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
-
-    def _job_options(self) -> dict[str, Any]:
-        """The parameter-server job options that were set (SSP mode passes them on)."""
-        names = ("snapshot_every", "snapshot_dir", "resume", "address")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def fit(self, X: Any, y: Any = None, *, eval_set: Any = None,
             metrics_out: str | os.PathLike | None = None,
@@ -185,7 +182,7 @@ class MatrixFactorization(BaseEstimator):
                              consistency=self.consistency, staleness=staleness,
                              clocks_per_epoch=self.clocks_per_epoch,
                              stragglers=self._stragglers(), shards=int(self.shards),
-                             runtime=self.runtime, **self._job_options())
+                             runtime=self.runtime, **run_control_options(self))
         d = int(self.num_blocks or self.workers)
         blocked = block_data(train, P0.shape[0], Q0.shape[0], d, cfg.seed)
         trainer = BlockTrainer(blocked, P0, Q0, self.mu_, cfg, monitor, workers=self.workers,
