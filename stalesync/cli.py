@@ -75,7 +75,8 @@ def add_job_options(parser: argparse.ArgumentParser, default_workers: int = 2) -
 
 def write_outputs(record: dict, args: argparse.Namespace) -> None:
     """Write a finished run's ``--metrics-out`` record and ``--plot`` figure, if asked."""
-    from .metrics import plot_run, write_run_record
+    from .metrics import write_run_record
+    from .plots import plot_run
 
     if args.metrics_out:
         write_run_record(record, args.metrics_out)

@@ -37,7 +37,8 @@ from .kernels.rows import (
     unique_rows,
 )
 from .metrics import WorkerMetrics
-from .server import Push, ServerShard
+from .runtime.links import ShardProtocol
+from .server import Push
 from .tables import ShardMap, TableSpec
 
 INDEX_BYTES = 8  # bytes per row id on the wire
@@ -82,7 +83,7 @@ class WorkerClient:
         specs: Mapping[str, TableSpec],
         models: Mapping[str, ConsistencyModel],
         shard_map: ShardMap,
-        shards: Sequence[ServerShard],
+        shards: Sequence[ShardProtocol],
         metrics: WorkerMetrics,
         nan_policy: str = "error",
     ) -> None:
@@ -97,7 +98,7 @@ class WorkerClient:
         }
         self._inbox_lock = threading.Lock()
         self._ended = False
-        self._abort_event: threading.Event | None = None
+        self._aborted = False
 
     # -- validation -----------------------------------------------------------------------
     def _table(self, name: str) -> _CachedTable:
@@ -114,7 +115,7 @@ class WorkerClient:
             raise JobEndedError(
                 f"worker {self.worker_id}: the job has ended; no more reads or clocks"
             )
-        if self._abort_event is not None and self._abort_event.is_set():
+        if self._aborted:
             raise JobAbortedError(
                 f"worker {self.worker_id}: the job was stopped by another worker's error"
             )
@@ -196,11 +197,11 @@ class WorkerClient:
         name = table.spec.name
         groups = self.shard_map.split(rows)
         # ask every shard before using any answer: remote shards (Ray) serve them in parallel
-        replies = [
+        futures = [
             self.shards[s].read(self.worker_id, name, local, required) for s, _, local in groups
         ]
-        for (_, pos, _), reply in zip(groups, replies, strict=True):
-            values, stamp, w = reply
+        for (_, pos, _), future in zip(groups, futures, strict=True):
+            values, stamp, w = future.result()
             waited += w
             fetched = rows[pos]
             unsent = table.dirty[fetched]
@@ -314,3 +315,7 @@ class WorkerClient:
 
     def end(self) -> None:
         self._ended = True
+
+    def abort(self) -> None:
+        """Another member failed: raise :class:`JobAbortedError` at the next table call."""
+        self._aborted = True

@@ -16,7 +16,7 @@ import numpy as np
 from .consistency import ConsistencyModel
 from .errors import ConfigError
 from .faults import Stragglers
-from .metrics import build_run_record, write_run_record  # noqa: F401 (re-exported)
+from .metrics import build_run_record, write_run_record
 from .tables import TableSpec
 
 RUNTIMES = ("embedded", "ray")
@@ -161,25 +161,23 @@ def run(
         raise ConfigError(
             f"data has {len(data)} partitions but the job has {config.workers} workers"
         )
-    if config.runtime == "ray":
-        from .runtime.ray import RayRuntime as Runtime
-    else:
-        from .runtime.local import LocalRuntime as Runtime
+    from .runtime.ps import ParameterServer
 
     start = time.perf_counter()
-    outcome = Runtime(config).run(worker_fn, data)
+    outcome = ParameterServer(config).run(worker_fn, data)
     wall = time.perf_counter() - start
     record = build_run_record(
         app=config.app,
+        strategy="ps",
         runtime=config.runtime,
         consistency=config.model.kind,
         staleness=config.model.staleness,
         workers=config.workers,
-        iterations=config.iterations
+        clocks=config.iterations
         or max((m.records[-1]["iteration"] + 1 for m in outcome.metrics if m.records), default=0),
         wall_time_s=wall,
         metrics=outcome.metrics,
-        extra=getattr(outcome, "extra", None),
+        extra=outcome.extra,
     )
     result = JobResult(record=record, tables=outcome.tables, worker_results=outcome.results)
     if final is not None:

@@ -1,21 +1,36 @@
 """Instrumentation: per-clock records, observed staleness, and the run record.
 
-The run record is one JSON-serialisable dict shared by every app and runtime:
-``app, runtime, consistency, staleness, workers, iterations, wall_time_s, records,
-observed_staleness {max, mean, histogram}, bytes_sent, final``.
+The run record is one JSON-serialisable dict, the same schema for every app, strategy and
+runtime (see :data:`RECORD_FIELDS`)::
+
+    app, strategy, runtime, consistency, staleness, guarantee, workers,
+    clocks, epochs, wall_time_s, records [per worker per clock],
+    observed_staleness {max, mean, histogram, rows_read}, reads_blocked, wait_s,
+    bytes_sent, recoveries, objective_name, objective_reduce, final {app's results}
+
+``clocks`` counts synchronisation points (a worker's ``ctx.clock()`` calls, a scheduler's
+rounds); ``epochs`` counts passes over the data (LDA sweeps, SGD epochs), when the app knows.
+``strategy`` says how work is shared: ``ps`` (parameter-server tables), ``scheduled``
+(model-parallel rounds), ``dsgd``/``fugue`` (block rotation). ``guarantee`` says in words
+what a read was guaranteed to see.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .files import PathLike, atomic_write_bytes
+
+RECORD_FIELDS = (
+    "app", "strategy", "runtime", "consistency", "staleness", "guarantee", "workers",
+    "clocks", "epochs", "wall_time_s", "records", "observed_staleness", "reads_blocked",
+    "wait_s", "bytes_sent", "recoveries", "objective_name", "objective_reduce", "final",
+)
 
 
 class WorkerMetrics:
@@ -78,27 +93,46 @@ class WorkerMetrics:
 def staleness_summary(counts: np.ndarray) -> dict[str, Any]:
     total = int(counts.sum())
     if total == 0:
-        return {"max": 0, "mean": 0.0, "histogram": [], "reads": 0}
+        return {"max": 0, "mean": 0.0, "histogram": [], "rows_read": 0}
     nz = np.flatnonzero(counts)
     top = int(nz[-1])
     mean = float((np.arange(counts.size) * counts).sum() / total)
     return {"max": top, "mean": mean, "histogram": counts[: top + 1].tolist(), "rows_read": total}
 
 
+def describe_guarantee(strategy: str, consistency: str, staleness: int) -> str:
+    """The run record's ``guarantee``: what every read of the run was guaranteed to see."""
+    if strategy == "ps":
+        if consistency == "async":
+            return "async: reads never wait; no bound on staleness"
+        bound = 0 if consistency == "bsp" else staleness
+        return (f"{consistency}: a read at clock c saw every update from clocks < c - {bound} "
+                "of every worker, and all of its own")
+    if strategy == "scheduled":
+        return ("synchronous rounds: every push saw all updates of earlier rounds; the "
+                "schedule's priorities are one round late (pipelining)")
+    if strategy in ("dsgd", "fugue"):
+        return ("block rotation: workers update disjoint row and column blocks; every "
+                "sub-round saw all updates of earlier sub-rounds")
+    return consistency
+
+
 def build_run_record(
     *,
     app: str,
+    strategy: str,
     runtime: str,
     consistency: str,
     staleness: int,
     workers: int,
-    iterations: int,
+    clocks: int,
     wall_time_s: float,
     metrics: list[WorkerMetrics],
+    epochs: float | None = None,
     final: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Merge the workers' metrics into the run record."""
+    """Merge the workers' metrics into the run record (see the module docstring)."""
     width = max(m.staleness_counts.size for m in metrics) if metrics else 1
     counts = np.zeros(width, dtype=np.int64)
     for m in metrics:
@@ -108,17 +142,23 @@ def build_run_record(
     )
     record: dict[str, Any] = {
         "app": app,
+        "strategy": strategy,
         "runtime": runtime,
         "consistency": consistency,
         "staleness": staleness,
+        "guarantee": describe_guarantee(strategy, consistency, staleness),
         "workers": workers,
-        "iterations": iterations,
+        "clocks": clocks,
+        "epochs": epochs,
         "wall_time_s": wall_time_s,
         "records": records,
         "observed_staleness": staleness_summary(counts),
         "reads_blocked": int(sum(m.reads_blocked for m in metrics)),
         "wait_s": float(sum(r["wait_s"] for r in records)),
         "bytes_sent": int(sum(m.bytes_sent for m in metrics)),
+        "recoveries": 0,
+        "objective_name": "objective",
+        "objective_reduce": "mean",
         "final": dict(final or {}),
     }
     if extra:
@@ -131,26 +171,14 @@ def _json_default(value: Any) -> Any:
         return int(value)
     if isinstance(value, np.floating):
         return None if not math.isfinite(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} to a run record")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_run_record(record: dict[str, Any], path: str | os.PathLike) -> None:
+def write_run_record(record: dict[str, Any], path: PathLike) -> None:
     data = json.dumps(record, indent=1, default=_json_default).encode()
     atomic_write_bytes(path, data)
 
@@ -162,44 +190,10 @@ def objective_curve(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     (each worker reports its share, as LDA's log-likelihood)."""
     by_iter: dict[int, list[tuple[float, float]]] = {}
     for r in record["records"]:
-        if "objective" in r:
+        if r.get("objective") is not None:
             by_iter.setdefault(r["iteration"], []).append((r["time_s"], r["objective"]))
     its = sorted(by_iter)
     reduce = np.sum if record.get("objective_reduce") == "sum" else np.mean
     times = np.array([max(t for t, _ in by_iter[i]) for i in its])
     values = np.array([reduce([v for _, v in by_iter[i]]) for i in its])
     return times, values
-
-
-def plot_run(record: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> None:
-    """Draw objective vs time and the observed-staleness histogram into one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    times, values = objective_curve(record)
-    if times.size:
-        ax1.plot(times, values, marker=".")
-    ax1.set_xlabel("wall time (s)")
-    ax1.set_ylabel(record.get("objective_name", "objective"))
-    ax1.set_title("objective vs time")
-    ax1.grid(alpha=0.3)
-    hist = record["observed_staleness"]["histogram"]
-    ax2.bar(range(len(hist)), hist)
-    ax2.set_xlabel("observed staleness (clocks)")
-    ax2.set_ylabel("rows read")
-    ax2.set_title(f"staleness, mean {record['observed_staleness']['mean']:.2f}")
-    fig.suptitle(
-        title
-        or f"{record['app']} · {record['runtime']} · {record['consistency']} · "
-        f"{record['workers']} workers"
-    )
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)

@@ -10,7 +10,8 @@ import pytest
 
 import stalesync as ss
 from stalesync.faults import Stragglers
-from stalesync.metrics import plot_run
+from stalesync.metrics import RECORD_FIELDS
+from stalesync.plots import plot_run
 
 
 def counting_worker(ctx):
@@ -37,21 +38,9 @@ def test_run_record_schema_and_values(tmp_path):
         final=lambda r: {"total": int(r.tables["t"].sum())},
     )
     record = json.loads(out.read_text())
-    for key in (
-        "app",
-        "runtime",
-        "consistency",
-        "staleness",
-        "workers",
-        "iterations",
-        "wall_time_s",
-        "records",
-        "observed_staleness",
-        "bytes_sent",
-        "final",
-    ):
-        assert key in record
+    assert set(record) == set(RECORD_FIELDS)
     assert record["app"] == "counting" and record["runtime"] == "embedded"
+    assert record["strategy"] == "ps" and record["clocks"] == 4 and record["recoveries"] == 0
     assert (record["consistency"], record["staleness"], record["workers"]) == ("ssp", 2, 3)
     assert len(record["records"]) == 3 * 4
     assert {(r["iteration"], r["worker"]) for r in record["records"]} == {

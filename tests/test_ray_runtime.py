@@ -20,7 +20,7 @@ from guarantee_checker import ReadLog, Scenario, exact_sum_violations, violation
 
 import stalesync as ss  # noqa: E402
 from stalesync.errors import RecoveryError  # noqa: E402
-from stalesync.runtime.ray import RayRuntime  # noqa: E402
+from stalesync.runtime.ps import ParameterServer  # noqa: E402
 from stalesync.snapshot import list_snapshots, load_snapshot  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -34,9 +34,9 @@ ray.cloudpickle.register_pickle_by_value(gc)
 def test_shard_actor_applies_clocks_in_send_order_and_reads_wait_for_own_clocks():
     """A threaded actor may start calls out of order; the shard must not (no Ray needed)."""
     from stalesync.consistency import ConsistencyModel
-    from stalesync.runtime.ray import ShardActor
+    from stalesync.runtime.members import ShardHost
 
-    shard = ShardActor(0, 1, {"t": ss.TableSpec("t", 2, 1, "int64")},
+    shard = ShardHost(0, 1, {"t": ss.TableSpec("t", 2, 1, "int64")},
                        {"t": ConsistencyModel.parse("ssp", 1)}, 2)
     applied = []
     real_clock = shard.shard.clock
@@ -212,7 +212,7 @@ def _kill_once(role: str, index: int, at_iteration: int):
     def hook(worker: int, iteration: int, objective) -> None:
         if iteration >= at_iteration and not done.is_set():
             done.set()
-            runtime = RayRuntime.active
+            runtime = ParameterServer.active
             actors = runtime.worker_actors() if role == "worker" else runtime.shard_actors()
             ray.kill(actors[index], no_restart=True)
             hook.killed_at = time.time()
@@ -231,8 +231,8 @@ def test_killed_actor_is_recovered_from_snapshot(ray_cluster, tmp_path, role, in
                                    snapshot_dir=str(tmp_path))
     assert killed.is_set()
     assert result.record["recoveries"] == 1
-    assert hook.runtime.failures_detected_at[0] - hook.killed_at < 5.0  # noticed in seconds
-    assert result.record["recovered_from_clock"][0] in range(4, 40, 4)
+    assert hook.runtime.recovery.failures_detected_at[0] - hook.killed_at < 5.0  # noticed in seconds
+    assert result.record["recovered_from"][0] in range(4, 40, 4)
     assert exact_sum_violations(result, plan) == []  # nothing lost, nothing doubled
     assert violations(scenario, logs, plan) == []  # reads after the restart
     assert time.perf_counter() - t0 < 60
@@ -250,8 +250,8 @@ def test_repeated_failures_give_up_and_keep_the_snapshot(ray_cluster, tmp_path):
     kills = []
 
     def hook(worker, iteration, objective):  # kill a worker at every attempt's clock 5+
-        runtime = RayRuntime.active
-        attempt = runtime.recovered_from[:]
+        runtime = ParameterServer.active
+        attempt = runtime.recovery.recovered_from[:]
         if iteration >= 5 and attempt not in kills:
             kills.append(attempt)
             ray.kill(runtime.worker_actors()[0], no_restart=True)
@@ -281,7 +281,7 @@ def test_multi_node_placement_and_node_loss(ray_cluster, tmp_path):
     removed = threading.Event()
 
     def hook(worker, iteration, objective):
-        runtime = RayRuntime.active
+        runtime = ParameterServer.active
         if not placement:
             placement["shards"] = ray.get([a.ping.remote() for a in runtime.shard_actors()])
             placement["workers"] = ray.get([a.ping.remote() for a in runtime.worker_actors()])

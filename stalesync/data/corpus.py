@@ -271,7 +271,7 @@ class Corpus:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write an ``.npz`` (no pickle) atomically: a temp file beside ``path``, renamed."""
-        from ..metrics import atomic_write_bytes
+        from ..files import atomic_write_bytes
 
         meta = {"format": "stalesync-corpus", "version": _FORMAT_VERSION,
                 "num_words": self.num_words, "has_vocab": self.vocab is not None}

@@ -8,7 +8,7 @@ into ``meta.json``) live here once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +69,17 @@ def table_slice(values: np.ndarray, shard: int, shard_map: ShardMap) -> np.ndarr
     return np.ascontiguousarray(values[shard :: shard_map.num_shards])
 
 
-def assemble_table(spec: TableSpec, parts: Mapping[int, np.ndarray], n: int) -> np.ndarray:
-    """Whole table from the per-shard dumps (shard i holds rows i, i+n, ...)."""
-    out = np.empty((spec.num_rows, spec.row_width), dtype=spec.np_dtype)
-    for shard, part in parts.items():
-        out[shard::n] = part
-    return out
+def assemble_tables(specs: Mapping[str, TableSpec],
+                    parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Whole tables from the shards' dumps (``parts[i]``: shard i, rows i, i+n, ...)."""
+    n = len(parts)
+    tables = {}
+    for name, spec in specs.items():
+        out = np.empty((spec.num_rows, spec.row_width), dtype=spec.np_dtype)
+        for shard, part in enumerate(parts):
+            out[shard::n] = part[name]
+        tables[name] = out
+    return tables
 
 
 def snapshot_meta(config: Any, run_id: str) -> dict[str, Any]:

@@ -1,0 +1,100 @@
+"""Files written so that nothing is ever half-written, and output paths checked up front.
+
+Every output (run records, plots, saved models, snapshots) is written to a temporary name
+beside its destination and renamed into place in one step. A command checks every output
+path with :func:`check_output_path` *before* it loads data or starts work, so a run never
+fails at its end because of where it was asked to write.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import ConfigError
+
+PathLike = str | os.PathLike
+
+
+def check_output_path(path: PathLike, what: str, *, suffixes: Sequence[str] | None = None,
+                      directory: bool = False) -> Path:
+    """``path`` resolved, or a :class:`ConfigError` naming ``what`` (e.g. ``--plot``).
+
+    The parent directory must exist and accept a new file (tried for real: this catches
+    read-only mounts and ``/proc``); a file output must not be an existing directory; a
+    directory output must not be an existing file; ``suffixes`` restricts the extension.
+    Nothing is created."""
+    p = Path(path).expanduser()
+    if str(path) == "" or p.name in ("", ".", ".."):
+        raise ConfigError(f"{what}: {str(path)!r} is not a usable path")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise ConfigError(f"{what}: cannot write {p.suffix or 'a file without extension'} "
+                          f"({p}); use one of {', '.join(suffixes)}")
+    if directory and p.exists() and not p.is_dir():
+        raise ConfigError(f"{what}: {p} exists and is not a directory")
+    if not directory and p.is_dir():
+        raise ConfigError(f"{what}: {p} is a directory; give a file name")
+    parent = p.parent.resolve()
+    if not parent.is_dir():
+        raise ConfigError(f"{what}: directory {parent} does not exist (create it first)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".stalesync-probe.", dir=parent)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot write in {parent} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return p
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path`` and rename it: never half-written."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_directory(path: PathLike) -> Iterator[Path]:
+    """Fill a temp directory beside ``path``; on success it replaces ``path`` in one rename
+    (an older ``path`` is moved aside first and deleted after). On error nothing changes."""
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,76 @@
+"""What a worker's client needs from a server shard: :class:`ShardLink` and its protocol.
+
+The client (:mod:`stalesync.client`) talks to every shard through this protocol, whatever
+the backend. A link sends a worker's clock messages in order without waiting for them, and
+numbers them, so the shard applies them in send order even when a threaded actor starts
+calls out of order, and serves a read only after the reader's earlier clocks
+(read-my-writes). A read returns a future, so a client can ask every shard before it waits
+for any of them (remote shards answer in parallel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from .backend import Future, Handle
+
+ReadReply = tuple[np.ndarray, int, float]  # (values, stamp, seconds the shard waited)
+
+
+class ShardProtocol(Protocol):
+    """The client's view of one shard."""
+
+    def read(self, worker: int, table: str, local_rows: np.ndarray,
+             required: int | None) -> Future: ...
+
+    def clock(self, worker: int, updates: Mapping[str, tuple[np.ndarray, np.ndarray]],
+              finished: bool = False) -> None: ...
+
+    def sync(self) -> None: ...
+
+
+class ShardLink:
+    """A :class:`ShardProtocol` over a backend handle of a
+    :class:`~stalesync.runtime.members.ShardHost`."""
+
+    MAX_IN_FLIGHT = 2  # clock messages not yet acknowledged before a clock waits
+
+    def __init__(self, handle: Handle) -> None:
+        self.handle = handle
+        self.sent = 0
+        self._in_flight: list[Future] = []
+
+    def clock(self, worker: int, updates: Mapping[str, tuple[np.ndarray, np.ndarray]],
+              finished: bool = False) -> None:
+        self._in_flight.append(
+            self.handle.call("clock", worker, dict(updates), finished, self.sent))
+        self.sent += 1
+        self._collect(wait=len(self._in_flight) > self.MAX_IN_FLIGHT)
+
+    def _collect(self, wait: bool) -> None:
+        """Release acknowledged clocks (raising their errors); all of them if ``wait``."""
+        keep = []
+        for future in self._in_flight:
+            if wait or future.done():
+                future.result()
+            else:
+                keep.append(future)
+        self._in_flight = keep
+
+    def sync(self) -> None:
+        """Wait until the shard applied every clock sent so far."""
+        self._collect(wait=True)
+
+    def read(self, worker: int, table: str, local_rows: np.ndarray,
+             required: int | None) -> Future:
+        return self.handle.call("read", worker, table, local_rows, required, self.sent)
+
+
+def writable(values: Any) -> Any:
+    """Arrays from Ray's object store are read-only views; the client adds to them."""
+    if isinstance(values, np.ndarray) and not values.flags.writeable:
+        return values.copy()
+    return values

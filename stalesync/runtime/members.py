@@ -1,0 +1,200 @@
+"""The members of a parameter-server job, the same on every backend.
+
+- :class:`ShardHost` wraps one :class:`~stalesync.server.ServerShard`: it applies each
+  worker's clock messages in the order they were sent, serves a read only after the
+  reader's earlier clocks, and delivers ESSP pushes to the workers' handles.
+- :class:`PSWorker` runs the user's ``worker(ctx)`` with a
+  :class:`~stalesync.client.WorkerClient` whose shards are :class:`~.links.ShardLink` s; it
+  also takes pushes (another thread) and hands progress events to the driver's polls.
+- :class:`Coordinator` is the snapshot barrier; the last worker to arrive makes it dump the
+  shards and write the snapshot (it runs on the driver's node: it writes the driver's files).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..client import WorkerClient
+from ..consistency import ConsistencyModel
+from ..context import WorkerContext
+from ..faults import Stragglers
+from ..metrics import WorkerMetrics
+from ..server import Push, ServerShard
+from ..snapshot import WorkerState, restore_metrics
+from ..tables import ShardMap, TableSpec
+from .backend import Handle, own
+from .barrier import SnapshotBarrier
+from .links import ShardLink, writable
+from .restore import assemble_tables, make_checkpoint, make_writer
+
+
+class ShardHost:
+    """One shard as a backend member (see the module docstring)."""
+
+    def __init__(self, shard_id: int, num_shards: int, specs: dict[str, TableSpec],
+                 models: dict[str, ConsistencyModel], num_workers: int) -> None:
+        self.shard = ServerShard(shard_id, ShardMap(num_shards), specs, models, num_workers,
+                                 self._push)
+        self.workers: list[Handle] = []
+        # clock messages received per worker: clocks and reads wait for the earlier ones
+        self._received = np.zeros(num_workers, dtype=np.int64)
+        self._arrivals = threading.Condition()
+
+    def _push(self, worker: int, push: Push) -> None:
+        if self.workers:
+            self.workers[worker].cast("receive_push", push)
+
+    def set_workers(self, workers: list[Handle]) -> None:
+        self.workers = list(workers)
+
+    def restore(self, tables: dict[str, np.ndarray], clocks: np.ndarray) -> None:
+        for name, values in tables.items():
+            self.shard.load(name, values)
+        self.shard.worker_clocks[:] = clocks  # before any worker runs
+
+    def _wait_for(self, worker: int, seq: int) -> None:
+        with self._arrivals:
+            while self._received[worker] < seq:
+                self._arrivals.wait()
+
+    def clock(self, worker: int, updates: dict, finished: bool, seq: int) -> None:
+        self._wait_for(worker, seq)
+        try:
+            self.shard.clock(worker, updates, finished=finished)
+        finally:
+            with self._arrivals:
+                self._received[worker] += 1
+                self._arrivals.notify_all()
+
+    def read(self, worker: int, table: str, local_rows: np.ndarray, required: int | None,
+             clocks_sent: int) -> tuple[np.ndarray, int, float]:
+        self._wait_for(worker, clocks_sent)
+        return self.shard.read(worker, table, local_rows, required)
+
+    def dump_all(self) -> dict[str, np.ndarray]:
+        return {name: self.shard.dump(name) for name in self.shard.stores}
+
+    def abort(self) -> None:
+        self.shard.abort()
+
+
+@dataclass
+class WorkerSetup:
+    """What a worker member needs from the job config (the config itself holds driver-only
+    callables such as progress bars)."""
+
+    num_workers: int
+    specs: dict[str, TableSpec]
+    models: dict[str, ConsistencyModel]
+    num_shards: int
+    nan_policy: str
+    iterations: int | None
+    seed: int
+    stragglers: Stragglers | None
+    snapshot_every: int | None
+    report_clocks: bool = False  # buffer progress events for the driver's polls
+
+
+class PSWorker:
+    """Runs ``worker_fn(ctx)`` for one worker (see the module docstring)."""
+
+    def __init__(self, worker_id: int, setup: WorkerSetup, shards: list[Handle],
+                 coordinator: Handle | None) -> None:
+        self.worker_id = worker_id
+        self.setup = setup
+        self.links = [ShardLink(h) for h in shards]
+        self.coordinator = coordinator
+        self.client = WorkerClient(
+            worker_id, setup.specs, setup.models, ShardMap(setup.num_shards), self.links,
+            WorkerMetrics(worker_id, time.perf_counter()), setup.nan_policy,
+        )
+        self._events: list[tuple[int, int, float | None]] = []
+        self._lock = threading.Lock()
+
+    def receive_push(self, push: Push) -> None:
+        push.values = writable(push.values)
+        self.client.receive_push(push)
+
+    def poll(self) -> list[tuple[int, int, float | None]]:
+        """Progress events (worker, iteration, objective) since the last poll."""
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def _on_clock(self, worker: int, iteration: int, objective: float | None) -> None:
+        with self._lock:
+            self._events.append((worker, iteration, objective))
+
+    def _sync_shards(self) -> None:
+        for link in self.links:
+            link.sync()
+
+    def _arrive(self, ctx: WorkerContext) -> None:
+        self._sync_shards()  # the snapshot must see this worker's last clock
+        self.coordinator.call("arrive", self.worker_id, ctx.snapshot_state()).result()
+
+    def stop(self) -> None:
+        """The job is stopping (another member failed): stop at the next table call."""
+        self.client.abort()
+
+    def run(self, worker_fn: Any, data: Any, restore: WorkerState | None,
+            wall_start: float) -> tuple[Any, WorkerMetrics]:
+        s, w, client = self.setup, self.worker_id, self.client
+        data, restore = own(data), own(restore)  # the program may update them in place
+        metrics = WorkerMetrics(w, time.perf_counter() - (time.time() - wall_start))
+        client.metrics = metrics
+        if restore is not None:
+            client.clock_count = restore.clock
+            restore_metrics(metrics, restore.metrics)
+            if restore.finished:  # it returned before the snapshot: not run again
+                if self.coordinator is not None:
+                    self.coordinator.call("finish", w, restore).result()
+                client.end()
+                return None, metrics
+        ctx = WorkerContext(
+            client, s.num_workers, data, s.iterations, s.seed,
+            s.stragglers.for_worker(w) if s.stragglers else None,
+            self._on_clock if s.report_clocks else None,
+            restore=restore, checkpoint=make_checkpoint(s, self._arrive),
+        )
+        result = worker_fn(ctx)
+        client.finish()
+        self._sync_shards()
+        if self.coordinator is not None:
+            state = ctx.snapshot_state(finished=True)
+            self.coordinator.call("finish", w, state).result()
+        client.end()
+        return result, metrics
+
+
+class Coordinator:
+    """The snapshot barrier of a job, as a backend member."""
+
+    def __init__(self, num_workers: int, shards: list[Handle], specs: Mapping[str, TableSpec],
+                 snapshot_dir: str, meta: dict[str, Any]) -> None:
+        self.shards = shards
+        self.specs = dict(specs)
+        self.barrier = SnapshotBarrier(num_workers, make_writer(snapshot_dir, meta,
+                                                                self._dump_tables))
+
+    def _dump_tables(self) -> dict[str, np.ndarray]:
+        futures = [s.call("dump_all") for s in self.shards]
+        return assemble_tables(self.specs, [f.result() for f in futures])
+
+    def arrive(self, worker: int, state: WorkerState) -> None:
+        self.barrier.arrive(worker, state)
+
+    def finish(self, worker: int, state: WorkerState) -> None:
+        self.barrier.finish(worker, state)
+
+    def written(self) -> list[int]:
+        return list(self.barrier.written)
+
+    def abort(self) -> None:
+        self.barrier.abort()
