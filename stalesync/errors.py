@@ -12,7 +12,14 @@ class StalesyncError(Exception):
 
 
 class ConfigError(StalesyncError, ValueError):
-    """An option or argument has an invalid value (unknown consistency model, bad staleness...)."""
+    """An option or argument has an invalid value (unknown consistency model, bad staleness...).
+
+    ``param`` names the estimator parameter or option at fault, so a command line can report
+    the flag the user typed (``--topics``) instead of the internal name (``n_topics``)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UnknownTableError(StalesyncError, KeyError):
@@ -44,3 +51,13 @@ class DataFormatError(StalesyncError, ValueError):
 
 class RecoveryError(StalesyncError, RuntimeError):
     """A job lost a worker or shard and could not be restored from a snapshot."""
+
+
+try:  # scikit-learn's own class, so ``except sklearn.exceptions.NotFittedError`` works
+    from sklearn.exceptions import NotFittedError as _SklearnNotFitted
+except ImportError:  # pragma: no cover - scikit-learn is a dependency
+    _SklearnNotFitted = AttributeError  # type: ignore[misc,assignment]
+
+
+class NotFittedError(StalesyncError, _SklearnNotFitted):
+    """An estimator was used before ``fit`` (or ``load``)."""

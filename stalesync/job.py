@@ -25,21 +25,6 @@ NAN_POLICIES = ("error", "warn")
 WorkerFn = Callable[[Any], Any]
 
 
-# Options that steer where and how a job runs rather than what it computes: apps and the
-# CLI pass them through to :func:`run` unchanged when they are set.
-RUN_CONTROL_OPTIONS = ("address", "snapshot_every", "snapshot_dir", "resume")
-
-
-def run_control_options(source: Any) -> dict[str, Any]:
-    """The :data:`RUN_CONTROL_OPTIONS` that ``source`` (parsed CLI arguments or an
-    estimator) sets, as keyword arguments for :func:`run`."""
-    return {
-        name: getattr(source, name)
-        for name in RUN_CONTROL_OPTIONS
-        if getattr(source, name, None) is not None
-    }
-
-
 @dataclass
 class JobConfig:
     tables: list[TableSpec]

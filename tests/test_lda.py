@@ -10,8 +10,11 @@ from lda_fixtures import docstring_corpus, planted_corpus
 from scipy.optimize import linear_sum_assignment
 
 import stalesync as ss
+from stalesync.apps.base import RunConfig
 from stalesync.apps.lda import LDA
 from stalesync.apps.lda.worker import Partition
+from stalesync.data.corpus import Corpus
+from stalesync.errors import NotFittedError
 from stalesync.kernels import lda as kernels
 
 TOPIC_MATCH = 0.9  # cosine similarity each true topic must reach with its matched topic
@@ -33,7 +36,7 @@ def test_recovers_planted_topics(workers, consistency):
     corpus, phi = planted_corpus(num_docs=800)
     model = LDA(
         n_topics=5,
-        iterations=60,
+        epochs=60,
         workers=workers,
         consistency=consistency,
         staleness=None if consistency == "bsp" else 2,
@@ -61,15 +64,13 @@ def test_tables_equal_counts_of_assignments_under_stragglers(consistency):
     stragglers = ss.Stragglers(slow={0: 3.0}, pause_prob=0.3, pause_s=0.002, seed=4)
     model = LDA(
         n_topics=7,
-        iterations=6,
+        epochs=6,
         workers=3,
         consistency=consistency,
         staleness=None if consistency in ("bsp", "async") else 2,
         docs_per_clock=0.25,
-        stragglers=stragglers,
-        shards=2,
         seed=2,
-    ).fit(corpus)
+    ).fit(corpus, run=RunConfig(stragglers=stragglers, shards=2))
     check_counts_match_assignments(model)
     assert model.run_record_["observed_staleness"]["max"] <= (
         2 if consistency in ("ssp", "essp") else 10**6
@@ -145,7 +146,7 @@ def test_tree_sample_with_a_lowered_leaf_matches_the_lowered_distribution(num_to
 def test_loglik_improves_on_real_text():
     corpus = docstring_corpus()
     assert corpus.num_docs > 300 and corpus.num_tokens > 10_000
-    model = LDA(n_topics=20, iterations=30, workers=2, seed=0).fit(corpus)
+    model = LDA(n_topics=20, epochs=30, workers=2, seed=0).fit(corpus)
     curve = [r["objective"] for r in model.run_record_["records"] if "objective" in r]
     per_sweep = np.add.reduceat(curve, np.arange(0, len(curve), 2))  # two workers' shares
     assert per_sweep[-1] > per_sweep[0] + 0.5
@@ -157,19 +158,20 @@ def test_loglik_improves_on_real_text():
 def test_heldout_loglik_identical_after_save_and_load(tmp_path):
     corpus, _ = planted_corpus(num_docs=200, seed=5)
     train, test = corpus.split(0.2, seed=0)
-    model = LDA(n_topics=5, iterations=30, workers=2, seed=0).fit(train)
+    model = LDA(n_topics=5, epochs=30, workers=2, seed=0).fit(train)
     before = model.heldout_loglik(test, seed=3)
     loaded = LDA.load(model.save(tmp_path / "model"))
     assert loaded.heldout_loglik(test, seed=3) == before
     np.testing.assert_array_equal(loaded.components_, model.components_)
-    assert loaded.get_params() == {**model.get_params(), "stragglers": None}
+    assert loaded.get_params() == model.get_params()
+    np.testing.assert_allclose(loaded.doc_topic_, model.doc_topic_)
     # better than a uniform model over the vocabulary
     assert before > -np.log(corpus.num_words) + 0.3
 
 
 def test_transform_finds_each_documents_main_topic():
     corpus, phi = planted_corpus(seed=6)
-    model = LDA(n_topics=5, iterations=40, workers=2, seed=0).fit(corpus)
+    model = LDA(n_topics=5, epochs=40, workers=2, seed=0).fit(corpus)
     sims = (
         phi
         / np.linalg.norm(phi, axis=1, keepdims=True)
@@ -186,7 +188,7 @@ def test_transform_finds_each_documents_main_topic():
 
 def test_estimator_accepts_a_sparse_matrix_and_reports_the_run():
     corpus, _ = planted_corpus(num_docs=60)
-    model = LDA(n_topics=4, iterations=3, workers=2, seed=0).fit(corpus.to_doc_term())
+    model = LDA(n_topics=4, epochs=3, workers=2, seed=0).fit(corpus.to_doc_term())
     final = model.run_record_["final"]
     assert final["num_tokens"] == corpus.num_tokens and final["tokens_per_s"] > 0
     assert model.components_.shape == (4, corpus.num_words)
@@ -197,34 +199,39 @@ def test_estimator_accepts_a_sparse_matrix_and_reports_the_run():
     "params,match",
     [
         ({"n_topics": 0}, "n_topics must be positive"),
-        ({"alpha": -1.0}, "alpha must be positive"),
-        ({"docs_per_clock": 1.5}, r"docs_per_clock must be in \(0, 1\]"),
-        ({"consistency": "strong"}, "unknown consistency model 'strong'"),
+        ({"alpha": -1.0}, "alpha must be > 0"),
+        ({"docs_per_clock": 1.5}, "docs_per_clock must be > 0 and <= 1"),
+        ({"consistency": "strong"}, "consistency must be one of 'bsp', 'ssp', 'essp', 'async'"),
+        ({"consistency": "bsp", "staleness": 2}, "bsp has staleness 0 by definition"),
     ],
 )
 def test_bad_parameters(params, match):
     corpus, _ = planted_corpus(num_docs=10)
     with pytest.raises(ss.ConfigError, match=match):
-        LDA(**{"iterations": 1, **params}).fit(corpus)
+        LDA(**{"epochs": 1, **params}).fit(corpus)
 
 
 def test_bad_inputs():
     corpus, _ = planted_corpus(num_docs=10, num_words=20)
     with pytest.raises(ss.ConfigError, match="10 documents cannot be split over 11 workers"):
-        LDA(workers=11, iterations=1).fit(corpus)
+        LDA(workers=11, epochs=1).fit(corpus)
     with pytest.raises(ss.DataFormatError, match="no tokens"):
-        LDA(iterations=1).fit(np.zeros((3, 5), dtype=int))
+        LDA(epochs=1).fit(np.zeros((3, 5), dtype=int))
     with pytest.raises(ss.DataFormatError, match="counts must be integers"):
-        LDA(iterations=1).fit(np.full((3, 5), 0.5))
-    model = LDA(n_topics=3, iterations=2, workers=1).fit(corpus)
+        LDA(epochs=1).fit(np.full((3, 5), 0.5))
+    with pytest.raises(ValueError, match="Negative values"):
+        LDA(epochs=1).fit(-np.ones((3, 5)))
+    model = LDA(n_topics=3, epochs=2, workers=1).fit(corpus)
     with pytest.raises(ss.DataFormatError, match="vocabulary of 25 words, but the model knows 20"):
+        model.transform(Corpus.from_doc_term(np.ones((2, 25), dtype=int)))
+    with pytest.raises(ValueError, match="X has 25 features, but LDA is expecting 20"):
         model.transform(np.ones((2, 25), dtype=int))
-    with pytest.raises(ss.ConfigError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         LDA().transform(corpus)
 
 
 def test_load_rejects_a_directory_that_is_not_a_model(tmp_path):
-    with pytest.raises(ss.DataFormatError, match="not a saved LDA model"):
+    with pytest.raises(ss.DataFormatError, match="not a saved stalesync model"):
         LDA.load(tmp_path)
 
 
@@ -246,10 +253,11 @@ def test_resume_continues_from_the_snapshot_with_the_same_assignments(tmp_path):
     """A resumed fit takes the tables *and* every token's topic from the snapshot: if it kept
     fresh assignments instead, the tables would no longer equal their counts."""
     corpus, _ = planted_corpus(num_docs=300, seed=8)
-    opts = dict(n_topics=5, iterations=12, workers=2, docs_per_clock=0.5, seed=3)
-    reference = LDA(**opts, snapshot_every=6, snapshot_dir=str(tmp_path)).fit(corpus)
+    opts = dict(n_topics=5, epochs=12, workers=2, docs_per_clock=0.5, seed=3)
+    reference = LDA(**opts).fit(corpus, run=RunConfig(snapshot_every=6,
+                                                      snapshot_dir=str(tmp_path)))
     assert reference.run_record_["snapshots_written"] == [6, 12, 18]  # none at the end
-    resumed = LDA(**opts, resume=str(tmp_path / "snap-00000012")).fit(corpus)
+    resumed = LDA(**opts).fit(corpus, run=RunConfig(resume=str(tmp_path / "snap-00000012")))
     assert resumed.run_record_["resumed_from_clock"] == 12
     check_counts_match_assignments(resumed)
     # two threads interleave, so runs differ (and may settle in different local optima):
@@ -264,21 +272,20 @@ def test_resume_continues_from_the_snapshot_with_the_same_assignments(tmp_path):
 
 def test_resume_with_another_corpus_is_a_clear_error(tmp_path):
     corpus, _ = planted_corpus(num_docs=100, seed=1)
-    opts = dict(n_topics=4, iterations=2, workers=2, docs_per_clock=0.5, seed=0)
-    LDA(**opts, snapshot_every=2, snapshot_dir=str(tmp_path)).fit(corpus)
+    opts = dict(n_topics=4, epochs=2, workers=2, docs_per_clock=0.5, seed=0)
+    LDA(**opts).fit(corpus, run=RunConfig(snapshot_every=2, snapshot_dir=str(tmp_path)))
     other, _ = planted_corpus(num_docs=90, seed=1)
     with pytest.raises(ss.ConfigError, match="same corpus and workers"):
-        LDA(**opts, resume=str(tmp_path)).fit(other)
+        LDA(**opts).fit(other, run=RunConfig(resume=str(tmp_path)))
 
 
-RAY_LDA = dict(n_topics=5, iterations=60, workers=2, runtime="ray", staleness=2,
-               docs_per_clock=0.25, seed=1)
+RAY_LDA = dict(n_topics=5, epochs=60, workers=2, staleness=2, docs_per_clock=0.25, seed=1)
 
 
 @pytest.mark.ray
 def test_on_ray_planted_topics_are_found(ray_cluster):
     corpus, phi = planted_corpus(num_docs=800)
-    model = LDA(**RAY_LDA).fit(corpus)
+    model = LDA(**RAY_LDA).fit(corpus, run=RunConfig(runtime="ray"))
     assert model.run_record_["runtime"] == "ray"
     check_counts_match_assignments(model)
     assert matched_similarity(phi, model.topic_word_).min() >= TOPIC_MATCH
@@ -307,7 +314,8 @@ def test_on_ray_a_killed_worker_is_recovered_from_the_snapshot(ray_cluster, tmp_
 
     killer = threading.Thread(target=kill_after_first_snapshot, daemon=True)
     killer.start()
-    model = LDA(**RAY_LDA, snapshot_every=20, snapshot_dir=str(tmp_path)).fit(corpus)
+    model = LDA(**RAY_LDA).fit(corpus, run=RunConfig(runtime="ray", snapshot_every=20,
+                                                     snapshot_dir=str(tmp_path)))
     killer.join(timeout=1)
     record = model.run_record_
     assert record["recoveries"] == 1

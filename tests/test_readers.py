@@ -9,20 +9,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from stalesync.data import datasets, fetch, readers
+from stalesync.data import datasets, fetch
 from stalesync.data.corpus import Corpus
-from stalesync.data.readers import (
-    load_corpus,
-    read_ldac,
-    read_libsvm,
-    read_text,
-    read_uci,
-    read_vocab,
-    sniff_format,
-    write_ldac,
-    write_libsvm,
-    write_uci,
-)
+from stalesync.data import scan
+from stalesync.data.load import load_corpus
+from stalesync.data.readers import read_ldac, read_libsvm, read_text, read_uci, read_vocab
+from stalesync.data.sniff import sniff_format
+from stalesync.data.writers import write_ldac, write_libsvm, write_uci
 from stalesync.data.text import Tokenizer
 from stalesync.errors import ConfigError, DataFormatError
 
@@ -169,7 +162,7 @@ def test_many_chunks_give_the_same_corpus_and_line_numbers(tmp_path, monkeypatch
              "libsvm": write(tmp_path / "k.svm", libsvm_text(m))}
     whole = {k: load_corpus(p, num_words=m.shape[1]) if k == "libsvm" else load_corpus(p)
              for k, p in paths.items()}
-    monkeypatch.setattr(readers, "_CHUNK_BYTES", 37)  # many chunks, cut mid-line
+    monkeypatch.setattr(scan, "_CHUNK_BYTES", 37)  # many chunks, cut mid-line
     for k, p in paths.items():
         c = load_corpus(p, num_words=m.shape[1]) if k == "libsvm" else load_corpus(p)
         assert np.array_equal(c.words, whole[k].words) and same_counts(c, m)

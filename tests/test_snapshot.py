@@ -11,9 +11,8 @@ import pytest
 from guarantee_checker import TABLE, Scenario, run_scenario
 
 import stalesync as ss
-from stalesync.cli import add_job_options
+from stalesync.cli import build_parser
 from stalesync.errors import ConfigError
-from stalesync.job import run_control_options
 from stalesync.snapshot import (
     SnapshotError,
     WorkerState,
@@ -182,12 +181,15 @@ def test_snapshot_options_are_checked(tmp_path):
         ss.run(det_worker, TABLES, resume=str(tmp_path), **{**OPTS, "workers": 3})
 
 
-def test_cli_options():
-    parser = argparse.ArgumentParser()
-    add_job_options(parser)
-    args = parser.parse_args(["--runtime", "ray", "--snapshot-every", "5", "--snapshot-dir",
-                              "snaps", "--resume", "snaps"])
-    assert args.runtime == "ray"
-    assert run_control_options(args) == {"snapshot_every": 5, "snapshot_dir": "snaps",
-                                      "resume": "snaps"}
-    assert run_control_options(parser.parse_args([])) == {}
+def test_cli_run_settings_reach_the_run_config():
+    from stalesync.apps.base import RunConfig
+    from stalesync.apps.lda.cli import COMMAND
+
+    parser = build_parser()
+    args = parser.parse_args(["lda", "--data", "nyt", "--runtime", "ray", "--snapshot-every",
+                              "5", "--snapshot-dir", "snaps", "--resume", "snaps"])
+    run = COMMAND.run_config(args)
+    assert run == RunConfig(runtime="ray", snapshot_every=5, snapshot_dir="snaps",
+                            resume="snaps", progress=True)
+    assert run.job_options(0)["snapshot_every"] == 5
+    assert "snapshot_every" not in RunConfig().job_options(0)

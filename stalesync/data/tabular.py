@@ -76,10 +76,11 @@ def _is_number(field: str) -> bool:
         return False
 
 
-def load_csv(path: str | os.PathLike, target: str | int = -1, delimiter: str = ","
-             ) -> tuple[np.ndarray, np.ndarray]:
+def load_csv(path: str | os.PathLike, target: str | int | None = -1, delimiter: str = ","
+             ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a numeric CSV into (X, y). ``target`` is the label column, by header name or
-    index (default: the last). A first line with any non-numeric field is a header."""
+    index (default: the last), or None (every column is a feature, y is None). A first line
+    with any non-numeric field is a header."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
@@ -89,7 +90,9 @@ def load_csv(path: str | os.PathLike, target: str | int = -1, delimiter: str = "
         raise DataFormatError(f"{path}, line 1: empty file or empty first line")
     fields = [x.strip().strip('"') for x in first.split(delimiter)]
     header = not all(_is_number(x) for x in fields)
-    if isinstance(target, str) and not target.lstrip("-").isdigit():
+    if target is None or (isinstance(target, str) and target.lower() == "none"):
+        col = None
+    elif isinstance(target, str) and not target.lstrip("-").isdigit():
         if not header:
             raise DataFormatError(f"{path}: target {target!r} named but the file has no header")
         if target not in fields:
@@ -107,11 +110,13 @@ def load_csv(path: str | os.PathLike, target: str | int = -1, delimiter: str = "
         raise DataFormatError(f"{path}: {_csv_problem(str(exc), header)}") from None
     if data.shape[0] == 0:
         raise DataFormatError(f"{path}: no data rows")
-    if data.shape[1] < 2:
-        raise DataFormatError(f"{path}: need at least one feature column and a target")
     if not np.all(np.isfinite(data)):
         row = int(np.argwhere(~np.isfinite(data))[0, 0])
         raise DataFormatError(f"{path}, line {row + 1 + int(header)}: NaN or infinite value")
+    if col is None:
+        return np.ascontiguousarray(data), None
+    if data.shape[1] < 2:
+        raise DataFormatError(f"{path}: need at least one feature column and a target")
     y = data[:, col].copy()
     X = np.delete(data, col, axis=1)
     return np.asfortranarray(X), y

@@ -86,13 +86,16 @@ class Group(ABC):
     @abstractmethod
     def map(self, method: Method, args: Sequence[Sequence[Any]] | None = None, *,
             poll: Callable[[], None] | None = None,
-            on_error: Callable[[], None] | None = None) -> list[Any]:
+            on_error: Callable[[], None] | None = None,
+            overlap: Callable[[], None] | None = None) -> list[Any]:
         """``method(*args[i])`` on member ``i`` for every member at once; their results.
 
-        ``poll()`` runs on the calling thread every ``POLL_S`` while it waits (progress,
-        liveness). On the first error ``on_error()`` runs at once (to wake members blocked
-        on each other), the others are waited for, and the error is raised: the program's
-        own error first, then a lost member (:class:`WorkerLostError`), then an abort.
+        ``overlap()`` runs on the calling thread once the members have started (work the
+        caller does while they compute). ``poll()`` runs on the calling thread every
+        ``POLL_S`` while it waits (progress, liveness). On the first error ``on_error()``
+        runs at once (to wake members blocked on each other), the others are waited for,
+        and the error is raised: the program's own error first, then a lost member
+        (:class:`WorkerLostError`), then an abort.
         """
 
     @abstractmethod

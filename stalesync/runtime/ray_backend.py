@@ -154,7 +154,8 @@ class RayGroup(Group):
 
     def map(self, method: Method, args: Sequence[Sequence[Any]] | None = None, *,
             poll: Callable[[], None] | None = None,
-            on_error: Callable[[], None] | None = None) -> list[Any]:
+            on_error: Callable[[], None] | None = None,
+            overlap: Callable[[], None] | None = None) -> list[Any]:
         n = len(self.handles)
         args = [()] * n if args is None else list(args)
         pending = {h.actor.invoke.remote(method, *a): i
@@ -162,6 +163,8 @@ class RayGroup(Group):
         results: list[Any] = [None] * n
         errors: list[BaseException | None] = [None] * n
         alarmed = False
+        if overlap is not None:
+            overlap()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending),
                                 timeout=POLL_S if poll is not None else None)

@@ -95,7 +95,8 @@ class ThreadGroup(Group):
 
     def map(self, method: Method, args: Sequence[Sequence[Any]] | None = None, *,
             poll: Callable[[], None] | None = None,
-            on_error: Callable[[], None] | None = None) -> list[Any]:
+            on_error: Callable[[], None] | None = None,
+            overlap: Callable[[], None] | None = None) -> list[Any]:
         n = len(self.members)
         args = [()] * n if args is None else list(args)
         results: list[Any] = [None] * n
@@ -120,6 +121,8 @@ class ThreadGroup(Group):
             self._ensure_lanes()
         for i in range(int(inline), n):
             self._lanes[i].start(job(i))
+        if overlap is not None:
+            overlap()
         if inline and n:
             job(0)()
         for i in range(int(inline), n):

@@ -97,6 +97,15 @@ class Schedule(ABC):
         app may compute them for every variable during a full pass, e.g. a duality-gap
         check). Priority schedules use them as fresh priorities; default: ignored."""
 
+    def state(self) -> dict[str, Any]:
+        """What a snapshot stores to continue this schedule (arrays and JSON scalars). The
+        random generator is the driver's and is saved with it."""
+        return {"round": self.round}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state` (after :meth:`bind`)."""
+        self.round = int(state["round"])
+
     def _plan(self, variables: np.ndarray, tasks=None, **info: Any) -> Plan:
         plan = Plan(self.round, np.asarray(variables, dtype=np.int64), tasks, info)
         self.round += 1

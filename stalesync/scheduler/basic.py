@@ -40,6 +40,13 @@ class Cyclic(ProposingSchedule):
         super().bind(num_variables, num_workers, rng)
         self._next = 0
 
+    def state(self) -> dict:
+        return {**super().state(), "next": self._next}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self._next = int(state["next"])
+
     def propose(self, count: int) -> np.ndarray:
         d = self.num_variables
         count = min(count, d)

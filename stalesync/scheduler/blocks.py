@@ -13,6 +13,7 @@ always coming first after an update of its row block.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -109,6 +110,14 @@ class BlockRotation(Schedule):
         if self.seed is None:
             self.seed = int(rng.integers(2**31))
         self._stream = self.sub_rounds()
+
+    def state(self) -> dict:
+        return {**super().state(), "seed": self.seed}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.seed = state["seed"]
+        self._stream = itertools.islice(self.sub_rounds(), self.round, None)
 
     def next_round(self) -> Plan:
         if self._stream is None:

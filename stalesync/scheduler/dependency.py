@@ -110,6 +110,13 @@ class DependencyAware(Schedule):
         super().bind(num_variables, num_workers, rng)
         self.base.bind(num_variables, num_workers, rng)
 
+    def state(self) -> dict:
+        return {**self.base.state(), "round": self.round}
+
+    def load_state(self, state: dict) -> None:
+        self.base.load_state(state)
+        self.round = int(state["round"])
+
     def next_round(self) -> Plan:
         p = min(self.parallel, self.num_variables)
         cands = self.base.propose(p * self.oversample)

@@ -1,38 +1,46 @@
-"""The scheduler driver: runs schedule -> push -> pull rounds on embedded worker threads.
+"""The scheduler driver: runs schedule -> push -> pull rounds on a backend's workers.
 
-An app (:class:`ModelParallelApp`) supplies three functions, none of which knows about
-threads, so a Ray driver can run the same app and schedule later:
+An app (:class:`ModelParallelApp`) supplies, as in STRADS:
 
 * ``push(shard, task) -> partial``: a partial update for the round's variables computed on
   one data shard (for Lasso: ``X_J^T r`` over the shard's rows);
 * ``pull(plan, partials) -> changes``: combine the partials of all shards into new values
   (the app owns the model), returning each variable's change (for priorities);
 * ``sync(shard, plan, changes)``: fold a finished round's changes into a shard's local
-  state (for Lasso: ``r -= delta_j X_j``). The driver runs it on the worker just before the
-  next round's ``push``, so there is one hand-off per round. An app may also define
-  ``sync_push(shard, plan, changes, task)`` doing both in one call (one compiled kernel,
-  one GIL release instead of two); the driver then uses it.
+  state (for Lasso: ``r -= delta_j X_j``). It runs on the worker just before the next
+  round's ``push``, so there is one hand-off per round. ``sync_push(shard, plan, changes,
+  task)`` may do both in one call (one compiled kernel, one GIL release instead of two).
 
-**Pipelining.** The main thread releases the workers into round t, then asks the schedule
-for round t+1 while they compute; it then waits for round t, runs ``pull`` and feeds the
-changes back to the schedule. The schedule's view is therefore one round late, as in
-STRADS. Push/sync kernels release the GIL, so the schedule's own compiled kernels (priority
-sampling, dependency checks) really run beside them.
+``push``/``sync`` run on the workers, ``pull`` on the driver. On a remote backend (Ray)
+only ``app.program`` travels to the workers (default: the app itself), so an app whose
+``pull`` side holds big arrays gives its workers a small stateless program. Optional hooks:
+``app.prepare(plan) -> tasks`` turns a plan's tasks into what ``push`` receives (e.g. block
+rotation attaches the item blocks), ``app.observe(plan, feedback)`` sees each round's
+per-worker times, ``program.state(shard)`` / ``program.load_state(shard,
+state)`` (checkpoints), ``app.state()`` / ``app.load_state(arrays)`` (snapshots on disk).
 
-**Load balancing.** For shared plans (every worker works on the same variables over its own
-data) the data is over-decomposed into ``chunks`` shards per worker, balanced by nonzeros
-(:func:`balanced_chunks`), and workers *self-schedule*: each takes the next unprocessed
-shard from a shared counter until none is left. A slow worker processes fewer shards and
-finishes its last one at most one shard late, instead of holding every round back by its
-full share. Per-worker plans (``plan.tasks``) are static (shard w belongs to worker w); the
-driver reports each worker's compute time in :class:`~.base.Feedback` so a schedule can
-size the tasks (e.g. block rotation giving a slow worker less to do).
+**Pipelining.** The driver releases the workers into round t, asks the schedule for round
+t+1 while they compute, then waits for round t, runs ``pull`` and feeds the changes back to
+the schedule. The schedule's view is one round late, as in STRADS.
+
+**Load balancing.** On the embedded backend the data shards are shared memory, so for
+shared plans (every worker works on the same variables over its own data) workers
+*self-schedule*: each takes the next unprocessed shard from a shared counter, and a slow
+worker processes fewer. On Ray a shard lives on one worker (``i % workers``). Per-worker
+plans (``plan.tasks``) give shard ``w`` to worker ``w``; each worker's compute time goes
+back to the schedule in :class:`~.base.Feedback`.
+
+**Recovery.** On a remote backend the driver keeps a log of every call that changed the
+shards since its last checkpoint (the shards' states, gathered every ``checkpoint_every``
+rounds). When a worker is lost, every worker is rebuilt from its data, the checkpoint is
+loaded and the log replayed, and the round is retried: the run continues exactly as if
+nothing had happened. ``snapshot_dir`` also writes each checkpoint to disk (npz + JSON)
+with the app's model and the schedule's state, for ``resume``.
 """
 
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +49,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import ConfigError
-from ..faults import Stragglers
+from ..faults import Stragglers, WorkerDelay
+from ..runtime.backend import Backend, WorkerLostError, make_backend
+from ..runtime.recovery import Recovery
 from .base import Feedback, Plan, Schedule
+from .checkpoint import DriverCheckpoint, load_driver_snapshot, write_driver_snapshot
+
+DEFAULT_CHECKPOINT_ROUNDS = 200  # remote backends: rounds between in-memory checkpoints
 
 
 class ModelParallelApp(Protocol):
@@ -68,9 +81,22 @@ class DriverStats:
     shards_done: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        self.busy_s = np.zeros(self.workers)
-        self.wait_s = np.zeros(self.workers)
-        self.shards_done = np.zeros(self.workers, dtype=np.int64)
+        self.busy_s = np.zeros(self.workers) if self.busy_s is None else self.busy_s
+        self.wait_s = np.zeros(self.workers) if self.wait_s is None else self.wait_s
+        if self.shards_done is None:
+            self.shards_done = np.zeros(self.workers, dtype=np.int64)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "updates": self.updates,
+                "bytes_pushed": self.bytes_pushed, "busy_s": self.busy_s.tolist(),
+                "wait_s": self.wait_s.tolist(), "shards_done": self.shards_done.tolist()}
+
+    def load_json(self, data: dict[str, Any]) -> None:
+        self.rounds, self.updates = int(data["rounds"]), int(data["updates"])
+        self.bytes_pushed = int(data["bytes_pushed"])
+        self.busy_s = np.asarray(data["busy_s"], dtype=np.float64)
+        self.wait_s = np.asarray(data["wait_s"], dtype=np.float64)
+        self.shards_done = np.asarray(data["shards_done"], dtype=np.int64)
 
 
 def balanced_chunks(weights: np.ndarray, parts: int) -> list[np.ndarray]:
@@ -84,149 +110,278 @@ def balanced_chunks(weights: np.ndarray, parts: int) -> list[np.ndarray]:
     return [np.arange(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-class Driver:
-    """Runs rounds of ``app`` over ``shards`` with ``workers`` threads.
+# -- the worker side ------------------------------------------------------------------------
+class ShardSet:
+    """The data shards one worker may process: on the embedded backend every worker sees
+    every shard and they share one counter (self-scheduling); on Ray each has its own."""
 
-    Use as a context manager (threads are started lazily and joined on exit)::
+    def __init__(self, shards: dict[int, Any], shared: bool) -> None:
+        self.shards = shards
+        self.shared = shared
+        self.counter: Any = itertools.count()
+
+    def indices(self, worker: int, static: bool) -> Any:
+        if static:
+            return (worker,) if worker in self.shards else ()
+        if self.shared:
+            n = len(self.shards)
+            return itertools.takewhile(lambda i: i < n, iter(lambda: next(self.counter), None))
+        return sorted(self.shards)
+
+
+class RoundWorker:
+    """A worker of the scheduler: runs a round's jobs over the shards it may process."""
+
+    def __init__(self, worker: int, program: Any, shard_set: ShardSet,
+                 delay: WorkerDelay | None) -> None:
+        self.worker = worker
+        self.program = program
+        self.shard_set = shard_set
+        self.delay = delay
+        self._fused = getattr(program, "sync_push", None)
+
+    def _each(self, static: bool, job: Callable[[int, Any], Any]) -> tuple[dict, float, int]:
+        out, busy, count = {}, 0.0, 0
+        for i in self.shard_set.indices(self.worker, static):
+            t0 = time.perf_counter()
+            out[i] = job(i, self.shard_set.shards[i])
+            spent = time.perf_counter() - t0
+            if self.delay is not None:
+                extra = self.delay.extra_seconds(spent)
+                if extra > 0:
+                    time.sleep(extra)
+            busy += time.perf_counter() - t0
+            count += 1
+        return out, busy, count
+
+    def run(self, method: str, args: tuple) -> Any:
+        """One driver call: ``method(*args)`` (args arrive as one frozen object)."""
+        return getattr(self, method)(*args)
+
+    def step(self, pending: tuple[Plan, Any] | None, variables: np.ndarray,
+             tasks: Sequence[Any] | None) -> tuple[dict, float, int]:
+        """Sync the last round's changes into each shard, then push this round's task."""
+        program = self.program
+
+        def job(i: int, shard: Any) -> Any:
+            task = variables if tasks is None else tasks[i]
+            if pending is None:
+                return program.push(shard, task)
+            if self._fused is not None:
+                return self._fused(shard, pending[0], pending[1], task)
+            program.sync(shard, pending[0], pending[1])
+            return program.push(shard, task)
+
+        return self._each(tasks is not None, job)
+
+    def apply(self, pending: tuple[Plan, Any] | None, fn: Callable[[Any], Any]
+              ) -> tuple[dict, float, int]:
+        """``fn(shard)`` for each shard, after syncing the last round's changes."""
+
+        def job(i: int, shard: Any) -> Any:
+            if pending is not None:
+                self.program.sync(shard, pending[0], pending[1])
+            return fn(shard)
+
+        return self._each(False, job)
+
+    def states(self) -> dict[int, Any]:
+        return {i: self.program.state(s) for i, s in self.shard_set.shards.items()}
+
+    def load_states(self, states: dict[int, Any]) -> None:
+        for i, s in self.shard_set.shards.items():
+            self.program.load_state(s, states[i])
+
+    def reset_counter(self) -> None:
+        self.shard_set.counter = itertools.count()
+
+
+# -- the driver -----------------------------------------------------------------------------
+class Driver:
+    """Runs rounds of ``app`` over ``shards`` on ``workers`` workers of a backend.
+
+    Use as a context manager (workers start at once and stop on exit)::
 
         with Driver(app, shards, workers=2) as drv:
-            drv.set_schedule(Priority(8))
+            drv.set_schedule(Priority(8), num_variables)
             drv.run(rounds=1000)
             values = drv.map(lambda shard: shard.something())
+
+    ``runtime`` is ``"embedded"`` (threads, default) or ``"ray"`` (``address``: a cluster);
+    ``backend`` passes one already open instead.
     """
 
     def __init__(self, app: ModelParallelApp, shards: Sequence[Any], *, workers: int = 1,
-                 pipeline: bool = True, stragglers: Stragglers | None = None,
-                 seed: int = 0) -> None:
+                 pipeline: bool = True, stragglers: Stragglers | None = None, seed: int = 0,
+                 runtime: str = "embedded", address: str | None = None,
+                 backend: Backend | None = None, checkpoint_every: int | None = None,
+                 snapshot_dir: str | None = None, resume: str | None = None,
+                 max_recoveries: int = 3) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers must be a positive int, got {workers!r}")
         if not shards:
             raise ConfigError("the driver needs at least one data shard")
+        if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
+                                             or checkpoint_every < 1):
+            raise ConfigError(f"checkpoint_every must be a positive int (rounds), "
+                              f"got {checkpoint_every!r}")
         self.app = app
-        self.shards = list(shards)
+        self.program = getattr(app, "program", app)
+        self.num_shards = len(shards)
         self.workers = workers
         self.pipeline = pipeline
         self.rng = np.random.default_rng(seed)
         self.stats = DriverStats(workers)
         self.schedule: Schedule | None = None
-        self._delays = [stragglers.for_worker(w) for w in range(workers)] if stragglers else None
+        self._owns_backend = backend is None
+        self.backend = backend or make_backend(runtime, address=address)
+        self.remote = self.backend.remote
+        self.snapshot_dir = snapshot_dir
+        self.checkpoint_every = checkpoint_every or (
+            DEFAULT_CHECKPOINT_ROUNDS if self.remote else None)
+        self.recovery = Recovery(max_recoveries, True, snapshot_dir)
         self._pending: tuple[Plan, Any] | None = None  # last round, not yet synced to shards
         self._prefetched: Plan | None = None
-        self._threads: list[threading.Thread] = []
-        self._go: list[threading.Lock] = []
-        self._done: list[threading.Lock] = []
-        self._job: Callable[[int, int, Any], Any] | None = None
-        self._results: list[Any] = []
-        self._errors: list[BaseException] = []
-        self._counter: Any = None
-        self._static = False
+        self._log: list[tuple[str, Any]] = []  # shard-changing calls since the checkpoint
+        self._checkpoint: dict[int, Any] | None = None
+        self._since_checkpoint = 0
+        self._resumed: DriverCheckpoint | None = None
+        self.group = self.backend.host("scheduler-worker", self._factories(shards, stragglers),
+                                       cpus=1, concurrency=2)
+        if resume is not None:
+            self._resume(resume)
 
-    # ------------------------------------------------------------------ lifecycle
+    def _factories(self, shards: Sequence[Any], stragglers: Stragglers | None) -> list:
+        delays = [stragglers.for_worker(w) if stragglers else None for w in range(self.workers)]
+        if not self.remote:
+            shared = ShardSet(dict(enumerate(shards)), shared=True)
+            members = [RoundWorker(w, self.program, shared, delays[w])
+                       for w in range(self.workers)]
+            return [lambda m=m: m for m in members]
+        owned = [{i: s for i, s in enumerate(shards) if i % self.workers == w}
+                 for w in range(self.workers)]
+        return [_RoundWorkerFactory(w, self.program, owned[w], delays[w])
+                for w in range(self.workers)]
 
+    # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> Driver:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def close(self) -> None:
-        """Stop the helper threads (pending changes are synced first)."""
-        if self._threads:
-            self.flush()
-            self._job = None
-            for lock in self._go:
-                lock.release()
-            for t in self._threads:
-                t.join()
-            self._threads = []
-
-    def _ensure_threads(self) -> None:
-        """Start helpers 1..workers-1; the calling thread is worker 0. Each helper waits on
-        its own lock (released = go) and releases another when done: two uncontended lock
-        operations per helper per round, the cheapest hand-off CPython offers."""
-        if self._threads or self.workers == 1:
+        """Stop the workers (pending changes are synced first)."""
+        if self.group is None:
             return
-        self._go = [threading.Lock() for _ in range(self.workers - 1)]
-        self._done = [threading.Lock() for _ in range(self.workers - 1)]
-        for lock in self._go + self._done:
-            lock.acquire()
-        self._threads = [
-            threading.Thread(target=self._helper_loop, args=(w,), daemon=True,
-                             name=f"stalesync-sched-{w}")
-            for w in range(1, self.workers)
-        ]
-        for t in self._threads:
-            t.start()
+        try:
+            self.flush()
+        finally:
+            self.group.kill()
+            self.group = None
+            if self._owns_backend:
+                self.backend.close()
 
-    # ------------------------------------------------------------------ workers
+    # -- dispatch with recovery -----------------------------------------------------------
+    def _dispatch(self, method: str, args: tuple, overlap: Callable[[], Any] | None = None
+                  ) -> tuple[list[Any], Any]:
+        """``method(*args)`` on every worker; returns (per-shard results, overlap()'s value).
+        A lost worker is rebuilt and the call retried (see the module docstring)."""
+        if not self.remote:  # one shard counter shared by every worker
+            self.group.members[0].reset_counter()
+        extra: list[Any] = []
 
-    def _helper_loop(self, w: int) -> None:
-        go, done = self._go[w - 1], self._done[w - 1]
+        def run_overlap() -> None:
+            if overlap is not None and not extra:
+                extra.append(overlap())
+
+        # on a remote backend the arguments are frozen in the object store once: every worker
+        # reads the same bytes, and the recovery log replays exactly what was sent
+        call = (method, self.backend.share(args) if self.remote else args)
         while True:
             t0 = time.perf_counter()
-            go.acquire()
-            t1 = time.perf_counter()
-            if self._job is None:
-                return
-            self.stats.wait_s[w] += t1 - t0
             try:
-                self._work(w)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
-                self._errors.append(exc)
-            self.stats.busy_s[w] += time.perf_counter() - t1
-            done.release()
-
-    def _work(self, w: int) -> None:
-        job, shards, results = self._job, self.shards, self._results
-        if self._static:
-            indices: Any = (w,) if w < len(shards) else ()
-        else:
-            indices = iter(lambda: next(self._counter), None)
-        for i in indices:
-            if i >= len(shards):
+                answers = self.group.map("run", [call] * self.workers, overlap=run_overlap)
                 break
-            t0 = time.perf_counter()
-            results[i] = job(w, i, shards[i])
-            self.stats.shards_done[w] += 1
-            if self._delays is not None:
-                extra = self._delays[w].extra_seconds(time.perf_counter() - t0)
-                if extra > 0:
-                    time.sleep(extra)
+            except WorkerLostError as lost:
+                self.recovery.allow(lost)
+                self._rebuild()
+        wall = time.perf_counter() - t0
+        results: list[Any] = [None] * self.num_shards
+        for w, (out, busy, count) in enumerate(answers):
+            for i, value in out.items():
+                results[i] = value
+            self.stats.busy_s[w] += busy
+            self.stats.wait_s[w] += max(wall - busy, 0.0)
+            self.stats.shards_done[w] += count
+        if self.remote:
+            self._log.append(call)
+        return results, (extra[0] if extra else None)
 
-    def _dispatch(self, job: Callable[[int, int, Any], Any], static: bool,
-                  overlap: Callable[[], Any] | None = None) -> tuple[list[Any], Any]:
-        """Run ``job(worker, shard_index, shard)`` on every shard. The calling thread is
-        worker 0: it releases the helpers, runs ``overlap()`` (the next round's schedule),
-        then takes shards itself. Returns (results per shard, overlap's value)."""
-        self._job, self._static = job, static
-        self._results = [None] * len(self.shards)
-        self._counter = itertools.count()
-        self._errors = []
-        self._ensure_threads()
-        for lock in self._threads and self._go:
-            lock.release()
-        extra = overlap() if overlap else None
-        t0 = time.perf_counter()
-        try:
-            self._work(0)
-        except BaseException as exc:  # noqa: BLE001 - helpers must be collected first
-            self._errors.append(exc)
-        t1 = time.perf_counter()
-        self.stats.busy_s[0] += t1 - t0
-        for lock in self._threads and self._done:
-            lock.acquire()
-        self.stats.wait_s[0] += time.perf_counter() - t1
-        if self._errors:
-            raise self._errors[0]
-        return self._results, extra
+    def _rebuild(self) -> None:
+        """Fresh workers from their data, the checkpoint loaded, the log replayed."""
+        self.group.rebuild()
+        if self._checkpoint is not None:
+            self.group.map("load_states", [(self._checkpoint,)] * self.workers)
+        for call in self._log:
+            self.group.map("run", [call] * self.workers)
+        self.recovery.restarted(self.stats.rounds, "round")
 
-    # ------------------------------------------------------------------ rounds
+    def _maybe_checkpoint(self) -> None:
+        every = self.checkpoint_every
+        if not every:
+            return
+        self._since_checkpoint += 1
+        if self._since_checkpoint < every:
+            return
+        self.checkpoint()
 
+    def checkpoint(self) -> None:
+        """Gather the shards' states now (after syncing pending changes); with a
+        ``snapshot_dir`` also write them, the app's model and the schedule to disk."""
+        if not hasattr(self.program, "state"):
+            return
+        self.flush()
+        states: dict[int, Any] = {}
+        for part in self.group.map("states"):
+            states.update(part)
+        self._checkpoint, self._log, self._since_checkpoint = states, [], 0
+        if self.snapshot_dir is not None:
+            write_driver_snapshot(self.snapshot_dir, self._snapshot(states))
+
+    def _snapshot(self, states: dict[int, Any]) -> DriverCheckpoint:
+        return DriverCheckpoint(
+            round=self.stats.rounds, stats=self.stats.to_json(),
+            rng_state=self.rng.bit_generator.state,
+            schedule=self.schedule.state() if self.schedule is not None else None,
+            schedule_name=self.schedule.name if self.schedule is not None else None,
+            prefetched=self._prefetched, model=self.app.state() if hasattr(
+                self.app, "state") else {}, shards=states,
+        )
+
+    def _resume(self, path: str) -> None:
+        snap = load_driver_snapshot(path, self.num_shards)
+        if hasattr(self.app, "load_state"):
+            self.app.load_state(snap.model)
+        self.group.map("load_states", [(snap.shards,)] * self.workers)
+        self.stats.load_json(snap.stats)
+        self.rng.bit_generator.state = snap.rng_state
+        self._prefetched = snap.prefetched
+        self._checkpoint = snap.shards
+        self._resumed = snap
+
+    # -- rounds ---------------------------------------------------------------------------
     def set_schedule(self, schedule: Schedule, num_variables: int) -> None:
-        """Use ``schedule`` from the next round on (drops any prefetched plan)."""
+        """Use ``schedule`` from the next round on (drops any prefetched plan). After a
+        resume, a schedule of the snapshot's kind takes over its saved state."""
         schedule.bind(num_variables, self.workers, self.rng)
+        resumed = self._resumed
+        if resumed is not None and resumed.schedule_name == schedule.name:
+            schedule.load_state(resumed.schedule)
+            self._resumed = None
+        else:
+            self._prefetched = None
         self.schedule = schedule
-        self._prefetched = None
 
     def step(self) -> tuple[Plan, Any]:
         """One round: sync the previous round's changes + push, pull, feedback."""
@@ -234,34 +389,27 @@ class Driver:
             raise ConfigError("set a schedule before running rounds")
         plan = self._prefetched or self.schedule.next_round()
         self._prefetched = None
-        pending, app = self._pending, self.app
-        if plan.tasks is not None and not len(plan.tasks) == len(self.shards) == self.workers:
+        if plan.tasks is not None and not len(plan.tasks) == self.num_shards == self.workers:
             raise ConfigError(
                 f"a per-worker plan needs one task and one shard per worker: "
-                f"{len(plan.tasks)} tasks, {len(self.shards)} shards, {self.workers} workers"
+                f"{len(plan.tasks)} tasks, {self.num_shards} shards, {self.workers} workers"
             )
-        tasks = plan.tasks
-
-        fused = getattr(app, "sync_push", None)
-
-        def job(w: int, i: int, shard: Any) -> Any:
-            task = plan.variables if tasks is None else tasks[i]
-            if pending is None:
-                return app.push(shard, task)
-            if fused is not None:
-                return fused(shard, pending[0], pending[1], task)
-            app.sync(shard, pending[0], pending[1])
-            return app.push(shard, task)
-
+        prepare = getattr(self.app, "prepare", None)
+        tasks = prepare(plan) if prepare is not None else plan.tasks
         busy0 = self.stats.busy_s.copy()
         overlap = self.schedule.next_round if self.pipeline else None
-        partials, self._prefetched = self._dispatch(job, tasks is not None, overlap)
+        partials, self._prefetched = self._dispatch(
+            "step", (self._pending, plan.variables, tasks), overlap)
         self.stats.bytes_pushed += sum(getattr(p, "nbytes", 0) for p in partials)
-        changes = app.pull(plan, partials)
+        changes = self.app.pull(plan, partials)
         self._pending = (plan, changes)
-        self.schedule.observe(plan, Feedback(changes, self.stats.busy_s - busy0))
+        feedback = Feedback(changes, self.stats.busy_s - busy0)
+        self.schedule.observe(plan, feedback)
+        if hasattr(self.app, "observe"):
+            self.app.observe(plan, feedback)
         self.stats.rounds += 1
         self.stats.updates += plan.size
+        self._maybe_checkpoint()
         return plan, changes
 
     def run(self, rounds: int, until: Callable[[Plan, Any], bool] | None = None) -> int:
@@ -276,20 +424,32 @@ class Driver:
     def flush(self) -> None:
         """Apply the last round's changes to every shard now."""
         if self._pending is not None:
-            self.map(lambda shard: None)
+            self.map(_noop)
 
     def map(self, fn: Callable[[Any], Any]) -> list[Any]:
         """``fn(shard)`` for every shard on the workers (after pending syncs), in shard order.
 
-        For global quantities the app needs between rounds: objective, duality gap.
-        """
-        pending, app = self._pending, self.app
-        self._pending = None
-
-        def job(w: int, i: int, shard: Any) -> Any:
-            if pending is not None:
-                app.sync(shard, pending[0], pending[1])
-            return fn(shard)
-
-        results, _ = self._dispatch(job, static=False)
+        For global quantities the app needs between rounds: objective, duality gap. On Ray
+        ``fn`` travels to the workers (a lambda is fine)."""
+        pending, self._pending = self._pending, None
+        results, _ = self._dispatch("apply", (pending, fn))
         return results
+
+
+def _noop(shard: Any) -> None:
+    return None
+
+
+class _RoundWorkerFactory:
+    """Builds a :class:`RoundWorker` inside a remote worker (picklable)."""
+
+    def __init__(self, worker: int, program: Any, shards: dict[int, Any],
+                 delay: WorkerDelay | None) -> None:
+        self.worker, self.program, self.shards, self.delay = worker, program, shards, delay
+
+    def __call__(self) -> RoundWorker:
+        import copy
+
+        shards = copy.deepcopy(self.shards)  # from the object store: read-only arrays
+        return RoundWorker(self.worker, self.program, ShardSet(shards, shared=False),
+                           self.delay)

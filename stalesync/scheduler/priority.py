@@ -54,6 +54,16 @@ class Priority(ProposingSchedule):
         self._change2 = np.full(num_variables, max(self.initial - self.eta, 0.0))
         self._seen = np.zeros(num_variables, dtype=np.bool_)
 
+    def state(self) -> dict:
+        return {**super().state(), "tree": self._tree.copy(), "change2": self._change2.copy(),
+                "eta": self.eta}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self._tree[:] = state["tree"]
+        self._change2[:] = state["change2"]
+        self.eta = float(state["eta"])
+
     @property
     def weights(self) -> np.ndarray:
         """Current sampling weights (a copy)."""

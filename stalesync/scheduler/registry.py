@@ -1,6 +1,13 @@
-"""Building schedules by name (for CLIs and estimators)."""
+"""Building schedules by name (for CLIs and estimators), with what each kind needs.
+
+A schedule's abilities are declared here once, as attributes of its :class:`ScheduleKind`,
+so callers ask ``kind.needs_columns`` or ``kind.prioritized`` instead of guessing from the
+name (the alias ``strads`` is priority + dependency and behaves exactly like it).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from ..errors import ConfigError
 from .base import Schedule
@@ -8,31 +15,47 @@ from .basic import Cyclic, Shotgun
 from .dependency import ColumnCorrelation, DependencyAware
 from .priority import Priority
 
-SCHEDULES = ("cyclic", "random", "priority", "dependency", "priority-dependency")
+
+@dataclass(frozen=True)
+class ScheduleKind:
+    name: str
+    needs_columns: bool  # the dependency check reads the data's columns
+    prioritized: bool  # draws by (recent change)^2 + eta: checks can adapt to its active set
+    description: str
+
+
+KINDS = {
+    "cyclic": ScheduleKind("cyclic", False, False, "variables 0..d-1 in order"),
+    "random": ScheduleKind("random", False, False, "uniform without replacement (Shotgun)"),
+    "priority": ScheduleKind("priority", False, True, "STRADS priority: change^2 + eta"),
+    "dependency": ScheduleKind("dependency", True, False,
+                               "random, never two correlated variables together"),
+    "priority-dependency": ScheduleKind("priority-dependency", True, True,
+                                        "STRADS: priority + dependency check"),
+}
+SCHEDULES = tuple(KINDS)
 ALIASES = {"shotgun": "random", "round-robin": "cyclic", "priority+dependency":
            "priority-dependency", "strads": "priority-dependency"}
+
+
+def schedule_kind(name: str) -> ScheduleKind:
+    """The kind of a schedule name or alias; a clear error for unknown names."""
+    key = ALIASES.get(name, name)
+    if key not in KINDS:
+        raise ConfigError(f"unknown schedule {name!r}; choose one of {SCHEDULES} "
+                          f"(aliases: {', '.join(ALIASES)})", param="schedule")
+    return KINDS[key]
 
 
 def make_schedule(name: str, parallel: int = 1, *, columns: ColumnCorrelation | None = None,
                   threshold: float = 0.3, eta: float = 1e-6,
                   eta_relative: float | None = None) -> Schedule:
-    """A built-in schedule: ``cyclic``, ``random`` (Shotgun), ``priority``, ``dependency``
-    (random + correlation filter), ``priority-dependency`` (STRADS). The dependency-aware
-    ones need ``columns`` (a :class:`ColumnCorrelation` of the data). ``eta_relative``: see
+    """A built-in schedule by name (see :data:`KINDS`). The dependency-aware ones need
+    ``columns`` (a :class:`ColumnCorrelation` of the data). ``eta_relative``: see
     :class:`Priority`."""
-    key = ALIASES.get(name, name)
-    if key == "cyclic":
-        return Cyclic(parallel)
-    if key == "random":
-        return Shotgun(parallel)
-    if key == "priority":
-        return Priority(parallel, eta=eta, eta_relative=eta_relative)
-    if key in ("dependency", "priority-dependency"):
-        if columns is None:
-            raise ConfigError(f"schedule {name!r} needs the data columns for its dependency check")
-        if key == "priority-dependency":
-            base = Priority(parallel, eta=eta, eta_relative=eta_relative)
-        else:
-            base = Shotgun(parallel)
-        return DependencyAware(base, columns, threshold=threshold)
-    raise ConfigError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+    kind = schedule_kind(name)
+    if kind.needs_columns and columns is None:
+        raise ConfigError(f"schedule {name!r} needs the data columns for its dependency check")
+    base = (Priority(parallel, eta=eta, eta_relative=eta_relative) if kind.prioritized
+            else Cyclic(parallel) if kind.name == "cyclic" else Shotgun(parallel))
+    return DependencyAware(base, columns, threshold=threshold) if kind.needs_columns else base

@@ -9,6 +9,9 @@ sparse data centring is implicit, see :mod:`stalesync.kernels.lasso`).
 * ``pull(plan, partials)``: sum over shards, then the soft-threshold update of each
   ``b_j`` (compiled), returning ``delta_j``;
 * ``sync(shard, plan, deltas)``: ``s -= delta_j X_j`` for the shard's rows (compiled).
+
+``push``/``sync`` live in :class:`LassoProgram` (what a worker runs), ``pull`` in
+:class:`LassoApp` (the driver, which owns the coefficients).
 """
 
 from __future__ import annotations
@@ -116,14 +119,9 @@ def make_shards(prep: Prepared, parts: int, coef: np.ndarray) -> list[LassoShard
     return [LassoShard(prep.X[rows[0] : rows[-1] + 1], prep.y[rows], coef) for rows in chunks]
 
 
-class LassoApp:
-    """The Lasso push/pull/sync; owns the coefficient vector (the model)."""
-
-    def __init__(self, prep: Prepared, alpha: float, coef: np.ndarray) -> None:
-        self.prep = prep
-        self.alpha = float(alpha)
-        self.coef = np.array(coef, dtype=np.float64)
-        self.threshold = prep.n * self.alpha
+class LassoProgram:
+    """What runs on the workers: ``push``/``sync`` over a :class:`LassoShard` (stateless,
+    so it is all a remote worker receives besides its shards)."""
 
     def push(self, shard: LassoShard, cols: np.ndarray) -> np.ndarray:
         out = np.empty(cols.size + 1)
@@ -133,13 +131,6 @@ class LassoApp:
             k.push_dense(shard.x, shard.s, cols, out)
         out[-1] = shard.ssum
         return out
-
-    def pull(self, plan: Plan, partials: list[np.ndarray]) -> np.ndarray:
-        total = partials[0] if len(partials) == 1 else np.sum(partials, axis=0)
-        deltas = np.empty(plan.size)
-        k.soft_threshold_update(self.coef, self.prep.norm2, self.prep.mu, plan.variables,
-                                total[:-1], total[-1], self.threshold, deltas)
-        return deltas
 
     def sync_push(self, shard: LassoShard, plan: Plan, deltas: np.ndarray,
                   cols: np.ndarray) -> np.ndarray:
@@ -159,6 +150,43 @@ class LassoApp:
                                      plan.variables, deltas)
         else:
             shard.ssum += k.sync_dense(shard.x, shard.s, plan.variables, deltas)
+
+    def state(self, shard: LassoShard) -> dict[str, np.ndarray]:
+        return {"s": shard.s.copy(), "ssum": np.array([shard.ssum])}
+
+    def load_state(self, shard: LassoShard, state: dict[str, np.ndarray]) -> None:
+        shard.s = np.array(state["s"], dtype=np.float64)
+        shard.ssum = float(state["ssum"][0])
+
+
+class LassoApp:
+    """The Lasso ``pull`` (the soft-threshold update); owns the coefficient vector."""
+
+    program = LassoProgram()
+
+    def __init__(self, prep: Prepared, alpha: float, coef: np.ndarray) -> None:
+        self.prep = prep
+        self.alpha = float(alpha)
+        self.coef = np.array(coef, dtype=np.float64)
+        self.threshold = prep.n * self.alpha
+
+    def pull(self, plan: Plan, partials: list[np.ndarray]) -> np.ndarray:
+        total = partials[0] if len(partials) == 1 else np.sum(partials, axis=0)
+        deltas = np.empty(plan.size)
+        k.soft_threshold_update(self.coef, self.prep.norm2, self.prep.mu, plan.variables,
+                                total[:-1], total[-1], self.threshold, deltas)
+        return deltas
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"coef": self.coef.copy()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        if state["coef"].shape != self.coef.shape:
+            from ...snapshot import SnapshotError
+
+            raise SnapshotError(f"the snapshot's model has {state['coef'].size} coefficients, "
+                                f"this problem has {self.coef.size}")
+        self.coef[:] = state["coef"]
 
 
 @dataclass

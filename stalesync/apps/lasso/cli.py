@@ -4,149 +4,113 @@ synthetic correlated data, on the model-parallel scheduler."""
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import numpy as np
 
-from ...cli import write_outputs
-from ...errors import ConfigError
-from ...faults import Stragglers
-from ...metrics import build_run_record
-from ...scheduler import SCHEDULES
-from .estimator import Lasso, alpha_max
+from ..command import AppCommand, Flags
 
 
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "lasso", help="Lasso by coordinate descent on the STRADS-style scheduler",
-        description="Fit min 1/(2n)||y - Xb||^2 + alpha||b||_1 with scheduled parallel "
-        "coordinate descent (priority + dependency-aware by default).",
-    )
-    p.add_argument("--data", required=True,
-                   help="a libsvm/svmlight or CSV file, 'clothing' (review rating from bag of "
-                   "words) or 'synthetic' (correlated features, SSP-paper style)")
-    p.add_argument("--format", default="auto", choices=["auto", "svmlight", "libsvm", "csv"])
-    p.add_argument("--target", default="-1", help="CSV label column: name or index (-1)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--alpha", type=float, default=None, help="L1 strength")
-    g.add_argument("--alpha-ratio", type=float, default=0.05,
-                   help="alpha as a fraction of alpha_max, the smallest all-zero alpha "
-                   "(default 0.05)")
-    p.add_argument("--schedule", default="priority-dependency", choices=SCHEDULES)
-    p.add_argument("--parallel", type=int, default=8, help="coordinates updated per round (P)")
-    p.add_argument("--threshold", type=float, default=0.3,
-                   help="dependency check: max |corr| of two columns in one round")
-    p.add_argument("--eta", type=float, default=None, help="priority floor (default: scaled)")
-    p.add_argument("--tol", type=float, default=1e-4, help="duality gap / ||y||^2 to stop at")
-    p.add_argument("--max-iter", type=int, default=1000,
-                   help="max epochs (d coordinate updates each)")
-    p.add_argument("--no-intercept", action="store_true")
-    p.add_argument("--samples", type=int, default=500, help="synthetic: samples")
-    p.add_argument("--features", type=int, default=10_000, help="synthetic: features")
-    p.add_argument("--save", default=None, help="save the model (npz + JSON) here")
-    j = p.add_argument_group("scheduler")
-    j.add_argument("--workers", type=int, default=2)
-    j.add_argument("--chunks", type=int, default=2,
-                   help="data shards per worker; idle workers take others' shards")
-    j.add_argument("--stragglers", default=None,
-                   help="inject stragglers: 'worker:factor,...' and/or 'p=prob:seconds'")
-    j.add_argument("--seed", type=int, default=0)
-    j.add_argument("--metrics-out", default=None, help="write the run record (JSON) here")
-    j.add_argument("--plot", default=None, help="draw objective vs time (PNG)")
-    j.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=main)
+class LassoCommand(AppCommand):
+    name = "lasso"
+    help = "Lasso by coordinate descent on the STRADS-style scheduler"
+    description = ("Fit min 1/(2n)||y - Xb||^2 + alpha||b||_1 with scheduled parallel "
+                   "coordinate descent (priority + dependency-aware by default). "
+                   "--snapshot-every counts scheduler rounds.")
+    epochs_default = 1000
+    epochs_help = "at most this many epochs (d coordinate updates each)"
+    data_help = ("a libsvm/svmlight or CSV file, 'clothing' (review rating from bag of "
+                 "words) or 'synthetic' (correlated features, SSP-paper style)")
+
+    def add_data_arguments(self, flags: Flags) -> None:
+        flags.add("data", "--data", required=True, help=self.data_help)
+        flags.add("data", "--format", default="auto",
+                  choices=["auto", "svmlight", "libsvm", "csv"])
+        flags.add("data", "--target", default="-1", help="CSV label column: name or index")
+        flags.add("data", "--samples", type=int, default=500, help="synthetic: samples")
+        flags.add("data", "--features", type=int, default=10_000, help="synthetic: features")
+
+    def add_model_arguments(self, flags: Flags) -> None:
+        from ...scheduler import SCHEDULES
+
+        g = flags.groups["model"]
+        alpha = g.add_mutually_exclusive_group()
+        alpha.add_argument("--alpha", type=float, default=None, help="L1 strength")
+        alpha.add_argument("--alpha-ratio", type=float, default=0.05,
+                           help="alpha as a fraction of alpha_max, the smallest all-zero alpha")
+        flags.flag_of.update(alpha="--alpha", alpha_ratio="--alpha-ratio")
+        flags.add("model", "--no-intercept", dest="fit_intercept", action="store_false")
+        flags.add("model", "--tol", type=float, default=1e-4,
+                  help="stop at duality gap / ||y||^2 below this")
+        flags.add("parallelism", "--schedule", default="priority-dependency",
+                  choices=SCHEDULES)
+        flags.add("parallelism", "--parallel", type=int, default=8,
+                  help="coordinates updated per round (P)")
+        flags.add("parallelism", "--threshold", type=float, default=0.3,
+                  help="dependency check: max |corr| of two columns in one round")
+        flags.add("parallelism", "--eta", type=float, default=None,
+                  help="priority floor (default: scaled to the data)")
+        flags.add("parallelism", "--chunks", type=int, default=2,
+                  help="data shards per worker; idle workers take others' shards")
+
+    def make_estimator(self, args: argparse.Namespace) -> Any:
+        from .estimator import Lasso
+
+        return Lasso(alpha=1.0 if args.alpha is None else args.alpha,
+                     fit_intercept=args.fit_intercept, schedule=args.schedule,
+                     parallel=args.parallel, workers=args.workers, tol=args.tol,
+                     max_iter=args.epochs, threshold=args.threshold, eta=args.eta,
+                     chunks=args.chunks, seed=args.seed)
+
+    def check_args(self, args: argparse.Namespace) -> None:
+        from ..base import check_float, check_int
+
+        if args.alpha is None:
+            check_float(args.alpha_ratio, "alpha_ratio", 0, low_open=True)
+        check_int(args.samples, "samples", 2)
+        check_int(args.features, "features", 1)
+        if args.test_fraction or args.test:
+            from ...errors import ConfigError
+
+            raise ConfigError("lasso reports the training objective; it takes no test set",
+                              param="test")
+
+    def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
+        if args.data == "clothing":
+            from ...data.clothing import clothing_bow
+
+            X, reviews, _ = clothing_bow()
+            return (X, reviews.rating.astype(np.float64)), None
+        if args.data == "synthetic":
+            from .synthetic import make_correlated_lasso
+
+            X, y, _ = make_correlated_lasso(args.samples, args.features, seed=args.seed)
+            return (X, y), None
+        from ...data.tabular import load_table
+
+        return load_table(args.data, args.format, args.target), None
+
+    def fit(self, estimator: Any, train: Any, test: Any, run: Any,
+            args: argparse.Namespace) -> None:
+        from .estimator import alpha_max
+
+        X, y = train
+        if args.alpha is None:
+            estimator.set_params(
+                alpha=args.alpha_ratio * alpha_max(X, y, estimator.fit_intercept))
+        estimator.fit(X, y, run=run)
+
+    def summarize(self, model: Any, train: Any, test: Any,
+                  args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+        X, y = train
+        r2 = model.score(X, y)
+        f = model.run_record_["final"]
+        return [f"lasso: alpha={model.alpha:.6g} objective={model.objective_:.8g} "
+                f"gap={model.dual_gap_:.3g} nnz={f['nnz']} R2(train)={r2:.4f} "
+                f"updates={model.n_updates_} rounds/s={f['rounds_per_s']:.0f} "
+                f"converged={model.converged_} "
+                f"wall={model.run_record_['wall_time_s']:.2f}s"], {"train_r2": r2,
+                                                                   "data": args.data}
 
 
-def load_data(args: argparse.Namespace):
-    if args.data == "clothing":
-        from ...data.clothing import clothing_bow
-
-        X, reviews, _ = clothing_bow()
-        return X, reviews.rating.astype(np.float64)
-    if args.data == "synthetic":
-        from .synthetic import make_correlated_lasso
-
-        X, y, _ = make_correlated_lasso(args.samples, args.features, seed=args.seed)
-        return X, y
-    from ...data.tabular import load_table
-
-    return load_table(args.data, args.format, args.target)
-
-
-def main(args: argparse.Namespace) -> int:
-    X, y = load_data(args)
-    if args.alpha is None and not args.alpha_ratio > 0:
-        raise ConfigError(f"--alpha-ratio must be > 0, got {args.alpha_ratio}")
-    alpha = args.alpha if args.alpha is not None else (
-        args.alpha_ratio * alpha_max(X, y, not args.no_intercept))
-    model = Lasso(alpha=alpha, fit_intercept=not args.no_intercept, schedule=args.schedule,
-                  parallel=args.parallel, workers=args.workers, tol=args.tol,
-                  max_iter=args.max_iter, threshold=args.threshold, eta=args.eta,
-                  chunks=args.chunks, seed=args.seed)
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="lasso", unit="check", dynamic_ncols=True)
-
-    def on_check(entry: dict[str, Any]) -> None:
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(objective=f"{entry['objective']:.6g}", gap=f"{entry['gap']:.2e}",
-                            nnz=entry["nnz"], updates=entry["updates"])
-
-    start = time.perf_counter()
-    try:
-        model.fit(X, y, stragglers=Stragglers.parse(args.stragglers, args.seed),
-                  on_check=on_check)
-    finally:
-        if bar is not None:
-            bar.close()
-    wall = time.perf_counter() - start
-    record = run_record(model, args, alpha, wall, X.shape)
-    print(f"lasso: alpha={alpha:.6g} objective={model.objective_:.8g} "
-          f"gap={model.dual_gap_:.3g} nnz={int(np.count_nonzero(model.coef_))} "
-          f"R2={model.score(X, y):.4f} updates={model.n_updates_} "
-          f"converged={model.converged_} wall={wall:.2f}s")
-    write_outputs(record, args)
-    if args.save:
-        model.save(args.save)
-    return 0
-
-
-def run_record(model: Lasso, args: argparse.Namespace, alpha: float, wall: float,
-               shape: tuple[int, int]) -> dict[str, Any]:
-    """The core run record (scheduler rounds are synchronous: BSP, staleness 0); one record
-    per worker per convergence check."""
-    result = model.result_
-    records = []
-    prev_busy = np.zeros(args.workers)
-    prev_wait = np.zeros(args.workers)
-    for h in result.history:
-        busy, wait = np.asarray(h["busy_s"]), np.asarray(h["wait_s"])
-        for w in range(args.workers):
-            records.append({"iteration": h["check"], "worker": w, "time_s": h["time_s"],
-                            "duration_s": float(busy[w] - prev_busy[w]),
-                            "wait_s": float(wait[w] - prev_wait[w]),
-                            "objective": h["objective"]})
-        prev_busy, prev_wait = busy, wait
-    record = build_run_record(app="lasso", runtime="embedded", consistency="bsp", staleness=0,
-                              workers=args.workers, iterations=len(result.history),
-                              wall_time_s=wall, metrics=[])
-    record["records"] = records
-    record["wait_s"] = float(sum(result.worker_wait_s))
-    record["bytes_sent"] = int(result.history[-1]["bytes"]) if result.history else 0
-    record["objective_name"] = "Lasso objective"
-    record["final"] = {
-        "data": args.data, "n_samples": int(shape[0]), "n_features": int(shape[1]),
-        "alpha": alpha, "schedule": args.schedule, "parallel": args.parallel,
-        "parallel_final": result.parallel, "objective": result.objective,
-        "duality_gap": result.gap, "converged": result.converged,
-        "nnz": int(np.count_nonzero(result.coef)), "updates": result.updates,
-        "rounds": result.rounds, "checks": result.checks,
-        "worker_busy_s": result.worker_busy_s, "worker_shards": result.worker_shards,
-        "history": [{k: h[k] for k in ("updates", "time_s", "objective", "gap", "nnz")}
-                    for h in result.history],
-    }
-    return record
+COMMAND = LassoCommand()

@@ -2,58 +2,90 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
+from sklearn.base import RegressorMixin
+from sklearn.utils import check_array, check_X_y
+from sklearn.utils.validation import validate_data
 
-from ...errors import ConfigError, DataFormatError
-from ...faults import Stragglers
-from ...metrics import atomic_write_bytes
-from ...scheduler import SCHEDULES
-from ...scheduler.registry import ALIASES
+from ...errors import ConfigError
+from ...metrics import build_run_record
+from ...scheduler.registry import schedule_kind
+from ..base import RunConfig, StalesyncEstimator, check_float, check_int
+from ..progress import Progress
 from .app import prepare
 from .solver import SolveResult, SolverOptions, solve
-
-PARAMS = ("alpha", "fit_intercept", "schedule", "parallel", "workers", "tol", "max_iter",
-          "threshold", "eta", "chunks", "warm_start", "safeguard", "seed")
 
 
 def check_data(X, y=None) -> tuple[Any, np.ndarray | None]:
     """Validate X (dense or scipy sparse, 2-D, finite) and y (1-D, same length, finite)."""
-    if sp.issparse(X):
-        X = sp.csc_matrix(X, dtype=np.float64)
-        values = X.data
-    else:
-        try:
-            X = np.asarray(X, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"X must be numeric: {exc}") from None
-        values = X
-    if X.ndim != 2:
-        raise ConfigError(f"X must be 2-D (samples x features), got shape {X.shape}")
-    if X.shape[0] < 2 or X.shape[1] < 1:
-        raise ConfigError(f"X needs at least 2 samples and 1 feature, got shape {X.shape}")
-    if not np.all(np.isfinite(values)):
-        raise ConfigError("X contains NaN or infinite values")
     if y is None:
-        return X, None
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y.ravel()
-    if y.ndim != 1:
-        raise ConfigError(f"y must be 1-D, got shape {y.shape}")
-    if y.shape[0] != X.shape[0]:
-        raise ConfigError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
-    if not np.all(np.isfinite(y)):
-        raise ConfigError("y contains NaN or infinite values")
-    return X, y
+        return check_array(X, accept_sparse="csc", dtype=np.float64), None
+    return check_X_y(X, y, accept_sparse="csc", dtype=np.float64, y_numeric=True)
 
 
-class Lasso:
+class ScheduledLinearModel(StalesyncEstimator):
+    """What Lasso and L1 logistic regression share: the scheduler's parameters, input
+    checks, the solver options and the run record of a solve."""
+
+    _fitted_attributes = ("coef_", "intercept_", "n_features_in_")
+    _model_arrays = ("coef_",)
+    _model_info = ("intercept_", "n_features_in_")
+    _app_name = "lasso"
+    _objective_name = "objective"
+
+    def _check_params(self) -> None:
+        check_float(self.alpha, "alpha", 0)
+        schedule_kind(self.schedule)
+        for key in ("parallel", "workers", "max_iter", "chunks"):
+            check_int(getattr(self, key), key, 1)
+        check_float(self.tol, "tol", 0, low_open=True)
+        check_float(self.threshold, "threshold", 0, 1, high_open=True)
+        check_int(self.seed, "seed", 0)
+
+    def _options(self, run: RunConfig, check_every: int | None = None,
+                 max_seconds: float | None = None) -> SolverOptions:
+        return SolverOptions(
+            schedule=self.schedule, parallel=self.parallel, workers=self.workers, tol=self.tol,
+            max_iter=self.max_iter, threshold=self.threshold,
+            eta=getattr(self, "eta", None), chunks=self.chunks, check_every=check_every,
+            safeguard=getattr(self, "safeguard", True), seed=self.seed,
+            max_seconds=max_seconds, run=run,
+        )
+
+    def _record(self, run: RunConfig, history: list[dict[str, Any]], wall: float,
+                rounds: int, updates: int, d: int, recoveries: dict[str, Any],
+                final: dict[str, Any]) -> dict[str, Any]:
+        """The run record of a solve: one record per worker per convergence check."""
+        records = []
+        prev_busy = np.zeros(self.workers)
+        prev_wait = np.zeros(self.workers)
+        for h in history:
+            busy = np.asarray(h.get("busy_s", prev_busy))
+            wait = np.asarray(h.get("wait_s", prev_wait))
+            for w in range(self.workers):
+                records.append({"iteration": h["check"], "worker": w, "time_s": h["time_s"],
+                                "duration_s": float(busy[w] - prev_busy[w]),
+                                "wait_s": float(wait[w] - prev_wait[w]),
+                                "bytes_sent": 0, "objective": h["objective"]})
+            prev_busy, prev_wait = busy, wait
+        record = build_run_record(
+            app=self._app_name, strategy="scheduled", runtime=run.runtime, consistency="bsp",
+            staleness=0, workers=self.workers, clocks=rounds, epochs=updates / max(d, 1),
+            wall_time_s=wall, metrics=[], final=final, extra=recoveries)
+        record["records"] = records
+        record["wait_s"] = float(sum(r["wait_s"] for r in records))
+        record["bytes_sent"] = int(history[-1].get("bytes", 0)) if history else 0
+        record["objective_name"] = self._objective_name
+        return record
+
+    def _after_load(self) -> None:
+        self.intercept_ = float(self.intercept_)
+        self.n_features_in_ = int(self.n_features_in_)
+
+
+class Lasso(RegressorMixin, ScheduledLinearModel):
     """L1-regularised least squares, ``min 1/(2n)||y - Xb - b0||^2 + alpha ||b||_1``.
 
     Solved by coordinate descent on the model-parallel scheduler: each round the schedule
@@ -61,12 +93,16 @@ class Lasso:
     ``workers`` compute their partial gradients over their samples (``push``) and the
     soft-threshold update is applied to the sum (``pull``). Stops when the duality gap is
     ``<= tol * ||y - mean(y)||^2`` (scikit-learn's criterion) or after ``max_iter`` epochs
-    (an epoch is d coordinate updates).
+    (an epoch is d coordinate updates). Where the solve runs (Ray, snapshots every k rounds,
+    resume, stragglers, progress) is ``fit(X, y, run=RunConfig(...))``.
 
     Attributes after ``fit``: ``coef_``, ``intercept_``, ``n_iter_`` (epochs, rounded up),
     ``dual_gap_``, ``objective_``, ``n_updates_``, ``converged_``, ``history_`` (objective
-    and gap at every check), ``result_`` (the full :class:`SolveResult`).
+    and gap at every check), ``result_`` (the full :class:`SolveResult`), ``run_record_``.
     """
+
+    _app_name = "lasso"
+    _objective_name = "Lasso objective"
 
     def __init__(self, alpha: float = 1.0, *, fit_intercept: bool = True,
                  schedule: str = "priority-dependency", parallel: int = 8, workers: int = 1,
@@ -87,56 +123,56 @@ class Lasso:
         self.safeguard = safeguard
         self.seed = seed
 
-    # -- scikit-learn protocol -------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {p: getattr(self, p) for p in PARAMS}
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.eta is not None:
+            check_float(self.eta, "eta", 0, low_open=True)
 
-    def set_params(self, **params: Any) -> Lasso:
-        for key, value in params.items():
-            if key not in PARAMS:
-                raise ConfigError(f"Lasso has no parameter {key!r}; valid: {PARAMS}")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        return f"Lasso(alpha={self.alpha!r}, schedule={self.schedule!r}, workers={self.workers})"
-
-    def _validate_params(self) -> None:
-        if not (isinstance(self.alpha, int | float) and self.alpha >= 0):
-            raise ConfigError(f"alpha must be a number >= 0, got {self.alpha!r}")
-        name = ALIASES.get(self.schedule, self.schedule)
-        if name not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
-        for key in ("parallel", "workers", "max_iter", "chunks"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key} must be a positive int, got {value!r}")
-        if not self.tol > 0:
-            raise ConfigError(f"tol must be > 0, got {self.tol!r}")
-
-    def fit(self, X, y, *, stragglers: Stragglers | None = None, on_check=None,
+    def fit(self, X, y, *, run: RunConfig | dict | None = None, on_check=None,
             check_every: int | None = None, max_seconds: float | None = None) -> Lasso:
         """Fit on X (n x d, dense or sparse) and y (n,). ``on_check(entry)`` is called at
-        every convergence check (for progress bars)."""
-        self._validate_params()
-        X, y = check_data(X, y)
+        every convergence check."""
+        self._check_params()
+        run = RunConfig.coerce(run)
+        X, y = validate_data(self, X, y, accept_sparse="csc", dtype=np.float64,
+                             y_numeric=True)
         prep = prepare(X, y, self.fit_intercept)
         init = None
         if self.warm_start and getattr(self, "coef_", None) is not None:
             if self.coef_.shape != (prep.d,):
                 raise ConfigError(
-                    f"warm start: coef_ has {self.coef_.shape[0]} features, X has {prep.d}"
-                )
+                    f"warm start: coef_ has {self.coef_.shape[0]} features, X has {prep.d}")
             init = self.coef_
-        opts = SolverOptions(
-            schedule=self.schedule, parallel=self.parallel, workers=self.workers, tol=self.tol,
-            max_iter=self.max_iter, threshold=self.threshold, eta=self.eta, chunks=self.chunks,
-            check_every=check_every, safeguard=self.safeguard, stragglers=stragglers,
-            seed=self.seed, max_seconds=max_seconds,
-        )
-        result = solve(prep, self.alpha, init, opts, on_check=on_check)
+        progress = Progress(desc="lasso", epochs=self.max_iter, enabled=run.progress,
+                            objective="objective", unit="epoch")
+
+        def checked(entry: dict[str, Any]) -> None:
+            progress.advance(entry["updates"] / max(prep.d, 1), entry["objective"],
+                             gap=f"{entry['gap']:.2e}", nnz=entry["nnz"])
+            if on_check is not None:
+                on_check(entry)
+
+        with progress:
+            result = solve(prep, self.alpha, init, self._options(run, check_every, max_seconds),
+                           on_check=checked)
         self._set_result(result, prep.x_mean, prep.y_mean)
+        self.run_record_ = self._record(
+            run, result.history, result.wall_s, result.rounds, result.updates, prep.d,
+            result.recoveries, {
+                "n_samples": prep.n, "n_features": prep.d, "alpha": self.alpha,
+                "schedule": self.schedule, "parallel": self.parallel,
+                "parallel_final": result.parallel, "objective": result.objective,
+                "duality_gap": result.gap, "converged": result.converged,
+                "nnz": int(np.count_nonzero(result.coef)), "updates": result.updates,
+                "rounds": result.rounds,
+                "rounds_per_s": result.rounds / max(result.wall_s, 1e-12),
+                "checks": result.checks, "worker_busy_s": result.worker_busy_s,
+                "worker_shards": result.worker_shards})
         return self
 
     def _set_result(self, result: SolveResult, x_mean: np.ndarray, y_mean: float) -> None:
@@ -150,53 +186,11 @@ class Lasso:
         self.n_updates_ = result.updates
         self.converged_ = result.converged
         self.history_ = result.history
-        self.n_features_in_ = int(result.coef.size)
-
-    def _check_fitted(self) -> None:
-        if getattr(self, "coef_", None) is None:
-            raise ConfigError("this Lasso is not fitted yet; call fit(X, y) first")
 
     def predict(self, X) -> np.ndarray:
         self._check_fitted()
-        X, _ = check_data(X)
-        if X.shape[1] != self.coef_.size:
-            raise ConfigError(f"X has {X.shape[1]} features, the model was fitted on "
-                              f"{self.coef_.size}")
+        X = validate_data(self, X, reset=False, accept_sparse="csc", dtype=np.float64)
         return np.asarray(X @ self.coef_).ravel() + self.intercept_
-
-    def score(self, X, y) -> float:
-        """Coefficient of determination R^2 on (X, y)."""
-        X, y = check_data(X, y)
-        resid = y - self.predict(X)
-        total = float(((y - y.mean()) ** 2).sum())
-        return 1.0 - float(resid @ resid) / total if total > 0 else 0.0
-
-    # -- persistence: npz + JSON, atomic -------------------------------------------------
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model as ``path`` (npz: coef) and ``path.json`` (params)."""
-        self._check_fitted()
-        import io
-
-        buf = io.BytesIO()
-        np.savez(buf, coef=self.coef_, intercept=np.array([self.intercept_]))
-        atomic_write_bytes(path, buf.getvalue())
-        meta = {"model": "stalesync.Lasso", "params": self.get_params()}
-        atomic_write_bytes(f"{path}.json", json.dumps(meta, indent=1).encode())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Lasso:
-        meta_path = Path(f"{path}.json")
-        try:
-            meta = json.loads(meta_path.read_text())
-            with np.load(path, allow_pickle=False) as z:
-                coef, intercept = z["coef"], float(z["intercept"][0])
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataFormatError(f"{path}: not a saved stalesync Lasso ({exc})") from None
-        model = cls(**meta["params"])
-        model.coef_, model.intercept_ = coef, intercept
-        model.n_features_in_ = int(coef.size)
-        return model
 
 
 def alpha_max(X, y, fit_intercept: bool = True) -> float:

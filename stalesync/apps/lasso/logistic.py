@@ -13,17 +13,23 @@ priority refresh at checks as :mod:`.solver` apply.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import expit
+from sklearn.base import ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import validate_data
 
 from ...errors import ConfigError
 from ...kernels import lasso as k
-from ...scheduler import ColumnCorrelation, Driver, Plan, balanced_chunks, make_schedule
-from .estimator import check_data
-from .solver import SolverOptions
+from ...scheduler import ColumnCorrelation, Plan, balanced_chunks, make_schedule
+from ...scheduler.registry import schedule_kind
+from ..base import RunConfig
+from .estimator import ScheduledLinearModel
+from .solver import SolverOptions, open_driver
 
 
 class LogitShard:
@@ -54,20 +60,11 @@ class LogitShard:
         return np.append(self.grads(all_cols), k.logistic_loss(self.margin, self.y))
 
 
-class LogitApp:
-    """push / pull / sync of L1 logistic regression; owns the coefficients."""
-
-    def __init__(self, bound: np.ndarray, penalty: np.ndarray, coef: np.ndarray) -> None:
-        self.bound, self.penalty, self.coef = bound, penalty, coef
+class LogitProgram:
+    """What runs on the workers: partial gradients and margin updates of a shard."""
 
     def push(self, shard: LogitShard, cols: np.ndarray) -> np.ndarray:
         return shard.grads(cols)
-
-    def pull(self, plan: Plan, partials: list[np.ndarray]) -> np.ndarray:
-        grads = partials[0] if len(partials) == 1 else np.sum(partials, axis=0)
-        deltas = np.empty(plan.size)
-        k.prox_step(self.coef, self.bound, self.penalty, plan.variables, grads, deltas)
-        return deltas
 
     def sync(self, shard: LogitShard, plan: Plan, deltas: np.ndarray) -> None:
         if shard.sparse:
@@ -75,6 +72,33 @@ class LogitApp:
                               plan.variables, deltas)
         else:
             k.margin_sync_dense(shard.x, shard.margin, plan.variables, deltas)
+
+    def state(self, shard: LogitShard) -> dict[str, np.ndarray]:
+        return {"margin": shard.margin.copy()}
+
+    def load_state(self, shard: LogitShard, state: dict[str, np.ndarray]) -> None:
+        shard.margin = np.array(state["margin"], dtype=np.float64)
+
+
+class LogitApp:
+    """The proximal coordinate step (``pull``); owns the coefficients."""
+
+    program = LogitProgram()
+
+    def __init__(self, bound: np.ndarray, penalty: np.ndarray, coef: np.ndarray) -> None:
+        self.bound, self.penalty, self.coef = bound, penalty, coef
+
+    def pull(self, plan: Plan, partials: list[np.ndarray]) -> np.ndarray:
+        grads = partials[0] if len(partials) == 1 else np.sum(partials, axis=0)
+        deltas = np.empty(plan.size)
+        k.prox_step(self.coef, self.bound, self.penalty, plan.variables, grads, deltas)
+        return deltas
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"coef": self.coef.copy()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.coef[:] = state["coef"]
 
 
 @dataclass
@@ -85,6 +109,8 @@ class LogitResult:
     converged: bool
     updates: int
     history: list[dict[str, Any]]
+    rounds: int = 0
+    recoveries: dict[str, Any] = field(default_factory=dict)
 
 
 def _augment(X, fit_intercept: bool):
@@ -125,14 +151,13 @@ def solve_logistic(X, y: np.ndarray, alpha: float, fit_intercept: bool,
         a, b = rows[0], rows[-1] + 1
         shards.append(LogitShard(csr[a:b].tocsc() if csr is not None else Xa[a:b], y[a:b]))
     columns = None
-    if "depend" in opts.schedule:
+    if schedule_kind(opts.schedule).needs_columns:
         columns = ColumnCorrelation(Xa, center=True)
     all_cols = np.arange(d, dtype=np.int64)
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     parallel = opts.parallel
-    with Driver(app, shards, workers=opts.workers, pipeline=opts.pipeline,
-                stragglers=opts.stragglers, seed=opts.seed) as drv:
+    with open_driver(app, shards, opts) as drv:
 
         def use(p: int) -> None:
             drv.set_schedule(make_schedule(opts.schedule, p, columns=columns,
@@ -168,71 +193,79 @@ def solve_logistic(X, y: np.ndarray, alpha: float, fit_intercept: bool,
                 use(parallel)
                 objective, violation = check()
             saved[:] = coef
+        rounds, recoveries = drv.stats.rounds, drv.recovery.record()
     return LogitResult(coef.copy(), objective, violation, violation <= opts.tol * scale,
-                       drv.stats.updates, history)
+                       drv.stats.updates, history, rounds, recoveries)
 
 
-class LogisticL1:
+class LogisticL1(ClassifierMixin, ScheduledLinearModel):
     """Binary L1-regularised logistic regression on the scheduler (scikit-learn style).
 
-    ``alpha`` relates to scikit-learn's ``C`` by ``C = 1 / (n_samples * alpha)``.
+    ``min_b (1/n) sum_i log(1 + exp(-y_i (x_i b + b0))) + alpha ||b||_1``; ``alpha`` relates
+    to scikit-learn's ``C`` by ``C = 1 / (n_samples * alpha)``. Same schedules, workers and
+    run settings (``fit(X, y, run=RunConfig(...))``) as :class:`Lasso`.
     """
+
+    _fitted_attributes = ("coef_", "intercept_", "classes_", "n_features_in_")
+    _model_arrays = ("coef_", "classes_")
+    _app_name = "logistic-l1"
+    _objective_name = "L1 logistic objective"
 
     def __init__(self, alpha: float = 0.01, *, fit_intercept: bool = True,
                  schedule: str = "priority-dependency", parallel: int = 8, workers: int = 1,
                  tol: float = 1e-4, max_iter: int = 1000, threshold: float = 0.3,
                  chunks: int = 2, seed: int = 0) -> None:
-        self.alpha, self.fit_intercept, self.schedule = alpha, fit_intercept, schedule
-        self.parallel, self.workers, self.tol, self.max_iter = parallel, workers, tol, max_iter
-        self.threshold, self.chunks, self.seed = threshold, chunks, seed
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.schedule = schedule
+        self.parallel = parallel
+        self.workers = workers
+        self.tol = tol
+        self.max_iter = max_iter
+        self.threshold = threshold
+        self.chunks = chunks
+        self.seed = seed
 
-    _PARAMS = ("alpha", "fit_intercept", "schedule", "parallel", "workers", "tol", "max_iter",
-               "threshold", "chunks", "seed")
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.classifier_tags.multi_class = False
+        return tags
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {p: getattr(self, p) for p in self._PARAMS}
-
-    def set_params(self, **params: Any) -> LogisticL1:
-        for key, value in params.items():
-            if key not in self._PARAMS:
-                raise ConfigError(f"LogisticL1 has no parameter {key!r}")
-            setattr(self, key, value)
-        return self
-
-    def fit(self, X, y) -> LogisticL1:
-        X, y_raw = check_data(X, y)
-        if not self.alpha >= 0:
-            raise ConfigError(f"alpha must be >= 0, got {self.alpha!r}")
+    def fit(self, X, y, *, run: RunConfig | dict | None = None) -> LogisticL1:
+        self._check_params()
+        run = RunConfig.coerce(run)
+        X, y_raw = validate_data(self, X, y, accept_sparse="csc", dtype=np.float64)
+        check_classification_targets(y_raw)
         classes = np.unique(y_raw)
         if classes.size != 2:
-            raise ConfigError(f"LogisticL1 needs exactly 2 classes in y, got {classes.size}")
+            raise ConfigError(f"LogisticL1 needs exactly 2 classes in y, got {classes.size}",
+                              param="y")
         self.classes_ = classes
         ys = np.where(y_raw == classes[1], 1.0, -1.0)
-        opts = SolverOptions(schedule=self.schedule, parallel=self.parallel,
-                             workers=self.workers, tol=self.tol, max_iter=self.max_iter,
-                             threshold=self.threshold, chunks=self.chunks, seed=self.seed)
-        res = solve_logistic(X, ys, float(self.alpha), self.fit_intercept, opts)
+        start = time.perf_counter()
+        res = solve_logistic(X, ys, float(self.alpha), self.fit_intercept, self._options(run))
+        wall = time.perf_counter() - start
         self.coef_ = res.coef[:-1].copy() if self.fit_intercept else res.coef.copy()
         self.intercept_ = float(res.coef[-1]) if self.fit_intercept else 0.0
         self.objective_, self.converged_ = res.objective, res.converged
         self.n_updates_, self.history_ = res.updates, res.history
+        self.run_record_ = self._record(
+            run, [dict(h, check=i) for i, h in enumerate(res.history)], wall, res.rounds,
+            res.updates, X.shape[1], res.recoveries,
+            {"n_samples": X.shape[0], "n_features": X.shape[1], "alpha": self.alpha,
+             "objective": res.objective, "kkt_violation": res.violation,
+             "converged": res.converged, "updates": res.updates, "rounds": res.rounds})
         return self
 
     def decision_function(self, X) -> np.ndarray:
-        if getattr(self, "coef_", None) is None:
-            raise ConfigError("this LogisticL1 is not fitted yet; call fit(X, y) first")
-        X, _ = check_data(X)
-        if X.shape[1] != self.coef_.size:
-            raise ConfigError(f"X has {X.shape[1]} features, the model has {self.coef_.size}")
+        self._check_fitted()
+        X = validate_data(self, X, reset=False, accept_sparse="csc", dtype=np.float64)
         return np.asarray(X @ self.coef_).ravel() + self.intercept_
 
     def predict_proba(self, X) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        p = expit(self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
-
-    def score(self, X, y) -> float:
-        """Accuracy."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
-from ...faults import Stragglers
 from ...scheduler import ColumnCorrelation, Driver, make_schedule
+from ...scheduler.registry import schedule_kind
 from .app import GapReport, LassoApp, Prepared, gap_report, make_shards, predicted_changes
 
 STALL_CHECKS = 50  # stop after this many checks with neither a new low gap nor a lower objective
@@ -45,9 +45,22 @@ class SolverOptions:
     check_every: int | None = None
     safeguard: bool = True
     pipeline: bool = True
-    stragglers: Stragglers | None = None
     seed: int = 0
     max_seconds: float | None = None
+    run: Any = None  # a RunConfig: runtime, stragglers, snapshots, resume
+
+
+def open_driver(app: Any, shards: list[Any], opts: SolverOptions) -> Driver:
+    """The scheduler driver of a solve, on the runtime ``opts.run`` names."""
+    from ..base import RunConfig
+
+    run = RunConfig.coerce(opts.run)
+    job = run.job_options(opts.seed)
+    return Driver(app, shards, workers=opts.workers, pipeline=opts.pipeline,
+                  stragglers=job["stragglers"], seed=opts.seed, runtime=run.runtime,
+                  address=run.address, checkpoint_every=run.snapshot_every,
+                  snapshot_dir=run.snapshot_dir, resume=run.resume,
+                  max_recoveries=run.max_recoveries)
 
 
 @dataclass
@@ -65,6 +78,7 @@ class SolveResult:
     worker_busy_s: list[float] = field(default_factory=list)
     worker_wait_s: list[float] = field(default_factory=list)
     worker_shards: list[int] = field(default_factory=list)
+    recoveries: dict[str, Any] = field(default_factory=dict)
 
 
 def default_eta(prep: Prepared) -> float:
@@ -86,21 +100,20 @@ def solve(prep: Prepared, alpha: float, coef_init: np.ndarray | None, opts: Solv
     app = LassoApp(prep, alpha, coef)
     parts = 1 if opts.workers == 1 else opts.workers * opts.chunks
     shards = make_shards(prep, parts, app.coef)
-    needs_columns = "depend" in opts.schedule or opts.schedule == "strads"
-    if needs_columns and columns is None:
+    kind = schedule_kind(opts.schedule)
+    if kind.needs_columns and columns is None:
         columns = ColumnCorrelation(prep.X, center=prep.sparse and bool(np.any(prep.mu)))
     eta = opts.eta if opts.eta is not None else default_eta(prep)
     eta_relative = None if opts.eta is not None else 1e-6
     tol_abs = opts.tol * float(prep.y @ prep.y)
-    adaptive = opts.check_every is None and "priority" in opts.schedule
+    adaptive = opts.check_every is None and kind.prioritized
     check_every = opts.check_every or d
     all_cols = np.arange(d, dtype=np.int64)
     parallel = opts.parallel
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
 
-    with Driver(app, shards, workers=opts.workers, pipeline=opts.pipeline,
-                stragglers=opts.stragglers, seed=opts.seed) as drv:
+    with open_driver(app, shards, opts) as drv:
 
         def use(p: int) -> None:
             drv.set_schedule(make_schedule(opts.schedule, p, columns=columns,
@@ -156,10 +169,12 @@ def solve(prep: Prepared, alpha: float, coef_init: np.ndarray | None, opts: Solv
             best_gap = min(best_gap, report.gap)
             stalled = 0 if progress else stalled + 1
         stats = drv.stats
+        recoveries = drv.recovery.record()
     return SolveResult(
         coef=app.coef.copy(), objective=report.objective, gap=report.gap,
         converged=bool(report.gap <= tol_abs), checks=checks, updates=stats.updates,
         rounds=stats.rounds, parallel=parallel, wall_s=time.perf_counter() - start,
         history=history, worker_busy_s=stats.busy_s.tolist(),
         worker_wait_s=stats.wait_s.tolist(), worker_shards=stats.shards_done.tolist(),
+        recoveries=recoveries,
     )

@@ -4,89 +4,84 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from ...cli import add_job_options, write_outputs
-from ...faults import Stragglers
-from ...job import run_control_options
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "lda",
-        help="LDA topic model by collapsed Gibbs sampling (F+LDA sampler)",
-        description="Train LDA on a corpus: a built-in dataset (nyt, reuters, clothing) or a "
-        "file: UCI docword, LDA-C, libsvm-style, raw text (one doc per line) or a directory "
-        "of .txt files.",
-    )
-    p.add_argument("--data", required=True, help="dataset name or path")
-    p.add_argument("--format", default="auto", help="uci, ldac, libsvm, text or auto")
-    p.add_argument("--topics", type=int, default=100, help="number of topics K")
-    p.add_argument("--iterations", type=int, default=100, help="full sweeps over the corpus")
-    p.add_argument("--alpha", type=float, default=0.1, help="doc-topic prior (per topic)")
-    p.add_argument("--beta", type=float, default=0.01, help="topic-word prior (per word)")
-    p.add_argument(
-        "--docs-per-clock",
-        type=float,
-        default=0.1,
-        help="share of each worker's documents sampled between clocks",
-    )
-    p.add_argument(
-        "--heldout",
-        type=float,
-        default=0.0,
-        help="hold out this share of documents; report held-out log-likelihood",
-    )
-    p.add_argument("--top-words", type=int, default=10, help="words printed per topic")
-    p.add_argument("--show-topics", type=int, default=20, help="topics printed (0: none)")
-    p.add_argument("--save-model", default=None, help="write the model (npz + JSON) here")
-    add_job_options(p)
-    p.set_defaults(func=run)
+from ..command import AppCommand, Flags
 
 
-def run(args: argparse.Namespace) -> int:
-    from ...data.readers import load_corpus
-    from .model import LDA
+class LDACommand(AppCommand):
+    name = "lda"
+    help = "LDA topic model by collapsed Gibbs sampling (F+LDA sampler)"
+    description = ("Train LDA on a corpus: a built-in dataset (nyt, reuters, clothing) or a "
+                   "file: UCI docword, LDA-C, libsvm-style, raw text (one doc per line) or a "
+                   "directory of .txt files.")
+    parameter_server = True
+    epochs_default = 100
+    epochs_help = "full Gibbs sweeps over the corpus"
+    data_help = "dataset name (nyt, reuters, clothing) or path"
 
-    corpus = load_corpus(args.data, format=args.format)
-    heldout = None
-    if args.heldout:
-        corpus, heldout = corpus.split(args.heldout, seed=args.seed)
-    print(
-        f"corpus: {corpus.num_docs} documents, {corpus.num_words} words, "
-        f"{corpus.num_tokens} tokens",
-        file=sys.stderr,
-    )
-    model = LDA(
-        n_topics=args.topics,
-        alpha=args.alpha,
-        beta=args.beta,
-        iterations=args.iterations,
-        workers=args.workers,
-        runtime=args.runtime,
-        consistency=args.consistency,
-        staleness=args.staleness,
-        shards=args.shards,
-        docs_per_clock=args.docs_per_clock,
-        stragglers=Stragglers.parse(args.stragglers, seed=args.seed),
-        seed=args.seed,
-        progress=not args.no_progress,
-        **run_control_options(args),
-    )
-    model.fit(corpus)
-    record = model.run_record_
-    if heldout is not None:
-        record["final"]["heldout_loglik_per_token"] = model.heldout_loglik(heldout, seed=args.seed)
-    for i, words in enumerate(model.top_words(args.top_words)[: args.show_topics]):
-        print(f"topic {i:3d}: {' '.join(words)}")
-    final = record["final"]
-    print(
-        f"log-likelihood per token {final['loglik_per_token']:.4f}, "
-        f"{final['tokens_per_s']:.3g} tokens/s, {record['wall_time_s']:.1f} s, "
-        f"{record['workers']} workers, {record['consistency']}"
-    )
-    if "heldout_loglik_per_token" in final:
-        print(f"held-out log-likelihood per token {final['heldout_loglik_per_token']:.4f}")
-    write_outputs(record, args)
-    if args.save_model:
-        print(f"model saved to {model.save(args.save_model)}")
-    return 0
+    def add_data_arguments(self, flags: Flags) -> None:
+        flags.add("data", "--data", required=True, help=self.data_help)
+        flags.add("data", "--format", default="auto", help="uci, ldac, libsvm, text or auto")
+
+    def add_model_arguments(self, flags: Flags) -> None:
+        flags.add("model", "--topics", dest="n_topics", type=int, default=100,
+                  help="number of topics K")
+        flags.add("model", "--alpha", type=float, default=0.1, help="doc-topic prior (per topic)")
+        flags.add("model", "--beta", type=float, default=0.01, help="topic-word prior (per word)")
+        flags.add("model", "--docs-per-clock", type=float, default=0.1,
+                  help="share of each worker's documents sampled between clocks")
+        flags.add("output", "--top-words", type=int, default=10, help="words printed per topic")
+        flags.add("output", "--show-topics", type=int, default=20,
+                  help="topics printed (0: none)")
+
+    def make_estimator(self, args: argparse.Namespace) -> Any:
+        from .model import LDA
+
+        return LDA(n_topics=args.n_topics, alpha=args.alpha, beta=args.beta,
+                   epochs=args.epochs, workers=args.workers, consistency=args.consistency,
+                   staleness=args.staleness, docs_per_clock=args.docs_per_clock,
+                   seed=args.seed)
+
+    def check_args(self, args: argparse.Namespace) -> None:
+        from ..base import check_int
+
+        check_int(args.top_words, "top_words", 1)
+        check_int(args.show_topics, "show_topics", 0)
+
+    def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
+        from ...data.load import load_corpus
+
+        corpus = load_corpus(args.data, format=args.format)
+        test = None
+        if args.test is not None:
+            test = load_corpus(args.test, format=args.format)
+        elif args.test_fraction:
+            corpus, test = corpus.split(args.test_fraction, seed=args.seed)
+        print(f"corpus: {corpus.num_docs} documents, {corpus.num_words} words, "
+              f"{corpus.num_tokens} tokens", file=sys.stderr)
+        return corpus, test
+
+    def summarize(self, model: Any, train: Any, test: Any,
+                  args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+        lines, final = [], {}
+        shown = min(args.show_topics, model.n_topics)
+        if shown:
+            lines.append(f"top {args.top_words} words of {shown} of {model.n_topics} topics "
+                         "(--show-topics):")
+            for i, words in enumerate(model.top_words(args.top_words)[:shown]):
+                lines.append(f"topic {i:3d}: {' '.join(words)}")
+        f = model.run_record_["final"]
+        record = model.run_record_
+        lines.append(
+            f"log-likelihood per token {f['loglik_per_token']:.4f} after {model.epochs} "
+            f"sweeps, {f['tokens_per_s']:.3g} tokens/s, {record['wall_time_s']:.1f} s, "
+            f"{record['workers']} workers, {record['consistency']}")
+        if test is not None:
+            final["test_loglik_per_token"] = model.heldout_loglik(test, seed=args.seed)
+            lines.append(f"held-out log-likelihood per token "
+                         f"{final['test_loglik_per_token']:.4f} ({test.num_docs} documents)")
+        return lines, final
+
+
+COMMAND = LDACommand()

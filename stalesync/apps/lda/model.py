@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+import scipy.sparse as sp
+from sklearn.base import TransformerMixin
+from sklearn.utils.validation import validate_data
 
 from ... import job
 from ...data.corpus import Corpus
 from ...errors import ConfigError, DataFormatError
-from ...faults import Stragglers
 from ...kernels import lda as k
 from ...tables import TableSpec
+from ..base import (
+    RunConfig,
+    StalesyncEstimator,
+    check_consistency,
+    check_float,
+    check_int,
+)
+from ..progress import Progress
 from .worker import (
     TOPIC_TOTAL,
     WORD_TOPIC,
@@ -30,99 +33,98 @@ from .worker import (
     make_worker,
 )
 
-MODEL_FORMAT = 1
 
-
-def as_corpus(X: Any, num_words: int | None = None) -> Corpus:
-    """Accept a Corpus, a scipy sparse / dense doc-term count matrix."""
-    corpus = X if isinstance(X, Corpus) else Corpus.from_doc_term(X)
-    if num_words is not None and corpus.num_words > num_words:
-        raise DataFormatError(
-            f"documents use a vocabulary of {corpus.num_words} words, but the model knows "
-            f"{num_words}"
-        )
-    return corpus
-
-
-class LDA(TransformerMixin, BaseEstimator):
+class LDA(TransformerMixin, StalesyncEstimator):
     """Latent Dirichlet allocation by collapsed Gibbs sampling on the parameter server.
 
-    Parameters mirror common topic-model tools (``alpha`` per topic, ``beta`` per word) plus
-    the parameter-server options of :func:`stalesync.run`. Sampling is exact (F+LDA: a
-    Fenwick tree over the word's topics, sparse doc-topic lists), so the cost per token grows
-    with the topics a document uses and with log ``n_topics``. ``docs_per_clock`` is
-    the share of each worker's documents swept between two clocks. ``snapshot_every`` clocks
-    a consistent snapshot goes to ``snapshot_dir``; ``resume`` restarts from one (same corpus,
-    workers and seed), and on the Ray runtime a crashed actor is recovered from the newest.
+    ``alpha`` is the doc-topic prior per topic, ``beta`` the topic-word prior per word.
+    Sampling is exact (F+LDA: a Fenwick tree over the word's topics, sparse doc-topic
+    lists), so the cost per token grows with the topics a document uses and with
+    log ``n_topics``. ``epochs`` full sweeps over the corpus are made; each worker sweeps
+    its share ``docs_per_clock`` of its documents between two clocks (so a sweep is
+    ``1 / docs_per_clock`` clocks). ``workers``, ``consistency`` and ``staleness`` are the
+    parameter server's. Where and how the fit runs (Ray, snapshots, progress) is
+    ``fit(X, run=RunConfig(...))``.
+
+    ``X`` is a :class:`~stalesync.data.corpus.Corpus` or a documents x words matrix of
+    non-negative integer counts (dense or scipy sparse).
     """
+
+    _fitted_attributes = ("word_topic_", "topic_total_", "n_features_in_")
+    _model_arrays = ("word_topic_", "topic_total_", "doc_topic_counts_")
+    _model_info = ("n_features_in_", "vocab_", "loglik_per_token_")
 
     def __init__(
         self,
         n_topics: int = 100,
         alpha: float = 0.1,
         beta: float = 0.01,
-        iterations: int = 100,
+        epochs: int = 100,
         workers: int = 2,
-        runtime: str = "embedded",
         consistency: str = "ssp",
         staleness: int | None = 1,
-        shards: int = 1,
         docs_per_clock: float = 0.1,
         eval_every: int | None = None,
-        stragglers: Stragglers | None = None,
         seed: int = 0,
-        progress: bool = False,
-        snapshot_every: int | None = None,
-        snapshot_dir: str | None = None,
-        resume: str | None = None,
-        address: str | None = None,
     ):
         self.n_topics = n_topics
         self.alpha = alpha
         self.beta = beta
-        self.iterations = iterations
+        self.epochs = epochs
         self.workers = workers
-        self.runtime = runtime
         self.consistency = consistency
         self.staleness = staleness
-        self.shards = shards
         self.docs_per_clock = docs_per_clock
         self.eval_every = eval_every
-        self.stragglers = stragglers
         self.seed = seed
-        self.progress = progress
-        self.snapshot_every = snapshot_every
-        self.snapshot_dir = snapshot_dir
-        self.resume = resume
-        self.address = address
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = True
+        return tags
 
     # -- validation ---------------------------------------------------------------------
     def _check_params(self) -> None:
-        def positive(name, value, kind=(int, np.integer)):
-            if not isinstance(value, kind) or value <= 0:
-                raise ConfigError(f"LDA: {name} must be positive, got {value!r}")
-
-        positive("n_topics", self.n_topics)
-        positive("iterations", self.iterations)
-        positive("workers", self.workers)
+        check_int(self.n_topics, "n_topics", 1)
+        check_int(self.epochs, "epochs", 1)
+        check_int(self.workers, "workers", 1)
+        check_int(self.seed, "seed", 0)
         if self.eval_every is not None:
-            positive("eval_every", self.eval_every)
-        positive("alpha", self.alpha, (int, float))
-        positive("beta", self.beta, (int, float))
-        if not 0 < self.docs_per_clock <= 1:
-            raise ConfigError(f"LDA: docs_per_clock must be in (0, 1], got {self.docs_per_clock}")
+            check_int(self.eval_every, "eval_every", 1)
+        check_float(self.alpha, "alpha", 0, low_open=True)
+        check_float(self.beta, "beta", 0, low_open=True)
+        check_float(self.docs_per_clock, "docs_per_clock", 0, 1, low_open=True)
+        check_consistency(self.consistency, self.staleness)
+
+    def _corpus(self, X: Any, reset: bool) -> Corpus:
+        """``X`` as a Corpus, validated; sets (``reset``) or checks ``n_features_in_``."""
+        if isinstance(X, Corpus):
+            corpus = X
+        else:
+            X = validate_data(self, X, reset=reset, accept_sparse="csr",
+                              ensure_non_negative=True, dtype=None)
+            corpus = Corpus.from_doc_term(X)
+        if reset:
+            self.n_features_in_ = corpus.num_words
+        elif corpus.num_words > self.n_features_in_:
+            raise DataFormatError(
+                f"documents use a vocabulary of {corpus.num_words} words, but the model "
+                f"knows {self.n_features_in_}")
+        return corpus
 
     # -- training -----------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, *, metrics_out: str | None = None) -> LDA:
-        """Train on ``X`` (Corpus or doc-term count matrix)."""
+    def fit(self, X: Any, y: Any = None, *, run: RunConfig | dict | None = None) -> LDA:
+        """Train on ``X`` (Corpus or doc-term count matrix); ``run``: where and how."""
         self._check_params()
-        corpus = as_corpus(X)
+        run = RunConfig.coerce(run)
+        corpus = self._corpus(X, reset=True)
         if corpus.num_tokens == 0:
             raise DataFormatError("LDA: the corpus has no tokens")
         if corpus.num_docs < self.workers:
             raise ConfigError(
-                f"LDA: {corpus.num_docs} documents cannot be split over {self.workers} workers"
-            )
+                f"{corpus.num_docs} documents cannot be split over {self.workers} workers",
+                param="workers")
         K, V = self.n_topics, corpus.num_words
         rng = np.random.default_rng(self.seed)
         parts = [
@@ -130,51 +132,32 @@ class LDA(TransformerMixin, BaseEstimator):
         ]
         word_topic = sum(p.word_topic(V, K) for p in parts)
         chunks = clocks_per_sweep(self.docs_per_clock)
-        clocks = self.iterations * chunks
-        eval_every = self.eval_every or chunks  # default: once per sweep
-        hyper = Hyper(
-            K,
-            V,
-            float(self.alpha),
-            float(self.beta),
-            float(self.docs_per_clock),
-            eval_every,
-            corpus.num_tokens,
-        )
-        progress = _Progress(
-            self.iterations, chunks, self.workers, corpus.num_tokens, enabled=self.progress
-        )
+        clocks = self.epochs * chunks
+        hyper = Hyper(K, V, float(self.alpha), float(self.beta), float(self.docs_per_clock),
+                      self.eval_every or chunks, corpus.num_tokens)
+        progress = Progress(desc="lda", epochs=self.epochs, clocks_per_epoch=chunks,
+                            workers=self.workers, enabled=run.progress,
+                            objective="loglik/token", reduce="sum",
+                            items_per_epoch=corpus.num_tokens, items="tokens", unit="sweep")
         start = time.perf_counter()
-        try:
+        with progress:
             result = job.run(
                 make_worker(hyper),
                 [TableSpec(WORD_TOPIC, V, K, "int32"), TableSpec(TOPIC_TOTAL, 1, K, "int64")],
-                data=parts,
-                workers=self.workers,
-                runtime=self.runtime,
-                consistency=self.consistency,
+                data=parts, workers=self.workers, consistency=self.consistency,
                 staleness=None if self.consistency in ("bsp", "async") else self.staleness,
-                shards=self.shards,
-                iterations=clocks,
-                stragglers=self.stragglers,
-                seed=self.seed,
-                app="lda",
-                on_clock=progress.on_clock,
-                **job.run_control_options(self),
-                initial_tables={
-                    WORD_TOPIC: word_topic,
-                    TOPIC_TOTAL: word_topic.sum(axis=0, dtype=np.int64)[None],
-                },
+                iterations=clocks, seed=self.seed, app="lda", on_clock=progress.on_clock,
+                initial_tables={WORD_TOPIC: word_topic,
+                                TOPIC_TOTAL: word_topic.sum(axis=0, dtype=np.int64)[None]},
+                **run.job_options(self.seed),
             )
-        finally:
-            progress.close()
         train_s = time.perf_counter() - start
         parts = result.worker_results
+        self.partitions_ = parts  # every token's topic, per worker (not saved)
         self.word_topic_ = result.tables[WORD_TOPIC]
         self.topic_total_ = result.tables[TOPIC_TOTAL][0]
         self.vocab_ = corpus.vocab
-        self.num_words_ = V
-        self.partitions_ = parts
+        self.doc_topic_counts_ = sp.vstack([p.doc_topic_sparse(K) for p in parts]).tocsr()
         self.loglik_ = joint_loglik(
             self.word_topic_, self.topic_total_, parts, self.alpha, self.beta
         )
@@ -182,12 +165,13 @@ class LDA(TransformerMixin, BaseEstimator):
         record = result.record
         resumed_clocks = record.get("resumed_from_clock", 0)
         swept = corpus.num_tokens * (clocks - resumed_clocks) / chunks
+        record["epochs"] = self.epochs
         record["objective_name"] = "log p(w, z) per token"
         record["objective_reduce"] = "sum"
         record["final"] = {
             "loglik_per_token": self.loglik_per_token_,
             "tokens_per_s": swept / train_s,
-            "sweeps": self.iterations,
+            "sweeps": self.epochs,
             "clocks_per_sweep": chunks,
             "num_topics": K,
             "num_words": V,
@@ -195,15 +179,9 @@ class LDA(TransformerMixin, BaseEstimator):
             "num_tokens": corpus.num_tokens,
         }
         self.run_record_ = record
-        if metrics_out:
-            job.write_run_record(record, metrics_out)
         return self
 
     # -- results ------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "word_topic_"):
-            raise ConfigError("LDA: this model is not fitted yet; call fit() or load() first")
-
     @property
     def components_(self) -> np.ndarray:
         """Topic-word pseudo-counts (K x V), as scikit-learn's LatentDirichletAllocation."""
@@ -215,14 +193,14 @@ class LDA(TransformerMixin, BaseEstimator):
         """Topic-word probabilities phi (K x V); rows sum to 1."""
         self._check_fitted()
         return (self.word_topic_.T + self.beta) / (
-            self.topic_total_[:, None] + self.num_words_ * self.beta
+            self.topic_total_[:, None] + self.n_features_in_ * self.beta
         )
 
     @property
     def doc_topic_(self) -> np.ndarray:
         """Doc-topic proportions of the training documents, from their final assignments."""
         self._check_fitted()
-        dt = np.concatenate([p.doc_topic(self.n_topics) for p in self.partitions_]) + self.alpha
+        dt = self.doc_topic_counts_.toarray() + self.alpha
         return dt / dt.sum(axis=1, keepdims=True)
 
     def top_words(self, n: int = 10) -> list[list[str]]:
@@ -237,7 +215,7 @@ class LDA(TransformerMixin, BaseEstimator):
     ) -> np.ndarray:
         """Doc-topic proportions of new documents, topics fixed (Gibbs fold-in)."""
         self._check_fitted()
-        corpus = as_corpus(X, self.num_words_)
+        corpus = self._corpus(X, reset=False)
         return k.fold_in(
             corpus.doc_ptr,
             corpus.words,
@@ -257,7 +235,7 @@ class LDA(TransformerMixin, BaseEstimator):
         on the first half with the topics fixed, and the second half is scored under it.
         """
         self._check_fitted()
-        corpus = as_corpus(X, self.num_words_)
+        corpus = self._corpus(X, reset=False)
         observed, held = corpus.halves(seed)
         if held.num_tokens == 0:
             raise DataFormatError("held-out documents need at least 2 tokens each to be split")
@@ -267,98 +245,11 @@ class LDA(TransformerMixin, BaseEstimator):
         )
         return k.heldout_loglik(held.doc_ptr, held.words, theta, phi) / held.num_tokens
 
-    # -- persistence (npz + JSON, atomic) --------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``model.json`` + ``arrays.npz`` into directory ``path`` (replaced atomically)."""
-        self._check_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        meta = {
-            "format": MODEL_FORMAT,
-            "model": "lda",
-            "params": self.get_params(),
-            "num_words": self.num_words_,
-            "vocab": self.vocab_,
-            "loglik_per_token": self.loglik_per_token_,
-        }
-        meta["params"]["stragglers"] = None
-        (tmp / "model.json").write_text(json.dumps(meta))
-        np.savez(tmp / "arrays.npz", word_topic=self.word_topic_, topic_total=self.topic_total_)
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-        return path
+    def score(self, X: Any, y: Any = None) -> float:
+        """Held-out log-likelihood per token of ``X`` (document completion; greater is
+        better), as a scikit-learn ``score``."""
+        return self.heldout_loglik(X)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> LDA:
-        """Load a model written by :meth:`save` (no pickle involved)."""
-        path = Path(path)
-        try:
-            meta = json.loads((path / "model.json").read_text())
-            arrays = np.load(path / "arrays.npz", allow_pickle=False)
-        except FileNotFoundError as exc:
-            raise DataFormatError(
-                f"{path}: not a saved LDA model ({exc.filename} missing)"
-            ) from None
-        if meta.get("model") != "lda" or meta.get("format") != MODEL_FORMAT:
-            raise DataFormatError(f"{path}: not an LDA model of format {MODEL_FORMAT}")
-        model = cls(**meta["params"])
-        model.word_topic_ = arrays["word_topic"]
-        model.topic_total_ = arrays["topic_total"]
-        model.num_words_ = int(meta["num_words"])
-        model.vocab_ = meta["vocab"]
-        model.loglik_per_token_ = meta["loglik_per_token"]
-        model.partitions_ = []
-        return model
-
-
-class _Progress:
-    """A tqdm bar in sweeps, advanced when every worker has finished a clock."""
-
-    def __init__(
-        self, sweeps: int, clocks_per_sweep: int, workers: int, tokens: int, enabled: bool
-    ) -> None:
-        self.workers = workers
-        self.clocks_per_sweep = clocks_per_sweep
-        self.tokens = tokens
-        self.done: dict[int, list[float]] = {}
-        self.first_sweeps: float | None = None  # where this run started (after a resume)
-        self.lock = threading.Lock()
-        self.start = time.perf_counter()
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(
-                total=sweeps,
-                desc="lda",
-                unit="sweep",
-                bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}{postfix}]",
-            )
-
-    def on_clock(self, worker: int, clock: int, objective: float | None) -> None:
-        if self.bar is None:
-            return
-        with self.lock:
-            shares = self.done.setdefault(clock, [])
-            shares.append(np.nan if objective is None else objective)
-            if len(shares) < self.workers:
-                return
-            del self.done[clock]
-            sweeps = (clock + 1) / self.clocks_per_sweep
-            if self.first_sweeps is None:
-                self.first_sweeps = clock / self.clocks_per_sweep
-            elapsed = time.perf_counter() - self.start
-            rate = self.tokens * (sweeps - self.first_sweeps) / elapsed
-            postfix = {"tokens/s": f"{rate:.3g}"}
-            if not np.isnan(shares).any():
-                postfix["loglik/token"] = f"{sum(shares):.4f}"
-                self.bar.set_postfix(postfix, refresh=False)
-            self.bar.update(sweeps - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    def _after_load(self) -> None:
+        self.vocab_ = list(self.vocab_) if self.vocab_ is not None else None
+        self.n_features_in_ = int(self.n_features_in_)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from ...data.corpus import Corpus
 from ...errors import ConfigError
@@ -126,6 +127,12 @@ class Partition:
         dt = np.zeros((self.num_docs, num_topics), dtype=np.int32)
         np.add.at(dt, (self.tok_doc, self.z), 1)
         return dt
+
+    def doc_topic_sparse(self, num_topics: int) -> sp.csr_matrix:
+        """Doc-topic counts (docs x K) as a sparse matrix (at most one entry per token)."""
+        ones = np.ones(self.z.size, dtype=np.int32)
+        return sp.csr_matrix((ones, (self.tok_doc, self.z)),
+                             shape=(self.num_docs, num_topics))
 
     def restore(self, z: np.ndarray) -> None:
         """Take over assignments ``z`` (sampling order) from a snapshot; rebuild doc lists."""

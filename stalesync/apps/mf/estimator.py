@@ -11,29 +11,32 @@ Users and items are addressed by their raw ids (as in the file) everywhere in th
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import RegressorMixin
 
 from ...data.ratings import Ratings, from_sparse
-from ...errors import ConfigError, DataFormatError, StalesyncError
-from ...faults import Stragglers
-from ...job import run_control_options
+from ...errors import ConfigError, DataFormatError, NotFittedError, StalesyncError
 from ...kernels.mf import predict as predict_kernel
 from ...kernels.mf import warm_up
-from ...metrics import atomic_write_bytes, write_run_record
-from .blocks import BlockTrainer, block_data
+from ..base import (
+    RunConfig,
+    StalesyncEstimator,
+    check_choice,
+    check_consistency,
+    check_float,
+    check_int,
+)
+from ..progress import Progress
+from .blocks import block_data, train_blocks
 from .sgd import Monitor, SGDConfig, TrainOutcome, Triples
 from .ssp import train_ssp
 
 MODES = ("ssp", "blocks", "fugue")
 UNKNOWN = ("error", "mean")
-FORMAT_VERSION = 1
+__all__ = ["MatrixFactorization", "NotFittedError", "UnknownIdError"]
 
 
 class UnknownIdError(StalesyncError, KeyError):
@@ -43,34 +46,35 @@ class UnknownIdError(StalesyncError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class NotFittedError(StalesyncError, RuntimeError):
-    """The model was used before ``fit`` (or ``load``)."""
-
-
-class MatrixFactorization(BaseEstimator):
+class MatrixFactorization(RegressorMixin, StalesyncEstimator):
     """Matrix factorization of a ratings matrix by SGD, on the parameter server or by blocks.
 
-    ``unknown="error"`` makes predict raise :class:`UnknownIdError` on ids not seen in
-    training; ``unknown="mean"`` predicts the global mean plus the known side's bias.
-    ``num_blocks`` (block modes) defaults to ``workers``. ``runtime``/``shards`` are the
-    parameter server's (SSP mode only; block modes run on in-process threads), and so are
-    ``snapshot_every``/``snapshot_dir``/``resume`` (consistent snapshots; on Ray a crashed
-    actor is recovered from the newest) and ``address`` (a Ray cluster).
-    ``clocks_per_epoch`` (SSP mode) cuts each worker's epoch into that many clocks, i.e. that
-    many synchronisation points.
+    ``mode="ssp"`` trains data-parallel on parameter-server tables with ``consistency``
+    (default ``ssp``) and ``staleness`` (default 1), ``clocks_per_epoch`` clocks per epoch.
+    ``mode="blocks"`` (DSGD) and ``mode="fugue"`` run on the model-parallel scheduler over
+    ``num_blocks`` x ``num_blocks`` blocks (default ``workers``); they synchronise every
+    sub-round, so ``consistency``/``staleness``/``clocks_per_epoch`` do not apply and must
+    be left unset. ``unknown="error"`` makes predict raise :class:`UnknownIdError` on ids
+    not seen in training; ``unknown="mean"`` predicts the global mean plus the known side's
+    bias. Where and how the fit runs (Ray, snapshots, stragglers, progress) is
+    ``fit(X, run=RunConfig(...))``.
+
+    ``X``: a :class:`~stalesync.data.ratings.Ratings`, a users x items scipy sparse matrix,
+    an ``(n, 3)`` array of (user, item, rating), or an ``(n, 2)`` array of (user, item) ids
+    with ratings ``y``; ``predict`` takes the same id pairs.
     """
+
+    _fitted_attributes = ("P_", "Q_", "mu_")
+    _model_arrays = ("P_", "Q_", "user_ids_", "item_ids_", "seen_indptr_", "seen_items_")
+    _model_info = ("mu_", "scale_", "history_", "n_features_in_")
 
     def __init__(self, rank: int = 32, epochs: int = 20, lr: float = 0.01,
                  lr_schedule: str = "inverse", lr_decay: float = 0.1, reg: float = 0.05,
                  reg_bias: float = 0.01, biases: bool = True, init_std: float = 0.1,
-                 mode: str = "ssp", workers: int = 1, consistency: str = "ssp",
-                 staleness: int | None = 1, clocks_per_epoch: int = 1,
+                 mode: str = "ssp", workers: int = 1, consistency: str | None = None,
+                 staleness: int | None = None, clocks_per_epoch: int | None = None,
                  num_blocks: int | None = None, max_extra_passes: int = 2,
-                 runtime: str = "embedded", shards: int = 1,
-                 stragglers: Stragglers | str | None = None, unknown: str = "error",
-                 dtype: str = "float32", seed: int = 0, progress: bool = False,
-                 snapshot_every: int | None = None, snapshot_dir: str | None = None,
-                 resume: str | None = None, address: str | None = None) -> None:
+                 unknown: str = "error", dtype: str = "float32", seed: int = 0) -> None:
         self.rank = rank
         self.epochs = epochs
         self.lr = lr
@@ -87,17 +91,9 @@ class MatrixFactorization(BaseEstimator):
         self.clocks_per_epoch = clocks_per_epoch
         self.num_blocks = num_blocks
         self.max_extra_passes = max_extra_passes
-        self.runtime = runtime
-        self.shards = shards
-        self.stragglers = stragglers
         self.unknown = unknown
         self.dtype = dtype
         self.seed = seed
-        self.progress = progress
-        self.snapshot_every = snapshot_every
-        self.snapshot_dir = snapshot_dir
-        self.resume = resume
-        self.address = address
 
     # -- fitting --------------------------------------------------------------------------
     def _config(self) -> SGDConfig:
@@ -107,89 +103,86 @@ class MatrixFactorization(BaseEstimator):
                          biases=bool(self.biases), init_std=float(self.init_std),
                          seed=int(self.seed))
 
-    def _check_options(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.unknown not in UNKNOWN:
-            raise ConfigError(f"unknown must be one of {UNKNOWN}, got {self.unknown!r}")
-        if not isinstance(self.workers, int) or self.workers < 1:
-            raise ConfigError(f"workers must be a positive int, got {self.workers!r}")
-        if not isinstance(self.clocks_per_epoch, int) or self.clocks_per_epoch < 1:
-            raise ConfigError(
-                f"clocks_per_epoch must be a positive int, got {self.clocks_per_epoch!r}")
-        if self.mode != "ssp" and self.runtime != "embedded":
-            raise ConfigError(
-                f"mode {self.mode!r} runs on threads sharing the factor arrays; it needs "
-                f"runtime='embedded', got {self.runtime!r} (use mode='ssp' on Ray)")
-        given = run_control_options(self)
-        if self.mode != "ssp" and given:
-            raise ConfigError(
-                f"mode {self.mode!r} has no snapshots or Ray cluster; "
-                f"{sorted(given)} need mode='ssp'")
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
+    def _check_params(self) -> None:
+        check_choice(self.mode, "mode", MODES)
+        check_choice(self.unknown, "unknown", UNKNOWN)
+        check_choice(self.dtype, "dtype", ("float32", "float64"))
+        check_int(self.rank, "rank", 1)
+        check_int(self.epochs, "epochs", 1)
+        check_int(self.workers, "workers", 1)
+        check_int(self.seed, "seed", 0)
+        check_int(self.max_extra_passes, "max_extra_passes", 0)
+        check_float(self.lr, "lr", 0, low_open=True)
+        check_float(self.reg, "reg", 0)
+        check_float(self.reg_bias, "reg_bias", 0)
+        check_float(self.init_std, "init_std", 0)
+        if self.mode == "ssp":
+            check_consistency(self.consistency or "ssp", self.staleness)
+            if self.clocks_per_epoch is not None:
+                check_int(self.clocks_per_epoch, "clocks_per_epoch", 1)
+            if self.num_blocks is not None:
+                raise ConfigError("num_blocks applies to the block modes (blocks, fugue), "
+                                  "not mode='ssp'", param="num_blocks")
+        else:
+            for name in ("consistency", "staleness", "clocks_per_epoch"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(
+                        f"{name} applies to mode='ssp' only: mode {self.mode!r} runs "
+                        "synchronous sub-rounds of disjoint blocks", param=name)
+            if self.num_blocks is not None:
+                check_int(self.num_blocks, "num_blocks", 1)
+        self._config()  # the SGD settings' own checks
 
     def fit(self, X: Any, y: Any = None, *, eval_set: Any = None,
-            metrics_out: str | os.PathLike | None = None,
-            trace: bool = False) -> MatrixFactorization:
-        """Train on ``X``: a :class:`~stalesync.data.ratings.Ratings`, a scipy sparse matrix,
-        an ``(n, 3)`` array of (user, item, rating), or an ``(n, 2)`` id array with ratings
-        ``y``. ``eval_set`` (same forms) is scored after every epoch into ``history_``.
-        ``trace=True`` (block modes) records the rows each worker touched per sub-round in
-        ``trace_``."""
-        self._check_options()
+            run: RunConfig | dict | None = None, trace: bool = False) -> MatrixFactorization:
+        """Train on ``X`` (see the class docstring). ``eval_set`` (same forms) is scored
+        after every epoch into ``history_``. ``trace=True`` (block modes) records the rows
+        each worker touched per sub-round in ``trace_``."""
+        self._check_params()
+        run = RunConfig.coerce(run)
         cfg = self._config()
         data = as_ratings(X, y, "X")
         if not len(data):
             raise DataFormatError("X holds no ratings")
         self.user_ids_, self.item_ids_ = data.user_ids, data.item_ids
+        self.n_features_in_ = 2
         train = Triples(data.users, data.items, data.values.astype(self.dtype))
         self.mu_ = float(np.mean(train.ratings, dtype=np.float64)) if cfg.biases else 0.0
         self.scale_ = data.scale
         test = self._eval_triples(eval_set)
-        monitor = Monitor(cfg.epochs, self.mu_, test, self.scale_, bool(self.progress),
-                          desc=f"mf[{self.mode}]")
+        progress = Progress(desc=f"mf[{self.mode}]", epochs=cfg.epochs, enabled=run.progress,
+                            objective="running train RMSE", items_per_epoch=len(train),
+                            items="ratings")
+        monitor = Monitor(cfg.epochs, self.mu_, test, self.scale_, progress)
         P0, Q0 = cfg.init_factors(data.n_users, data.n_items, self.dtype)
         warm_up(self.dtype)
-        try:
-            outcome = self._train(train, P0, Q0, cfg, monitor, trace)
-        finally:
-            monitor.close()
+        with progress:
+            outcome = self._train(train, P0, Q0, cfg, monitor, run, trace)
         self.P_, self.Q_ = outcome.P, outcome.Q
         self._seen_from(train, data.n_users)
         self.history_ = monitor.history
         self.trace_ = outcome.trace
         self.updates_ = outcome.updates
         self.train_time_s_ = outcome.train_time_s
-        self.record_ = outcome.record
-        self.record_["final"] = self._final(train, test, outcome)
-        self.record_["history"] = self.history_
-        self.record_["objective_name"] = "running train RMSE (per worker)"
-        if metrics_out:
-            write_run_record(self.record_, metrics_out)
+        record = outcome.record
+        record["final"] = self._final(train, test, outcome)
+        record["history"] = self.history_
+        record["objective_name"] = "running train RMSE (per worker)"
+        self.run_record_ = record
         return self
 
-    def _stragglers(self) -> Stragglers | None:
-        if isinstance(self.stragglers, str):
-            return Stragglers.parse(self.stragglers, seed=int(self.seed))
-        return self.stragglers
-
     def _train(self, train: Triples, P0: np.ndarray, Q0: np.ndarray, cfg: SGDConfig,
-               monitor: Monitor, trace: bool) -> TrainOutcome:
+               monitor: Monitor, run: RunConfig, trace: bool) -> TrainOutcome:
         if self.mode == "ssp":
-            staleness = None if self.consistency in ("bsp", "async") else self.staleness
             return train_ssp(train, P0, Q0, self.mu_, cfg, monitor, workers=self.workers,
-                             consistency=self.consistency, staleness=staleness,
-                             clocks_per_epoch=self.clocks_per_epoch,
-                             stragglers=self._stragglers(), shards=int(self.shards),
-                             runtime=self.runtime, **run_control_options(self))
+                             consistency=self.consistency or "ssp",
+                             staleness=self.staleness, clocks_per_epoch=self.clocks_per_epoch
+                             or 1, run=run)
         d = int(self.num_blocks or self.workers)
         blocked = block_data(train, P0.shape[0], Q0.shape[0], d, cfg.seed)
-        trainer = BlockTrainer(blocked, P0, Q0, self.mu_, cfg, monitor, workers=self.workers,
-                               mode="dsgd" if self.mode == "blocks" else "fugue",
-                               stragglers=self._stragglers(),
-                               max_extra_passes=int(self.max_extra_passes), trace=trace)
-        return trainer.run()
+        return train_blocks(blocked, P0, Q0, self.mu_, cfg, monitor, workers=self.workers,
+                            mode="dsgd" if self.mode == "blocks" else "fugue",
+                            max_extra_passes=int(self.max_extra_passes), trace=trace, run=run)
 
     def _final(self, train: Triples, test: Triples | None, outcome: TrainOutcome) -> dict:
         final = {
@@ -219,10 +212,6 @@ class MatrixFactorization(BaseEstimator):
         self.seen_items_ = train.items[order]
 
     # -- prediction -----------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "P_"):
-            raise NotFittedError("this MatrixFactorization is not fitted; call fit() or load()")
-
     @staticmethod
     def _index(ids: np.ndarray, raw: Any, what: str, unknown: str) -> np.ndarray:
         """Dense index of each raw id (``-1`` where unknown, or an error)."""
@@ -294,46 +283,17 @@ class MatrixFactorization(BaseEstimator):
         return float(math.sqrt(np.mean((pred - data.values) ** 2)))
 
     def score(self, X: Any, y: Any = None) -> float:
-        """Negative RMSE (greater is better, as scikit-learn's model selection expects)."""
-        return -self.rmse(X, y)
+        """Coefficient of determination R^2 of the predicted ratings (scikit-learn's
+        regressor score; :meth:`rmse` gives the error in rating units)."""
+        data = as_ratings(X, y, "X")
+        pred = self.predict(data.user_ids[data.users], data.item_ids[data.items])
+        total = float(np.sum((data.values - data.values.mean()) ** 2))
+        resid = float(np.sum((data.values - pred) ** 2))
+        return 1.0 - resid / total if total > 0 else 0.0
 
-    # -- persistence ----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the model to one ``.npz`` (arrays + a JSON header), atomically; no pickle."""
-        self._check_fitted()
-        import io
-
-        meta = {"format": "stalesync-mf", "version": FORMAT_VERSION, "params": self.get_params(),
-                "mu": self.mu_, "scale": list(self.scale_), "history": self.history_}
-        meta["params"]["stragglers"] = None if self.stragglers is None else str(self.stragglers)
-        buf = io.BytesIO()
-        np.savez(buf, P=self.P_, Q=self.Q_, user_ids=self.user_ids_, item_ids=self.item_ids_,
-                 seen_indptr=self.seen_indptr_, seen_items=self.seen_items_,
-                 meta=np.array(json.dumps(meta)))
-        atomic_write_bytes(path, buf.getvalue())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> MatrixFactorization:
-        try:
-            with np.load(Path(path), allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise DataFormatError(f"{path}: not a readable model file ({exc})") from None
-        try:
-            meta = json.loads(str(arrays.pop("meta")))
-        except (KeyError, ValueError):
-            raise DataFormatError(f"{path}: model file has no valid JSON header") from None
-        if meta.get("format") != "stalesync-mf":
-            raise DataFormatError(f"{path}: not a stalesync matrix factorization model")
-        params = dict(meta["params"])
-        params["stragglers"] = None
-        model = cls(**params)
-        model.P_, model.Q_ = arrays["P"], arrays["Q"]
-        model.user_ids_, model.item_ids_ = arrays["user_ids"], arrays["item_ids"]
-        model.seen_indptr_, model.seen_items_ = arrays["seen_indptr"], arrays["seen_items"]
-        model.mu_, model.scale_ = float(meta["mu"]), tuple(meta["scale"])
-        model.history_ = meta.get("history", [])
-        return model
+    def _after_load(self) -> None:
+        self.mu_ = float(self.mu_)
+        self.scale_ = tuple(self.scale_)
 
 
 def as_ratings(X: Any, y: Any, name: str) -> Ratings:

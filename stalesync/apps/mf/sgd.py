@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -95,35 +94,25 @@ class Triples:
         return math.sqrt(sse / len(self))
 
 
-@dataclass
 class Monitor:
-    """Per-epoch history (time, running train RMSE, test RMSE) and the progress bar.
+    """Per-epoch history (time, running train RMSE, test RMSE); drives the progress bar.
 
     Modes call :meth:`epoch_done` once per epoch from one thread, with a consistent (or, in
-    SSP mode, the reporting worker's) view of the factors."""
+    SSP mode, the reporting worker's) view of the factors. The *running* train RMSE is the
+    error of each rating just before its own SGD step in that epoch (free to compute); the
+    final train RMSE of the run record is measured on the final factors."""
 
-    epochs: int
-    mu: float
-    test: Triples | None = None
-    clip: tuple[float, float] | None = None
-    progress: bool = False
-    desc: str = "mf"
-    history: list[dict[str, float]] = field(default_factory=list)
-    on_epoch: Callable[[dict[str, float]], None] | None = None
-
-    def __post_init__(self) -> None:
-        self._bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=self.epochs, desc=self.desc, unit="epoch")
+    def __init__(self, epochs: int, mu: float, test: Triples | None = None,
+                 clip: tuple[float, float] | None = None, progress: Any = None) -> None:
+        self.epochs, self.mu, self.test, self.clip = epochs, mu, test, clip
+        self.progress = progress
+        self.history: list[dict[str, float]] = []
         self.start = time.perf_counter()
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for out-of-process workers (Ray): the progress bar stays here."""
         state = dict(self.__dict__)
-        state["_bar"] = None
-        state["on_epoch"] = None
+        state["progress"] = None
         return state
 
     def restart_clock(self) -> None:
@@ -135,16 +124,9 @@ class Monitor:
         if self.test is not None:
             row["test_rmse"] = self.test.rmse(P, Q, self.mu, self.clip)
         self.history.append(row)
-        if self._bar is not None:
-            self._bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k.endswith("rmse")})
-            self._bar.update(1)
-        if self.on_epoch is not None:
-            self.on_epoch(row)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        if self.progress is not None:
+            extra = {"test RMSE": f"{row['test_rmse']:.4f}"} if "test_rmse" in row else {}
+            self.progress.advance(epoch + 1, train_rmse, **extra)
 
 
 @dataclass

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from ... import job
-from ...faults import Stragglers
 from ...kernels.mf import sgd_pass
 from ...scheduler.blocks import partition_ids
 from ...tables import TableSpec
@@ -69,16 +68,14 @@ def train_ssp(
     consistency: str = "ssp",
     staleness: int | None = 1,
     clocks_per_epoch: int = 1,
-    stragglers: Stragglers | None = None,
-    shards: int = 1,
-    runtime: str = "embedded",
-    **job_options: Any,
+    run: Any = None,
 ) -> TrainOutcome:
     """Train on the parameter server; worker 0 reports each epoch to ``monitor`` from its
     own (bounded-stale) view of the tables. Under ``runtime="ray"`` worker 0 runs in
     another process: its history comes back with its result (no live progress bar).
-    ``job_options`` (snapshots, resume, Ray address) go to :func:`stalesync.run`; a resumed
-    worker starts at its restored clock (the factors come back with the tables)."""
+    ``run`` (a RunConfig: runtime, snapshots, resume, Ray address) goes to
+    :func:`stalesync.run`; a resumed worker starts at its restored clock (the factors come
+    back with the tables)."""
     parts = partition(train, P0.shape[0], workers, clocks_per_epoch, cfg.seed)
     dtype = str(P0.dtype)
     tables = [TableSpec("P", P0.shape[0], P0.shape[1], dtype),
@@ -114,12 +111,13 @@ def train_ssp(
     monitor.restart_clock()
     result = job.run(
         worker, tables, data=parts, workers=workers, consistency=consistency,
-        staleness=staleness, iterations=cfg.epochs * clocks_per_epoch, stragglers=stragglers,
-        seed=cfg.seed, app="mf", shards=shards, initial_tables={"P": P0, "Q": Q0},
-        runtime=runtime, **job_options,
+        staleness=None if consistency in ("bsp", "async") else staleness,
+        iterations=cfg.epochs * clocks_per_epoch, seed=cfg.seed, app="mf",
+        initial_tables={"P": P0, "Q": Q0}, **run.job_options(cfg.seed),
     )
     elapsed = time.perf_counter() - start
     result.record["mode"] = "ssp"
+    result.record["epochs"] = cfg.epochs
     if not monitor.history:  # worker 0 ran out of process
         monitor.history.extend(result.worker_results[0][1])
     return TrainOutcome(result.tables["P"], result.tables["Q"], result.record,

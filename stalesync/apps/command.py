@@ -1,0 +1,217 @@
+"""One command-line shape for every app: shared flags, checks before work, shared outputs.
+
+An app's command is an :class:`AppCommand`: it adds its model flags and says how to load
+its data, build its estimator and summarise a fit. Everything else is here, the same in
+every app:
+
+- the flag vocabulary and ``--help`` groups, in this order: *data* (``--data``,
+  ``--format``, ``--test``, ``--test-fraction``), *model* (the app's own), *training*
+  (``--epochs``), *parallelism* (``--workers``; ``--consistency``, ``--staleness`` for
+  parameter-server apps), *runtime* (``--runtime``, ``--address``, ``--shards``,
+  ``--stragglers``, ``--snapshot-every``, ``--snapshot-dir``, ``--resume``,
+  ``--max-recoveries``), *output* (``--metrics-out``, ``--plot``, ``--save-model``,
+  ``--seed``, ``--no-progress``); every flag shows its default;
+- before any data is loaded: every estimator parameter, the run settings and every output
+  path are checked, and an error names the flag (``--topics``), not the parameter;
+- after the fit: the summary lines, the run record (``--metrics-out``), the plot
+  (``--plot``, in its extension's format) and the model (``--save-model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from abc import ABC, abstractmethod
+from typing import Any
+
+from ..consistency import KINDS
+from ..errors import ConfigError
+from ..files import check_output_path
+from ..plots import PLOT_SUFFIXES
+from .base import RunConfig
+
+GROUPS = ("data", "model", "training", "parallelism", "runtime", "output")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default, except the empty ones (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and not action.required
+        if shown and "%(default)" not in text and action.option_strings:
+            text += f"{' ' if text else ''}(default: %(default)s)"
+        return text
+
+
+class Flags:
+    """Adds arguments to the shared groups and remembers which flag sets which parameter."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+        self.groups = {name: parser.add_argument_group(name) for name in GROUPS}
+        self.flag_of: dict[str, str] = {}
+
+    def add(self, group: str, *names: str, **kwargs: Any) -> None:
+        if "dest" in kwargs and "metavar" not in kwargs and kwargs.get("action") is None:
+            kwargs["metavar"] = names[0].lstrip("-").upper().replace("-", "_")
+        action = self.groups[group].add_argument(*names, **kwargs)
+        self.flag_of[action.dest] = names[0]
+
+
+class AppCommand(ABC):
+    """An app's subcommand; subclasses fill in the abstract parts."""
+
+    name: str
+    help: str
+    description: str
+    parameter_server = False  # offers --consistency/--staleness/--shards
+    consistency_default: str | None = "ssp"
+    epochs_default = 10
+    epochs_help = "passes over the training data"
+    test_fraction_default = 0.0
+
+    # -- what an app provides -------------------------------------------------------------
+    def add_data_arguments(self, flags: Flags) -> None:
+        """``--data`` help and any ``--format`` choices; the default adds both."""
+        flags.add("data", "--data", required=True, help=self.data_help)
+        flags.add("data", "--format", default="auto", help="input format (auto: by content "
+                  "and extension)")
+
+    data_help = "a file or a built-in dataset name"
+
+    @abstractmethod
+    def add_model_arguments(self, flags: Flags) -> None:
+        """The app's model flags, in the ``model`` group (dest = estimator parameter)."""
+
+    @abstractmethod
+    def make_estimator(self, args: argparse.Namespace) -> Any:
+        """The estimator with every parameter taken from ``args`` (not fitted)."""
+
+    @abstractmethod
+    def load(self, args: argparse.Namespace) -> tuple[Any, Any | None]:
+        """(training data, test data or None), after every check passed."""
+
+    def check_args(self, args: argparse.Namespace) -> None:  # noqa: B027 - optional
+        """App-specific checks of options that are not estimator parameters."""
+
+    def fit(self, estimator: Any, train: Any, test: Any | None, run: RunConfig,
+            args: argparse.Namespace) -> None:
+        estimator.fit(train, run=run)
+
+    @abstractmethod
+    def summarize(self, estimator: Any, train: Any, test: Any | None,
+                  args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+        """(lines to print, values to add to the run record's ``final``)."""
+
+    # -- the shared machinery -------------------------------------------------------------
+    def register(self, subparsers: Any) -> None:
+        parser = subparsers.add_parser(
+            self.name, help=self.help, description=self.description,
+            formatter_class=HelpFormatter)
+        flags = Flags(parser)
+        self.add_data_arguments(flags)
+        flags.add("data", "--test", default=None,
+                  help="a separate test file (instead of --test-fraction)")
+        flags.add("data", "--test-fraction", type=float, default=self.test_fraction_default,
+                  help="hold out this share of the training data for testing")
+        self.add_model_arguments(flags)
+        flags.add("training", "--epochs", type=int, default=self.epochs_default,
+                  help=self.epochs_help)
+        flags.add("parallelism", "--workers", type=int, default=2, help="number of workers")
+        if self.parameter_server:
+            flags.add("parallelism", "--consistency", default=self.consistency_default,
+                      choices=KINDS, help="consistency model of the parameter-server tables")
+            flags.add("parallelism", "--staleness", type=int, default=None,
+                      help="SSP/ESSP staleness bound s (default 1; bsp is 0)")
+            flags.add("runtime", "--shards", type=int, default=1, help="server shards")
+        flags.add("runtime", "--runtime", default="embedded", choices=["embedded", "ray"],
+                  help="embedded (threads) or ray (actors; pip install 'stalesync[ray]')")
+        flags.add("runtime", "--address", default=None,
+                  help="Ray cluster address (default: start a local Ray for the run)")
+        flags.add("runtime", "--stragglers", default=None,
+                  help="inject stragglers: 'worker:factor,...' and/or 'p=prob:seconds'")
+        flags.add("runtime", "--snapshot-every", type=int, default=None, metavar="K",
+                  help="write a consistent snapshot every K clocks (Ray: recover from it)")
+        flags.add("runtime", "--snapshot-dir", default=None, help="where snapshots go")
+        flags.add("runtime", "--resume", default=None, metavar="DIR",
+                  help="restart from the latest complete snapshot in DIR")
+        flags.add("runtime", "--max-recoveries", type=int, default=3,
+                  help="Ray: restarts after lost workers before giving up")
+        flags.add("output", "--metrics-out", default=None, help="write the run record (JSON)")
+        flags.add("output", "--plot", default=None,
+                  help=f"draw the run ({', '.join(PLOT_SUFFIXES)} by extension)")
+        flags.add("output", "--save-model", default=None,
+                  help="save the model into this directory (JSON + npz)")
+        flags.add("output", "--seed", type=int, default=0, help="random seed")
+        flags.add("output", "--no-progress", action="store_true", help="hide the progress bar")
+        parser.set_defaults(func=self.main, flag_of=flags.flag_of, command=self.name)
+
+    def run_config(self, args: argparse.Namespace) -> RunConfig:
+        return RunConfig(
+            runtime=args.runtime, address=args.address, shards=getattr(args, "shards", 1),
+            stragglers=args.stragglers, snapshot_every=args.snapshot_every,
+            snapshot_dir=args.snapshot_dir, resume=args.resume,
+            max_recoveries=args.max_recoveries, progress=not args.no_progress,
+        )
+
+    def check_everything(self, args: argparse.Namespace) -> tuple[Any, RunConfig]:
+        """Every check that can fail before the work: parameters, run settings, paths."""
+        if not 0.0 <= args.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in [0, 1), got {args.test_fraction}",
+                              param="test_fraction")
+        if args.test is not None and args.test_fraction:
+            raise ConfigError("give either --test or --test-fraction, not both",
+                              param="test")
+        estimator = self.make_estimator(args)
+        estimator.check_params()
+        run = self.run_config(args)
+        if args.metrics_out:
+            check_output_path(args.metrics_out, "--metrics-out")
+        if args.plot:
+            check_output_path(args.plot, "--plot", suffixes=PLOT_SUFFIXES)
+        if args.save_model:
+            check_output_path(args.save_model, "--save-model", directory=True)
+        if args.snapshot_dir:
+            check_output_path(args.snapshot_dir, "--snapshot-dir", directory=True)
+        if args.resume:
+            from pathlib import Path
+
+            if not Path(args.resume).expanduser().is_dir():
+                raise ConfigError(f"--resume: {args.resume} is not a directory")
+        self.check_args(args)
+        return estimator, run
+
+    def main(self, args: argparse.Namespace) -> int:
+        estimator, run = self.check_everything(args)
+        train, test = self.load(args)
+        self.fit(estimator, train, test, run, args)
+        lines, final = self.summarize(estimator, train, test, args)
+        record = estimator.run_record_
+        record["final"].update(final)
+        for line in lines:
+            print(line)
+        self.write_outputs(estimator, record, args)
+        return 0
+
+    def write_outputs(self, estimator: Any, record: dict[str, Any],
+                      args: argparse.Namespace) -> None:
+        from ..metrics import write_run_record
+        from ..plots import plot_run
+
+        if args.metrics_out:
+            write_run_record(record, args.metrics_out)
+        if args.plot:
+            plot_run(record, args.plot)
+        if args.save_model:
+            print(f"model saved to {estimator.save(args.save_model)}", file=sys.stderr)
+
+
+def flag_message(exc: ConfigError, flag_of: dict[str, str]) -> str:
+    """The error text with the parameter name replaced by the flag the user typed."""
+    text = str(exc)
+    param = getattr(exc, "param", None)
+    if param and param in flag_of:
+        flag = flag_of[param]
+        return text.replace(param, flag, 1) if param in text else f"{flag}: {text}"
+    return text

@@ -1,0 +1,179 @@
+"""``KMeans``: mini-batch k-means, data-parallel on the parameter server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import ClusterMixin, TransformerMixin
+from sklearn.cluster import kmeans_plusplus
+from sklearn.utils.validation import validate_data
+
+from ... import job
+from ...errors import ConfigError
+from ...tables import TableSpec
+from ..base import (
+    RunConfig,
+    StalesyncEstimator,
+    check_choice,
+    check_consistency,
+    check_float,
+    check_int,
+)
+from ..progress import Progress
+from .worker import COUNTS, SUMS, Points, centroids, make_worker
+
+INITS = ("k-means++", "random")
+
+
+class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
+    """K-means clustering by mini-batches on the parameter server (Sculley 2010).
+
+    The tables hold each cluster's sum of points and count; workers assign ``batch_size``
+    of their points per clock to the nearest (bounded-stale) centroids and move those
+    points' contributions between clusters, so the tables always hold the statistics of
+    the current assignment (see :mod:`stalesync.apps.kmeans.worker`). Initial centroids by
+    k-means++ (``init="k-means++"``, on a sample of at most ``init_size`` points) or
+    ``random`` points. A worker stops after ``epochs`` passes or when at most ``tol`` of
+    its points changed cluster in its last pass. Where and how the fit runs is
+    ``fit(X, run=RunConfig(...))``.
+
+    Attributes: ``cluster_centers_``, ``labels_`` and ``inertia_`` (of the training data
+    under the final centres), ``n_iter_`` (epochs), ``run_record_``.
+    """
+
+    _fitted_attributes = ("cluster_centers_", "n_features_in_")
+    _model_arrays = ("cluster_centers_",)
+    _model_info = ("inertia_", "n_iter_", "n_features_in_")
+
+    def __init__(self, n_clusters: int = 8, *, epochs: int = 20, batch_size: int = 1024,
+                 tol: float = 0.0, init: str = "k-means++", init_size: int | None = None,
+                 workers: int = 2, consistency: str = "ssp", staleness: int | None = 1,
+                 seed: int = 0) -> None:
+        self.n_clusters = n_clusters
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.tol = tol
+        self.init = init
+        self.init_size = init_size
+        self.workers = workers
+        self.consistency = consistency
+        self.staleness = staleness
+        self.seed = seed
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def _check_params(self) -> None:
+        check_int(self.n_clusters, "n_clusters", 1)
+        check_int(self.epochs, "epochs", 1)
+        check_int(self.batch_size, "batch_size", 1)
+        check_int(self.workers, "workers", 1)
+        check_int(self.seed, "seed", 0)
+        check_float(self.tol, "tol", 0, 1)
+        check_choice(self.init, "init", INITS)
+        if self.init_size is not None:
+            check_int(self.init_size, "init_size", 1)
+        check_consistency(self.consistency, self.staleness)
+
+    def _validate(self, X: Any, reset: bool):
+        return validate_data(self, X, reset=reset, accept_sparse="csr",
+                             dtype=[np.float64, np.float32], order="C")
+
+    def _initial_centroids(self, X, rng: np.random.Generator) -> np.ndarray:
+        n = X.shape[0]
+        size = min(n, self.init_size or max(10 * self.n_clusters, 20_000))
+        sample = rng.choice(n, size=size, replace=False) if size < n else np.arange(n)
+        Xs = X[np.sort(sample)]
+        if self.init == "random":
+            pick = rng.choice(Xs.shape[0], size=self.n_clusters, replace=False)
+            C = Xs[pick]
+        else:
+            C, _ = kmeans_plusplus(Xs, self.n_clusters,
+                                   random_state=int(rng.integers(2**31 - 1)))
+        return np.asarray(C.toarray() if sp.issparse(C) else C, dtype=np.float64)
+
+    def fit(self, X: Any, y: Any = None, *, run: RunConfig | dict | None = None) -> KMeans:
+        """Cluster the rows of ``X`` (dense or scipy sparse); ``y`` is ignored."""
+        self._check_params()
+        run = RunConfig.coerce(run)
+        X = self._validate(X, reset=True)
+        n, d = X.shape
+        if n < self.n_clusters:
+            raise ConfigError(f"n_samples={n} should be >= n_clusters={self.n_clusters}",
+                              param="n_clusters")
+        if n < self.workers:
+            raise ConfigError(f"{n} points cannot be split over {self.workers} workers",
+                              param="workers")
+        rng = np.random.default_rng(self.seed)
+        init = self._initial_centroids(X, rng)
+        order = rng.permutation(n)
+        parts = [Points.create(X, rows, self.batch_size)
+                 for rows in np.array_split(order, self.workers)]
+        batches = max(p.num_batches for p in parts)
+        for p in parts:  # every worker has the same number of clocks per epoch
+            p.batch_size = -(-p.size // batches)
+        K = self.n_clusters
+        progress = Progress(desc="kmeans", epochs=self.epochs, clocks_per_epoch=batches,
+                            workers=self.workers, enabled=run.progress,
+                            objective="inertia/point", items_per_epoch=n, items="points")
+        start = time.perf_counter()
+        with progress:
+            result = job.run(
+                make_worker(init, self.epochs, self.tol),
+                [TableSpec(SUMS, K, d, "float64"), TableSpec(COUNTS, K, 1, "int64")],
+                data=parts, workers=self.workers, consistency=self.consistency,
+                staleness=None if self.consistency in ("bsp", "async") else self.staleness,
+                iterations=self.epochs * batches, seed=self.seed, app="kmeans",
+                on_clock=progress.on_clock, **run.job_options(self.seed))
+        train_s = time.perf_counter() - start
+        fallback = result.worker_results[0]["centroids"]
+        self.cluster_centers_ = centroids(result.tables[SUMS], result.tables[COUNTS], fallback)
+        self.labels_, dist = self._assign(X)
+        self.inertia_ = float(dist.sum())
+        self.n_iter_ = int(max(r["epochs"] for r in result.worker_results))
+        record = result.record
+        record["epochs"] = self.n_iter_
+        record["objective_name"] = "inertia per point (at assignment)"
+        record["final"] = {"inertia": self.inertia_, "epochs": self.n_iter_,
+                           "n_samples": n, "n_features": d, "n_clusters": K,
+                           "points_per_s": n * self.n_iter_ / max(train_s, 1e-12),
+                           "clocks_per_epoch": batches}
+        self.run_record_ = record
+        return self
+
+    def _assign(self, X) -> tuple[np.ndarray, np.ndarray]:
+        pts = Points.create(X, np.arange(X.shape[0]), max(X.shape[0], 1))
+        labels = np.empty(pts.size, dtype=np.int64)
+        dist = np.empty(pts.size)
+        pts.assign(0, pts.size, self.cluster_centers_, labels, dist)
+        return labels, dist
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The nearest centre of each row of ``X``."""
+        self._check_fitted()
+        return self._assign(self._validate(X, reset=False))[0]
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Euclidean distance of each row of ``X`` to every centre (n x K)."""
+        self._check_fitted()
+        X = self._validate(X, reset=False)
+        C = self.cluster_centers_
+        sq = (np.asarray(X.multiply(X).sum(axis=1)).ravel() if sp.issparse(X)
+              else np.einsum("ij,ij->i", X, X))
+        d2 = sq[:, None] - 2.0 * np.asarray(X @ C.T) + np.einsum("ij,ij->i", C, C)[None, :]
+        return np.sqrt(np.maximum(d2, 0.0))
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Minus the inertia of ``X`` under the centres (greater is better)."""
+        self._check_fitted()
+        return -float(self._assign(self._validate(X, reset=False))[1].sum())
+
+    def _after_load(self) -> None:
+        self.inertia_ = float(self.inertia_)
+        self.n_iter_ = int(self.n_iter_)
+        self.n_features_in_ = int(self.n_features_in_)

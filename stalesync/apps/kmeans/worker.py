@@ -1,0 +1,132 @@
+"""K-means' worker program on the parameter server.
+
+Tables hold the sufficient statistics of the current assignment of every point: ``sums``
+(K x d, the sum of the points in each cluster) and ``counts`` (K x 1). A centroid is
+``sums / counts``. Each clock a worker reads both tables (bounded-stale), assigns its next
+mini-batch of points to their nearest centroids with a compiled kernel, and adds the change
+of the statistics: a point that moved from cluster a to b subtracts itself from a and adds
+itself to b. So the tables always equal the statistics of the assignments (exactly, as
+LDA's counts equal its topic assignments), and the fixed points are Lloyd's.
+
+In the first epoch no point has an assignment yet, so it is Sculley's mini-batch k-means
+(each centroid the running mean of the points given to it); later epochs refine like
+Lloyd's algorithm, but every mini-batch sees the centroids its predecessors moved, which
+is why it needs fewer passes. A worker stops when at most ``tol`` of its points changed
+cluster in its last epoch, or after ``epochs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ...kernels import kmeans as k
+
+SUMS = "sums"
+COUNTS = "counts"
+
+
+@dataclass
+class Points:
+    """One worker's points (its own contiguous copy, in shuffled order) and their state."""
+
+    X: np.ndarray | sp.csr_matrix
+    x_norm2: np.ndarray  # ||x||^2 of each point
+    labels: np.ndarray  # int64, -1 = not yet assigned
+    dist: np.ndarray  # squared distance to the centroid it was assigned to
+    batch_size: int
+
+    @classmethod
+    def create(cls, X, rows: np.ndarray, batch_size: int) -> Points:
+        """The points ``X[rows]`` (a copy: a remote worker receives only its own)."""
+        if sp.issparse(X):
+            local = sp.csr_matrix(X[rows])
+            norms = k.row_norms2_csr(local.indptr, local.data, local.shape[0])
+        else:
+            local = np.ascontiguousarray(X[rows])
+            norms = k.row_norms2_dense(local)
+        n = rows.size
+        return cls(local, norms, np.full(n, -1, dtype=np.int64), np.zeros(n), batch_size)
+
+    @property
+    def size(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def num_batches(self) -> int:
+        return max(1, -(-self.size // self.batch_size))
+
+    def batch(self, b: int) -> tuple[int, int]:
+        lo = b * self.batch_size
+        return lo, min(lo + self.batch_size, self.size)
+
+    def assign(self, lo: int, hi: int, C: np.ndarray, labels: np.ndarray,
+               dist: np.ndarray) -> None:
+        c_norm2 = np.einsum("ij,ij->i", C, C)
+        if sp.issparse(self.X):
+            k.assign_csr(self.X.indptr, self.X.indices, self.X.data, lo, hi, C, c_norm2,
+                         self.x_norm2, labels, dist)
+        else:
+            k.assign_dense(self.X, lo, hi, C, c_norm2, self.x_norm2, labels, dist)
+
+    def deltas(self, lo: int, hi: int, new: np.ndarray, K: int, d: int
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+        dS = np.zeros((K, d))
+        dN = np.zeros(K, dtype=np.int64)
+        if sp.issparse(self.X):
+            moved = k.deltas_csr(self.X.indptr, self.X.indices, self.X.data, lo, hi,
+                                 self.labels, new, dS, dN)
+        else:
+            moved = k.deltas_dense(self.X, lo, hi, self.labels, new, dS, dN)
+        return dS, dN, moved
+
+
+def centroids(sums: np.ndarray, counts: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """``sums / counts``; a cluster with no point keeps ``fallback``'s centroid."""
+    n = counts[:, 0].astype(np.float64)
+    out = fallback.copy()
+    full = n > 0
+    out[full] = sums[full] / n[full, None]
+    return out
+
+
+def make_worker(init: np.ndarray, epochs: int, tol: float):
+    """The ``worker(ctx)`` function: ``init`` are the starting centroids (K x d)."""
+    K, d = init.shape
+
+    def worker(ctx) -> dict:
+        pts: Points = ctx.data
+        restored = ctx.load_state()
+        last = init.copy()
+        if restored is not None:
+            pts.labels[:] = restored["labels"]
+            pts.dist[:] = restored["dist"]
+            last[:] = restored["centroids"]
+        ctx.save_state({"labels": pts.labels, "dist": pts.dist, "centroids": last})
+        moved_in_epoch = 0
+        epochs_done = ctx.clock_count // pts.num_batches
+        new = np.empty(pts.size, dtype=np.int64)
+        while ctx.clock_count < ctx.iterations:
+            b = ctx.clock_count % pts.num_batches
+            lo, hi = pts.batch(b)
+            last[:] = centroids(ctx.read(SUMS), ctx.read(COUNTS), last)
+            pts.assign(lo, hi, last, new, pts.dist)
+            dS, dN, moved = pts.deltas(lo, hi, new, K, d)
+            pts.labels[lo:hi] = new[lo:hi]
+            touched = np.flatnonzero(dN != 0) if moved else np.zeros(0, dtype=np.int64)
+            if touched.size:
+                ctx.inc(SUMS, touched, dS[touched])
+                ctx.inc(COUNTS, touched, dN[touched, None])
+            moved_in_epoch += moved
+            seen = hi if epochs_done == 0 else pts.size  # points assigned so far
+            ctx.clock(objective=float(np.mean(pts.dist[:seen])) if seen else None)
+            if b == pts.num_batches - 1:
+                epochs_done += 1
+                if epochs_done > 1 and moved_in_epoch <= tol * pts.size:
+                    break
+                moved_in_epoch = 0
+        return {"epochs": epochs_done, "centroids": last}
+
+    return worker

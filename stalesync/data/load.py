@@ -1,0 +1,133 @@
+"""From a name or a path to data: the one entry point of every app's ``--data``.
+
+``load_corpus`` (documents for LDA), with the readers of :mod:`.readers` and the built-in
+datasets of :mod:`.datasets`; this module sits above both, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DataFormatError
+from .corpus import Corpus
+from .datasets import DATASETS, load_dataset
+from .readers import FORMATS, READERS
+from .scan import PathLike
+from .sniff import sniff_format
+
+__all__ = ["load_corpus", "load_features", "FEATURE_FORMATS", "FEATURE_DATASETS"]
+
+FEATURE_FORMATS = ("auto", "svmlight", "libsvm", "csv", "npz", "idx")
+FEATURE_DATASETS = ("fashion-mnist", "fashion-mnist-test")
+
+
+def load_corpus(path_or_name: PathLike, format: str = "auto", **options) -> Corpus:
+    """Load a corpus from a file, a directory of text files, or a built-in dataset name.
+
+    ``format``: ``"auto"`` (sniffed, see :func:`sniff_format`) or one of :data:`FORMATS`.
+    Options go to the reader (``vocab``, ``index_base``, tokenizer options...). A name that is
+    not an existing path is looked up in :func:`stalesync.data.datasets.load_dataset`.
+    """
+    p = Path(path_or_name)
+    if not p.exists():
+        if str(path_or_name) in DATASETS:
+            return load_dataset(str(path_or_name), **options)
+        raise ConfigError(f"{path_or_name}: no such file or directory, and not a built-in "
+                          f"dataset ({', '.join(DATASETS)})")
+    fmt = sniff_format(p) if format == "auto" else format
+    if fmt not in READERS:
+        raise ConfigError(f"unknown corpus format {format!r}; choose from auto, "
+                          f"{', '.join(FORMATS)}")
+    _check_options(fmt, READERS[fmt], options)
+    return READERS[fmt](p, **options)
+
+
+def _check_options(fmt: str, reader, options: dict) -> None:
+    """Reject an option the reader does not take, with the list of those it does."""
+    import inspect
+
+    allowed = [n for n, prm in inspect.signature(reader).parameters.items()
+               if prm.kind is not prm.VAR_KEYWORD][1:]
+    if fmt == "text":
+        from .text import Tokenizer
+
+        allowed += list(inspect.signature(Tokenizer).parameters)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"format {fmt!r} does not take option(s) {', '.join(unknown)}; "
+                          f"it takes: {', '.join(allowed)}")
+
+
+def load_features(path_or_name: PathLike, format: str = "auto",
+                  target: str | int | None = -1) -> tuple[Any, np.ndarray | None]:
+    """``(X, y or None)`` of a feature table: libsvm/svmlight (sparse), CSV (``target``: the
+    label column by name or index, None for none), ``.npz`` (arrays ``X`` [and ``y``], or a
+    scipy sparse matrix from ``save_npz``), IDX images (labels from the ``labels`` file
+    beside them), or a built-in dataset name (``fashion-mnist``, ``fashion-mnist-test``)."""
+    name = str(path_or_name)
+    p = Path(path_or_name)
+    if not p.exists():
+        if name in FEATURE_DATASETS:
+            from .fashion_mnist import load_fashion_mnist
+
+            return load_fashion_mnist("test" if name.endswith("-test") else "train")
+        raise ConfigError(f"{name}: no such file, and not a built-in dataset "
+                          f"({', '.join(FEATURE_DATASETS)})")
+    if format not in FEATURE_FORMATS:
+        raise ConfigError(f"unknown format {format!r}; choose one of {FEATURE_FORMATS}",
+                          param="format")
+    if format == "auto":
+        format = _feature_format(p)
+    if format == "npz":
+        return _read_feature_npz(p)
+    if format == "idx":
+        from .idx import read_idx_pair
+
+        return read_idx_pair(p)
+    from .tabular import load_table
+
+    return load_table(p, format, target)
+
+
+def _feature_format(p: Path) -> str:
+    name = p.name.lower()
+    if name.endswith(".npz"):
+        return "npz"
+    if "idx" in name and (name.endswith("-ubyte") or name.endswith("-ubyte.gz")
+                          or name.endswith(".idx")):
+        return "idx"
+    if name.endswith((".csv", ".tsv")):
+        return "csv"
+    return "svmlight"
+
+
+def _read_feature_npz(p: Path) -> tuple[Any, np.ndarray | None]:
+    import zipfile
+
+    import scipy.sparse as sp
+
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            files = set(z.files)
+            if "X" in files:
+                X = z["X"]
+                y = z["y"] if "y" in files else None
+            else:
+                X, y = None, None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataFormatError(f"{p}: not a readable .npz file ({exc})") from None
+    if X is None:
+        try:
+            X = sp.load_npz(p).tocsr()
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataFormatError(f"{p}: holds neither an array 'X' nor a scipy sparse "
+                                  f"matrix ({exc})") from None
+    if X.ndim != 2:
+        raise DataFormatError(f"{p}: 'X' must be 2-D (samples x features), got {X.shape}")
+    if y is not None and (y.ndim != 1 or y.shape[0] != X.shape[0]):
+        raise DataFormatError(f"{p}: 'y' must be 1-D with one label per row of 'X', "
+                              f"got {y.shape} for {X.shape[0]} rows")
+    return X, y
