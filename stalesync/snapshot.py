@@ -206,6 +206,37 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+class SnapshotDirLock:
+    """Exclusive use of a snapshot directory for one run (an advisory ``flock`` on
+    ``<dir>/.lock``): a second run pointed at the same directory, in this process or another,
+    fails at once instead of mixing its snapshots with the first one's."""
+
+    def __init__(self, root: str | os.PathLike | None) -> None:
+        self.root = None if root is None else Path(root)
+        self._file: Any = None
+
+    def __enter__(self) -> SnapshotDirLock:
+        if self.root is None:
+            return self
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.root / ".lock", "a+")  # noqa: SIM115 - held until __exit__
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            self._file = None
+            raise ConfigError(f"snapshot directory {self.root} is in use by another run; give "
+                              "each run its own snapshot directory") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._file is not None:
+            self._file.close()  # releases the lock
+            self._file = None
+
+
 # -- finding and reading --------------------------------------------------------------------
 def list_snapshots(root: str | os.PathLike) -> list[tuple[int, Path]]:
     """Complete snapshots under ``root`` as (clock, path), oldest first."""

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from stalesync.data import datasets, fetch
+from stalesync.data import datasets, fetch, scan
 from stalesync.data.corpus import Corpus
-from stalesync.data import scan
 from stalesync.data.load import load_corpus
 from stalesync.data.readers import read_ldac, read_libsvm, read_text, read_uci, read_vocab
 from stalesync.data.sniff import sniff_format
-from stalesync.data.writers import write_ldac, write_libsvm, write_uci
 from stalesync.data.text import Tokenizer
+from stalesync.data.writers import write_ldac, write_libsvm, write_uci
 from stalesync.errors import ConfigError, DataFormatError
 
 

@@ -63,9 +63,10 @@ def topic_loglik(nk, num_words, beta):  # pragma: no cover - compiled
 def fold_in(doc_ptr, words, phi, alpha, iterations, burn_in, seed):  # pragma: no cover
     """Estimate doc-topic proportions with topics fixed (phi: K x V probabilities).
 
-    Dense Gibbs on each document's tokens; theta averages the post-burn-in samples.
+    Dense Gibbs on each document's tokens; theta averages the post-burn-in samples. Each
+    document's random stream is seeded from ``seed`` and its own tokens, so its result does
+    not depend on which other documents are in the batch, or in which order.
     """
-    np.random.seed(seed)
     num_docs = doc_ptr.shape[0] - 1
     k_topics = phi.shape[0]
     theta = np.zeros((num_docs, k_topics))
@@ -73,6 +74,10 @@ def fold_in(doc_ptr, words, phi, alpha, iterations, burn_in, seed):  # pragma: n
     for d in range(num_docs):
         start, end = doc_ptr[d], doc_ptr[d + 1]
         n_d = end - start
+        h = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(n_d)
+        for i in range(start, end):
+            h = (h ^ np.uint64(words[i] + 1)) * np.uint64(0x100000001B3)
+        np.random.seed(np.int64(h >> np.uint64(33)))
         counts = np.zeros(k_topics)
         z = np.empty(n_d, dtype=np.int32)
         for i in range(n_d):

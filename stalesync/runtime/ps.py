@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..metrics import WorkerMetrics
-from ..snapshot import Snapshot, latest_snapshot
+from ..snapshot import Snapshot, SnapshotDirLock, latest_snapshot
 from ..tables import ShardMap
 from .backend import Backend, Group, WorkerLostError, make_backend
 from .members import Coordinator, PSWorker, ShardHost, WorkerSetup
@@ -88,17 +88,17 @@ class ParameterServer:
 
     # -- for tests and tools --------------------------------------------------------------
     def worker_actors(self) -> list[Any]:
-        return list(self.groups.workers.actors) if self.groups else []
+        return list(getattr(self.groups.workers, "actors", [])) if self.groups else []
 
     def shard_actors(self) -> list[Any]:
-        return list(self.groups.shards.actors) if self.groups else []
+        return list(getattr(self.groups.shards, "actors", [])) if self.groups else []
 
     # -- the job --------------------------------------------------------------------------
     def run(self, worker_fn: Any, data: Any) -> Outcome:
         cfg = self.config
         backend = make_backend(cfg.runtime, address=cfg.address, ray_options=cfg.ray_options,
                                cpus=max(os.cpu_count() or 1, cfg.workers))
-        with backend:
+        with backend, SnapshotDirLock(self.snapshot_dir):
             ParameterServer.active = self
             try:
                 fn = backend.share(worker_fn)

@@ -166,7 +166,8 @@ class RayGroup(Group):
         if overlap is not None:
             overlap()
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=len(pending),
+            # take answers as they come: the first error must wake the others (on_error)
+            ready, _ = ray.wait(list(pending), num_returns=1,
                                 timeout=POLL_S if poll is not None else None)
             for ref in ready:
                 i = pending.pop(ref)

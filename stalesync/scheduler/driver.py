@@ -44,7 +44,7 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -52,6 +52,7 @@ from ..errors import ConfigError
 from ..faults import Stragglers, WorkerDelay
 from ..runtime.backend import Backend, WorkerLostError, make_backend
 from ..runtime.recovery import Recovery
+from ..snapshot import SnapshotDirLock
 from .base import Feedback, Plan, Schedule
 from .checkpoint import DriverCheckpoint, load_driver_snapshot, write_driver_snapshot
 
@@ -208,8 +209,11 @@ class Driver:
             values = drv.map(lambda shard: shard.something())
 
     ``runtime`` is ``"embedded"`` (threads, default) or ``"ray"`` (``address``: a cluster);
-    ``backend`` passes one already open instead.
+    ``backend`` passes one already open instead. ``Driver.active`` is the newest open
+    driver of this process (tests use it to kill workers).
     """
+
+    active: ClassVar[Driver | None] = None
 
     def __init__(self, app: ModelParallelApp, shards: Sequence[Any], *, workers: int = 1,
                  pipeline: bool = True, stragglers: Stragglers | None = None, seed: int = 0,
@@ -246,10 +250,19 @@ class Driver:
         self._checkpoint: dict[int, Any] | None = None
         self._since_checkpoint = 0
         self._resumed: DriverCheckpoint | None = None
-        self.group = self.backend.host("scheduler-worker", self._factories(shards, stragglers),
-                                       cpus=1, concurrency=2)
-        if resume is not None:
-            self._resume(resume)
+        self._lock = SnapshotDirLock(snapshot_dir).__enter__()
+        try:
+            self.group = self.backend.host("scheduler-worker",
+                                           self._factories(shards, stragglers), cpus=1,
+                                           concurrency=2)
+            if resume is not None:
+                self._resume(resume)
+        except BaseException:
+            self._lock.__exit__()
+            if self._owns_backend:
+                self.backend.close()
+            raise
+        Driver.active = self
 
     def _factories(self, shards: Sequence[Any], stragglers: Stragglers | None) -> list:
         delays = [stragglers.for_worker(w) if stragglers else None for w in range(self.workers)]
@@ -279,6 +292,9 @@ class Driver:
         finally:
             self.group.kill()
             self.group = None
+            self._lock.__exit__()
+            if Driver.active is self:
+                Driver.active = None
             if self._owns_backend:
                 self.backend.close()
 

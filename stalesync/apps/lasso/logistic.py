@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
 from sklearn.base import ClassifierMixin
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import validate_data
 
 from ...errors import ConfigError
@@ -238,9 +238,13 @@ class LogisticL1(ClassifierMixin, ScheduledLinearModel):
         X, y_raw = validate_data(self, X, y, accept_sparse="csc", dtype=np.float64)
         check_classification_targets(y_raw)
         classes = np.unique(y_raw)
-        if classes.size != 2:
-            raise ConfigError(f"LogisticL1 needs exactly 2 classes in y, got {classes.size}",
+        if classes.size < 2:
+            raise ConfigError(f"LogisticL1 needs 2 classes in y, got 1 class ({classes[0]!r})",
                               param="y")
+        y_type = type_of_target(y_raw, input_name="y", raise_unknown=True)
+        if y_type != "binary":
+            raise ConfigError("Only binary classification is supported. The type of the "
+                              f"target is {y_type}.", param="y")
         self.classes_ = classes
         ys = np.where(y_raw == classes[1], 1.0, -1.0)
         start = time.perf_counter()
@@ -250,6 +254,7 @@ class LogisticL1(ClassifierMixin, ScheduledLinearModel):
         self.intercept_ = float(res.coef[-1]) if self.fit_intercept else 0.0
         self.objective_, self.converged_ = res.objective, res.converged
         self.n_updates_, self.history_ = res.updates, res.history
+        self.n_iter_ = -(-res.updates // max(X.shape[1], 1))  # epochs, rounded up
         self.run_record_ = self._record(
             run, [dict(h, check=i) for i, h in enumerate(res.history)], wall, res.rounds,
             res.updates, X.shape[1], res.recoveries,
@@ -268,4 +273,5 @@ class LogisticL1(ClassifierMixin, ScheduledLinearModel):
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X) -> np.ndarray:
+        self._check_fitted()
         return self.classes_[(self.decision_function(X) > 0).astype(int)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,27 @@ from .worker import (
 )
 
 
+def integer_counts(X: Any) -> Any:
+    """``X`` with fractional counts rounded to the nearest integer, with a warning saying
+    how many (the sampler draws one topic per token, so a count must be whole)."""
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    if values.dtype.kind != "f":
+        return X
+    rounded = np.rint(values)
+    changed = int(np.count_nonzero(rounded != values))
+    if not changed:
+        return X
+    warnings.warn(f"LDA: {changed} of {values.size} counts were not whole numbers and were "
+                  "rounded to the nearest integer (one topic is sampled per token)",
+                  UserWarning, stacklevel=4)
+    if sp.issparse(X):
+        out = X.copy()
+        out.data = rounded
+        out.eliminate_zeros()
+        return out
+    return rounded
+
+
 class LDA(TransformerMixin, StalesyncEstimator):
     """Latent Dirichlet allocation by collapsed Gibbs sampling on the parameter server.
 
@@ -47,7 +69,8 @@ class LDA(TransformerMixin, StalesyncEstimator):
     ``fit(X, run=RunConfig(...))``.
 
     ``X`` is a :class:`~stalesync.data.corpus.Corpus` or a documents x words matrix of
-    non-negative integer counts (dense or scipy sparse).
+    non-negative counts (dense or scipy sparse; fractional counts are rounded to the
+    nearest integer, with a warning).
     """
 
     _fitted_attributes = ("word_topic_", "topic_total_", "n_features_in_")
@@ -103,8 +126,8 @@ class LDA(TransformerMixin, StalesyncEstimator):
             corpus = X
         else:
             X = validate_data(self, X, reset=reset, accept_sparse="csr",
-                              ensure_non_negative=True, dtype=None)
-            corpus = Corpus.from_doc_term(X)
+                              ensure_non_negative=True, dtype="numeric")
+            corpus = Corpus.from_doc_term(integer_counts(X))
         if reset:
             self.n_features_in_ = corpus.num_words
         elif corpus.num_words > self.n_features_in_:

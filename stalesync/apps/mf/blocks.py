@@ -36,6 +36,7 @@ import numpy as np
 from ...errors import ConfigError
 from ...kernels.mf import sgd_pass
 from ...metrics import WorkerMetrics, build_run_record
+from ...runtime.backend import own
 from ...scheduler import BlockRotation, Driver, Feedback, Plan
 from ...scheduler.blocks import group_by_block, partition_ids
 from .sgd import Monitor, SGDConfig, TrainOutcome, Triples
@@ -108,19 +109,22 @@ def block_data(train: Triples, n_users: int, n_items: int, d: int, seed: int) ->
 
 
 class BlockShard:
-    """One worker's share: the ratings of its row blocks and their user factors."""
+    """One worker's share: the ratings of its row blocks and their user factors (slices:
+    views of the whole arrays on the embedded backend, only these rows on Ray)."""
 
     def __init__(self, data: BlockedData, row_blocks: list[int], Pb: np.ndarray) -> None:
-        self.users = data.local_users
-        self.items = data.local_items
-        self.ratings = data.triples.ratings
-        self.offsets = data.offsets
-        self.d = data.num_blocks
+        d = data.num_blocks
         self.P = {r: Pb[data.rows(data.user_start, r)] for r in row_blocks}
+        self.ratings: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        for r in row_blocks:
+            lo, hi = int(data.offsets[r * d]), int(data.offsets[(r + 1) * d])
+            self.ratings[r] = (data.local_users[lo:hi], data.local_items[lo:hi],
+                               data.triples.ratings[lo:hi],
+                               data.offsets[r * d:(r + 1) * d + 1] - lo)
 
     def span(self, r: int, c: int) -> tuple[int, int]:
-        k = r * self.d + c
-        return int(self.offsets[k]), int(self.offsets[k + 1])
+        offsets = self.ratings[r][3]
+        return int(offsets[c]), int(offsets[c + 1])
 
 
 @dataclass(frozen=True)
@@ -142,19 +146,21 @@ class BlockProgram:
 
     def _sgd(self, shard: BlockShard, r: int, Qc: np.ndarray, lo: int, hi: int,
              epoch: int) -> float:
-        return sgd_pass(shard.users, shard.items, shard.ratings, shard.P[r], Qc, start=lo,
-                        stop=hi, **self.cfg.kernel_args(epoch, self.mu))
+        users, items, ratings, _ = shard.ratings[r]
+        return sgd_pass(users, items, ratings, shard.P[r], Qc, start=lo, stop=hi,
+                        **self.cfg.kernel_args(epoch, self.mu))
 
     def push(self, shard: BlockShard, task: BlockTask) -> dict[str, Any]:
         start = time.perf_counter()
         sse, updates = 0.0, 0
-        for (r, c), Qc in zip(task.blocks, task.Q, strict=True):
+        Qs = [own(Qc) for Qc in task.Q]  # views of the driver's array, or copies (Ray)
+        for (r, c), Qc in zip(task.blocks, Qs, strict=True):
             lo, hi = shard.span(r, c)
             sse += self._sgd(shard, r, Qc, lo, hi, task.epoch)
             updates += hi - lo
         mandatory = time.perf_counter() - start
         extra = 0
-        pieces = [(r, Qc, a, b) for (r, c), Qc in zip(task.blocks, task.Q, strict=True)
+        pieces = [(r, Qc, a, b) for (r, c), Qc in zip(task.blocks, Qs, strict=True)
                   for a, b in _pieces(*shard.span(r, c), EXTRA_CHUNKS)]
         k = 0
         until = start + mandatory * (1.0 + task.extra_ratio)
@@ -163,7 +169,7 @@ class BlockProgram:
             self._sgd(shard, r, Qc, a, b, task.epoch)
             extra += b - a
             k += 1
-        return {"Q": task.Q, "sse": sse, "updates": updates, "extra": extra,
+        return {"Q": Qs, "sse": sse, "updates": updates, "extra": extra,
                 "extra_s": time.perf_counter() - start - mandatory}
 
     def sync(self, shard: BlockShard, plan: Plan, changes: Any) -> None:

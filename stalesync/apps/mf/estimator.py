@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import RegressorMixin
+from sklearn.utils import check_array
 
 from ...data.ratings import Ratings, from_sparse
 from ...errors import ConfigError, DataFormatError, NotFittedError, StalesyncError
@@ -65,6 +66,11 @@ class MatrixFactorization(RegressorMixin, StalesyncEstimator):
     """
 
     _fitted_attributes = ("P_", "Q_", "mu_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # a users x items matrix of ratings
+        return tags
     _model_arrays = ("P_", "Q_", "user_ids_", "item_ids_", "seen_indptr_", "seen_items_")
     _model_info = ("mu_", "scale_", "history_", "n_features_in_")
 
@@ -304,15 +310,16 @@ def as_ratings(X: Any, y: Any, name: str) -> Ratings:
         return X
     if sp.issparse(X):
         return from_sparse(X, source=name)
-    arr = np.asarray(X)
-    if arr.ndim != 2 or arr.shape[1] not in (2, 3):
+    arr = check_array(X, dtype="numeric", input_name=name)  # NaN, inf, complex, empty
+    if arr.shape[1] not in (2, 3):
         raise DataFormatError(
-            f"{name}: expected Ratings, a scipy sparse matrix, or an (n, 3) / (n, 2)+y array, "
-            f"got shape {arr.shape}"
-        )
+            f"{name}: MatrixFactorization takes (user, item) id pairs: an (n, 2) array with "
+            f"ratings y, an (n, 3) array of (user, item, rating), a users x items sparse "
+            f"matrix or Ratings; got {arr.shape[1]} columns")
     if arr.shape[1] == 2:
         if y is None:
-            raise DataFormatError(f"{name}: an (n, 2) array of (user, item) needs ratings y")
+            raise DataFormatError(f"{name}: an (n, 2) array of (user, item) ids requires y "
+                                  "to be passed, but the target y is None")
         values = np.asarray(y, dtype=np.float64).ravel()
         if values.shape[0] != arr.shape[0]:
             raise DataFormatError(f"{name}: {arr.shape[0]} pairs but {values.shape[0]} ratings")

@@ -1,0 +1,85 @@
+"""scikit-learn compatibility of every estimator: ``check_estimator``, clone and grid search.
+
+Each estimator runs the whole ``check_estimator`` suite. A check that cannot apply is listed
+below with the reason, and the test fails if a listed check starts passing (the list must
+not rot) or if any other check fails.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils.estimator_checks import check_estimator
+
+from stalesync.apps.kmeans import KMeans
+from stalesync.apps.lasso import Lasso, LogisticL1
+from stalesync.apps.lda import LDA
+from stalesync.apps.mf import MatrixFactorization
+
+# MatrixFactorization's X is (user, item) id pairs (an (n, 2) array with ratings y, an
+# (n, 3) array, or a users x items sparse matrix); these checks fit it on random float
+# features of other widths, which are not ids.
+NOT_IDS = "the check feeds random float features; X must be (user, item) integer id pairs"
+MF_NOT_APPLICABLE = {name: NOT_IDS for name in (
+    "check_fit_score_takes_y", "check_estimators_overwrite_params",
+    "check_dont_overwrite_parameters", "check_estimators_fit_returns_self",
+    "check_readonly_memmap_input", "check_n_features_in_after_fitting",
+    "check_positive_only_tag_during_fit", "check_estimators_dtypes", "check_dtype_object",
+    "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimator_sparse_array",
+    "check_estimator_sparse_matrix", "check_estimators_pickle",
+    "check_f_contiguous_array_estimator", "check_regressors_train",
+    "check_regressor_data_not_an_array", "check_regressors_no_decision_function",
+    "check_supervised_y_2d", "check_regressors_int", "check_methods_sample_order_invariance",
+    "check_methods_subset_invariance", "check_fit2d_1sample", "check_fit2d_1feature",
+    "check_dict_unchanged", "check_fit_idempotent", "check_fit_check_is_fitted",
+    "check_n_features_in", "check_fit2d_predict1d",
+)}
+
+# one worker: the checks compare two fits, and a single worker is deterministic
+ESTIMATORS = {
+    "LDA": (LDA(n_topics=3, epochs=3, workers=1), {}),
+    "MatrixFactorization": (MatrixFactorization(rank=2, epochs=3), MF_NOT_APPLICABLE),
+    "Lasso": (Lasso(alpha=0.1), {}),
+    "LogisticL1": (LogisticL1(alpha=0.01), {}),
+    "KMeans": (KMeans(3, epochs=5, workers=1), {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_check_estimator(name):
+    estimator, not_applicable = ESTIMATORS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(estimator, on_fail=None)
+    failed = {r["check_name"] for r in results if r["status"] == "failed"}
+    passed = {r["check_name"] for r in results if r["status"] == "passed"}
+    details = {r["check_name"]: str(r["exception"])[:300] for r in results
+               if r["status"] == "failed" and r["check_name"] not in not_applicable}
+    assert not details, details
+    assert failed == set(not_applicable), sorted(set(not_applicable) - failed)
+    assert passed, "no check ran"
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_unfitted_use_raises_sklearns_not_fitted_error(name):
+    estimator = clone(ESTIMATORS[name][0])
+    method = next(m for m in ("predict", "transform") if hasattr(estimator, m))
+    with pytest.raises(NotFittedError, match="not fitted"):
+        getattr(estimator, method)(np.ones((2, 2)))
+
+
+def test_clones_in_a_grid_search_never_share_run_settings():
+    """Run settings are fit arguments, not parameters: a grid search clones only what the
+    model computes, and each clone fits on its own."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(c, 0.3, (40, 2)) for c in ((0, 0), (4, 4), (0, 4))])
+    search = GridSearchCV(KMeans(workers=2, epochs=5), {"n_clusters": [2, 3]}, cv=2)
+    search.fit(X)
+    assert search.best_params_ == {"n_clusters": 3}
+    params = KMeans().get_params()
+    assert not {"runtime", "snapshot_dir", "resume", "address", "progress"} & set(params)
