@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from sklearn.base import ClusterMixin, TransformerMixin
 from sklearn.cluster import kmeans_plusplus
 from sklearn.utils.validation import validate_data
+from threadpoolctl import threadpool_limits
 
 from ... import job
 from ...errors import ConfigError
@@ -37,7 +38,8 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
     the current assignment (see :mod:`stalesync.apps.kmeans.worker`). Initial centroids by
     k-means++ (``init="k-means++"``, on a sample of at most ``init_size`` points) or
     ``random`` points. A worker stops after ``epochs`` passes or when at most ``tol`` of
-    its points changed cluster in its last pass. Where and how the fit runs is
+    its points changed cluster in its last pass. ``init`` may also be an array of starting
+    centres (n_clusters x n_features). Where and how the fit runs is
     ``fit(X, run=RunConfig(...))``.
 
     Attributes: ``cluster_centers_``, ``labels_`` and ``inertia_`` (of the training data
@@ -49,7 +51,8 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
     _model_info = ("inertia_", "n_iter_", "n_features_in_")
 
     def __init__(self, n_clusters: int = 8, *, epochs: int = 20, batch_size: int = 1024,
-                 tol: float = 0.0, init: str = "k-means++", init_size: int | None = None,
+                 tol: float = 0.0, init: str | np.ndarray = "k-means++",
+                 init_size: int | None = None,
                  workers: int = 2, consistency: str = "ssp", staleness: int | None = 1,
                  seed: int = 0) -> None:
         self.n_clusters = n_clusters
@@ -75,7 +78,12 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         check_int(self.workers, "workers", 1)
         check_int(self.seed, "seed", 0)
         check_float(self.tol, "tol", 0, 1)
-        check_choice(self.init, "init", INITS)
+        if isinstance(self.init, str):
+            check_choice(self.init, "init", INITS)
+        elif np.shape(self.init) != (self.n_clusters, np.shape(self.init)[-1]):
+            raise ConfigError(f"init must be one of {INITS} or an array of n_clusters="
+                              f"{self.n_clusters} rows, got shape {np.shape(self.init)}",
+                              param="init")
         if self.init_size is not None:
             check_int(self.init_size, "init_size", 1)
         check_consistency(self.consistency, self.staleness)
@@ -85,10 +93,18 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
                              dtype=[np.float64, np.float32], order="C")
 
     def _initial_centroids(self, X, rng: np.random.Generator) -> np.ndarray:
+        """k-means++ (or random points) on a sample of ``init_size`` points (default 10,000
+        or 20 per cluster, whichever is more), as MiniBatchKMeans seeds on a sample."""
+        if not isinstance(self.init, str):
+            C = np.asarray(self.init, dtype=np.float64)
+            if C.shape[1] != X.shape[1]:
+                raise ConfigError(f"init has {C.shape[1]} features, X has {X.shape[1]}",
+                                  param="init")
+            return C.copy()
         n = X.shape[0]
-        size = min(n, self.init_size or max(10 * self.n_clusters, 20_000))
+        size = min(n, self.init_size or max(10_000, 20 * self.n_clusters))
         sample = rng.choice(n, size=size, replace=False) if size < n else np.arange(n)
-        Xs = X[np.sort(sample)]
+        Xs = X[np.sort(sample)].astype(np.float64)  # scikit-learn's k-means++ is faster so
         if self.init == "random":
             pick = rng.choice(Xs.shape[0], size=self.n_clusters, replace=False)
             C = Xs[pick]
@@ -122,7 +138,7 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
                             workers=self.workers, enabled=run.progress,
                             objective="inertia/point", items_per_epoch=n, items="points")
         start = time.perf_counter()
-        with progress:
+        with progress, threadpool_limits(limits=1, user_api="blas"):
             result = job.run(
                 make_worker(init, self.epochs, self.tol),
                 [TableSpec(SUMS, K, d, "float64"), TableSpec(COUNTS, K, 1, "int64")],
@@ -147,10 +163,16 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         return self
 
     def _assign(self, X) -> tuple[np.ndarray, np.ndarray]:
-        pts = Points.create(X, np.arange(X.shape[0]), max(X.shape[0], 1))
-        labels = np.empty(pts.size, dtype=np.int64)
-        dist = np.empty(pts.size)
-        pts.assign(0, pts.size, self.cluster_centers_, labels, dist)
+        """Exact labels and squared distances under the centres (float64, in chunks)."""
+        n = X.shape[0]
+        labels = np.empty(n, dtype=np.int64)
+        dist = np.empty(n)
+        C = self.cluster_centers_
+        for lo in range(0, n, 8192):
+            hi = min(lo + 8192, n)
+            part = X[lo:hi]
+            pts = Points.create(part.astype(np.float64), np.arange(hi - lo), hi - lo)
+            pts.assign(0, hi - lo, C, labels[lo:hi], dist[lo:hi])
         return labels, dist
 
     def predict(self, X: Any) -> np.ndarray:

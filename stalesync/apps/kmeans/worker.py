@@ -8,6 +8,9 @@ of the statistics: a point that moved from cluster a to b subtracts itself from 
 itself to b. So the tables always equal the statistics of the assignments (exactly, as
 LDA's counts equal its topic assignments), and the fixed points are Lloyd's.
 
+Assignment is one matrix product per mini-batch (``X_batch @ C^T``, BLAS limited to one
+thread per worker while the job runs, so workers do not fight over cores).
+
 In the first epoch no point has an assignment yet, so it is Sculley's mini-batch k-means
 (each centroid the running mean of the points given to it); later epochs refine like
 Lloyd's algorithm, but every mini-batch sees the centroids its predecessors moved, which
@@ -64,12 +67,16 @@ class Points:
 
     def assign(self, lo: int, hi: int, C: np.ndarray, labels: np.ndarray,
                dist: np.ndarray) -> None:
+        """Nearest centroid of points ``lo..hi``: ``||x||^2 - 2 x.c + ||c||^2`` with the
+        cross term as one matrix product (BLAS, in the data's precision)."""
+        if hi <= lo:
+            return
         c_norm2 = np.einsum("ij,ij->i", C, C)
-        if sp.issparse(self.X):
-            k.assign_csr(self.X.indptr, self.X.indices, self.X.data, lo, hi, C, c_norm2,
-                         self.x_norm2, labels, dist)
-        else:
-            k.assign_dense(self.X, lo, hi, C, c_norm2, self.x_norm2, labels, dist)
+        cross = self.X[lo:hi] @ C.T.astype(self.X.dtype, copy=False)
+        scores = c_norm2[None, :] - 2.0 * np.asarray(cross, dtype=np.float64)
+        best = np.argmin(scores, axis=1)
+        labels[lo:hi] = best
+        dist[lo:hi] = np.maximum(scores[np.arange(hi - lo), best] + self.x_norm2[lo:hi], 0.0)
 
     def deltas(self, lo: int, hi: int, new: np.ndarray, K: int, d: int
                ) -> tuple[np.ndarray, np.ndarray, int]:
