@@ -31,13 +31,13 @@ def check_output_path(path: PathLike, what: str, *, suffixes: Sequence[str] | No
     p = Path(path).expanduser()
     if str(path) == "" or p.name in ("", ".", ".."):
         raise ConfigError(f"{what}: {str(path)!r} is not a usable path")
-    if suffixes is not None and p.suffix.lower() not in suffixes:
-        raise ConfigError(f"{what}: cannot write {p.suffix or 'a file without extension'} "
-                          f"({p}); use one of {', '.join(suffixes)}")
     if directory and p.exists() and not p.is_dir():
         raise ConfigError(f"{what}: {p} exists and is not a directory")
     if not directory and p.is_dir():
         raise ConfigError(f"{what}: {p} is a directory; give a file name")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise ConfigError(f"{what}: cannot write {p.suffix or 'a file without extension'} "
+                          f"({p}); use one of {', '.join(suffixes)}")
     parent = p.parent.resolve()
     if not parent.is_dir():
         raise ConfigError(f"{what}: directory {parent} does not exist (create it first)")

@@ -72,7 +72,7 @@ def test_lda_command_snapshots_and_resumes(tmp_path, capsys):
     common = ["lda", "--data", str(data), "--topics", "4", "--epochs", "4",
               "--docs-per-clock", "0.5", "--no-progress"]
     assert main([*common, "--snapshot-every", "3", "--snapshot-dir", str(snaps)]) == 0
-    assert sorted(p.name for p in snaps.iterdir()) == ["snap-00000003", "snap-00000006"]
+    assert sorted(p.name for p in snaps.glob("snap-*")) == ["snap-00000003", "snap-00000006"]
     run_json = tmp_path / "run.json"
     assert main([*common, "--resume", str(snaps), "--metrics-out", str(run_json)]) == 0
     assert json.loads(run_json.read_text())["resumed_from_clock"] == 6

@@ -271,5 +271,5 @@ def test_l1_logistic_matches_sklearn(workers):
     np.testing.assert_array_equal(model.coef_ != 0, np.abs(sk.coef_.ravel()) > 1e-8)
     assert model.score(X, y) == pytest.approx(sk.score(X, y))
     np.testing.assert_allclose(model.predict_proba(X).sum(axis=1), 1.0)
-    with pytest.raises(ConfigError, match="2 classes"):
+    with pytest.raises(ConfigError, match="Only binary classification"):
         LogisticL1().fit(X, np.arange(n) % 3)

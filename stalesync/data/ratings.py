@@ -213,9 +213,18 @@ def load_movielens_100k() -> Ratings:
     return read_ratings(cached_member(RECBOLE, MOVIELENS_100K_MEMBER), sep="\t")
 
 
-def load_ratings(source: str | os.PathLike) -> Ratings:
-    """A named dataset (``movielens-100k``) or a file: ``.mtx`` is MatrixMarket, anything
-    else ``user item rating`` text."""
+RATING_FORMATS = ("auto", "text", "mtx")
+
+
+def load_ratings(source: str | os.PathLike, format: str = "auto") -> Ratings:
+    """A named dataset (``movielens-100k``) or a file: ``format="mtx"`` (or ``auto`` with a
+    ``.mtx`` name) is MatrixMarket, ``text`` (or anything else) ``user item rating`` text
+    with the separator detected."""
+    if format not in RATING_FORMATS:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"unknown ratings format {format!r}; choose one of "
+                          f"{RATING_FORMATS}", param="format")
     name = str(source)
     if name.lower() in ("movielens-100k", "ml-100k"):
         return load_movielens_100k()
@@ -224,6 +233,6 @@ def load_ratings(source: str | os.PathLike) -> Ratings:
         raise DataFormatError(
             f"{name}: no such file, and not a known dataset (known: {', '.join(DATASETS)})"
         )
-    if path.suffix.lower() == ".mtx":
+    if format == "mtx" or (format == "auto" and path.suffix.lower() == ".mtx"):
         return read_matrix_market(path)
     return read_ratings(path)

@@ -251,6 +251,7 @@ class Driver:
         self._since_checkpoint = 0
         self._resumed: DriverCheckpoint | None = None
         self._lock = SnapshotDirLock(snapshot_dir).__enter__()
+        started = time.perf_counter()
         try:
             self.group = self.backend.host("scheduler-worker",
                                            self._factories(shards, stragglers), cpus=1,
@@ -262,6 +263,7 @@ class Driver:
             if self._owns_backend:
                 self.backend.close()
             raise
+        self.startup_s = time.perf_counter() - started  # starting the workers (Ray: actors)
         Driver.active = self
 
     def _factories(self, shards: Sequence[Any], stragglers: Stragglers | None) -> list:

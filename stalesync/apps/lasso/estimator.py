@@ -55,7 +55,7 @@ class ScheduledLinearModel(StalesyncEstimator):
         )
 
     def _record(self, run: RunConfig, history: list[dict[str, Any]], wall: float,
-                rounds: int, updates: int, d: int, recoveries: dict[str, Any],
+                rounds: int, updates: int, d: int, run_info: dict[str, Any],
                 final: dict[str, Any]) -> dict[str, Any]:
         """The run record of a solve: one record per worker per convergence check."""
         records = []
@@ -73,7 +73,7 @@ class ScheduledLinearModel(StalesyncEstimator):
         record = build_run_record(
             app=self._app_name, strategy="scheduled", runtime=run.runtime, consistency="bsp",
             staleness=0, workers=self.workers, clocks=rounds, epochs=updates / max(d, 1),
-            wall_time_s=wall, metrics=[], final=final, extra=recoveries)
+            wall_time_s=wall, metrics=[], final=final, extra=run_info)
         record["records"] = records
         record["wait_s"] = float(sum(r["wait_s"] for r in records))
         record["bytes_sent"] = int(history[-1].get("bytes", 0)) if history else 0
@@ -163,14 +163,15 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
         self._set_result(result, prep.x_mean, prep.y_mean)
         self.run_record_ = self._record(
             run, result.history, result.wall_s, result.rounds, result.updates, prep.d,
-            result.recoveries, {
+            result.run_info, {
                 "n_samples": prep.n, "n_features": prep.d, "alpha": self.alpha,
                 "schedule": self.schedule, "parallel": self.parallel,
                 "parallel_final": result.parallel, "objective": result.objective,
                 "duality_gap": result.gap, "converged": result.converged,
                 "nnz": int(np.count_nonzero(result.coef)), "updates": result.updates,
                 "rounds": result.rounds,
-                "rounds_per_s": result.rounds / max(result.wall_s, 1e-12),
+                "rounds_per_s": result.rounds / max(
+                    result.wall_s - result.run_info.get("startup_s", 0.0), 1e-12),
                 "checks": result.checks, "worker_busy_s": result.worker_busy_s,
                 "worker_shards": result.worker_shards})
         return self

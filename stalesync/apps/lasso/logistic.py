@@ -110,7 +110,7 @@ class LogitResult:
     updates: int
     history: list[dict[str, Any]]
     rounds: int = 0
-    recoveries: dict[str, Any] = field(default_factory=dict)
+    run_info: dict[str, Any] = field(default_factory=dict)  # recoveries, startup_s
 
 
 def _augment(X, fit_intercept: bool):
@@ -193,9 +193,10 @@ def solve_logistic(X, y: np.ndarray, alpha: float, fit_intercept: bool,
                 use(parallel)
                 objective, violation = check()
             saved[:] = coef
-        rounds, recoveries = drv.stats.rounds, drv.recovery.record()
+        rounds = drv.stats.rounds
+        run_info = {**drv.recovery.record(), "startup_s": drv.startup_s}
     return LogitResult(coef.copy(), objective, violation, violation <= opts.tol * scale,
-                       drv.stats.updates, history, rounds, recoveries)
+                       drv.stats.updates, history, rounds, run_info)
 
 
 class LogisticL1(ClassifierMixin, ScheduledLinearModel):
@@ -257,7 +258,7 @@ class LogisticL1(ClassifierMixin, ScheduledLinearModel):
         self.n_iter_ = -(-res.updates // max(X.shape[1], 1))  # epochs, rounded up
         self.run_record_ = self._record(
             run, [dict(h, check=i) for i, h in enumerate(res.history)], wall, res.rounds,
-            res.updates, X.shape[1], res.recoveries,
+            res.updates, X.shape[1], res.run_info,
             {"n_samples": X.shape[0], "n_features": X.shape[1], "alpha": self.alpha,
              "objective": res.objective, "kkt_violation": res.violation,
              "converged": res.converged, "updates": res.updates, "rounds": res.rounds})

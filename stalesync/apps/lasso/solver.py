@@ -78,7 +78,7 @@ class SolveResult:
     worker_busy_s: list[float] = field(default_factory=list)
     worker_wait_s: list[float] = field(default_factory=list)
     worker_shards: list[int] = field(default_factory=list)
-    recoveries: dict[str, Any] = field(default_factory=dict)
+    run_info: dict[str, Any] = field(default_factory=dict)  # recoveries, startup_s
 
 
 def default_eta(prep: Prepared) -> float:
@@ -169,12 +169,12 @@ def solve(prep: Prepared, alpha: float, coef_init: np.ndarray | None, opts: Solv
             best_gap = min(best_gap, report.gap)
             stalled = 0 if progress else stalled + 1
         stats = drv.stats
-        recoveries = drv.recovery.record()
+        run_info = {**drv.recovery.record(), "startup_s": drv.startup_s}
     return SolveResult(
         coef=app.coef.copy(), objective=report.objective, gap=report.gap,
         converged=bool(report.gap <= tol_abs), checks=checks, updates=stats.updates,
         rounds=stats.rounds, parallel=parallel, wall_s=time.perf_counter() - start,
         history=history, worker_busy_s=stats.busy_s.tolist(),
         worker_wait_s=stats.wait_s.tolist(), worker_shards=stats.shards_done.tolist(),
-        recoveries=recoveries,
+        run_info=run_info,
     )

@@ -299,6 +299,7 @@ def train_blocks(data: BlockedData, P0: np.ndarray, Q0: np.ndarray, mu: float,
         rounds = drv.stats.rounds
         recovery = drv.recovery.record()
         busy = drv.stats.busy_s.tolist()
+        startup = drv.startup_s
     elapsed = time.perf_counter() - start
     record = build_run_record(
         app="mf", strategy=mode, runtime=run.runtime, consistency="bsp", staleness=0,
@@ -306,6 +307,7 @@ def train_blocks(data: BlockedData, P0: np.ndarray, Q0: np.ndarray, mu: float,
         metrics=metrics,
         extra={"mode": mode, "num_blocks": d, "extra_updates": int(app.extra.sum()),
                "worker_extra_updates": app.extra.tolist(), "worker_busy_s": busy,
+               "startup_s": startup,
                **recovery, **({"resumed_from_clock": first_round} if run.resume else {})},
     )
     P, Q = data.to_original(Pb, Qb)

@@ -22,7 +22,11 @@ class MFCommand(AppCommand):
     data_help = "movielens-100k, or a ratings file"
 
     def add_data_arguments(self, flags: Flags) -> None:
+        from ...data.ratings import RATING_FORMATS
+
         flags.add("data", "--data", required=True, help=self.data_help)
+        flags.add("data", "--format", default="auto", choices=RATING_FORMATS,
+                  help="mtx: MatrixMarket; text: 'user item rating' lines")
 
     def add_model_arguments(self, flags: Flags) -> None:
         from .estimator import MODES
@@ -66,9 +70,9 @@ class MFCommand(AppCommand):
     def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
         from ...data.ratings import load_ratings
 
-        ratings = load_ratings(args.data)
+        ratings = load_ratings(args.data, args.format)
         if args.test is not None:
-            return ratings, load_ratings(args.test)
+            return ratings, load_ratings(args.test, args.format)
         if args.test_fraction:
             return ratings.split(args.test_fraction, seed=args.seed)
         return ratings, None

@@ -1,0 +1,135 @@
+"""The command line every app shares: the same flags and groups, defaults in --help, every
+option and output path checked before any data is read, one-line errors naming the flag."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from lda_fixtures import planted_corpus
+
+from stalesync.cli import APPS, build_parser, main
+from stalesync.data.writers import write_ldac
+
+SHARED = ("--data", "--format", "--test", "--test-fraction", "--epochs", "--workers",
+          "--runtime", "--address", "--stragglers", "--snapshot-every", "--snapshot-dir",
+          "--resume", "--max-recoveries", "--metrics-out", "--plot", "--save-model", "--seed",
+          "--no-progress")
+GROUPS = ["data", "model", "training", "parallelism", "runtime", "output"]
+
+
+def subparser(name: str):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_every_app_has_the_shared_flags_in_the_same_groups(app):
+    parser = subparser(app)
+    flags = {s for a in parser._actions for s in a.option_strings}
+    assert set(SHARED) <= flags, set(SHARED) - flags
+    titles = [g.title for g in parser._action_groups if g.title in GROUPS]
+    assert titles == GROUPS
+    text = parser.format_help()
+    assert "(default: 2)" in text  # --workers, and every other non-empty default
+
+
+def test_parameter_server_apps_take_a_consistency_model_and_the_others_do_not():
+    for app in ("lda", "mf", "kmeans"):
+        assert "--consistency" in subparser(app).format_help()
+    assert "--consistency" not in subparser("lasso").format_help()
+
+
+@pytest.fixture
+def ldac(tmp_path):
+    corpus, _ = planted_corpus(num_docs=40, seed=0)
+    path = tmp_path / "docs.ldac"
+    write_ldac(corpus, path)
+    return path
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--topics", "0"], "--topics must be positive"),
+    (["--consistency", "bsp", "--staleness", "3"], "bsp has --staleness 0"),
+    (["--staleness", "-1"], "--staleness must be >= 0"),
+    (["--docs-per-clock", "2"], "--docs-per-clock must be"),
+    (["--test-fraction", "1.5"], "--test-fraction must be in [0, 1)"),
+    (["--shards", "0"], "--shards must be positive"),
+    (["--snapshot-every", "3"], "--snapshot-dir"),
+    (["--address", "1.2.3.4:6379"], "--address"),
+])
+def test_option_errors_name_the_flag_before_any_data_is_read(ldac, capsys, monkeypatch, args,
+                                                              flag):
+    import stalesync.data.load as load
+
+    def must_not_load(*a, **k):
+        raise AssertionError("data was loaded before the options were checked")
+
+    monkeypatch.setattr(load, "load_corpus", must_not_load)
+    assert main(["lda", "--data", str(ldac), *args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err, err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--plot", "{tmp}/missing/x.png", "does not exist"),
+    ("--plot", "{tmp}/run.gif", "cannot write .gif"),
+    ("--plot", "{tmp}", "is a directory"),
+    ("--metrics-out", "/proc/run.json", "cannot write in /proc"),
+    ("--metrics-out", "{tmp}", "is a directory"),
+    ("--save-model", "{tmp}/missing/model", "does not exist"),
+])
+def test_bad_output_paths_fail_before_the_run(ldac, tmp_path, capsys, flag, value, message):
+    value = value.format(tmp=tmp_path)
+    before = set(tmp_path.iterdir())
+    assert main(["lda", "--data", str(ldac), "--epochs", "1", flag, value,
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and message in err, err
+    assert "log-likelihood" not in capsys.readouterr().out  # nothing was trained
+    assert set(tmp_path.iterdir()) == before  # nothing was created
+
+
+def test_plot_is_written_in_the_format_of_its_extension(ldac, tmp_path):
+    pdf, svg = tmp_path / "run.pdf", tmp_path / "run.svg"
+    assert main(["lda", "--data", str(ldac), "--topics", "3", "--epochs", "2",
+                 "--plot", str(pdf), "--no-progress"]) == 0
+    assert pdf.read_bytes()[:4] == b"%PDF"
+    assert main(["lda", "--data", str(ldac), "--topics", "3", "--epochs", "2",
+                 "--plot", str(svg), "--no-progress"]) == 0
+    assert b"<svg" in svg.read_bytes()[:400]
+
+
+def test_run_record_names_clocks_and_epochs(ldac, tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["lda", "--data", str(ldac), "--topics", "4", "--epochs", "3",
+                 "--docs-per-clock", "0.25", "--metrics-out", str(out), "--show-topics", "2",
+                 "--no-progress"]) == 0
+    record = json.loads(out.read_text())
+    assert (record["epochs"], record["clocks"]) == (3, 12)
+    assert "top 10 words of 2 of 4 topics" in capsys.readouterr().out
+
+
+def test_mf_block_modes_refuse_a_consistency_model(tmp_path, capsys):
+    data = tmp_path / "r.tsv"
+    rng = np.random.default_rng(0)
+    data.write_text("".join(f"{u}\t{i}\t{rng.integers(1, 6)}\n"
+                            for u in range(30) for i in range(20) if rng.random() < 0.5))
+    for extra in (["--consistency", "ssp"], ["--staleness", "2"], ["--clocks-per-epoch", "2"]):
+        assert main(["mf", "--data", str(data), "--mode", "blocks", *extra,
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert extra[0] in err and "mode='ssp' only" in err, err
+    assert main(["mf", "--data", str(data), "--num-blocks", "0", "--mode", "blocks",
+                 "--no-progress"]) == 2
+    assert "--num-blocks must be positive" in capsys.readouterr().err
+
+
+def test_unknown_dataset_and_debug_traceback(capsys):
+    assert main(["kmeans", "--data", "no-such-thing", "--no-progress"]) == 2
+    assert "no such file, and not a built-in dataset" in capsys.readouterr().err
+    with pytest.raises(Exception, match="no such file"):
+        main(["--debug", "kmeans", "--data", "no-such-thing", "--no-progress"])
