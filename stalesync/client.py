@@ -31,6 +31,7 @@ from .errors import (
 )
 from .kernels.rows import (
     gather_rows,
+    scatter_add_rows,
     scatter_add_rows_pair,
     scatter_rows,
     take_and_zero_rows,
@@ -86,12 +87,19 @@ class WorkerClient:
         shards: Sequence[ShardProtocol],
         metrics: WorkerMetrics,
         nan_policy: str = "error",
+        *,
+        skip_ahead: bool = False,
+        fetch_every: int = 1,
+        push_every: int = 1,
     ) -> None:
         self.worker_id = worker_id
         self.shard_map = shard_map
         self.shards = shards
         self.metrics = metrics
         self.nan_policy = nan_policy
+        self.skip_ahead = skip_ahead
+        self.fetch_every = fetch_every
+        self.push_every = push_every
         self.clock_count = 0
         self.tables = {
             name: _CachedTable.create(spec, models[name]) for name, spec in specs.items()
@@ -182,12 +190,15 @@ class WorkerClient:
             # never-fetched rows have stamp -1 and must be fetched even when c - s < 0
             required = max(model.required_stamp(self.clock_count), 0)
             missing = idx[table.stamp[idx] < required]
-        else:
+        else:  # async: refresh every ``fetch_every`` clocks, never waiting
             required = None
-            missing = idx[table.fetched_at[idx] < self.clock_count]
+            missing = idx[(table.fetched_at[idx] < 0)
+                          | (self.clock_count - table.fetched_at[idx] >= self.fetch_every)]
         waited = 0.0
         if missing.size:
             waited = self._fetch(table, unique_rows(missing, table.spec.num_rows), required)
+            if self.skip_ahead:  # backup workers: compute on the current step, never older
+                self.clock_count = max(self.clock_count, int(table.stamp[missing].max()))
         self.metrics.on_read(self.clock_count - table.stamp[idx], waited)
         out = gather_rows(table.cache, idx)
         return out[0] if scalar else out
@@ -204,8 +215,9 @@ class WorkerClient:
             values, stamp, w = future.result()
             waited += w
             fetched = rows[pos]
-            unsent = table.dirty[fetched]
-            if unsent.any():  # the shard has not seen these increments yet
+            # the shard has not seen these increments yet (a gradient is not a value)
+            unsent = table.dirty[fetched] if not table.spec.gradient else None
+            if unsent is not None and unsent.any():
                 if not values.flags.writeable:  # a remote shard's reply (Ray object store)
                     values = values.copy()
                 values[unsent] += table.pending[fetched[unsent]]
@@ -215,6 +227,7 @@ class WorkerClient:
             self.metrics.on_send(
                 MESSAGE_HEADER_BYTES + fetched.size * (INDEX_BYTES + table.spec.row_nbytes)
             )
+        self.metrics.fetches += 1
         return waited
 
     def receive_push(self, push: Push) -> None:
@@ -234,7 +247,8 @@ class WorkerClient:
                 continue
             newer = push.stamp > table.stamp[push.rows]
             rows = push.rows[newer]
-            table.cache[rows] = push.values[newer] + table.pending[rows]
+            own = 0 if table.spec.gradient else table.pending[rows]
+            table.cache[rows] = push.values[newer] + own
             table.stamp[rows] = push.stamp
             table.fetched_at[rows] = self.clock_count
 
@@ -242,7 +256,9 @@ class WorkerClient:
         """Add to ``push.values`` the own increments flushed after the push was made.
 
         Returns False (drop the push: always safe, only less fresh) when they are no longer
-        in the sent log."""
+        in the sent log. A gradient table's cache holds server values only: nothing to add."""
+        if table.spec.gradient:
+            return True
         missing = range(push.own_clocks, self.clock_count)
         if not missing:
             return True
@@ -264,7 +280,10 @@ class WorkerClient:
         table = self._table(name)
         idx = self._rows(table, rows)
         arr = self._deltas(table, idx, deltas)
-        scatter_add_rows_pair(table.pending, table.cache, idx, arr)
+        if table.spec.gradient:  # the shard's rule turns it into an update: not a value
+            scatter_add_rows(table.pending, idx, arr)
+        else:
+            scatter_add_rows_pair(table.pending, table.cache, idx, arr)
         table.dirty[idx] = True
 
     def inc_one(self, name: str, row: int, col: int, value) -> None:
@@ -283,7 +302,7 @@ class WorkerClient:
         """End this worker's iteration: send coalesced increments (one message per shard)
         and advance its clock. Never blocks on other workers."""
         self._check_alive()
-        self._send(finished=False)
+        self._send(finished=False, flush=(self.clock_count + 1) % self.push_every == 0)
         self.metrics.on_clock(self.clock_count, objective)
         self.clock_count += 1
 
@@ -292,12 +311,14 @@ class WorkerClient:
         if not self._ended:
             self._send(finished=True)
 
-    def _send(self, finished: bool) -> None:
+    def _send(self, finished: bool, flush: bool = True) -> None:
+        """One clock message per shard; with ``flush`` it carries the coalesced increments
+        (Downpour's ``push_every`` holds them back, accumulating, between pushes)."""
         per_shard: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [
             {} for _ in range(self.shard_map.num_shards)
         ]
         nbytes = 0
-        for name, table in self.tables.items():
+        for name, table in self.tables.items() if flush or finished else ():
             rows = np.flatnonzero(table.dirty)
             if not rows.size:
                 continue
@@ -309,8 +330,11 @@ class WorkerClient:
                 per_shard[shard][name] = (local, deltas[pos])
                 nbytes += local.size * (INDEX_BYTES + table.spec.row_nbytes)
         for shard, updates in enumerate(per_shard):
-            self.shards[shard].clock(self.worker_id, updates, finished=finished)
+            self.shards[shard].clock(self.worker_id, updates, finished=finished,
+                                     step=self.clock_count)
             nbytes += MESSAGE_HEADER_BYTES
+        if any(per_shard):
+            self.metrics.pushes += 1
         self.metrics.on_send(nbytes)
 
     def end(self) -> None:

@@ -49,6 +49,11 @@ class JobConfig:
     snapshot_every: int | None = None
     snapshot_dir: str | None = None
     resume: str | None = None
+    # clock policy: synchronous steps completed by the first workers - backup_workers
+    # gradients (late ones dropped); client cadence (async): fetch / push every k clocks
+    backup_workers: int = 0
+    fetch_every: int = 1
+    push_every: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.workers, int) or self.workers < 1:
@@ -60,10 +65,11 @@ class JobConfig:
         if self.nan_policy not in NAN_POLICIES:
             raise ConfigError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
         self._check_snapshot_options()
+        self.model = ConsistencyModel.parse(self.consistency, self.staleness)
+        self._check_policy_options()
         names = [t.name for t in self.tables]
         if len(set(names)) != len(names):
             raise ConfigError(f"table names must be unique, got {names}")
-        self.model = ConsistencyModel.parse(self.consistency, self.staleness)
         for name, values in self.initial_tables.items():
             spec = self.spec(name)
             if np.shape(values) != (spec.num_rows, spec.row_width):
@@ -89,6 +95,29 @@ class JobConfig:
             raise ConfigError(f"max_recoveries must be an int >= 0, got {self.max_recoveries!r}")
         if self.address is not None and self.runtime != "ray":
             raise ConfigError("address is only used with runtime='ray'")
+
+    def _check_policy_options(self) -> None:
+        for name in ("backup_workers", "fetch_every", "push_every"):
+            value = getattr(self, name)
+            low = 0 if name == "backup_workers" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an int >= {low}, got {value!r}", param=name)
+        if self.backup_workers:
+            if self.backup_workers >= self.workers:
+                raise ConfigError(f"backup_workers ({self.backup_workers}) must be fewer than "
+                                  f"workers ({self.workers})", param="backup_workers")
+            if self.model.kind != "bsp":
+                raise ConfigError("backup workers run synchronous steps: they need "
+                                  f"consistency='bsp', got {self.model.kind!r}",
+                                  param="backup_workers")
+            if self.shards != 1:
+                raise ConfigError("backup workers need one server shard (each step is "
+                                  "decided by one shard's first arrivals)", param="shards")
+        for name in ("fetch_every", "push_every"):
+            if getattr(self, name) != 1 and self.model.kind != "async":
+                raise ConfigError(f"{name} (Downpour's cadence) needs consistency='async': "
+                                  "a bounded model must see every increment in time",
+                                  param=name)
 
     def spec(self, name: str) -> TableSpec:
         for t in self.tables:
@@ -135,8 +164,11 @@ def run(
     fields: ``workers``, ``consistency``, ``staleness``, ``iterations``, ``runtime``,
     ``shards``, ``stragglers``, ``seed``, ``nan_policy``, ``app``, ``on_clock``,
     ``snapshot_every``/``snapshot_dir``/``resume`` (consistent snapshots, see
-    :mod:`stalesync.snapshot`), and for ``runtime="ray"``: ``address``, ``ray_options``,
-    ``max_recoveries``. ``final(result)`` fills the run record's ``final`` object.
+    :mod:`stalesync.snapshot`), ``backup_workers`` (synchronous steps taking the first
+    ``workers - backup_workers`` gradients, :mod:`stalesync.clock_policies`),
+    ``fetch_every``/``push_every`` (async client cadence), and for ``runtime="ray"``:
+    ``address``, ``ray_options``, ``max_recoveries``. ``final(result)`` fills the run
+    record's ``final`` object.
     """
     unknown = set(options) - set(JobConfig.__dataclass_fields__)
     if unknown:

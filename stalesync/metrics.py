@@ -6,7 +6,8 @@ runtime (see :data:`RECORD_FIELDS`)::
     app, strategy, runtime, consistency, staleness, guarantee, workers,
     clocks, epochs, wall_time_s, records [per worker per clock],
     observed_staleness {max, mean, histogram, rows_read}, reads_blocked, wait_s,
-    bytes_sent, recoveries, objective_name, objective_reduce, final {app's results}
+    bytes_sent, fetches, pushes [per worker], recoveries, objective_name,
+    objective_reduce, final {app's results}
 
 ``clocks`` counts synchronisation points (a worker's ``ctx.clock()`` calls, a scheduler's
 rounds); ``epochs`` counts passes over the data (LDA sweeps, SGD epochs), when the app knows.
@@ -29,7 +30,8 @@ from .files import PathLike, atomic_write_bytes
 RECORD_FIELDS = (
     "app", "strategy", "runtime", "consistency", "staleness", "guarantee", "workers",
     "clocks", "epochs", "wall_time_s", "records", "observed_staleness", "reads_blocked",
-    "wait_s", "bytes_sent", "recoveries", "objective_name", "objective_reduce", "final",
+    "wait_s", "bytes_sent", "fetches", "pushes", "recoveries", "objective_name",
+    "objective_reduce", "final",
 )
 
 
@@ -43,6 +45,8 @@ class WorkerMetrics:
         self.records: list[dict[str, Any]] = []
         self.reads_blocked = 0
         self.bytes_sent = 0
+        self.fetches = 0  # reads that fetched rows from the shards
+        self.pushes = 0  # clock messages that carried increments
         self._clock_start = time.perf_counter()
         self._wait = 0.0
         self._bytes = 0
@@ -156,6 +160,8 @@ def build_run_record(
         "reads_blocked": int(sum(m.reads_blocked for m in metrics)),
         "wait_s": float(sum(r["wait_s"] for r in records)),
         "bytes_sent": int(sum(m.bytes_sent for m in metrics)),
+        "fetches": [int(m.fetches) for m in metrics],
+        "pushes": [int(m.pushes) for m in metrics],
         "recoveries": 0,
         "objective_name": "objective",
         "objective_reduce": "mean",

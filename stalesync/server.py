@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .clock_policies import FINISHED, ClockPolicy, EveryWorker
 from .consistency import ConsistencyModel
 from .errors import JobAbortedError
 from .tables import DenseRowStore, RowStore, ShardMap, TableSpec
 
-FINISHED = np.iinfo(np.int64).max // 4  # clock of a worker whose function returned
+__all__ = ["FINISHED", "Push", "ServerShard"]
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ServerShard:
         models: Mapping[str, ConsistencyModel],
         num_workers: int,
         push_sink: PushSink | None = None,
+        policy: ClockPolicy | None = None,
     ) -> None:
         self.shard_id = shard_id
         self.shard_map = shard_map
@@ -61,7 +63,7 @@ class ServerShard:
             name: DenseRowStore(spec, shard_map.local_rows(shard_id, spec.num_rows))
             for name, spec in specs.items()
         }
-        self.worker_clocks = np.zeros(num_workers, dtype=np.int64)
+        self.policy = policy or EveryWorker(num_workers)
         self.push_sink = push_sink
         # ESSP: which local rows each worker caches, per pushing table
         self.subscribed: dict[str, np.ndarray] = {
@@ -77,27 +79,33 @@ class ServerShard:
     # -- clocks -------------------------------------------------------------------------
     @property
     def min_clock(self) -> int:
-        return int(self.worker_clocks.min())
+        """The stamp of the rows served now (see :mod:`stalesync.clock_policies`)."""
+        return self.policy.stamp()
+
+    @property
+    def worker_clocks(self) -> np.ndarray:
+        return self.policy.worker_clocks
+
+    def set_clocks(self, clocks: np.ndarray) -> None:
+        """Start from these worker clocks (a restore; before any worker runs)."""
+        self.policy.worker_clocks = np.array(clocks, dtype=np.int64)
 
     def clock(
         self,
         worker: int,
         updates: Mapping[str, tuple[np.ndarray, np.ndarray]],
         finished: bool = False,
+        step: int | None = None,
     ) -> None:
-        """Apply ``worker``'s coalesced increments for its current clock, then advance it.
+        """Apply ``worker``'s coalesced increments of its clock ``step``, then advance it
+        (as the clock policy says).
 
-        ``updates`` maps table -> (local rows, deltas). ``finished`` marks a worker whose
+        ``updates`` maps table -> (local rows, increments). ``finished`` marks a worker whose
         function returned: it will send nothing more, so nobody waits for it.
         """
         with self._cond:
-            for name, (local_rows, deltas) in updates.items():
-                self.stores[name].add(local_rows, deltas)
             before = self.min_clock
-            if finished:
-                self.worker_clocks[worker] = FINISHED
-            else:
-                self.worker_clocks[worker] += 1
+            self.policy.accept(self.stores, worker, step, updates, finished)
             after = self.min_clock
             if after > before:
                 self._cond.notify_all()
@@ -115,7 +123,7 @@ class ServerShard:
                     rows=self.shard_map.global_rows(self.shard_id, local),
                     values=store.gather(local),
                     stamp=stamp,
-                    own_clocks=int(self.worker_clocks[worker]),
+                    own_clocks=int(self.policy.worker_clocks[worker]),
                 )
                 self.push_sink(int(worker), push)
 
@@ -158,3 +166,29 @@ class ServerShard:
     def load(self, table: str, values: np.ndarray) -> None:
         with self._cond:
             self.stores[table].load_dense(values)
+
+    def dump_all(self) -> dict[str, np.ndarray]:
+        """Every table, and each update rule's state as ``"<table>#<name>"`` arrays."""
+        with self._cond:
+            out = {name: store.to_dense() for name, store in self.stores.items()}
+            for name, store in self.stores.items():
+                for key, arr in store.rule_state().items():
+                    out[f"{name}#{key}"] = arr
+            return out
+
+    def load_all(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """The inverse of :meth:`dump_all` (a restore)."""
+        with self._cond:
+            states: dict[str, dict[str, np.ndarray]] = {}
+            for key, values in arrays.items():
+                name, _, state = key.partition("#")
+                if state:
+                    states.setdefault(name, {})[state] = values
+                else:
+                    self.stores[name].load_dense(values)
+            for name, state in states.items():
+                self.stores[name].load_rule_state(state)
+
+    def stats(self) -> dict[str, object]:
+        with self._cond:
+            return self.policy.stats()

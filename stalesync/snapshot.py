@@ -93,6 +93,8 @@ def metrics_state(metrics: Any) -> dict[str, Any]:
         "staleness_counts": np.asarray(metrics.staleness_counts).tolist(),
         "reads_blocked": int(metrics.reads_blocked),
         "bytes_sent": int(metrics.bytes_sent),
+        "fetches": int(metrics.fetches),
+        "pushes": int(metrics.pushes),
     }
 
 
@@ -109,6 +111,8 @@ def restore_metrics(metrics: Any, state: Mapping[str, Any] | None) -> None:
     metrics.staleness_counts[: counts.size] += counts
     metrics.reads_blocked += int(state.get("reads_blocked", 0))
     metrics.bytes_sent += int(state.get("bytes_sent", 0))
+    metrics.fetches += int(state.get("fetches", 0))
+    metrics.pushes += int(state.get("pushes", 0))
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -308,9 +312,10 @@ def check_compatible(snap: Snapshot, specs: Mapping[str, Any], num_workers: int)
         raise SnapshotError(
             f"snapshot {snap.path} has {len(snap.workers)} workers, the job has {num_workers}"
         )
-    if set(snap.tables) != set(specs):
+    names = {key.partition("#")[0] for key in snap.tables}  # "#": update-rule state
+    if names != set(specs):
         raise SnapshotError(
-            f"snapshot {snap.path} has tables {sorted(snap.tables)}, the job declares "
+            f"snapshot {snap.path} has tables {sorted(names)}, the job declares "
             f"{sorted(specs)}"
         )
     for name, spec in specs.items():

@@ -10,13 +10,13 @@ dense one without touching the server or the client.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from .errors import ConfigError
-from .kernels.rows import scatter_add_rows
+from .update_rules import Add, UpdateRule, make_rule
 
 DTYPES = ("int32", "int64", "float32", "float64")
 
@@ -26,6 +26,9 @@ class TableSpec:
     """Declaration of one table.
 
     ``consistency``/``staleness`` override the job-wide model for this table when given.
+    ``update`` is the shard's update rule (:mod:`stalesync.update_rules`): ``"add"`` (the
+    default: increments are deltas), or ``"sgd"``/``"adagrad"``/``"adam"`` (a name, a dict
+    with options, or a rule object), which make increments gradients.
     """
 
     name: str
@@ -34,21 +37,35 @@ class TableSpec:
     dtype: str = "float64"
     consistency: str | None = None
     staleness: int | None = None
+    update: Any = field(default_factory=Add)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"table name must be a non-empty string, got {self.name!r}")
-        for field in ("num_rows", "row_width"):
-            value = getattr(self, field)
+        for key in ("num_rows", "row_width"):
+            value = getattr(self, key)
             if not isinstance(value, int | np.integer) or value <= 0:
                 raise ConfigError(
-                    f"table {self.name!r}: {field} must be a positive int, got {value!r}"
+                    f"table {self.name!r}: {key} must be a positive int, got {value!r}"
                 )
         if str(self.dtype) not in DTYPES:
             raise ConfigError(
                 f"table {self.name!r}: dtype {self.dtype!r} is not supported; use one of {DTYPES}"
             )
         object.__setattr__(self, "dtype", str(self.dtype))
+        object.__setattr__(self, "update", make_rule(self.update))
+        if self.update.gradient and self.np_dtype.kind != "f":
+            raise ConfigError(f"table {self.name!r}: update rule {self.update.name!r} needs a "
+                              f"float table, got {self.dtype}")
+
+    @property
+    def rule(self) -> UpdateRule:
+        return self.update
+
+    @property
+    def gradient(self) -> bool:
+        """Increments are gradients that the shard's rule turns into updates."""
+        return self.update.gradient
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -94,17 +111,21 @@ class ShardMap:
 
 
 class RowStore(Protocol):
-    """Storage of the rows one shard holds for one table."""
+    """Storage of the rows one shard holds for one table (and its update rule's state)."""
 
     spec: TableSpec
 
     def gather(self, local_rows: np.ndarray) -> np.ndarray: ...
 
-    def add(self, local_rows: np.ndarray, deltas: np.ndarray) -> None: ...
+    def apply(self, local_rows: np.ndarray, increments: np.ndarray) -> None: ...
 
     def to_dense(self) -> np.ndarray: ...
 
     def load_dense(self, values: np.ndarray) -> None: ...
+
+    def rule_state(self) -> dict[str, np.ndarray]: ...
+
+    def load_rule_state(self, state: dict[str, np.ndarray]) -> None: ...
 
 
 class DenseRowStore:
@@ -113,12 +134,16 @@ class DenseRowStore:
     def __init__(self, spec: TableSpec, num_local_rows: int) -> None:
         self.spec = spec
         self.values = np.zeros((num_local_rows, spec.row_width), dtype=spec.np_dtype)
+        self.state = spec.rule.new_state(self.values)
+        self.applied = 0  # updates applied: the step count of the rule's schedule
 
     def gather(self, local_rows: np.ndarray) -> np.ndarray:
         return self.values[local_rows]
 
-    def add(self, local_rows: np.ndarray, deltas: np.ndarray) -> None:
-        scatter_add_rows(self.values, local_rows, deltas)
+    def apply(self, local_rows: np.ndarray, increments: np.ndarray) -> None:
+        """Fold one message's increments (distinct rows) in with the table's rule."""
+        self.spec.rule.apply(self.values, self.state, local_rows, increments, self.applied)
+        self.applied += 1
 
     def to_dense(self) -> np.ndarray:
         return self.values.copy()
@@ -130,3 +155,10 @@ class DenseRowStore:
                 f"expected {self.values.shape}"
             )
         self.values[...] = values
+
+    def rule_state(self) -> dict[str, np.ndarray]:
+        return {name: arr.copy() for name, arr in self.state.items()}
+
+    def load_rule_state(self, state: dict[str, np.ndarray]) -> None:
+        for name, arr in state.items():
+            self.state[name][...] = arr

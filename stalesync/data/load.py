@@ -21,7 +21,7 @@ from .sniff import sniff_format
 __all__ = ["load_corpus", "load_features", "FEATURE_FORMATS", "FEATURE_DATASETS"]
 
 FEATURE_FORMATS = ("auto", "svmlight", "libsvm", "csv", "npz", "idx")
-FEATURE_DATASETS = ("fashion-mnist", "fashion-mnist-test")
+FEATURE_DATASETS = ("fashion-mnist", "fashion-mnist-test", "adult", "clothing-recommend")
 
 
 def load_corpus(path_or_name: PathLike, format: str = "auto", **options) -> Corpus:
@@ -66,14 +66,20 @@ def load_features(path_or_name: PathLike, format: str = "auto",
     """``(X, y or None)`` of a feature table: libsvm/svmlight (sparse), CSV (``target``: the
     label column by name or index, None for none), ``.npz`` (arrays ``X`` [and ``y``], or a
     scipy sparse matrix from ``save_npz``), IDX images (labels from the ``labels`` file
-    beside them), or a built-in dataset name (``fashion-mnist``, ``fashion-mnist-test``)."""
+    beside them), or a built-in dataset (``fashion-mnist``, ``fashion-mnist-test``,
+    ``adult``, ``clothing-recommend``)."""
     name = str(path_or_name)
     p = Path(path_or_name)
     if not p.exists():
-        if name in FEATURE_DATASETS:
+        if name.startswith("fashion-mnist"):
             from .fashion_mnist import load_fashion_mnist
 
             return load_fashion_mnist("test" if name.endswith("-test") else "train")
+        if name in ("adult", "clothing-recommend"):
+            from .labeled import load_adult, load_clothing_recommend
+
+            X, y, _ = load_adult() if name == "adult" else load_clothing_recommend()
+            return X, y
         raise ConfigError(f"{name}: no such file, and not a built-in dataset "
                           f"({', '.join(FEATURE_DATASETS)})")
     if format not in FEATURE_FORMATS:

@@ -27,7 +27,7 @@ class ShardProtocol(Protocol):
              required: int | None) -> Future: ...
 
     def clock(self, worker: int, updates: Mapping[str, tuple[np.ndarray, np.ndarray]],
-              finished: bool = False) -> None: ...
+              finished: bool = False, step: int = 0) -> None: ...
 
     def sync(self) -> None: ...
 
@@ -44,9 +44,9 @@ class ShardLink:
         self._in_flight: list[Future] = []
 
     def clock(self, worker: int, updates: Mapping[str, tuple[np.ndarray, np.ndarray]],
-              finished: bool = False) -> None:
+              finished: bool = False, step: int = 0) -> None:
         self._in_flight.append(
-            self.handle.call("clock", worker, dict(updates), finished, self.sent))
+            self.handle.call("clock", worker, dict(updates), finished, self.sent, step))
         self.sent += 1
         self._collect(wait=len(self._in_flight) > self.MAX_IN_FLIGHT)
 

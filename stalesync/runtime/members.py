@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..client import WorkerClient
+from ..clock_policies import make_policy
 from ..consistency import ConsistencyModel
 from ..context import WorkerContext
 from ..faults import Stragglers
@@ -38,9 +39,10 @@ class ShardHost:
     """One shard as a backend member (see the module docstring)."""
 
     def __init__(self, shard_id: int, num_shards: int, specs: dict[str, TableSpec],
-                 models: dict[str, ConsistencyModel], num_workers: int) -> None:
+                 models: dict[str, ConsistencyModel], num_workers: int,
+                 backup_workers: int = 0) -> None:
         self.shard = ServerShard(shard_id, ShardMap(num_shards), specs, models, num_workers,
-                                 self._push)
+                                 self._push, make_policy(num_workers, backup_workers))
         self.workers: list[Handle] = []
         # clock messages received per worker: clocks and reads wait for the earlier ones
         self._received = np.zeros(num_workers, dtype=np.int64)
@@ -54,19 +56,18 @@ class ShardHost:
         self.workers = list(workers)
 
     def restore(self, tables: dict[str, np.ndarray], clocks: np.ndarray) -> None:
-        for name, values in tables.items():
-            self.shard.load(name, values)
-        self.shard.worker_clocks[:] = clocks  # before any worker runs
+        self.shard.load_all(tables)
+        self.shard.set_clocks(clocks)  # before any worker runs
 
     def _wait_for(self, worker: int, seq: int) -> None:
         with self._arrivals:
             while self._received[worker] < seq:
                 self._arrivals.wait()
 
-    def clock(self, worker: int, updates: dict, finished: bool, seq: int) -> None:
+    def clock(self, worker: int, updates: dict, finished: bool, seq: int, step: int) -> None:
         self._wait_for(worker, seq)
         try:
-            self.shard.clock(worker, updates, finished=finished)
+            self.shard.clock(worker, updates, finished=finished, step=step)
         finally:
             with self._arrivals:
                 self._received[worker] += 1
@@ -78,7 +79,10 @@ class ShardHost:
         return self.shard.read(worker, table, local_rows, required)
 
     def dump_all(self) -> dict[str, np.ndarray]:
-        return {name: self.shard.dump(name) for name in self.shard.stores}
+        return self.shard.dump_all()
+
+    def stats(self) -> dict[str, object]:
+        return self.shard.stats()
 
     def abort(self) -> None:
         self.shard.abort()
@@ -99,6 +103,9 @@ class WorkerSetup:
     stragglers: Stragglers | None
     snapshot_every: int | None
     report_clocks: bool = False  # buffer progress events for the driver's polls
+    skip_ahead: bool = False  # backup workers: a read moves the clock to the current step
+    fetch_every: int = 1  # client cadence (Downpour): async reads refresh every k clocks
+    push_every: int = 1  # ... and increments go out every k clocks
 
 
 class PSWorker:
@@ -113,6 +120,8 @@ class PSWorker:
         self.client = WorkerClient(
             worker_id, setup.specs, setup.models, ShardMap(setup.num_shards), self.links,
             WorkerMetrics(worker_id, time.perf_counter()), setup.nan_policy,
+            skip_ahead=setup.skip_ahead, fetch_every=setup.fetch_every,
+            push_every=setup.push_every,
         )
         self._events: list[tuple[int, int, float | None]] = []
         self._lock = threading.Lock()

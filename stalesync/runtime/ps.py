@@ -133,8 +133,8 @@ class ParameterServer:
     def _start(self, backend: Backend, snap: Snapshot | None) -> _Groups:
         cfg, n, n_shards = self.config, self.config.workers, self.config.shards
         shards = backend.host(
-            "shard", [partial(ShardHost, i, n_shards, self.specs, self.models, n)
-                      for i in range(n_shards)],
+            "shard", [partial(ShardHost, i, n_shards, self.specs, self.models, n,
+                              cfg.backup_workers) for i in range(n_shards)],
             cpus=0, concurrency=4 * n + 8)
         groups = _Groups(shards, None, None)  # type: ignore[arg-type]
         self.groups = groups  # killed by the caller even if a later start fails
@@ -150,6 +150,8 @@ class ParameterServer:
             nan_policy=cfg.nan_policy, iterations=cfg.iterations, seed=cfg.seed,
             stragglers=cfg.stragglers, snapshot_every=cfg.snapshot_every,
             report_clocks=cfg.on_clock is not None,
+            skip_ahead=bool(cfg.backup_workers), fetch_every=cfg.fetch_every,
+            push_every=cfg.push_every,
         )
         groups.workers = backend.host(
             "worker", [partial(PSWorker, w, setup, shards.handles, coordinator)
@@ -180,7 +182,8 @@ class ParameterServer:
                 for w in range(n)]
         runs = groups.workers.map("run", args, poll=lambda: self._poll(groups),
                                   on_error=lambda: self._abort(groups))
-        tables = assemble_tables(self.specs, groups.shards.map("dump_all"))
+        dumped = assemble_tables(self.specs, groups.shards.map("dump_all"))
+        tables = {name: dumped[name] for name in self.specs}
         results = [r for r, _ in runs]
         metrics = [m for _, m in runs]
         extra: dict[str, Any] = self.recovery.record()
@@ -188,7 +191,16 @@ class ParameterServer:
             extra["resumed_from_clock"] = self.resume.clock
         if groups.coordinator is not None:
             extra["snapshots_written"] = groups.coordinator.map("written")[0]
+        if self.config.backup_workers:
+            extra["backup"] = self._backup_stats(groups.shards.map("stats"))
         return Outcome(metrics=metrics, tables=tables, results=results, extra=extra)
+
+    @staticmethod
+    def _backup_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+        """Synchronous steps with backup workers: per shard, the steps applied, the
+        gradients each worker had used and dropped, and which workers each step used."""
+        return {"shards": stats,
+                "dropped_gradients": int(sum(sum(s["dropped"]) for s in stats))}
 
     def _poll(self, groups: _Groups) -> None:
         """Forward progress events to ``on_clock``; check that the members are alive."""

@@ -71,14 +71,17 @@ def table_slice(values: np.ndarray, shard: int, shard_map: ShardMap) -> np.ndarr
 
 def assemble_tables(specs: Mapping[str, TableSpec],
                     parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Whole tables from the shards' dumps (``parts[i]``: shard i, rows i, i+n, ...)."""
+    """Whole arrays from the shards' dumps (``parts[i]``: shard i, rows i, i+n, ...): every
+    table, and the update rules' state arrays (``"<table>#<name>"``) when the dumps hold
+    them."""
     n = len(parts)
     tables = {}
-    for name, spec in specs.items():
-        out = np.empty((spec.num_rows, spec.row_width), dtype=spec.np_dtype)
+    for key, first in parts[0].items():
+        spec = specs[key.partition("#")[0]]
+        out = np.empty((spec.num_rows, *first.shape[1:]), dtype=first.dtype)
         for shard, part in enumerate(parts):
-            out[shard::n] = part[name]
-        tables[name] = out
+            out[shard::n] = part[key]
+        tables[key] = out
     return tables
 
 

@@ -1,0 +1,154 @@
+"""``stalesync linear``: linear SVM / logistic regression / linear regression by SGD, with
+any data-parallel strategy."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from ..command import AppCommand, Flags
+
+
+class LinearCommand(AppCommand):
+    name = "linear"
+    help = "linear SVM, logistic and linear regression by SGD, any data-parallel strategy"
+    description = ("Train a linear model by SGD on sparse data: libsvm/svmlight (0- or "
+                   "1-based ids, qid ignored), CSV with a label column (--target), a .npz "
+                   "(X [and y]), or a built-in dataset (adult, clothing-recommend). "
+                   "--strategy ps|sync|downpour|average|hogwild chooses how workers combine.")
+    parameter_server = True
+    epochs_default = 10
+    test_fraction_default = 0.2
+    data_help = "a libsvm / CSV / npz file, or adult / clothing-recommend"
+
+    def add_data_arguments(self, flags: Flags) -> None:
+        from ...data.load import FEATURE_FORMATS
+
+        flags.add("data", "--data", required=True, help=self.data_help)
+        flags.add("data", "--format", default="auto", choices=FEATURE_FORMATS)
+        flags.add("data", "--target", default="-1",
+                  help="CSV label column: name or index")
+
+    def add_model_arguments(self, flags: Flags) -> None:
+        from ...kernels.linear import CLASSIFICATION, REGRESSION
+        from ...strategies import STRATEGY_NAMES
+        from .model import LEARNING_RATES, MULTI_CLASS, PENALTIES
+
+        flags.add("model", "--loss", choices=CLASSIFICATION + REGRESSION, default="hinge",
+                  help="hinge: linear SVM; log_loss: logistic; regression losses fit y")
+        flags.add("model", "--penalty", choices=PENALTIES, default="l2")
+        flags.add("model", "--alpha", type=float, default=1e-4, help="regularisation strength")
+        flags.add("model", "--l1-ratio", type=float, default=0.15, help="elasticnet mix")
+        flags.add("model", "--learning-rate", choices=LEARNING_RATES, default="optimal",
+                  help="optimal: 1/(alpha (t + t0)), t0 chosen on a sample")
+        flags.add("model", "--eta0", type=float, default=0.01,
+                  help="step size (constant, invscaling)")
+        flags.add("model", "--average", action="store_true",
+                  help="averaged SGD (with --strategy average)")
+        flags.add("model", "--multi-class", choices=MULTI_CLASS, default="ovr")
+        flags.add("model", "--hash-features", type=int, default=None,
+                  help="hash the columns into this many buckets")
+        flags.add("parallelism", "--strategy", choices=STRATEGY_NAMES, default="ps",
+                  help="how workers combine (docs/linear.md)")
+        flags.add("parallelism", "--clocks-per-epoch", type=int, default=None,
+                  help="ps: clocks per epoch (default: about 256 examples per clock)")
+        flags.add("parallelism", "--batch-size", type=int, default=64,
+                  help="sync/downpour: examples per step; average: per local step")
+        flags.add("parallelism", "--lr", type=float, default=0.1,
+                  help="sync/downpour: the server's step size")
+        flags.add("parallelism", "--lr-decay", type=float, default=0.0,
+                  help="sync/downpour sgd: lr / (1 + decay t)")
+        flags.add("parallelism", "--backup-workers", type=int, default=0,
+                  help="sync: a step takes the first workers - b gradients")
+        flags.add("parallelism", "--n-fetch", type=int, default=1,
+                  help="downpour: fetch every k steps")
+        flags.add("parallelism", "--n-push", type=int, default=1,
+                  help="downpour: push every k steps")
+        flags.add("parallelism", "--server-update", choices=("sgd", "adagrad", "adam"),
+                  default="adagrad", help="downpour: the shard's update rule")
+        flags.add("parallelism", "--average-every", type=int, default=0,
+                  help="average: local steps between averagings (0: once, at the end)")
+        flags.add("parallelism", "--threads", type=int, default=2,
+                  help="hogwild: lock-free threads per worker")
+
+    def make_estimator(self, args: argparse.Namespace) -> Any:
+        from ...kernels.linear import REGRESSION
+        from .model import LinearClassifier, LinearRegressor
+
+        cls = LinearRegressor if args.loss in REGRESSION else LinearClassifier
+        return cls(
+            loss=args.loss, penalty=args.penalty, alpha=args.alpha, l1_ratio=args.l1_ratio,
+            epochs=args.epochs, learning_rate=args.learning_rate, eta0=args.eta0,
+            average=args.average, multi_class=args.multi_class,
+            hash_features=args.hash_features, strategy=args.strategy, workers=args.workers,
+            consistency=args.consistency, staleness=args.staleness,
+            clocks_per_epoch=args.clocks_per_epoch, batch_size=args.batch_size, lr=args.lr,
+            lr_decay=args.lr_decay, backup_workers=args.backup_workers, n_fetch=args.n_fetch,
+            n_push=args.n_push, server_update=args.server_update,
+            average_every=args.average_every, threads=args.threads, seed=args.seed)
+
+    def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
+        from ...data.load import load_features
+        from ...errors import DataFormatError
+
+        X, y = load_features(args.data, args.format, args.target)
+        if y is None:
+            raise DataFormatError(f"{args.data}: no labels (give --target for a CSV)")
+        _check_labels(y, args.data)
+        if args.test is not None:
+            Xt, yt = load_features(args.test, args.format, args.target)
+            if yt is None:
+                raise DataFormatError(f"{args.test}: no labels")
+            if Xt.shape[1] > X.shape[1]:
+                raise DataFormatError(
+                    f"{args.test}: {Xt.shape[1]} features, more than the {X.shape[1]} of "
+                    f"{args.data}; a feature unseen in training has no weight")
+            if Xt.shape[1] < X.shape[1]:
+                import scipy.sparse as sp
+
+                Xt = sp.hstack([sp.csr_matrix(Xt), sp.csr_matrix((Xt.shape[0], X.shape[1]
+                                                                  - Xt.shape[1]))]).tocsr()
+            return (X, y), (Xt, yt)
+        if args.test_fraction:
+            rng = np.random.default_rng(args.seed)
+            order = rng.permutation(X.shape[0])
+            cut = int(round(X.shape[0] * (1 - args.test_fraction)))
+            tr, te = np.sort(order[:cut]), np.sort(order[cut:])
+            return (X[tr], y[tr]), (X[te], y[te])
+        return (X, y), None
+
+    def fit(self, estimator: Any, train: Any, test: Any, run: Any,
+            args: argparse.Namespace) -> None:
+        estimator.fit(train[0], train[1], run=run)
+
+    def summarize(self, model: Any, train: Any, test: Any,
+                  args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+        f = model.run_record_["final"]
+        final: dict[str, Any] = {}
+        text = (f"linear[{args.strategy}] {args.loss}/{args.penalty} alpha={args.alpha:g}: "
+                f"train objective {f['train_objective']:.6g}, {args.epochs} epochs, "
+                f"{f['examples_per_s']:.3g} examples/s, {args.workers} worker(s)")
+        if test is not None:
+            Xt, yt = test
+            if model._classify:
+                final["test_accuracy"] = float(model.score(Xt, yt))
+                text += f", test accuracy {final['test_accuracy']:.4f}"
+            else:
+                final["test_rmse"] = float(np.sqrt(np.mean((model.predict(Xt) - yt) ** 2)))
+                text += f", test RMSE {final['test_rmse']:.4f}"
+        if f["dropped_gradients"]:
+            text += f", {f['dropped_gradients']} late gradients dropped"
+        return [text], final
+
+
+def _check_labels(y: np.ndarray, source: str) -> None:
+    from ...errors import DataFormatError
+
+    if np.unique(y).size < 2:
+        raise DataFormatError(f"{source}: the label column is constant ({y[0]!r}); a model "
+                              "needs at least two values")
+
+
+COMMAND = LinearCommand()

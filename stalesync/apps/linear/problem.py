@@ -1,0 +1,301 @@
+"""One worker's share of a linear model's SGD problem (:class:`LinearProblem`), the shape
+every strategy in :mod:`stalesync.strategies` drives.
+
+The parameter table has ``d + 2`` rows of ``K`` columns: rows ``0..d-1`` the features, row
+``d`` the bias, row ``d + 1`` column 0 the log of a scale ``a``, so the weights are
+``w = exp(log a) * V``. Only the ``ps`` strategy moves the scale: a chunk's L2 decay of
+*every* weight is one increment of ``log a`` (decays multiply, so their logs add, from any
+number of workers), and the chunk's rows get ``V' / a`` so that ``a V`` is what the chunk
+computed. The other strategies keep ``log a = 0`` and store the weights themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from ...kernels import linear as k
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    """The model's settings every worker shares (small: travels with each problem)."""
+
+    num_features: int
+    outputs: int  # K
+    loss: int  # kernels.linear.LOSSES code
+    mode: int  # 0: binary / one-vs-rest, 1: multinomial
+    classify: bool
+    alpha: float
+    l1_ratio: float
+    schedule: int
+    eta0: float
+    t0: float
+    power_t: float
+    epsilon: float
+    fit_intercept: bool
+    intercept_decay: float
+    average_from: int  # ASGD from this step of a worker (-1: off)
+    t_step: float  # a worker's step counter advances this much per example (its share)
+
+    @property
+    def bias_row(self) -> int:
+        return self.num_features
+
+    @property
+    def scale_row(self) -> int:
+        return self.num_features + 1
+
+
+@dataclass
+class Chunk:
+    """A ``ps`` clock's examples, with their columns renumbered to the rows they touch."""
+
+    rows: np.ndarray  # global feature ids, sorted
+    indptr: np.ndarray
+    indices: np.ndarray  # local ids into rows
+    data: np.ndarray
+    labels: np.ndarray
+    yvals: np.ndarray
+
+
+@dataclass
+class LocalModel:
+    """A worker's full local model: ``w = s V``, the averaging sums, the L1 bookkeeping."""
+
+    V: np.ndarray
+    bias: np.ndarray
+    state: np.ndarray  # [s, t, B, u, averaged steps]
+    A: np.ndarray
+    bias_sum: np.ndarray
+
+
+@dataclass
+class LinearProblem:
+    """One worker's examples (CSR rows) and its optimizer state (step count, L1 sums)."""
+
+    X: sp.csr_matrix
+    labels: np.ndarray  # class index (classification) or 0
+    yvals: np.ndarray  # regression target (or unused)
+    freq: np.ndarray  # share of all examples with each feature (the L2 spread)
+    spec: LinearSpec
+    clocks_per_epoch: int
+    chunk_seed: int
+    t: float = 0.0
+    u: float = 0.0
+    q: np.ndarray | None = None
+    examples_seen: int = 0
+    _chunks: list[Chunk] | None = field(default=None, repr=False)
+    _local: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def num_rows(self) -> int:
+        return self.spec.num_features + 2
+
+    @property
+    def row_width(self) -> int:
+        return self.spec.outputs
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.X.shape[0])
+
+    def _q(self) -> np.ndarray:
+        if self.q is None:
+            self.q = np.zeros((self.spec.num_features, self.spec.outputs))
+        return self.q
+
+    # -- optimizer state (snapshots) ---------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        return {"t": np.array([self.t]), "u": np.array([self.u]), "q": self._q(),
+                "seen": np.array([self.examples_seen])}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.t, self.u = float(state["t"][0]), float(state["u"][0])
+        self.q = np.array(state["q"], dtype=np.float64)
+        self.examples_seen = int(state["seen"][0])
+
+    def shuffled(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.permutation(self.num_examples).astype(np.int64)
+
+    def all_rows(self) -> np.ndarray:
+        return np.arange(self.num_rows, dtype=np.int64)
+
+    # -- ps: chunks ---------------------------------------------------------------------
+    def num_chunks(self) -> int:
+        return self.clocks_per_epoch
+
+    def chunks(self) -> list[Chunk]:
+        if self._chunks is None:
+            order = np.random.default_rng(self.chunk_seed).permutation(self.num_examples)
+            self._chunks = [self._chunk(np.sort(part))
+                            for part in np.array_split(order, self.clocks_per_epoch)]
+        return self._chunks
+
+    def _chunk(self, examples: np.ndarray) -> Chunk:
+        sub = self.X[examples]
+        rows, local = np.unique(sub.indices, return_inverse=True)
+        return Chunk(rows.astype(np.int64), sub.indptr.astype(np.int64),
+                     local.astype(np.int64), sub.data, self.labels[examples],
+                     self.yvals[examples])
+
+    def chunk_rows(self, chunk: int) -> np.ndarray:
+        c = self.chunks()[chunk]
+        return np.concatenate([c.rows, [self.spec.bias_row, self.spec.scale_row]])
+
+    def chunk_deltas(self, chunk: int, values: np.ndarray, epoch: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """SGD over the chunk against ``values`` (its rows, then bias and scale rows):
+        the deltas to add, and the mean loss."""
+        c = self.chunks()[chunk]
+        r = c.rows.size
+        a0 = math.exp(values[r + 1, 0])
+        V = values[:r] * a0  # the weights themselves, scale 1
+        bias = values[r].copy()
+        q = self._q()[c.rows]
+        model = LocalModel(V, bias, np.array([1.0, self.t, 0.0, self.u, 0.0]),
+                           np.zeros((0, 0)), np.zeros(0))
+        order = rng.permutation(c.labels.size).astype(np.int64)
+        loss = self._sgd(c.indptr, c.indices, c.data, c.labels, c.yvals, order, model, q,
+                         averaging=False)
+        s = model.state[0]
+        deltas = np.zeros_like(values)
+        deltas[:r] = model.V / a0 - values[:r]
+        deltas[r] = model.bias - values[r]
+        deltas[r + 1, 0] = math.log(s)
+        self._q()[c.rows] = q
+        self.t, self.u = model.state[1], model.state[3]
+        self.examples_seen += order.size
+        return deltas, loss / max(order.size, 1)
+
+    # -- sync / downpour: gradients ---------------------------------------------------------
+    def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+        order = self.shuffled(rng)
+        return [order[i:i + batch_size] for i in range(0, order.size, batch_size)]
+
+    def sync_row(self) -> np.ndarray:
+        return np.array([self.spec.bias_row], dtype=np.int64)
+
+    def batch_rows(self, batch: np.ndarray) -> np.ndarray:
+        X = self.X
+        used = np.concatenate([X.indices[X.indptr[i]:X.indptr[i + 1]] for i in batch]) \
+            if batch.size else np.zeros(0, np.int64)
+        return np.concatenate([np.unique(used), [self.spec.bias_row]]).astype(np.int64)
+
+    def batch_gradient(self, batch: np.ndarray, values: np.ndarray
+                       ) -> tuple[np.ndarray, float]:
+        spec, X = self.spec, self.X
+        rows = self.batch_rows(batch)
+        if self._local is None:
+            self._local = np.zeros(spec.num_features, dtype=np.int64)
+        features = rows[:-1]
+        self._local[features] = np.arange(features.size)
+        G = np.zeros((features.size, spec.outputs))
+        g_bias = np.zeros(spec.outputs)
+        loss = k.batch_gradient(X.indptr, X.indices, X.data, self.labels, self.yvals,
+                                batch.astype(np.int64), self._local, values[:-1],
+                                values[-1], self.freq, self.num_examples, spec.loss,
+                                spec.mode, spec.classify, spec.alpha, spec.epsilon, G,
+                                g_bias)
+        grads = np.vstack([G, g_bias[None] if spec.fit_intercept else 0 * g_bias[None]])
+        self.examples_seen += batch.size
+        return grads, loss / max(batch.size, 1)
+
+    # -- average / hogwild: a full local model ---------------------------------------------
+    def model_from(self, values: np.ndarray) -> LocalModel:
+        d, K = self.spec.num_features, self.spec.outputs
+        scale = math.exp(values[d + 1, 0])
+        V = values[:d] * scale if scale != 1.0 else values[:d].copy()
+        averaging = self.spec.average_from >= 0
+        return LocalModel(V, values[d].copy(), np.array([1.0, self.t, 0.0, self.u, 0.0]),
+                          np.zeros((d, K)) if averaging else np.zeros((0, 0)),
+                          np.zeros(K))
+
+    def model_values(self, model: LocalModel) -> np.ndarray:
+        d, K = self.spec.num_features, self.spec.outputs
+        out = np.zeros((d + 2, K))
+        steps = model.state[4]
+        if steps > 0:  # ASGD: the average of the iterates since averaging began
+            out[:d] = (model.A + model.state[2] * model.V) / steps
+            out[d] = model.bias_sum / steps
+        else:
+            out[:d] = model.state[0] * model.V
+            out[d] = model.bias
+        return out
+
+    def local_steps(self, model: LocalModel, examples: np.ndarray) -> float:
+        X = self.X
+        return self._sgd(X.indptr, X.indices, X.data, self.labels, self.yvals,
+                         examples.astype(np.int64), model, self._q(),
+                         averaging=self.spec.average_from >= 0)
+
+    def _sgd(self, indptr, indices, data, labels, yvals, order, model: LocalModel,
+             q: np.ndarray, averaging: bool) -> float:
+        spec = self.spec
+        loss = k.sgd_epoch(
+            indptr, indices, data, labels, yvals, order, model.V, model.bias, model.state,
+            model.A, model.bias_sum, q, spec.loss, spec.mode, spec.classify, spec.alpha,
+            spec.l1_ratio, spec.schedule, spec.eta0, spec.t0, spec.power_t, spec.epsilon,
+            spec.intercept_decay, spec.average_from if averaging else -1, spec.fit_intercept,
+            spec.t_step)
+        self.t, self.u = model.state[1], model.state[3]
+        self.examples_seen += order.size
+        return loss
+
+    def hogwild_steps(self, model: LocalModel, examples: np.ndarray, threads: int,
+                      epoch: int) -> float:
+        """``threads`` threads of lock-free SGD on ``model.V`` (shared, scale 1); the step
+        size of an epoch follows the schedule at the examples seen before it."""
+        spec, X = self.spec, self.X
+        if spec.schedule == 0:
+            eta = 1.0 / (spec.alpha * (self.t + spec.t0))
+        elif spec.schedule == 1:
+            eta = spec.eta0
+        else:
+            eta = spec.eta0 / (self.t + 1.0) ** spec.power_t
+        parts = np.array_split(examples.astype(np.int64), threads)
+        losses = [0.0] * threads
+
+        def run(i: int) -> None:
+            losses[i] = k.hogwild_epoch(X.indptr, X.indices, X.data, self.labels, self.yvals,
+                                        parts[i], model.V, model.bias, self.freq, spec.loss,
+                                        spec.mode, spec.classify, spec.alpha, eta,
+                                        spec.epsilon, spec.intercept_decay,
+                                        spec.fit_intercept)
+
+        pool = [threading.Thread(target=run, args=(i,)) for i in range(1, threads)]
+        for t in pool:
+            t.start()
+        run(0)
+        for t in pool:
+            t.join()
+        self.t += examples.size * spec.t_step
+        self.examples_seen += examples.size
+        return float(sum(losses))
+
+
+def feature_frequency(X: sp.csr_matrix) -> np.ndarray:
+    """The share of examples in which each feature is non-zero."""
+    counts = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
+    return counts / max(X.shape[0], 1)
+
+
+def hash_columns(X: sp.csr_matrix, buckets: int) -> sp.csr_matrix:
+    """Feature hashing (Weinberger et al. 2009): column ``j`` goes to bucket ``h(j) %
+    buckets`` with sign ``+-1`` from another bit of the hash, so collisions cancel in
+    expectation. A fixed integer hash (splitmix64), the same in every process."""
+    j = X.indices.astype(np.uint64)
+    z = j + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    cols = (z % np.uint64(buckets)).astype(np.int64)
+    sign = np.where((z >> np.uint64(63)) == 1, -1.0, 1.0)
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    out = sp.csr_matrix((X.data * sign, (rows, cols)), shape=(X.shape[0], buckets))
+    out.sum_duplicates()
+    return out

@@ -1,0 +1,140 @@
+"""When a clock completes, and what a read may then use: a shard's clock policy.
+
+A policy decides what a shard does with a worker's clock message (the increments of one of
+its clocks) and which *stamp* the rows it serves carry (a row stamped ``m`` includes every
+increment the policy accepted for clocks ``< m``). Two policies:
+
+- :class:`EveryWorker` (the default): a clock completes when every worker has sent it; the
+  stamp is the minimum worker clock. Increments are applied when they arrive (they commute).
+  This is what SSP/ESSP/BSP/Async build on.
+- :class:`FirstOf` (synchronous SGD with backup workers, TensorFlow's SyncReplicasOptimizer):
+  clock ``c`` is *step* ``c``. The first ``n`` gradients of the current step that arrive are
+  summed; when the ``n``-th arrives, their mean goes through each table's update rule, the
+  step completes and the stamp advances. A gradient for a step already applied is dropped
+  and counted. Readers wait for the current step and then move their clock to it, so no
+  worker ever computes on parameters older than the current step.
+
+A policy is chosen per job (:class:`~stalesync.job.JobConfig` ``backup_workers``) and holds
+its own bookkeeping; the shard calls it under its lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .errors import ConfigError
+
+FINISHED = np.iinfo(np.int64).max // 4  # clock of a worker whose function returned
+
+
+class ClockPolicy:
+    """Base: see the module docstring."""
+
+    skip_ahead = False  # readers move their clock to the stamp they read
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self.dropped = np.zeros(num_workers, dtype=np.int64)  # messages dropped, per worker
+
+    def stamp(self) -> int:
+        raise NotImplementedError
+
+    def accept(self, stores: Mapping, worker: int, step: int,
+               updates: Mapping[str, tuple[np.ndarray, np.ndarray]], finished: bool) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, object]:
+        return {"dropped": self.dropped.tolist()}
+
+
+class EveryWorker(ClockPolicy):
+    def __init__(self, num_workers: int) -> None:
+        super().__init__(num_workers)
+        self.worker_clocks = np.zeros(num_workers, dtype=np.int64)
+
+    def stamp(self) -> int:
+        return int(self.worker_clocks.min())
+
+    def accept(self, stores, worker, step, updates, finished) -> None:
+        for name, (local_rows, increments) in updates.items():
+            stores[name].apply(local_rows, increments)
+        if finished:
+            self.worker_clocks[worker] = FINISHED
+        else:
+            self.worker_clocks[worker] += 1
+
+
+class FirstOf(ClockPolicy):
+    """Complete each step with the first ``quorum`` gradients (see the module docstring)."""
+
+    skip_ahead = True
+
+    def __init__(self, num_workers: int, quorum: int) -> None:
+        super().__init__(num_workers)
+        if not 1 <= quorum <= num_workers:
+            raise ConfigError(f"the quorum of a step must be in [1, {num_workers}], got "
+                              f"{quorum}")
+        self.quorum = quorum
+        self.step = 0
+        self.arrived: list[int] = []
+        self.sums: dict[str, np.ndarray] = {}
+        self.touched: dict[str, np.ndarray] = {}
+        self.used: list[list[int]] = []  # per applied step: the workers whose gradients it used
+        self.used_gradients = np.zeros(num_workers, dtype=np.int64)
+
+    # the stamp is the number of applied steps; worker_clocks mirrors it for snapshots
+    @property
+    def worker_clocks(self) -> np.ndarray:
+        return np.full(self.num_workers, self.step, dtype=np.int64)
+
+    @worker_clocks.setter
+    def worker_clocks(self, clocks: np.ndarray) -> None:
+        live = np.asarray(clocks)[np.asarray(clocks) < FINISHED]
+        self.step = int(live.min()) if live.size else self.step
+
+    def stamp(self) -> int:
+        return self.step
+
+    def accept(self, stores, worker, step, updates, finished) -> None:
+        if finished and not updates:
+            return
+        if step < self.step or worker in self.arrived:
+            self.dropped[worker] += 1  # computed on parameters of a step already applied
+            return
+        if step > self.step:
+            raise ConfigError(f"worker {worker} sent step {step} while the shard is at step "
+                              f"{self.step}; backup workers need every read to wait")
+        for name, (local_rows, grads) in updates.items():
+            if name not in self.sums:
+                shape = stores[name].values.shape
+                self.sums[name] = np.zeros(shape)
+                self.touched[name] = np.zeros(shape[0], dtype=bool)
+            np.add.at(self.sums[name], local_rows, grads)
+            self.touched[name][local_rows] = True
+        self.arrived.append(worker)
+        self.used_gradients[worker] += 1
+        if len(self.arrived) == self.quorum:
+            self._apply(stores)
+
+    def _apply(self, stores) -> None:
+        for name, sums in self.sums.items():
+            rows = np.flatnonzero(self.touched[name])
+            mean = sums[rows] / self.quorum
+            stores[name].apply(rows, mean.astype(stores[name].values.dtype))
+            sums[rows] = 0.0
+            self.touched[name][rows] = False
+        self.used.append(sorted(self.arrived))
+        self.arrived = []
+        self.step += 1
+
+    def stats(self) -> dict[str, object]:
+        return {"dropped": self.dropped.tolist(), "steps": self.step,
+                "used_gradients": self.used_gradients.tolist(), "used": self.used}
+
+
+def make_policy(num_workers: int, backup_workers: int) -> ClockPolicy:
+    if backup_workers:
+        return FirstOf(num_workers, num_workers - backup_workers)
+    return EveryWorker(num_workers)
