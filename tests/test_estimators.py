@@ -19,6 +19,7 @@ from sklearn.utils.estimator_checks import check_estimator
 from stalesync.apps.kmeans import KMeans
 from stalesync.apps.lasso import Lasso, LogisticL1
 from stalesync.apps.lda import LDA
+from stalesync.apps.linear import LinearClassifier, LinearRegressor
 from stalesync.apps.mf import MatrixFactorization
 
 # MatrixFactorization's X is (user, item) id pairs (an (n, 2) array with ratings y, an
@@ -47,6 +48,8 @@ ESTIMATORS = {
     "Lasso": (Lasso(alpha=0.1), {}),
     "LogisticL1": (LogisticL1(alpha=0.01), {}),
     "KMeans": (KMeans(3, epochs=5, workers=1), {}),
+    "LinearClassifier": (LinearClassifier(epochs=5), {}),
+    "LinearRegressor": (LinearRegressor(epochs=5), {}),
 }
 
 

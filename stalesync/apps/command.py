@@ -160,9 +160,10 @@ class AppCommand(ABC):
         if not 0.0 <= args.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in [0, 1), got {args.test_fraction}",
                               param="test_fraction")
-        if args.test is not None and args.test_fraction:
-            raise ConfigError("give either --test or --test-fraction, not both",
-                              param="test")
+        if args.test is not None:
+            if args.test_fraction not in (0.0, self.test_fraction_default):
+                raise ConfigError("give either --test or --test-fraction, not both")
+            args.test_fraction = 0.0  # a test file replaces the default held-out share
         estimator = self.make_estimator(args)
         estimator.check_params()
         run = self.run_config(args)
@@ -209,9 +210,12 @@ class AppCommand(ABC):
 
 def flag_message(exc: ConfigError, flag_of: dict[str, str]) -> str:
     """The error text with the parameter name replaced by the flag the user typed."""
+    import re
+
     text = str(exc)
     param = getattr(exc, "param", None)
     if param and param in flag_of:
         flag = flag_of[param]
-        return text.replace(param, flag, 1) if param in text else f"{flag}: {text}"
+        word = re.compile(rf"(?<![-\w]){re.escape(param)}(?![-\w])")
+        return word.sub(flag, text, count=1) if word.search(text) else f"{flag}: {text}"
     return text

@@ -13,7 +13,9 @@ K classes for one-vs-rest and multinomial), plus a bias per output.
   running sum of scales, ``sum_t w_t = A + B V`` where an update ``V_j += d`` does
   ``A_j -= B d``: O(nnz) per example;
 - **L1** by Tsuruoka et al.'s cumulative penalty (as scikit-learn's SGD): the total penalty
-  ``u`` a weight could have received, and ``q_j`` what it did, clip ``w_j`` towards 0.
+  ``u`` a weight could have received, and ``q_j`` what it did, clip ``w_j`` towards 0;
+- for losses with unbounded derivatives, the step is capped at ``1 / (1 + ||x||^2)``
+  (normalised LMS), so badly scaled features cannot make SGD diverge.
 
 ``batch_gradient`` is the mean gradient of a mini-batch at fixed weights, on the rows it
 touches (for the gradient-sending strategies: synchronous SGD, Downpour). Its L2 term is
@@ -38,6 +40,9 @@ CLASSIFICATION = ("hinge", "log_loss", "squared_hinge", "modified_huber")
 REGRESSION = ("squared_error", "huber", "epsilon_insensitive")
 SCHEDULES = {"optimal": 0, "constant": 1, "invscaling": 2}
 MULTINOMIAL = 1  # class mode: 0 = binary / one-vs-rest, 1 = multinomial softmax
+# losses whose derivative grows with the error (squared hinge, modified Huber, squared
+# error): their steps are capped at 1 / (1 + ||x||^2), so no scaling of X can make SGD diverge
+UNBOUNDED = (2, 3, 4)
 
 _OPTS = {"cache": True, "nogil": True, "fastmath": {"reassoc", "contract", "arcp", "nsz"}}
 
@@ -174,6 +179,11 @@ def sgd_epoch(indptr, indices, data, labels, yvals, order, V, bias, state, A, bi
         s, t = state[0], state[1]
         eta = _eta(schedule, eta0, alpha, t, t0, power)
         lo, hi = indptr[i], indptr[i + 1]
+        if loss in UNBOUNDED:  # normalised step (NLMS): never more than the example's scale
+            x2 = 1.0
+            for p in range(lo, hi):
+                x2 += data[p] * data[p]
+            eta = min(eta, 1.0 / x2)
         for k in range(K):
             acc = 0.0
             for p in range(lo, hi):
@@ -308,6 +318,12 @@ def hogwild_epoch(indptr, indices, data, labels, yvals, order, W, bias, freq, lo
     for n in range(n_examples):
         i = order[n]
         lo, hi = indptr[i], indptr[i + 1]
+        eta = eta0
+        if loss in UNBOUNDED:
+            x2 = 1.0
+            for p in range(lo, hi):
+                x2 += data[p] * data[p]
+            eta = min(eta0, 1.0 / x2)
         for k in range(K):
             acc = bias[k]
             for p in range(lo, hi):
@@ -324,10 +340,10 @@ def hogwild_epoch(indptr, indices, data, labels, yvals, order, W, bias, freq, lo
             x = data[p]
             reg = alpha / freq[j] if alpha > 0.0 and freq[j] > 0.0 else 0.0
             for k in range(K):
-                W[j, k] -= eta0 * (g[k] * x + reg * W[j, k])
+                W[j, k] -= eta * (g[k] * x + reg * W[j, k])
         if fit_intercept:
             for k in range(K):
-                bias[k] -= eta0 * g[k] * intercept_decay
+                bias[k] -= eta * g[k] * intercept_decay
     return total
 
 

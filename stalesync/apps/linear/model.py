@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit, softmax
 from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
@@ -130,14 +131,20 @@ class LinearSGD(StalesyncEstimator):
         check_consistency(self.consistency, self.staleness)
 
     # -- data ---------------------------------------------------------------------------
-    def _features(self, X: Any, reset: bool) -> sp.csr_matrix:
-        X = validate_data(self, X, reset=reset, accept_sparse="csr", dtype=np.float64)
+    def _features(self, X: Any, reset: bool, y: Any = "no_validation") -> Any:
+        """``X`` validated as CSR (hashed when asked); with ``y``: ``(X, y)``."""
+        with_y = not (isinstance(y, str) and y == "no_validation")
+        if with_y:
+            X, y = validate_data(self, X, y, reset=reset, accept_sparse="csr",
+                                 dtype=np.float64, y_numeric=not self._classify)
+        else:
+            X = validate_data(self, X, reset=reset, accept_sparse="csr", dtype=np.float64)
         X = sp.csr_matrix(X)
         if not X.has_sorted_indices:
             X.sort_indices()
         if self.hash_features is not None:
             X = hash_columns(X, self.hash_features)
-        return X
+        return (X, y) if with_y else X
 
     def _targets(self, y: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
         """(labels, regression values, outputs K, class mode)."""
@@ -183,7 +190,7 @@ class LinearSGD(StalesyncEstimator):
         return self._fit(X, y, RunConfig.coerce(run), 1, reset=first)
 
     def _fit(self, X, y, run: RunConfig, epochs: int, reset: bool) -> LinearSGD:
-        X = self._features(X, reset)
+        X, y = self._features(X, reset, y)
         labels, yvals, K, mode = self._targets(y)
         if X.shape[0] < self.workers:
             raise ConfigError(f"{X.shape[0]} examples cannot be split over {self.workers} "
@@ -191,6 +198,7 @@ class LinearSGD(StalesyncEstimator):
         strategy = make_strategy(self._strategy_config())
         spec = self._spec(X, K, mode, labels, yvals, float(self.workers))
         freq = feature_frequency(X)
+        self.spec_, self.freq_ = spec, freq  # the kernels' settings, the L2 spread
         rng = np.random.default_rng(self.seed)
         parts = np.array_split(rng.permutation(X.shape[0]), self.workers)
         # ps: small chunks, so that the workers' summed changes stay in SGD's linear regime
@@ -268,11 +276,11 @@ class LinearSGD(StalesyncEstimator):
     def objective(self, X: Any, y: Any) -> float:
         """The primal objective of the fitted model on ``(X, y)``."""
         self._check_fitted()
-        X = self._features(X, reset=False)
+        X, y = self._features(X, False, y)
         labels, yvals, _, _ = self._targets(y, fitting=False)
         return self._objective(X, labels, yvals)[0]
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def _decision(self, X: Any) -> np.ndarray:
         self._check_fitted()
         X = self._features(X, reset=False)
         out = np.empty((X.shape[0], self.coef_.shape[0]))
@@ -385,18 +393,20 @@ class LinearClassifier(ClassifierMixin, LinearSGD):
         mode = 1 if self.multi_class == "multinomial" and K > 1 else 0
         return labels.astype(np.int64), np.zeros(y.shape[0]), K, mode
 
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Margins ``X w + b``: (n,) for two classes, (n, K) for more."""
+        return self._decision(X)
+
     def predict(self, X: Any) -> np.ndarray:
         scores = self.decision_function(X)
         if scores.ndim == 1:
             return self.classes_[(scores > 0).astype(int)]
         return self.classes_[np.argmax(scores, axis=1)]
 
+    @available_if(lambda self: self.loss in ("log_loss", "modified_huber"))
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, for ``log_loss`` (sigmoid / softmax) and ``modified_huber``
         (as scikit-learn: ``(clip(f, -1, 1) + 1) / 2``, normalised)."""
-        if self.loss not in ("log_loss", "modified_huber"):
-            raise AttributeError(f"predict_proba needs loss 'log_loss' or 'modified_huber', "
-                                 f"not {self.loss!r}")
         scores = self.decision_function(X)
         if self.loss == "log_loss":
             if scores.ndim == 1:
@@ -448,4 +458,4 @@ class LinearRegressor(RegressorMixin, LinearSGD):
         return np.zeros(yvals.shape[0], dtype=np.int64), yvals, 1, 0
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.decision_function(X)
+        return self._decision(X)

@@ -1,0 +1,224 @@
+"""Linear models by SGD: every strategy against scikit-learn's LinearSVC, SimuParallelSGD
+bit for bit, HOGWILD!'s lost updates, the estimator API, the command line and bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.svm import LinearSVC
+
+from stalesync.apps.base import RunConfig
+from stalesync.apps.linear import LinearClassifier, LinearRegressor
+from stalesync.apps.linear.problem import LinearProblem
+from stalesync.cli import main
+from stalesync.strategies.base import epoch_rng
+
+
+def sparse_problem(n=3000, d=400, nnz=12, noise=0.3, seed=0):
+    """Sparse rows (``nnz`` features each, values in (0, 1]) labelled by a hidden linear
+    model plus noise: mostly, not perfectly, separable."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=d)
+    cols = np.array([rng.choice(d, nnz, replace=False) for _ in range(n)])
+    vals = rng.random((n, nnz)) + 0.1
+    X = sp.csr_matrix((vals.ravel(), (np.repeat(np.arange(n), nnz), cols.ravel())),
+                      shape=(n, d))
+    margin = X @ w
+    y = (margin + noise * margin.std() * rng.normal(size=n) > 0).astype(int)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def problem():
+    X, y = sparse_problem()
+    cut = 2400
+    ALPHA = 1e-3
+    svc = LinearSVC(loss="hinge", C=1.0 / (ALPHA * cut), max_iter=200_000,
+                    intercept_scaling=50).fit(X[:cut], y[:cut])
+    return X[:cut], y[:cut], X[cut:], y[cut:], float(svc.score(X[cut:], y[cut:]))
+
+
+STRATEGIES = [
+    ("ps", {"workers": 2}),
+    ("sync", {"workers": 3, "backup_workers": 1, "lr": 2.0, "lr_decay": 0.002,
+              "batch_size": 8}),
+    ("downpour", {"workers": 2, "lr": 0.2, "n_fetch": 2, "n_push": 2}),
+    ("average", {"workers": 2, "average_every": 5}),
+    ("hogwild", {"workers": 1, "threads": 2}),
+]
+
+
+def _within_a_point_of_linear_svc(problem, strategy, extra, run):
+    Xtr, ytr, Xte, yte, ref = problem
+    model = LinearClassifier(alpha=1e-3, epochs=15, strategy=strategy, seed=1, **extra)
+    model.fit(Xtr, ytr, run=run)
+    acc = model.score(Xte, yte)
+    assert acc >= ref - 0.01, (strategy, acc, ref)
+    assert model.run_record_["strategy"] == strategy
+    return model
+
+
+@pytest.mark.parametrize("strategy,extra", STRATEGIES)
+def test_every_strategy_is_within_a_point_of_linear_svc(problem, strategy, extra):
+    model = _within_a_point_of_linear_svc(problem, strategy, extra, None)
+    final = model.run_record_["final"]
+    assert final["examples_per_s"] > 0 and final["epochs"] == 15
+    if strategy == "sync":
+        assert final["dropped_gradients"] >= 0
+        used = model.run_record_["backup"]["shards"][0]["used"]
+        assert all(len(u) == 2 for u in used)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("strategy,extra", STRATEGIES)
+def test_every_strategy_on_ray(ray_cluster, problem, strategy, extra):
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    model = _within_a_point_of_linear_svc(problem, strategy, extra, RunConfig(runtime="ray"))
+    assert model.run_record_["runtime"] == "ray"
+
+
+def test_simuparallel_sgd_with_one_worker_is_plain_sgd_bit_for_bit(problem):
+    Xtr, ytr, *_ = problem
+    epochs, seed = 4, 3
+    model = LinearClassifier(alpha=1e-3, epochs=epochs, strategy="average", average_every=0,
+                             workers=1, seed=seed).fit(Xtr, ytr)
+    # plain sequential SGD: the same kernel, the same data and example orders, no server
+    spec = model.spec_
+    order = np.sort(np.random.default_rng(seed).permutation(Xtr.shape[0]))
+    p = LinearProblem(Xtr[order], np.asarray(ytr)[order].astype(np.int64),
+                      np.zeros(Xtr.shape[0]), model.freq_, spec, 1, 0)
+    local = p.model_from(np.zeros((Xtr.shape[1] + 2, 1)))
+
+    class Ctx:
+        worker_id = 0
+
+    Ctx.seed = seed
+    for epoch in range(epochs):
+        p.local_steps(local, p.shuffled(epoch_rng(Ctx, epoch)))
+    values = p.model_values(local)
+    np.testing.assert_array_equal(model.coef_[0], values[:-2, 0])
+    assert model.intercept_[0] == values[-2, 0]
+
+
+def test_hogwild_loses_no_update_when_examples_touch_disjoint_features():
+    """Each example has its own features: lock-free threads then never race, and one epoch
+    must give exactly the sequential result, whatever the interleaving."""
+    n, per = 400, 5
+    rng = np.random.default_rng(0)
+    cols = np.arange(n * per).reshape(n, per)
+    X = sp.csr_matrix((rng.random(n * per) + 0.5, (np.repeat(np.arange(n), per),
+                                                   cols.ravel())), shape=(n, n * per))
+    y = rng.integers(0, 2, n)
+    opts = dict(alpha=0.0, penalty="none", learning_rate="constant", eta0=0.1, epochs=1,
+                fit_intercept=False, seed=0)
+    hog = LinearClassifier(strategy="hogwild", workers=1, threads=2, **opts).fit(X, y)
+    seq = LinearClassifier(strategy="hogwild", workers=1, threads=1, **opts).fit(X, y)
+    np.testing.assert_array_equal(hog.coef_, seq.coef_)
+    # and every example made its hinge step: w_j = eta y x_j on its own features
+    sign = np.where(y == 1, 1.0, -1.0)
+    expected = 0.1 * X.multiply(sign[:, None]).sum(axis=0).A1
+    np.testing.assert_allclose(hog.coef_[0], expected)
+
+
+def test_hogwild_converges_with_two_threads(problem):
+    Xtr, ytr, Xte, yte, ref = problem
+    model = LinearClassifier(alpha=1e-3, epochs=10, strategy="hogwild", workers=1,
+                             threads=2).fit(Xtr, ytr)
+    assert model.score(Xte, yte) >= ref - 0.02
+
+
+def test_losses_multiclass_probabilities_and_regression():
+    X, y = sparse_problem(n=1500, seed=2)
+    y3 = y + (np.asarray(X[:, 0].todense()).ravel() > 0.5)  # 3 classes
+    for multi in ("ovr", "multinomial"):
+        m = LinearClassifier(loss="log_loss", multi_class=multi, alpha=1e-4, epochs=8,
+                             strategy="average").fit(X, y3)
+        proba = m.predict_proba(X)
+        assert proba.shape == (1500, 3)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+        assert m.score(X, y3) > 0.6 and m.coef_.shape == (3, X.shape[1])
+    for loss in ("squared_hinge", "modified_huber"):
+        assert LinearClassifier(loss=loss, alpha=1e-3, epochs=5).fit(X, y).score(X, y) > 0.7
+    target = X @ np.linspace(-1, 1, X.shape[1]) + 0.5
+    for loss, eps in (("squared_error", 0.1), ("huber", 1.0), ("epsilon_insensitive", 0.01)):
+        reg = LinearRegressor(loss=loss, alpha=1e-6, epochs=20, strategy="average",
+                              learning_rate="constant", eta0=0.05, epsilon=eps).fit(X, target)
+        assert reg.score(X, target) > 0.8, loss
+    l1 = LinearClassifier(penalty="l1", alpha=1e-2, epochs=5, strategy="average").fit(X, y)
+    l2 = LinearClassifier(penalty="l2", alpha=1e-2, epochs=5, strategy="average").fit(X, y)
+    assert (l1.coef_ == 0).sum() > (l2.coef_ == 0).sum()  # L1 zeroes weights
+
+
+def test_partial_fit_continues_and_hashing_keeps_working():
+    X, y = sparse_problem(n=1200, seed=4)
+    m = LinearClassifier(alpha=1e-3, strategy="average")
+    m.partial_fit(X[:600], y[:600], classes=[0, 1])
+    first = m.coef_.copy()
+    m.partial_fit(X[600:], y[600:])
+    assert not np.allclose(first, m.coef_) and m.score(X, y) > 0.7
+    hashed = LinearClassifier(alpha=1e-3, hash_features=1 << 12, epochs=5).fit(X, y)
+    assert hashed.coef_.shape == (1, 1 << 12) and hashed.score(X, y) > 0.7
+
+
+def test_parameters_and_inputs_are_checked():
+    X, y = sparse_problem(n=200)
+    from stalesync.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="strategy must be one of"):
+        LinearClassifier(strategy="gossip").fit(X, y)
+    with pytest.raises(ConfigError, match="backup_workers applies to strategy='sync'"):
+        LinearClassifier(backup_workers=1).fit(X, y)
+    with pytest.raises(ConfigError, match="multinomial' needs loss='log_loss'"):
+        LinearClassifier(multi_class="multinomial").fit(X, y)
+    with pytest.raises(ConfigError, match="1 class"):
+        LinearClassifier().fit(X, np.zeros(200))
+    bad = X.toarray()
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        LinearClassifier().fit(bad, y)
+
+
+# -- the command line -----------------------------------------------------------------------
+def test_cli_trains_reports_and_writes_the_record(tmp_path, capsys):
+    from sklearn.datasets import dump_svmlight_file
+
+    X, y = sparse_problem(n=1000)
+    train, test = tmp_path / "train.svm", tmp_path / "test.svm"
+    dump_svmlight_file(X[:800], y[:800], str(train), zero_based=False)
+    dump_svmlight_file(X[800:], y[800:], str(test), zero_based=False)
+    out = tmp_path / "run.json"
+    assert main(["linear", "--data", str(train), "--test", str(test), "--epochs", "10",
+                 "--strategy", "sync", "--workers", "3", "--backup-workers", "1",
+                 "--lr", "2", "--lr-decay", "0.002", "--batch-size", "8",
+                 "--metrics-out", str(out), "--no-progress"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    final = record["final"]
+    for key in ("train_objective", "test_accuracy", "examples_per_s", "epochs",
+                "dropped_gradients", "bytes_sent"):
+        assert key in final
+    assert record["strategy"] == "sync" and final["test_accuracy"] > 0.7
+
+
+def test_cli_bad_input_names_file_line_and_problem(tmp_path, capsys):
+    bad = tmp_path / "bad.svm"
+    bad.write_text("1 1:0.5 2:1\n0 3:x\n")
+    assert main(["linear", "--data", str(bad), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.svm, line 2" in err and "not a number" in err
+    constant = tmp_path / "c.csv"
+    constant.write_text("1,2,0\n3,4,0\n5,6,0\n")
+    assert main(["linear", "--data", str(constant), "--no-progress"]) == 2
+    assert "label column is constant" in capsys.readouterr().err
+    wide = tmp_path / "wide.svm"
+    wide.write_text("1 1:1 9:2\n0 2:1\n")
+    narrow = tmp_path / "narrow.svm"
+    narrow.write_text("1 1:1\n0 2:1\n1 1:1\n")
+    assert main(["linear", "--data", str(narrow), "--test", str(wide), "--no-progress"]) == 2
+    assert "more than the" in capsys.readouterr().err
