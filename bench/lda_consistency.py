@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import figure_path, write_json  # noqa: E402
 
 from stalesync import Stragglers  # noqa: E402
+from stalesync.apps.base import RunConfig  # noqa: E402
 from stalesync.apps.lda import LDA  # noqa: E402
 from stalesync.data.datasets import load_dataset  # noqa: E402
 
@@ -69,15 +70,14 @@ def time_to(times: np.ndarray, values: np.ndarray, target: float) -> float:
 def run(corpus, consistency, staleness, stragglers, sweeps, seed):
     model = LDA(
         n_topics=100,
-        iterations=sweeps,
+        epochs=sweeps,
         workers=WORKERS,
         consistency=consistency,
         staleness=staleness,
-        stragglers=stragglers,
         eval_every=2,
         seed=seed,
     )
-    model.fit(corpus)
+    model.fit(corpus, run=RunConfig(stragglers=stragglers))
     t, v = loglik_timeline(model.run_record_)
     rec = model.run_record_
     return {
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     corpus = load_dataset("nyt")
-    LDA(n_topics=10, iterations=1, workers=2).fit(corpus)  # compile once
+    LDA(n_topics=10, epochs=1, workers=2).fit(corpus)  # compile once
     results: dict = {}
     for kind, make in STRAGGLERS.items():
         runs = {}

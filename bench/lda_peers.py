@@ -51,7 +51,7 @@ def joint_loglik_per_token(words, topics, doc_lens, num_words, num_topics) -> fl
 
 
 def run_stalesync(corpus, K, workers, sweeps, seed):
-    model = LDA(n_topics=K, alpha=ALPHA, beta=BETA, iterations=sweeps, workers=workers, seed=seed)
+    model = LDA(n_topics=K, alpha=ALPHA, beta=BETA, epochs=sweeps, workers=workers, seed=seed)
     model.fit(corpus)
     # the job's own wall time: sampling, table traffic and per-sweep evaluation, but not the
     # one-off partitioning before it (tomotopy's initialisation is not timed either)
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--gensim-passes", type=int, default=2)
     args = parser.parse_args()
     corpus = load_dataset("nyt")
-    LDA(n_topics=10, iterations=1, workers=1).fit(corpus)  # compile the kernels once
+    LDA(n_topics=10, epochs=1, workers=1).fit(corpus)  # compile the kernels once
     results = {}
     for K in args.topics:
         for system, runner, cores in (

@@ -21,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import figure_path, write_json  # noqa: E402
 
+from stalesync.apps.base import RunConfig  # noqa: E402
 from stalesync.apps.mf import MatrixFactorization  # noqa: E402
 from stalesync.data.ratings import Ratings, load_movielens_100k  # noqa: E402
 from stalesync.faults import Stragglers  # noqa: E402
@@ -56,13 +57,13 @@ def synthetic(n_users=20_000, n_items=10_000, rank=8, per_user=100, noise=0.3,
 
 
 def fit_once(train, test, params: dict, extra: dict) -> dict:
-    m = MatrixFactorization(workers=WORKERS, stragglers=STRAGGLER, seed=SEED, **params, **extra)
-    m.fit(train, eval_set=test)
-    f = m.record_["final"]
+    m = MatrixFactorization(workers=WORKERS, seed=SEED, **params, **extra)
+    m.fit(train, eval_set=test, run=RunConfig(stragglers=STRAGGLER))
+    f = m.run_record_["final"]
     curve = [(h["time_s"], h["test_rmse"]) for h in m.history_]
     curve.append((f["train_time_s"], f["test_rmse"]))  # the final tables
-    return {"curve": curve, "final": f, "wait_s": m.record_.get("wait_s", 0.0),
-            "extra_updates": m.record_.get("extra_updates", 0)}
+    return {"curve": curve, "final": f, "wait_s": m.run_record_.get("wait_s", 0.0),
+            "extra_updates": m.run_record_.get("extra_updates", 0)}
 
 
 def summarize(runs: list[dict]) -> dict:

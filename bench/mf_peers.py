@@ -88,7 +88,7 @@ def curves(train, test) -> dict:
         cs = [[(h["time_s"], h["test_rmse"]) for h in m.history_] for m in ms]
         out[key] = {
             "mode": key[0], "workers": key[1],
-            "test_rmse": statistics.median(m.record_["final"]["test_rmse"] for m in ms),
+            "test_rmse": statistics.median(m.run_record_["final"]["test_rmse"] for m in ms),
             "train_time_s": statistics.median(m.train_time_s_ for m in ms),
             "curve": [(statistics.median(c[e][0] for c in cs),
                        statistics.median(c[e][1] for c in cs)) for e in range(EPOCHS)],
@@ -111,7 +111,7 @@ def throughput(train, bare: Bare) -> tuple[dict, tuple[float, float]]:
             c0 = time.process_time()
             m.fit(train)
             cpu = time.process_time() - c0
-            speed[(mode, workers)].append((m.record_["final"]["ratings_per_s"],
+            speed[(mode, workers)].append((m.run_record_["final"]["ratings_per_s"],
                                            m.updates_ / cpu))
     med = {k: (statistics.median(a for a, _ in v), statistics.median(b for _, b in v))
            for k, v in speed.items()}

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for app in APPS:
         importlib.import_module(f"stalesync.apps.{app}.cli").COMMAND.register(sub)
+    from . import compare
+
+    compare.register(sub)
     return parser
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .audit import Audit
 from .consistency import ConsistencyModel
 from .errors import (
     IncrementError,
@@ -57,6 +58,7 @@ class _CachedTable:
     pending: np.ndarray
     dirty: np.ndarray
     inbox: list[Push] = field(default_factory=list)
+    bounds: list[tuple[int, int]] | None = None  # staleness="auto": the bound schedule
     # ESSP: own increments of the last few flushed clocks, [(clock, rows, deltas)], so a push
     # generated before a flush can be completed with them instead of being dropped
     sent: deque = field(default_factory=lambda: deque(maxlen=SENT_LOG_CLOCKS))
@@ -72,7 +74,16 @@ class _CachedTable:
             fetched_at=np.full(spec.num_rows, -1, dtype=np.int64),
             pending=np.zeros(shape, dtype=spec.np_dtype),
             dirty=np.zeros(spec.num_rows, dtype=bool),
+            bounds=[(0, model.staleness)] if model.auto else None,
         )
+
+    def model_at(self, clock: int) -> ConsistencyModel:
+        """The consistency model with the bound in force at ``clock``."""
+        if self.bounds is None:
+            return self.model
+        from .staleness import bound_at
+
+        return self.model.with_bound(bound_at(self.bounds, clock))
 
 
 class WorkerClient:
@@ -91,6 +102,7 @@ class WorkerClient:
         skip_ahead: bool = False,
         fetch_every: int = 1,
         push_every: int = 1,
+        audit: str = "record",
     ) -> None:
         self.worker_id = worker_id
         self.shard_map = shard_map
@@ -100,6 +112,7 @@ class WorkerClient:
         self.skip_ahead = skip_ahead
         self.fetch_every = fetch_every
         self.push_every = push_every
+        self.audit = Audit(worker_id, audit)
         self.clock_count = 0
         self.tables = {
             name: _CachedTable.create(spec, models[name]) for name, spec in specs.items()
@@ -185,7 +198,7 @@ class WorkerClient:
         scalar = rows is not None and np.ndim(rows) == 0
         idx = np.arange(table.spec.num_rows) if rows is None else self._rows(table, rows)
         self._apply_pushes(table)
-        model = table.model
+        model = table.model_at(self.clock_count)
         if model.bounded:
             # never-fetched rows have stamp -1 and must be fetched even when c - s < 0
             required = max(model.required_stamp(self.clock_count), 0)
@@ -194,17 +207,29 @@ class WorkerClient:
             required = None
             missing = idx[(table.fetched_at[idx] < 0)
                           | (self.clock_count - table.fetched_at[idx] >= self.fetch_every)]
-        waited = 0.0
+        waited, arrivals = 0.0, []
+        audit = self.audit.enabled
+        before = table.stamp[idx] if audit and missing.size else None
+        clock = self.clock_count
         if missing.size:
-            waited = self._fetch(table, unique_rows(missing, table.spec.num_rows), required)
+            waited, arrivals = self._fetch(table, unique_rows(missing, table.spec.num_rows),
+                                           required)
             if self.skip_ahead:  # backup workers: compute on the current step, never older
                 self.clock_count = max(self.clock_count, int(table.stamp[missing].max()))
-        self.metrics.on_read(self.clock_count - table.stamp[idx], waited)
+        stamps = table.stamp[idx]
+        if audit:
+            self.audit.check(name, clock, model.staleness if model.bounded else None,
+                             before if before is not None else stamps, stamps, waited,
+                             arrivals)
+        self.metrics.on_read(self.clock_count - stamps, waited)
         out = gather_rows(table.cache, idx)
         return out[0] if scalar else out
 
-    def _fetch(self, table: _CachedTable, rows: np.ndarray, required: int | None) -> float:
-        waited = 0.0
+    def _fetch(self, table: _CachedTable, rows: np.ndarray, required: int | None
+               ) -> tuple[float, list[int]]:
+        """Fetch ``rows`` from their shards: (seconds waited, the stamp each shard that
+        waited had when the read arrived)."""
+        waited, arrivals = 0.0, []
         name = table.spec.name
         groups = self.shard_map.split(rows)
         # ask every shard before using any answer: remote shards (Ray) serve them in parallel
@@ -212,8 +237,10 @@ class WorkerClient:
             self.shards[s].read(self.worker_id, name, local, required) for s, _, local in groups
         ]
         for (_, pos, _), future in zip(groups, futures, strict=True):
-            values, stamp, w = future.result()
+            values, stamp, w, arrival = future.result()
             waited += w
+            if w > 0:
+                arrivals.append(arrival)
             fetched = rows[pos]
             # the shard has not seen these increments yet (a gradient is not a value)
             unsent = table.dirty[fetched] if not table.spec.gradient else None
@@ -228,7 +255,7 @@ class WorkerClient:
                 MESSAGE_HEADER_BYTES + fetched.size * (INDEX_BYTES + table.spec.row_nbytes)
             )
         self.metrics.fetches += 1
-        return waited
+        return waited, arrivals
 
     def receive_push(self, push: Push) -> None:
         """Called by a shard (on another thread) when a clock completes (ESSP)."""
@@ -303,8 +330,24 @@ class WorkerClient:
         and advance its clock. Never blocks on other workers."""
         self._check_alive()
         self._send(finished=False, flush=(self.clock_count + 1) % self.push_every == 0)
+        auto = [t for t in self.tables.values() if t.bounds is not None]
+        if auto:
+            self.metrics.bound = max(t.model_at(self.clock_count).staleness for t in auto)
+            self._learn_bounds(auto)
         self.metrics.on_clock(self.clock_count, objective)
         self.clock_count += 1
+
+    def _learn_bounds(self, auto: list[_CachedTable]) -> None:
+        """staleness="auto": wait for shard 0's answer to this clock and take the bound
+        schedules it carries (shard 0 decides them; a change for the next clock reaches us
+        here, in time)."""
+        link = self.shards[0]
+        link.sync()
+        answer = link.last_answer or {}
+        for table in auto:
+            schedule = answer.get(table.spec.name)
+            if schedule is not None:
+                table.bounds = [tuple(x) for x in schedule]
 
     def finish(self) -> None:
         """The worker function returned: flush what is left and stop counting its clock."""

@@ -76,7 +76,7 @@ class WorkerContext:
             arrays=validate_state(self._saved or {}),
             rng_state=self.rng.bit_generator.state,
             finished=finished,
-            metrics=metrics_state(self._client.metrics),
+            metrics=metrics_state(self._client.metrics, self._client.audit.state()),
         )
 
     @property

@@ -30,7 +30,8 @@ class JobConfig:
     tables: list[TableSpec]
     workers: int = 2
     consistency: str = "ssp"
-    staleness: int | None = None
+    staleness: int | str | None = None  # "auto": moved within [0, max_staleness] in the run
+    max_staleness: int | None = None  # the ceiling of staleness="auto" (default 8)
     iterations: int | None = None
     runtime: str = "embedded"
     shards: int = 1
@@ -39,6 +40,9 @@ class JobConfig:
     nan_policy: str = "error"
     app: str = "custom"
     on_clock: Callable[[int, int, float | None], None] | None = None
+    on_record: Callable[[dict[str, Any]], None] | None = None  # each worker's clock record
+    tensorboard: str | None = None  # stream scalars to TensorBoard event files here
+    objective_reduce: str = "mean"  # how workers' objectives combine (LDA's: "sum")
     initial_tables: dict[str, np.ndarray] = field(default_factory=dict)
     # Ray: cluster address (None = start a local Ray for the job), per-role actor options
     # ({"shard"|"worker"|"coordinator": ray .options(...) kwargs}), restarts after failures
@@ -54,6 +58,9 @@ class JobConfig:
     backup_workers: int = 0
     fetch_every: int = 1
     push_every: int = 1
+    # the read audit (stalesync.audit): "record" counters, "error" raises, "off";
+    # None: the STALESYNC_AUDIT environment variable, else "record"
+    audit: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.workers, int) or self.workers < 1:
@@ -65,8 +72,18 @@ class JobConfig:
         if self.nan_policy not in NAN_POLICIES:
             raise ConfigError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
         self._check_snapshot_options()
-        self.model = ConsistencyModel.parse(self.consistency, self.staleness)
+        self.model = ConsistencyModel.parse(self.consistency, self.staleness,
+                                            self.max_staleness)
+        if self.max_staleness is not None and not self.model.auto:
+            raise ConfigError("max_staleness is the ceiling of staleness='auto'; got "
+                              f"staleness={self.staleness!r}", param="max_staleness")
         self._check_policy_options()
+        from .audit import AUDIT_MODES, default_mode
+
+        self.audit = default_mode() if self.audit is None else self.audit
+        if self.audit not in AUDIT_MODES:
+            raise ConfigError(f"audit must be one of {AUDIT_MODES}, got {self.audit!r}",
+                              param="audit")
         names = [t.name for t in self.tables]
         if len(set(names)) != len(names):
             raise ConfigError(f"table names must be unique, got {names}")
@@ -132,11 +149,14 @@ class JobConfig:
             if t.consistency is None and t.staleness is None:
                 models[t.name] = self.model
             else:
-                staleness = t.staleness if t.staleness is not None else self.model.staleness
                 kind = t.consistency or self.model.kind
+                if t.staleness is not None:
+                    staleness = t.staleness
+                else:
+                    staleness = "auto" if self.model.auto else self.model.staleness
                 models[t.name] = ConsistencyModel.parse(
-                    kind, None if kind in ("bsp", "async") else staleness
-                )
+                    kind, None if kind in ("bsp", "async") else staleness,
+                    self.model.max_staleness if staleness == "auto" else None)
         return models
 
 
@@ -180,15 +200,27 @@ def run(
         )
     from .runtime.ps import ParameterServer
 
+    writer = None
+    if config.tensorboard:
+        from .tensorboard import TensorBoardWriter
+
+        writer = TensorBoardWriter(config.tensorboard, config.workers, config.objective_reduce)
+        previous = config.on_record
+        config.on_record = (writer.on_record if previous is None else
+                            lambda r: (previous(r), writer.on_record(r)))
     start = time.perf_counter()
-    outcome = ParameterServer(config).run(worker_fn, data)
+    try:
+        outcome = ParameterServer(config).run(worker_fn, data)
+    finally:
+        if writer is not None:
+            writer.close()
     wall = time.perf_counter() - start
     record = build_run_record(
         app=config.app,
         strategy="ps",
         runtime=config.runtime,
         consistency=config.model.kind,
-        staleness=config.model.staleness,
+        staleness="auto" if config.model.auto else config.model.staleness,
         workers=config.workers,
         clocks=config.iterations
         or max((m.records[-1]["iteration"] + 1 for m in outcome.metrics if m.records), default=0),
@@ -196,6 +228,7 @@ def run(
         metrics=outcome.metrics,
         extra=outcome.extra,
     )
+    record["objective_reduce"] = config.objective_reduce
     result = JobResult(record=record, tables=outcome.tables, worker_results=outcome.results)
     if final is not None:
         record["final"] = final(result)

@@ -12,8 +12,9 @@ runtime (see :data:`RECORD_FIELDS`)::
 ``clocks`` counts synchronisation points (a worker's ``ctx.clock()`` calls, a scheduler's
 rounds); ``epochs`` counts passes over the data (LDA sweeps, SGD epochs), when the app knows.
 ``strategy`` says how work is shared: ``ps`` (parameter-server tables), ``scheduled``
-(model-parallel rounds), ``dsgd``/``fugue`` (block rotation). ``guarantee`` says in words
-what a read was guaranteed to see.
+(model-parallel rounds), ``dsgd``/``fugue`` (block rotation), and the SGD strategies.
+``guarantee`` says in words what a read was guaranteed to see (``promise``) and what the
+run-time audit found (``reads_checked``, ``violations``, ``over_blocked_reads``).
 """
 
 from __future__ import annotations
@@ -46,15 +47,23 @@ class WorkerMetrics:
         self.reads_blocked = 0
         self.bytes_sent = 0
         self.fetches = 0  # reads that fetched rows from the shards
+        self.audit: dict[str, Any] | None = None  # the read audit's counters (at the end)
         self.pushes = 0  # clock messages that carried increments
         self._clock_start = time.perf_counter()
         self._wait = 0.0
         self._bytes = 0
+        self._rows = 0  # this clock's rows read, their summed and largest staleness
+        self._stale_sum = 0
+        self._stale_max = 0
+        self.bound: int | None = None  # the staleness bound in force (reported per clock)
 
     def on_read(self, staleness: np.ndarray, waited_s: float) -> None:
         """Record the staleness of every row a read returned, and any time it blocked."""
         if staleness.size:
             top = int(staleness.max())
+            self._rows += int(staleness.size)
+            self._stale_sum += int(np.maximum(staleness, 0).sum())
+            self._stale_max = max(self._stale_max, top)
             if top >= self.staleness_counts.size:
                 grown = np.zeros(max(top + 1, 2 * self.staleness_counts.size), dtype=np.int64)
                 grown[: self.staleness_counts.size] = self.staleness_counts
@@ -89,9 +98,16 @@ class WorkerMetrics:
         }
         if objective is not None:
             record["objective"] = float(objective)
+        if self._rows:
+            record["rows_read"] = self._rows
+            record["staleness_mean"] = self._stale_sum / self._rows
+            record["staleness_max"] = self._stale_max
+        if self.bound is not None:
+            record["bound"] = self.bound
         self.records.append(record)
         self.bytes_sent += self._bytes
         self._clock_start, self._wait, self._bytes = now, 0.0, 0
+        self._rows = self._stale_sum = self._stale_max = 0
 
 
 def staleness_summary(counts: np.ndarray) -> dict[str, Any]:
@@ -104,11 +120,15 @@ def staleness_summary(counts: np.ndarray) -> dict[str, Any]:
     return {"max": top, "mean": mean, "histogram": counts[: top + 1].tolist(), "rows_read": total}
 
 
-def describe_guarantee(strategy: str, consistency: str, staleness: int) -> str:
-    """The run record's ``guarantee``: what every read of the run was guaranteed to see."""
+def describe_guarantee(strategy: str, consistency: str, staleness: int | str) -> str:
+    """The run record's ``guarantee.promise``: what every read was guaranteed to see."""
     if strategy == "ps":
         if consistency == "async":
             return "async: reads never wait; no bound on staleness"
+        if staleness == "auto":
+            return (f"{consistency}(auto): a read at clock c saw every update from clocks "
+                    "< c - s(c) of every worker, and all of its own; s(c) is the bound in "
+                    "force at clock c (staleness_auto.schedules), never above max_staleness")
         bound = 0 if consistency == "bsp" else staleness
         return (f"{consistency}: a read at clock c saw every update from clocks < c - {bound} "
                 "of every worker, and all of its own")
@@ -127,7 +147,7 @@ def build_run_record(
     strategy: str,
     runtime: str,
     consistency: str,
-    staleness: int,
+    staleness: int | str,
     workers: int,
     clocks: int,
     wall_time_s: float,
@@ -150,7 +170,8 @@ def build_run_record(
         "runtime": runtime,
         "consistency": consistency,
         "staleness": staleness,
-        "guarantee": describe_guarantee(strategy, consistency, staleness),
+        "guarantee": {"promise": describe_guarantee(strategy, consistency, staleness),
+                      **summarize_audits(metrics)},
         "workers": workers,
         "clocks": clocks,
         "epochs": epochs,
@@ -170,6 +191,17 @@ def build_run_record(
     if extra:
         record.update(extra)
     return record
+
+
+def summarize_audits(metrics: list[WorkerMetrics]) -> dict[str, Any]:
+    """The read audit's counters over all workers (see :mod:`stalesync.audit`)."""
+    from .audit import summarize
+
+    states = [m.audit for m in metrics if m.audit]
+    if not states or not any(s["reads_checked"] for s in states):
+        return {"audit": "off", "reads_checked": 0, "violations": 0, "over_blocked_reads": 0,
+                "first_problem": None}
+    return summarize(states, "on")
 
 
 def _json_default(value: Any) -> Any:

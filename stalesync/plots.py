@@ -38,7 +38,9 @@ def plot_run(record: dict[str, Any], path: PathLike, title: str | None = None) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    auto = record.get("staleness_auto")
+    fig, axes = plt.subplots(1, 3 if auto else 2, figsize=(16 if auto else 11, 4))
+    ax1, ax2 = axes[0], axes[1]
     times, values = objective_curve(record)
     if times.size:
         ax1.plot(times, values, marker=".")
@@ -51,6 +53,8 @@ def plot_run(record: dict[str, Any], path: PathLike, title: str | None = None) -
     ax2.set_xlabel("observed staleness (clocks)")
     ax2.set_ylabel("rows read")
     ax2.set_title(f"staleness, mean {record['observed_staleness']['mean']:.2f}")
+    if auto:
+        plot_bound_schedule(axes[2], auto, record.get("clocks") or 0)
     model = record["consistency"]
     if record.get("strategy", "ps") == "ps" and model in ("ssp", "essp"):
         model = f"{model} s={record['staleness']}"
@@ -61,3 +65,17 @@ def plot_run(record: dict[str, Any], path: PathLike, title: str | None = None) -
     )
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_bound_schedule(ax: Any, auto: dict[str, Any], clocks: int) -> None:
+    """staleness="auto": the bound in force at each clock, per table (a step plot)."""
+    for table, schedule in auto["schedules"].items():
+        starts = [int(c) for c, _ in schedule] + [max(clocks, int(schedule[-1][0]) + 1)]
+        bounds = [int(b) for _, b in schedule]
+        ax.step(starts, bounds + bounds[-1:], where="post", label=table)
+    ax.axhline(auto["max_staleness"], color="grey", ls="--", lw=1, label="max_staleness")
+    ax.set_xlabel("clock")
+    ax.set_ylabel("staleness bound in force")
+    ax.set_title("staleness='auto'")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)

@@ -75,6 +75,9 @@ class ServerShard:
         }
         self._cond = threading.Condition(threading.Lock())
         self._aborted = False
+        # staleness="auto": each auto table's bound schedule [(from_clock, bound), ...]
+        self.bounds: dict[str, list[tuple[int, int]]] = {
+            name: [(0, model.staleness)] for name, model in models.items() if model.auto}
 
     # -- clocks -------------------------------------------------------------------------
     @property
@@ -110,6 +113,47 @@ class ServerShard:
             if after > before:
                 self._cond.notify_all()
                 self._push_fresh_rows(after)
+            return self.bounds_view()
+
+    # -- staleness="auto" ----------------------------------------------------------------
+    def bounds_view(self) -> dict[str, list[tuple[int, int]]] | None:
+        return {name: list(b) for name, b in self.bounds.items()} if self.bounds else None
+
+    def set_bound(self, table: str, bound: int) -> list[tuple[int, int]]:
+        """Use ``bound`` for ``table`` from the clock after the highest one any worker is at,
+        so no worker is inside a clock whose bound changes; returns the schedule (shard 0
+        decides, the other shards :meth:`adopt_bounds` it)."""
+        with self._cond:
+            clocks = self.policy.worker_clocks
+            live = clocks[clocks < FINISHED]
+            start = int(live.max()) + 1 if live.size else 0
+            schedule = self.bounds[table]
+            if schedule[-1][1] != bound:
+                if schedule[-1][0] >= start:  # the last change has not begun: replace it
+                    schedule.pop()
+                if not schedule or schedule[-1][1] != bound:
+                    schedule.append((max(start, schedule[-1][0] + 1 if schedule else 0),
+                                     bound))
+                self._cond.notify_all()  # a looser bound may release parked reads
+            return list(schedule)
+
+    def adopt_bounds(self, table: str, schedule: list[tuple[int, int]]) -> None:
+        """Take shard 0's schedule. A worker this shard has seen further along than shard 0
+        had may already be in a clock whose bound changed: each read is served against
+        the tighter of its own and this shard's view, so the guarantee holds either way."""
+        with self._cond:
+            self.bounds[table] = [tuple(x) for x in schedule]
+            self._cond.notify_all()
+
+    def _required(self, table: str, required: int | None, reader_clock: int | None
+                  ) -> int | None:
+        """The stamp a read needs: the reader's, and never less than the bound in force at
+        its clock asks (an auto table)."""
+        if required is None or reader_clock is None or table not in self.bounds:
+            return required
+        from .staleness import bound_at
+
+        return max(required, reader_clock - bound_at(self.bounds[table], reader_clock))
 
     def _push_fresh_rows(self, stamp: int) -> None:
         if self.push_sink is None:
@@ -129,16 +173,20 @@ class ServerShard:
 
     # -- reads --------------------------------------------------------------------------
     def read(
-        self, worker: int, table: str, local_rows: np.ndarray, required_stamp: int | None
-    ) -> tuple[np.ndarray, int, float]:
-        """Return (values, stamp, seconds waited) of ``local_rows``.
+        self, worker: int, table: str, local_rows: np.ndarray, required_stamp: int | None,
+        reader_clock: int | None = None,
+    ) -> tuple[np.ndarray, int, float, int]:
+        """Return (values, stamp, seconds waited, stamp when the read arrived) of
+        ``local_rows``.
 
         Waits until the shard's minimum clock reaches ``required_stamp``;
         ``required_stamp=None`` never waits (async).
         """
         waited = 0.0
         with self._cond:
-            if required_stamp is not None and self.min_clock < required_stamp:
+            required_stamp = self._required(table, required_stamp, reader_clock)
+            arrival = self.min_clock
+            if required_stamp is not None and arrival < required_stamp:
                 t0 = time.perf_counter()
                 while self.min_clock < required_stamp:
                     if self._aborted:
@@ -150,7 +198,7 @@ class ServerShard:
             values = self.stores[table].gather(local_rows)
             if table in self.subscribed:
                 self.subscribed[table][worker, local_rows] = True
-            return values, self.min_clock, waited
+            return values, self.min_clock, waited, arrival
 
     def abort(self) -> None:
         """Wake every parked read so it raises; used when the job stops on an error."""

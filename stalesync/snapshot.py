@@ -85,7 +85,7 @@ def validate_state(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def metrics_state(metrics: Any) -> dict[str, Any]:
+def metrics_state(metrics: Any, audit: dict[str, Any] | None = None) -> dict[str, Any]:
     """A worker's metrics so far (a :class:`~stalesync.metrics.WorkerMetrics`) as JSON data,
     so a restored job keeps the history of the clocks before its snapshot."""
     return {
@@ -95,6 +95,7 @@ def metrics_state(metrics: Any) -> dict[str, Any]:
         "bytes_sent": int(metrics.bytes_sent),
         "fetches": int(metrics.fetches),
         "pushes": int(metrics.pushes),
+        "audit": audit,
     }
 
 
@@ -113,6 +114,7 @@ def restore_metrics(metrics: Any, state: Mapping[str, Any] | None) -> None:
     metrics.bytes_sent += int(state.get("bytes_sent", 0))
     metrics.fetches += int(state.get("fetches", 0))
     metrics.pushes += int(state.get("pushes", 0))
+    metrics.audit = state.get("audit")
 
 
 # -- writing --------------------------------------------------------------------------------

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# the run-time audit of the consistency guarantee raises on the first violation in tests
+os.environ.setdefault("STALESYNC_AUDIT", "error")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -26,12 +25,14 @@ BOUNDED = st.sampled_from(["bsp", "ssp", "essp"])
 @st.composite
 def scenarios(draw, consistency=BOUNDED):
     workers = draw(st.integers(1, 8))
+    staleness = draw(st.integers(0, 5))
     return Scenario(
         workers=workers,
-        iterations=draw(st.integers(2, 8)),
+        # at least s + 3 clocks, so every case has reads the bound constrains
+        iterations=draw(st.integers(staleness + 3, staleness + 6)),
         rows=draw(st.integers(1, 6)),
         consistency=draw(consistency),
-        staleness=draw(st.integers(0, 5)),
+        staleness=staleness,
         shards=draw(st.integers(1, 3)),
         seed=draw(st.integers(0, 2**16)),
         max_delay_ms=draw(st.sampled_from([0.0, 0.5, 2.0])),
@@ -52,6 +53,9 @@ def test_bounded_models_never_miss_a_guaranteed_increment(scenario):
     assert result.record["observed_staleness"]["max"] <= scenario.staleness * (
         scenario.consistency != "bsp"
     )
+    # both directions, read by read: never too stale, never waiting when fresh enough
+    g = result.record["guarantee"]
+    assert g["violations"] == 0 and g["over_blocked_reads"] == 0, g["first_problem"]
 
 
 @settings(max_examples=ASYNC_CASES, **SETTINGS)
@@ -64,26 +68,21 @@ def test_async_never_blocks_and_loses_nothing(scenario):
     assert result.record["wait_s"] == 0.0
 
 
-def test_checker_catches_an_off_by_one_in_the_read_rule(monkeypatch):
-    """Break the rule (allow one clock more staleness than promised): the checker must notice."""
-    monkeypatch.setattr(
-        ConsistencyModel, "required_stamp", lambda self, clock: clock - self.staleness - 1
-    )
-    caught = 0
+@pytest.mark.parametrize("mutant", ["one clock too lax", "blocks like bsp"])
+def test_every_run_of_a_broken_read_rule_is_caught(monkeypatch, mutant):
+    """Break the rule either way: every run must be caught, by the value checker or by the
+    audit (which checks stamps read by read, so it does not depend on timing)."""
+    broken = {"one clock too lax": lambda self, clock: clock - self.staleness - 1,
+              "blocks like bsp": lambda self, clock: clock}[mutant]
+    monkeypatch.setattr(ConsistencyModel, "required_stamp", broken)
     for seed in range(10):
-        scenario = Scenario(
-            workers=3,
-            iterations=8,
-            rows=3,
-            consistency="ssp",
-            staleness=1,
-            seed=seed,
-            max_delay_ms=2.0,
-            slow_worker=0,
-        )
-        _, logs, plan = run_scenario(scenario)
-        caught += bool(violations(scenario, logs, plan))
-    assert caught >= 5
+        scenario = Scenario(workers=3, iterations=8, rows=3, consistency="ssp", staleness=1,
+                            seed=seed, max_delay_ms=2.0, slow_worker=0,
+                            extra_options={"audit": "record"})
+        result, logs, plan = run_scenario(scenario)
+        g = result.record["guarantee"]
+        caught = violations(scenario, logs, plan) or g["violations"] or g["over_blocked_reads"]
+        assert caught, f"seed {seed}: {mutant} was not caught"
 
 
 def test_a_slow_worker_holds_back_the_fast_ones_under_bsp():

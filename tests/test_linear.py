@@ -34,7 +34,7 @@ def sparse_problem(n=3000, d=400, nnz=12, noise=0.3, seed=0):
 
 @pytest.fixture(scope="module")
 def problem():
-    X, y = sparse_problem()
+    X, y = sparse_problem(n=5400)  # 3000 test examples: a point is 30 of them
     cut = 2400
     ALPHA = 1e-3
     svc = LinearSVC(loss="hinge", C=1.0 / (ALPHA * cut), max_iter=200_000,
@@ -90,7 +90,7 @@ def test_simuparallel_sgd_with_one_worker_is_plain_sgd_bit_for_bit(problem):
                              workers=1, seed=seed).fit(Xtr, ytr)
     # plain sequential SGD: the same kernel, the same data and example orders, no server
     spec = model.spec_
-    order = np.sort(np.random.default_rng(seed).permutation(Xtr.shape[0]))
+    order = np.random.default_rng(seed).permutation(Xtr.shape[0])  # rows as the fit lays them
     p = LinearProblem(Xtr[order], np.asarray(ytr)[order].astype(np.int64),
                       np.zeros(Xtr.shape[0]), model.freq_, spec, 1, 0)
     local = p.model_from(np.zeros((Xtr.shape[1] + 2, 1)))

@@ -41,21 +41,21 @@ def test_shard_actor_applies_clocks_in_send_order_and_reads_wait_for_own_clocks(
     applied = []
     real_clock = shard.shard.clock
 
-    def spy(worker, updates, finished=False):
+    def spy(worker, updates, finished=False, step=None):
         applied.append(int(updates["t"][1][0, 0]))
-        real_clock(worker, updates, finished=finished)
+        return real_clock(worker, updates, finished=finished, step=step)
 
     shard.shard.clock = spy
     inc = lambda v: {"t": (np.array([0]), np.array([[v]], dtype=np.int64))}  # noqa: E731
     got = {}
-    second = threading.Thread(target=shard.clock, args=(0, inc(20), False, 1))
+    second = threading.Thread(target=shard.clock, args=(0, inc(20), False, 1, 1))
     reader = threading.Thread(
         target=lambda: got.setdefault("read", shard.read(0, "t", np.array([0]), None, 2)))
     second.start()
     reader.start()
     time.sleep(0.1)
     assert applied == [] and "read" not in got  # both wait for clock #0
-    shard.clock(0, inc(1), False, 0)
+    shard.clock(0, inc(1), False, 0, 0)
     second.join(5)
     reader.join(5)
     assert applied == [1, 20]

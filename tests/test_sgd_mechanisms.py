@@ -31,7 +31,7 @@ def test_server_adagrad_equals_a_numpy_reference():
 
 def test_server_sgd_schedule_and_adam_match_their_formulas():
     store = DenseRowStore(TableSpec("w", 2, 1, update=SGD(lr=0.5, decay=1.0)), 2)
-    for t in range(3):
+    for _ in range(3):
         store.apply(np.array([0]), np.array([[1.0]]))
     assert store.to_dense()[0, 0] == pytest.approx(-(0.5 + 0.25 + 0.5 / 3))
     adam = DenseRowStore(TableSpec("w", 1, 1, update=Adam(lr=0.1)), 1)

@@ -43,7 +43,9 @@ class RunConfig:
     (:class:`~stalesync.faults.Stragglers` or its CLI text). ``snapshot_every`` clocks (or
     rounds) a consistent snapshot goes to ``snapshot_dir``; ``resume`` restarts from one;
     on Ray a lost worker is recovered from the newest, at most ``max_recoveries`` times.
-    ``progress``: a progress bar on stderr.
+    ``progress``: a progress bar on stderr. ``tensorboard``: stream scalars to event files
+    in this directory while training (:mod:`stalesync.tensorboard`). ``max_staleness``: the
+    ceiling of an estimator's ``staleness="auto"`` (default 8).
     """
 
     runtime: str = "embedded"
@@ -55,6 +57,8 @@ class RunConfig:
     resume: str | None = None
     max_recoveries: int = 3
     progress: bool = False
+    tensorboard: str | None = None
+    max_staleness: int | None = None  # the ceiling of staleness="auto" (default 8)
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -64,6 +68,8 @@ class RunConfig:
             raise ConfigError("address is only used with runtime='ray'", param="address")
         check_int(self.shards, "shards", 1)
         check_int(self.max_recoveries, "max_recoveries", 0)
+        if self.max_staleness is not None:
+            check_int(self.max_staleness, "max_staleness", 0)
         if self.snapshot_every is not None:
             check_int(self.snapshot_every, "snapshot_every", 1)
             if self.snapshot_dir is None and self.resume is None:
@@ -98,7 +104,8 @@ class RunConfig:
             "runtime": self.runtime, "shards": self.shards, "stragglers": stragglers,
             "max_recoveries": self.max_recoveries,
         }
-        for name in ("address", "snapshot_every", "snapshot_dir", "resume"):
+        for name in ("address", "snapshot_every", "snapshot_dir", "resume", "tensorboard",
+                     "max_staleness"):
             if getattr(self, name) is not None:
                 options[name] = getattr(self, name)
         return options
@@ -138,9 +145,13 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
 
 def check_consistency(consistency: Any, staleness: Any) -> ConsistencyModel:
     """The consistency model of ``consistency``/``staleness``; bsp with a staleness other
-    than 0, or a negative staleness, is an error naming the parameter."""
+    than 0, or a negative staleness, is an error naming the parameter. ``"auto"``: a
+    controller moves the bound during the run (:mod:`stalesync.staleness`)."""
     check_choice(consistency, "consistency", KINDS)
-    if staleness is not None:
+    if staleness is not None and staleness != "auto":
+        if isinstance(staleness, str):
+            raise ConfigError(f"staleness must be a non-negative int or 'auto', got "
+                              f"{staleness!r}", param="staleness")
         check_int(staleness, "staleness", 0)
     try:
         return ConsistencyModel.parse(consistency, staleness)

@@ -59,6 +59,18 @@ class Flags:
         self.flag_of[action.dest] = names[0]
 
 
+def staleness_value(text: str) -> int | str:
+    """``--staleness``: a non-negative int or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0 or 'auto', got {text!r}"
+                                         ) from None
+    return value  # a negative one is refused with the other option checks
+
+
 class AppCommand(ABC):
     """An app's subcommand; subclasses fill in the abstract parts."""
 
@@ -122,8 +134,11 @@ class AppCommand(ABC):
         if self.parameter_server:
             flags.add("parallelism", "--consistency", default=self.consistency_default,
                       choices=KINDS, help="consistency model of the parameter-server tables")
-            flags.add("parallelism", "--staleness", type=int, default=None,
-                      help="SSP/ESSP staleness bound s (default 1; bsp is 0)")
+            flags.add("parallelism", "--staleness", type=staleness_value, default=None,
+                      help="SSP/ESSP staleness bound s (default 1; bsp is 0), or 'auto': "
+                      "tuned during the run within [0, --max-staleness]")
+            flags.add("parallelism", "--max-staleness", type=int, default=None, metavar="S",
+                      help="the ceiling of --staleness auto (default 8)")
             flags.add("runtime", "--shards", type=int, default=1, help="server shards")
         flags.add("runtime", "--runtime", default="embedded", choices=["embedded", "ray"],
                   help="embedded (threads) or ray (actors; pip install 'stalesync[ray]')")
@@ -139,6 +154,8 @@ class AppCommand(ABC):
         flags.add("runtime", "--max-recoveries", type=int, default=3,
                   help="Ray: restarts after lost workers before giving up")
         flags.add("output", "--metrics-out", default=None, help="write the run record (JSON)")
+        flags.add("output", "--tensorboard", default=None, metavar="DIR",
+                  help="stream scalars to TensorBoard event files in DIR while training")
         flags.add("output", "--plot", default=None,
                   help=f"draw the run ({', '.join(PLOT_SUFFIXES)} by extension)")
         flags.add("output", "--save-model", default=None,
@@ -153,6 +170,7 @@ class AppCommand(ABC):
             stragglers=args.stragglers, snapshot_every=args.snapshot_every,
             snapshot_dir=args.snapshot_dir, resume=args.resume,
             max_recoveries=args.max_recoveries, progress=not args.no_progress,
+            tensorboard=args.tensorboard, max_staleness=getattr(args, "max_staleness", None),
         )
 
     def check_everything(self, args: argparse.Namespace) -> tuple[Any, RunConfig]:
@@ -164,6 +182,9 @@ class AppCommand(ABC):
             if args.test_fraction not in (0.0, self.test_fraction_default):
                 raise ConfigError("give either --test or --test-fraction, not both")
             args.test_fraction = 0.0  # a test file replaces the default held-out share
+        if getattr(args, "max_staleness", None) is not None and args.staleness != "auto":
+            raise ConfigError("--max-staleness is the ceiling of --staleness auto",
+                              param="max_staleness")
         estimator = self.make_estimator(args)
         estimator.check_params()
         run = self.run_config(args)
@@ -175,6 +196,11 @@ class AppCommand(ABC):
             check_output_path(args.save_model, "--save-model", directory=True)
         if args.snapshot_dir:
             check_output_path(args.snapshot_dir, "--snapshot-dir", directory=True)
+        if args.tensorboard:
+            check_output_path(args.tensorboard, "--tensorboard", directory=True)
+            from ..tensorboard import _modules
+
+            _modules()  # the extra is installed
         if args.resume:
             from pathlib import Path
 
@@ -190,7 +216,10 @@ class AppCommand(ABC):
         lines, final = self.summarize(estimator, train, test, args)
         record = estimator.run_record_
         record["final"].update(final)
-        for line in lines:
+        from ..audit import verdict
+
+        audit = verdict(record)
+        for line in [*lines, audit] if audit else lines:
             print(line)
         self.write_outputs(estimator, record, args)
         return 0

@@ -168,6 +168,12 @@ def sgd_epoch(indptr, indices, data, labels, yvals, order, V, bias, state, A, bi
     worker's share of the global count). Returns the sum of the examples' losses (at the
     weights each example saw)."""
     K = V.shape[1]
+    if K == 1 and mode != MULTINOMIAL:
+        return _sgd_one_output(indptr, indices, data, labels, yvals, order, V.reshape(-1),
+                               bias, state, A.reshape(-1), bias_sum, q.reshape(-1), loss,
+                               classify, alpha,
+                               l1_ratio, schedule, eta0, t0, power, eps, intercept_decay,
+                               avg_start, fit_intercept, t_step)
     margins = np.empty(K)
     g = np.empty(K)
     targets = np.empty(K)
@@ -249,6 +255,92 @@ def sgd_epoch(indptr, indices, data, labels, yvals, order, V, bias, state, A, bi
                 bias_sum[k] += bias[k]
         state[0] = s
         state[1] = t + t_step
+    return total_loss
+
+
+@njit(**_OPTS)
+def _loss_and_dloss(loss, p, y, eps):
+    """(loss, d loss / d p) of one output, sharing the one ``exp`` of the log loss."""
+    if loss == 1:
+        z = y * p
+        if z > 18.0:
+            e = math.exp(-z)
+            return e, -y * e
+        if z < -18.0:
+            return -z, -y
+        e = math.exp(-z)
+        return math.log1p(e), -y * e / (1.0 + e)
+    return loss_value(loss, p, y, eps), dloss(loss, p, y, eps)
+
+
+@njit(**_OPTS)
+def _sgd_one_output(indptr, indices, data, labels, yvals, order, v, bias, state, a,
+                    bias_sum, q, loss, classify, alpha, l1_ratio, schedule, eta0, t0, power,
+                    eps, intercept_decay, avg_start, fit_intercept, t_step):
+    """:func:`sgd_epoch` for one output (binary classification, regression) on 1-D weight
+    views: the same updates without the per-output loops and scratch arrays (the common
+    case; about twice as fast)."""
+    total_loss = 0.0
+    l2 = alpha * (1.0 - l1_ratio)
+    l1 = alpha * l1_ratio
+    unbounded = loss == 2 or loss == 3 or loss == 4
+    averaged = avg_start >= 0
+    s, t, B = state[0], state[1], state[2]
+    b = bias[0]
+    for n in range(order.shape[0]):
+        i = order[n]
+        eta = _eta(schedule, eta0, alpha, t, t0, power)
+        lo, hi = indptr[i], indptr[i + 1]
+        if unbounded:
+            x2 = 1.0
+            for p in range(lo, hi):
+                x2 += data[p] * data[p]
+            eta = min(eta, 1.0 / x2)
+        acc = 0.0
+        for p in range(lo, hi):
+            acc += data[p] * v[indices[p]]
+        margin = s * acc + b
+        target = (1.0 if labels[i] == 1 else -1.0) if classify else yvals[i]
+        value, g = _loss_and_dloss(loss, margin, target, eps)
+        total_loss += value
+        if l2 > 0.0:
+            s *= max(0.0, 1.0 - eta * l2)
+            if s < 1e-9:  # fold the scale into v before it underflows
+                for j in range(v.shape[0]):
+                    v[j] *= s
+                if averaged:
+                    B /= s
+                s = 1.0
+        if g != 0.0:
+            step = -eta * g / s
+            for p in range(lo, hi):
+                d = step * data[p]
+                v[indices[p]] += d
+                if averaged:
+                    a[indices[p]] -= B * d
+        if fit_intercept:
+            b -= eta * g * intercept_decay
+        if l1 > 0.0:
+            state[3] += eta * l1
+            u = state[3]
+            for p in range(lo, hi):
+                j = indices[p]
+                z = v[j]
+                w = s * z
+                if w > 0.0:
+                    v[j] = max(0.0, w - (u + q[j])) / s
+                elif w < 0.0:
+                    v[j] = min(0.0, w + (u - q[j])) / s
+                q[j] += s * (v[j] - z)
+                if averaged:
+                    a[j] -= B * (v[j] - z)
+        if averaged and t >= avg_start:
+            B += s
+            state[4] += 1.0
+            bias_sum[0] += b
+        t += t_step
+    state[0], state[1], state[2] = s, t, B
+    bias[0] = b
     return total_loss
 
 

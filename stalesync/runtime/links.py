@@ -17,7 +17,7 @@ import numpy as np
 
 from .backend import Future, Handle
 
-ReadReply = tuple[np.ndarray, int, float]  # (values, stamp, seconds the shard waited)
+ReadReply = tuple[np.ndarray, int, float, int]  # values, stamp, seconds waited, stamp at arrival
 
 
 class ShardProtocol(Protocol):
@@ -42,6 +42,7 @@ class ShardLink:
         self.handle = handle
         self.sent = 0
         self._in_flight: list[Future] = []
+        self.last_answer: Any = None  # the latest clock's answer (auto bound schedules)
 
     def clock(self, worker: int, updates: Mapping[str, tuple[np.ndarray, np.ndarray]],
               finished: bool = False, step: int = 0) -> None:
@@ -55,7 +56,9 @@ class ShardLink:
         keep = []
         for future in self._in_flight:
             if wait or future.done():
-                future.result()
+                answer = future.result()
+                if answer is not None:
+                    self.last_answer = answer
             else:
                 keep.append(future)
         self._in_flight = keep

@@ -64,19 +64,30 @@ class ShardHost:
             while self._received[worker] < seq:
                 self._arrivals.wait()
 
-    def clock(self, worker: int, updates: dict, finished: bool, seq: int, step: int) -> None:
+    def clock(self, worker: int, updates: dict, finished: bool, seq: int, step: int
+              ) -> dict | None:
+        """Apply a clock; the answer is the auto tables' bound schedules (or None)."""
         self._wait_for(worker, seq)
         try:
-            self.shard.clock(worker, updates, finished=finished, step=step)
+            return self.shard.clock(worker, updates, finished=finished, step=step)
         finally:
             with self._arrivals:
                 self._received[worker] += 1
                 self._arrivals.notify_all()
 
     def read(self, worker: int, table: str, local_rows: np.ndarray, required: int | None,
-             clocks_sent: int) -> tuple[np.ndarray, int, float]:
-        self._wait_for(worker, clocks_sent)
-        return self.shard.read(worker, table, local_rows, required)
+             clocks_sent: int) -> tuple[np.ndarray, int, float, int]:
+        self._wait_for(worker, clocks_sent)  # clocks_sent is the reader's current clock
+        return self.shard.read(worker, table, local_rows, required, clocks_sent)
+
+    def set_bound(self, table: str, bound: int) -> list[tuple[int, int]]:
+        return self.shard.set_bound(table, bound)
+
+    def adopt_bounds(self, table: str, schedule: list[tuple[int, int]]) -> None:
+        self.shard.adopt_bounds(table, schedule)
+
+    def bounds(self) -> dict | None:
+        return self.shard.bounds_view()
 
     def dump_all(self) -> dict[str, np.ndarray]:
         return self.shard.dump_all()
@@ -104,6 +115,7 @@ class WorkerSetup:
     snapshot_every: int | None
     report_clocks: bool = False  # buffer progress events for the driver's polls
     skip_ahead: bool = False  # backup workers: a read moves the clock to the current step
+    audit: str = "record"  # the read audit (stalesync.audit)
     fetch_every: int = 1  # client cadence (Downpour): async reads refresh every k clocks
     push_every: int = 1  # ... and increments go out every k clocks
 
@@ -121,24 +133,26 @@ class PSWorker:
             worker_id, setup.specs, setup.models, ShardMap(setup.num_shards), self.links,
             WorkerMetrics(worker_id, time.perf_counter()), setup.nan_policy,
             skip_ahead=setup.skip_ahead, fetch_every=setup.fetch_every,
-            push_every=setup.push_every,
+            push_every=setup.push_every, audit=setup.audit,
         )
-        self._events: list[tuple[int, int, float | None]] = []
+        self._events: list[tuple[int, int, float | None, dict]] = []
         self._lock = threading.Lock()
 
     def receive_push(self, push: Push) -> None:
         push.values = writable(push.values)
         self.client.receive_push(push)
 
-    def poll(self) -> list[tuple[int, int, float | None]]:
-        """Progress events (worker, iteration, objective) since the last poll."""
+    def poll(self) -> list[tuple[int, int, float | None, dict]]:
+        """Progress events (worker, iteration, objective, clock record) since the last
+        poll."""
         with self._lock:
             events, self._events = self._events, []
         return events
 
     def _on_clock(self, worker: int, iteration: int, objective: float | None) -> None:
+        record = self.client.metrics.records[-1]
         with self._lock:
-            self._events.append((worker, iteration, objective))
+            self._events.append((worker, iteration, objective, record))
 
     def _sync_shards(self) -> None:
         for link in self.links:
@@ -161,6 +175,7 @@ class PSWorker:
         if restore is not None:
             client.clock_count = restore.clock
             restore_metrics(metrics, restore.metrics)
+            client.audit.load(metrics.audit)
             if restore.finished:  # it returned before the snapshot: not run again
                 if self.coordinator is not None:
                     self.coordinator.call("finish", w, restore).result()
@@ -175,6 +190,7 @@ class PSWorker:
         result = worker_fn(ctx)
         client.finish()
         self._sync_shards()
+        metrics.audit = client.audit.state()
         if self.coordinator is not None:
             state = ctx.snapshot_state(finished=True)
             self.coordinator.call("finish", w, state).result()

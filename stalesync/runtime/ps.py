@@ -85,6 +85,14 @@ class ParameterServer:
         self.recovery = Recovery(config.max_recoveries, bool(config.snapshot_every),
                                  self.snapshot_dir)
         self.groups: _Groups | None = None
+        self.auto_tables = [name for name, m in self.models.items() if m.auto]
+        self.controller = None
+        if self.auto_tables:
+            from ..staleness import StalenessController
+
+            first = self.models[self.auto_tables[0]]
+            self.controller = StalenessController(config.workers, first.staleness,
+                                                  first.max_staleness)
 
     # -- for tests and tools --------------------------------------------------------------
     def worker_actors(self) -> list[Any]:
@@ -149,9 +157,10 @@ class ParameterServer:
             num_workers=n, specs=self.specs, models=self.models, num_shards=n_shards,
             nan_policy=cfg.nan_policy, iterations=cfg.iterations, seed=cfg.seed,
             stragglers=cfg.stragglers, snapshot_every=cfg.snapshot_every,
-            report_clocks=cfg.on_clock is not None,
+            report_clocks=(cfg.on_clock is not None or cfg.on_record is not None
+                           or self.controller is not None),
             skip_ahead=bool(cfg.backup_workers), fetch_every=cfg.fetch_every,
-            push_every=cfg.push_every,
+            push_every=cfg.push_every, audit=cfg.audit,
         )
         groups.workers = backend.host(
             "worker", [partial(PSWorker, w, setup, shards.handles, coordinator)
@@ -193,7 +202,20 @@ class ParameterServer:
             extra["snapshots_written"] = groups.coordinator.map("written")[0]
         if self.config.backup_workers:
             extra["backup"] = self._backup_stats(groups.shards.map("stats"))
+        if self.controller is not None:
+            extra["staleness_auto"] = self._auto_record(groups.shards.handles[0])
         return Outcome(metrics=metrics, tables=tables, results=results, extra=extra)
+
+    def _auto_record(self, shard0: Any) -> dict[str, Any]:
+        """What staleness="auto" did: the ceiling, each table's schedule (clock -> bound)
+        and the controller's decisions over wall time."""
+        schedules = shard0.call("bounds").result(PING_TIMEOUT_S) or {}
+        c = self.controller
+        return {"max_staleness": c.max_staleness, "window_clocks": c.window,
+                "raise_at_blocked_share": c.raise_at, "lower_at_blocked_share": c.lower_at,
+                "cooldown_windows": c.cooldown,
+                "schedules": {t: [list(x) for x in s] for t, s in schedules.items()},
+                "timeline": [[round(t, 4), b] for t, b in c.timeline]}
 
     @staticmethod
     def _backup_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -207,12 +229,30 @@ class ParameterServer:
         for group in (groups.shards, groups.coordinator):
             if group is not None:
                 group.ping(PING_TIMEOUT_S)
-        if self.config.on_clock is None:
+        on_clock, on_record = self.config.on_clock, self.config.on_record
+        if on_clock is None and on_record is None and self.controller is None:
             return
         futures = [h.call("poll") for h in groups.workers.handles]
         for future in futures:
-            for worker, iteration, objective in future.result(PING_TIMEOUT_S):
-                self.config.on_clock(worker, iteration, objective)
+            for worker, iteration, objective, record in future.result(PING_TIMEOUT_S):
+                if on_clock is not None:
+                    on_clock(worker, iteration, objective)
+                if on_record is not None:
+                    on_record(record)
+                if self.controller is not None:
+                    self.controller.on_record(record)
+        if self.controller is not None:
+            bound = self.controller.decide()
+            if bound is not None:
+                self._set_bound(groups, bound)
+
+    def _set_bound(self, groups: _Groups, bound: int) -> None:
+        """staleness="auto": shard 0 schedules the new bound, the other shards adopt it."""
+        first, *others = groups.shards.handles
+        for table in self.auto_tables:
+            schedule = first.call("set_bound", table, bound).result(PING_TIMEOUT_S)
+            for future in [h.call("adopt_bounds", table, schedule) for h in others]:
+                future.result(PING_TIMEOUT_S)
 
     def _abort(self, groups: _Groups) -> None:
         """A worker failed: wake every parked read and barrier, stop every other worker."""

@@ -170,6 +170,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
                 data=parts, workers=self.workers, consistency=self.consistency,
                 staleness=None if self.consistency in ("bsp", "async") else self.staleness,
                 iterations=clocks, seed=self.seed, app="lda", on_clock=progress.on_clock,
+                objective_reduce="sum",
                 initial_tables={WORD_TOPIC: word_topic,
                                 TOPIC_TOTAL: word_topic.sum(axis=0, dtype=np.int64)[None]},
                 **run.job_options(self.seed),

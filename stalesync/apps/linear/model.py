@@ -203,8 +203,9 @@ class LinearSGD(StalesyncEstimator):
         parts = np.array_split(rng.permutation(X.shape[0]), self.workers)
         # ps: small chunks, so that the workers' summed changes stay in SGD's linear regime
         clocks = self.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
-        problems = [LinearProblem(X[np.sort(p)], labels[np.sort(p)], yvals[np.sort(p)], freq,
-                                  spec, clocks, self.seed + 7919 * w)
+        # each worker's rows in a random order (its epochs shuffle blocks of them)
+        problems = [LinearProblem(X[p], labels[p], yvals[p], freq, spec, clocks,
+                                  self.seed + 7919 * w)
                     for w, p in enumerate(parts)]
         d = X.shape[1]
         initial = np.zeros((d + 2, K)) if self._warm is None else self._warm

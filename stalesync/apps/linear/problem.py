@@ -20,6 +20,8 @@ import scipy.sparse as sp
 
 from ...kernels import linear as k
 
+SHUFFLE_BLOCK = 256  # rows per block of an epoch's order (see LinearProblem.shuffled)
+
 
 @dataclass(frozen=True)
 class LinearSpec:
@@ -120,7 +122,16 @@ class LinearProblem:
         self.examples_seen = int(state["seen"][0])
 
     def shuffled(self, rng: np.random.Generator) -> np.ndarray:
-        return rng.permutation(self.num_examples).astype(np.int64)
+        """An epoch's example order: blocks of ``SHUFFLE_BLOCK`` consecutive rows, in a
+        random order. The rows were put in a random order once, when the problem was
+        built, so every block is a random sample; reading a block's rows in memory order
+        makes an epoch twice as fast as a full permutation once the data outgrows the
+        cache (Bottou's SGD does not reshuffle at all)."""
+        n = self.num_examples
+        blocks = -(-n // SHUFFLE_BLOCK)
+        grid = np.arange(blocks * SHUFFLE_BLOCK, dtype=np.int64).reshape(blocks, -1)
+        order = grid[rng.permutation(blocks)].ravel()
+        return order[order < n]
 
     def all_rows(self) -> np.ndarray:
         return np.arange(self.num_rows, dtype=np.int64)
