@@ -100,7 +100,7 @@ class MFApp(App):
         MatrixFactorization(rank=8, epochs=1, workers=2).fit(self.ratings)  # compile
 
     def fit(self, consistency, staleness, stragglers, seed):
-        m = MatrixFactorization(rank=32, epochs=20, mode="ps", workers=WORKERS,
+        m = MatrixFactorization(rank=32, epochs=20, mode="ssp", workers=WORKERS,
                                 consistency=consistency, staleness=staleness, seed=seed)
         m.fit(self.ratings, run=RunConfig(stragglers=stragglers))
         return m.run_record_
@@ -192,9 +192,9 @@ def main() -> None:
     for key in args.apps.split(","):
         app = makers[key]()
         results[app.name] = bench_app(app, args.repeats)
-    write_json("staleness_auto", {"workers": WORKERS, "repeats": args.repeats,
-                                  "results": results})
-    plot(results)
+        write_json("staleness_auto", {"workers": WORKERS, "repeats": args.repeats,
+                                      "results": results})  # after each app: keep what ran
+        plot(results)
 
 
 def plot(results: dict[str, Any]) -> None:

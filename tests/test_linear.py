@@ -83,6 +83,38 @@ def test_every_strategy_on_ray(ray_cluster, problem, strategy, extra):
     assert model.run_record_["runtime"] == "ray"
 
 
+def one_hot_problem(n=6000, fields=8, levels=6, seed=1):
+    """Categorical fields one-hot encoded plus a constant column (adult's shape): every
+    example moves the constant and each field's common levels."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, levels, size=(n, fields))
+    cols = np.hstack([codes + levels * np.arange(fields), np.full((n, 1), fields * levels)])
+    X = sp.csr_matrix((np.ones(cols.size), (np.repeat(np.arange(n), fields + 1),
+                                           cols.ravel())), shape=(n, fields * levels + 1))
+    margin = X @ rng.normal(size=X.shape[1])
+    y = (margin + 0.5 * rng.normal(size=n) > np.median(margin)).astype(int)
+    return X, y
+
+
+def _hinge_objective(model, X, y, alpha):
+    margins = (X @ model.coef_.ravel() + model.intercept_[0]) * (2 * y - 1)
+    return float(np.mean(np.maximum(0, 1 - margins)) + alpha / 2 * model.coef_.ravel() @
+                 model.coef_.ravel())
+
+
+@pytest.mark.parametrize("consistency,staleness", [("bsp", None), ("ssp", 2)])
+def test_ps_workers_do_not_overshoot_on_rows_they_all_move(consistency, staleness):
+    """Four ``ps`` workers that each add their whole change to a constant column move it four
+    times too far (the objective went up 4x on adult); weighted by how many workers touch
+    each row they do as well as one worker."""
+    X, y = one_hot_problem()
+    fit = lambda w: LinearClassifier(  # noqa: E731
+        loss="hinge", alpha=1e-4, epochs=5, strategy="ps", workers=w, consistency=consistency,
+        staleness=staleness, seed=0).fit(X, y)
+    one, four = (_hinge_objective(fit(w), X, y, 1e-4) for w in (1, 4))
+    assert four <= 1.1 * one, (one, four)
+
+
 def test_simuparallel_sgd_with_one_worker_is_plain_sgd_bit_for_bit(problem):
     Xtr, ytr, *_ = problem
     epochs, seed = 4, 3

@@ -48,9 +48,10 @@ def test_shard_actor_applies_clocks_in_send_order_and_reads_wait_for_own_clocks(
     shard.shard.clock = spy
     inc = lambda v: {"t": (np.array([0]), np.array([[v]], dtype=np.int64))}  # noqa: E731
     got = {}
-    second = threading.Thread(target=shard.clock, args=(0, inc(20), False, 1, 1))
-    reader = threading.Thread(
-        target=lambda: got.setdefault("read", shard.read(0, "t", np.array([0]), None, 2)))
+    second = threading.Thread(target=shard.clock, args=(0, inc(20), False, 1, 1), daemon=True)
+    reader = threading.Thread(  # daemons: a failure here must not keep the process alive
+        target=lambda: got.setdefault("read", shard.read(0, "t", np.array([0]), None, 2)),
+        daemon=True)
     second.start()
     reader.start()
     time.sleep(0.1)

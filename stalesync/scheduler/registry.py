@@ -22,6 +22,7 @@ class ScheduleKind:
     needs_columns: bool  # the dependency check reads the data's columns
     prioritized: bool  # draws by (recent change)^2 + eta: checks can adapt to its active set
     description: str
+    sweeps: bool = False  # with every row on one worker, an app may sweep it compiled
 
 
 KINDS = {
@@ -32,15 +33,29 @@ KINDS = {
                                "random, never two correlated variables together"),
     "priority-dependency": ScheduleKind("priority-dependency", True, True,
                                         "STRADS: priority + dependency check"),
+    "sequential": ScheduleKind("sequential", False, False,
+                               "one variable at a time, in order; with one worker the app "
+                               "sweeps its working set in one compiled call per check",
+                               sweeps=True),
 }
-SCHEDULES = tuple(KINDS)
+AUTO = "auto"  # sequential sweeps on one worker (where the app has them), else STRADS
+SCHEDULES = (AUTO, *KINDS)
 ALIASES = {"shotgun": "random", "round-robin": "cyclic", "priority+dependency":
            "priority-dependency", "strads": "priority-dependency"}
 
 
-def schedule_kind(name: str) -> ScheduleKind:
+def resolve(name: str, workers: int = 1, can_sweep: bool = False) -> str:
+    """The schedule a name means: ``auto`` is ``sequential`` for one worker of an app that
+    sweeps (nothing to coordinate; scikit-learn's exact algorithm, compiled) and STRADS's
+    ``priority-dependency`` otherwise; aliases map to their schedule."""
+    if name == AUTO:
+        return "sequential" if workers == 1 and can_sweep else "priority-dependency"
+    return ALIASES.get(name, name)
+
+
+def schedule_kind(name: str, workers: int = 1, can_sweep: bool = False) -> ScheduleKind:
     """The kind of a schedule name or alias; a clear error for unknown names."""
-    key = ALIASES.get(name, name)
+    key = resolve(name, workers, can_sweep)
     if key not in KINDS:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {SCHEDULES} "
                           f"(aliases: {', '.join(ALIASES)})", param="schedule")
@@ -57,5 +72,6 @@ def make_schedule(name: str, parallel: int = 1, *, columns: ColumnCorrelation | 
     if kind.needs_columns and columns is None:
         raise ConfigError(f"schedule {name!r} needs the data columns for its dependency check")
     base = (Priority(parallel, eta=eta, eta_relative=eta_relative) if kind.prioritized
+            else Cyclic(1) if kind.sweeps
             else Cyclic(parallel) if kind.name == "cyclic" else Shotgun(parallel))
     return DependencyAware(base, columns, threshold=threshold) if kind.needs_columns else base

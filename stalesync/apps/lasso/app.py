@@ -151,6 +151,22 @@ class LassoProgram:
         else:
             shard.ssum += k.sync_dense(shard.x, shard.s, plan.variables, deltas)
 
+    def sweep(self, shard: LassoShard, cols: np.ndarray, coef: np.ndarray, norm2: np.ndarray,
+              mu: np.ndarray, threshold: float, max_passes: int, tol: float
+              ) -> tuple[np.ndarray, int]:
+        """Sequential coordinate descent over ``cols`` on a shard holding every row (the
+        ``sequential`` schedule on one worker): the new ``coef[cols]`` and the number of
+        updates made."""
+        coef = coef.copy()
+        if shard.sparse:
+            updates, shard.ssum = k.sweep_csc(shard.indptr, shard.indices, shard.data, shard.s,
+                                              shard.ssum, coef, norm2, mu, cols, threshold,
+                                              max_passes, tol)
+        else:
+            updates = k.sweep_dense(shard.x, shard.s, coef, norm2, cols, threshold,
+                                    max_passes, tol)
+        return coef[cols], int(updates)
+
     def state(self, shard: LassoShard) -> dict[str, np.ndarray]:
         return {"s": shard.s.copy(), "ssum": np.array([shard.ssum])}
 

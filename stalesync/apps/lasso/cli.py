@@ -42,8 +42,8 @@ class LassoCommand(AppCommand):
         flags.add("model", "--no-intercept", dest="fit_intercept", action="store_false")
         flags.add("model", "--tol", type=float, default=1e-4,
                   help="stop at duality gap / ||y||^2 below this")
-        flags.add("parallelism", "--schedule", default="priority-dependency",
-                  choices=SCHEDULES)
+        flags.add("parallelism", "--schedule", default="auto", choices=SCHEDULES,
+                  help="auto: sequential sweeps on one worker, else priority-dependency")
         flags.add("parallelism", "--parallel", type=int, default=8,
                   help="coordinates updated per round (P)")
         flags.add("parallelism", "--threshold", type=float, default=0.3,

@@ -37,7 +37,7 @@ class ScheduledLinearModel(StalesyncEstimator):
 
     def _check_params(self) -> None:
         check_float(self.alpha, "alpha", 0)
-        schedule_kind(self.schedule)
+        schedule_kind(self.schedule, self.workers)
         for key in ("parallel", "workers", "max_iter", "chunks"):
             check_int(getattr(self, key), key, 1)
         check_float(self.tol, "tol", 0, low_open=True)
@@ -89,11 +89,13 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
     """L1-regularised least squares, ``min 1/(2n)||y - Xb - b0||^2 + alpha ||b||_1``.
 
     Solved by coordinate descent on the model-parallel scheduler: each round the schedule
-    picks ``parallel`` coordinates (default STRADS's priority + dependency schedule), the
-    ``workers`` compute their partial gradients over their samples (``push``) and the
-    soft-threshold update is applied to the sum (``pull``). Stops when the duality gap is
-    ``<= tol * ||y - mean(y)||^2`` (scikit-learn's criterion) or after ``max_iter`` epochs
-    (an epoch is d coordinate updates). Where the solve runs (Ray, snapshots every k rounds,
+    picks ``parallel`` coordinates, the ``workers`` compute their partial gradients over
+    their samples (``push``) and the soft-threshold update is applied to the sum (``pull``).
+    ``schedule="auto"`` (default): with one worker, ``sequential`` (compiled cyclic
+    coordinate descent over the working set, one call per check: scikit-learn's algorithm,
+    nothing to coordinate); with several, STRADS's ``priority-dependency``. Stops when the
+    duality gap is ``<= tol * ||y - mean(y)||^2`` (scikit-learn's criterion) or after
+    ``max_iter`` epochs (an epoch is d coordinate updates). Where the solve runs (Ray, snapshots every k rounds,
     resume, stragglers, progress) is ``fit(X, y, run=RunConfig(...))``.
 
     Attributes after ``fit``: ``coef_``, ``intercept_``, ``n_iter_`` (epochs, rounded up),
@@ -105,7 +107,7 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
     _objective_name = "Lasso objective"
 
     def __init__(self, alpha: float = 1.0, *, fit_intercept: bool = True,
-                 schedule: str = "priority-dependency", parallel: int = 8, workers: int = 1,
+                 schedule: str = "auto", parallel: int = 8, workers: int = 1,
                  tol: float = 1e-4, max_iter: int = 1000, threshold: float = 0.3,
                  eta: float | None = None, chunks: int = 2, warm_start: bool = False,
                  safeguard: bool = True, seed: int = 0) -> None:

@@ -162,12 +162,9 @@ class LinearSGD(StalesyncEstimator):
             power_t=float(self.power_t), epsilon=float(self.epsilon),
             fit_intercept=bool(self.fit_intercept),
             intercept_decay=0.01 if X.nnz < 0.5 * X.shape[0] * X.shape[1] else 1.0,
-            average_from=0 if self.average else -1, t_step=t_step)
+            average_from=0 if self.average else -1, t_step=t_step, workers=self.workers)
         if spec.schedule == 0:
-            t0 = choose_t0(X, labels, yvals, spec, self.seed)
-            if self.strategy == "ps":  # workers add their deltas: start W times smaller
-                t0 *= self.workers
-            spec = _with_t0(spec, t0)
+            spec = _with_t0(spec, choose_t0(X, labels, yvals, spec, self.seed))
         return spec
 
     def fit(self, X: Any, y: Any, *, run: RunConfig | dict | None = None,

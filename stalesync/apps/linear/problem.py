@@ -43,6 +43,7 @@ class LinearSpec:
     intercept_decay: float
     average_from: int  # ASGD from this step of a worker (-1: off)
     t_step: float  # a worker's step counter advances this much per example (its share)
+    workers: int = 1  # how many workers' changes meet in the table (ps: see Chunk.weight)
 
     @property
     def bias_row(self) -> int:
@@ -63,6 +64,7 @@ class Chunk:
     data: np.ndarray
     labels: np.ndarray
     yvals: np.ndarray
+    weight: np.ndarray  # per row: 1 / expected number of workers changing it this clock
 
 
 @dataclass
@@ -150,9 +152,12 @@ class LinearProblem:
     def _chunk(self, examples: np.ndarray) -> Chunk:
         sub = self.X[examples]
         rows, local = np.unique(sub.indices, return_inverse=True)
+        # the chance that another worker's chunk of as many examples touches each row
+        touched = -np.expm1(examples.size * np.log1p(-np.minimum(self.freq[rows], 1 - 1e-12)))
+        weight = 1.0 / np.maximum(1.0, self.spec.workers * touched)
         return Chunk(rows.astype(np.int64), sub.indptr.astype(np.int64),
                      local.astype(np.int64), sub.data, self.labels[examples],
-                     self.yvals[examples])
+                     self.yvals[examples], weight)
 
     def chunk_rows(self, chunk: int) -> np.ndarray:
         c = self.chunks()[chunk]
@@ -174,10 +179,11 @@ class LinearProblem:
         loss = self._sgd(c.indptr, c.indices, c.data, c.labels, c.yvals, order, model, q,
                          averaging=False)
         s = model.state[0]
+        shared = 1.0 / self.spec.workers  # every worker changes the bias and the scale
         deltas = np.zeros_like(values)
-        deltas[:r] = model.V / a0 - values[:r]
-        deltas[r] = model.bias - values[r]
-        deltas[r + 1, 0] = math.log(s)
+        deltas[:r] = (model.V / a0 - values[:r]) * c.weight[:, None]
+        deltas[r] = (model.bias - values[r]) * shared
+        deltas[r + 1, 0] = math.log(s) * shared
         self._q()[c.rows] = q
         self.t, self.u = model.state[1], model.state[3]
         self.examples_seen += order.size
