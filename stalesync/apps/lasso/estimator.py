@@ -95,8 +95,8 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
     coordinate descent over the working set, one call per check: scikit-learn's algorithm,
     nothing to coordinate); with several, STRADS's ``priority-dependency``. Stops when the
     duality gap is ``<= tol * ||y - mean(y)||^2`` (scikit-learn's criterion) or after
-    ``max_iter`` epochs (an epoch is d coordinate updates). Where the solve runs (Ray, snapshots every k rounds,
-    resume, stragglers, progress) is ``fit(X, y, run=RunConfig(...))``.
+    ``max_iter`` epochs (an epoch is d coordinate updates). Where the solve runs (Ray,
+    snapshots every k rounds, resume, stragglers, progress) is ``fit(X, y, run=...)``.
 
     Attributes after ``fit``: ``coef_``, ``intercept_``, ``n_iter_`` (epochs, rounded up),
     ``dual_gap_``, ``objective_``, ``n_updates_``, ``converged_``, ``history_`` (objective
