@@ -45,7 +45,8 @@ def numpy_run(width: int, batch: int, clocks: int) -> float:
     return time.perf_counter() - t0
 
 
-def stalesync_run(width: int, batch: int, clocks: int, consistency: str) -> tuple[float, float]:
+def stalesync_run(width: int, batch: int, clocks: int, consistency: str,
+                  audit: str = "record") -> tuple[float, float]:
     """(steady-state seconds for ``clocks`` read+inc+clock steps, job start+stop seconds)."""
     rng = np.random.default_rng(0)
     rows = rng.permutation(2 * batch)[:batch]
@@ -68,6 +69,7 @@ def stalesync_run(width: int, batch: int, clocks: int, consistency: str) -> tupl
         workers=1,
         consistency=consistency,
         staleness=None if consistency == "bsp" else 3,
+        audit=audit,
     )
     return timed["loop"], time.perf_counter() - t0 - timed["loop"]
 
@@ -96,10 +98,15 @@ def main() -> None:
                 entry[f"{consistency}_rows_per_s"] = batch * clocks / t
                 entry[f"{consistency}_ratio"] = base / t
                 entry[f"{consistency}_job_overhead_s"] = statistics.median(r[1] for r in runs)
+            pairs = [(stalesync_run(width, batch, clocks, "bsp", "record")[0],
+                      stalesync_run(width, batch, clocks, "bsp", "off")[0])
+                     for _ in range(repeats)]
+            entry["audit_cost"] = statistics.median(on / off for on, off in pairs) - 1
             rows.append(entry)
             print(
                 f"width {width:5d} batch {batch:7d}: numpy {entry['numpy_rows_per_s']:.3g} rows/s"
-                f"  bsp ratio {entry['bsp_ratio']:.2f}  ssp(3) ratio {entry['ssp_ratio']:.2f}",
+                f"  bsp ratio {entry['bsp_ratio']:.2f}  ssp(3) ratio {entry['ssp_ratio']:.2f}"
+                f"  audit +{100 * entry['audit_cost']:.1f}%",
                 flush=True,
             )
     path = write_json("core_overhead", {"repeats": repeats, "results": rows})

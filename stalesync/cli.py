@@ -15,7 +15,7 @@ import sys
 from . import __version__
 from .errors import ConfigError, StalesyncError
 
-APPS = ("lda", "mf", "lasso", "kmeans", "linear")
+APPS = ("lda", "mf", "lasso", "kmeans", "linear", "nn")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .audit import Audit
+from .compression import ErrorFeedback
+from .compression import parse as parse_compressor
 from .consistency import ConsistencyModel
 from .errors import (
     IncrementError,
@@ -62,10 +64,12 @@ class _CachedTable:
     # ESSP: own increments of the last few flushed clocks, [(clock, rows, deltas)], so a push
     # generated before a flush can be completed with them instead of being dropped
     sent: deque = field(default_factory=lambda: deque(maxlen=SENT_LOG_CLOCKS))
+    feedback: ErrorFeedback | None = None  # compressed tables: the residual and its codec
 
     @classmethod
-    def create(cls, spec: TableSpec, model: ConsistencyModel) -> _CachedTable:
+    def create(cls, spec: TableSpec, model: ConsistencyModel, worker: int) -> _CachedTable:
         shape = (spec.num_rows, spec.row_width)
+        codec = parse_compressor(spec.compress)
         return cls(
             spec=spec,
             model=model,
@@ -75,6 +79,8 @@ class _CachedTable:
             pending=np.zeros(shape, dtype=spec.np_dtype),
             dirty=np.zeros(spec.num_rows, dtype=bool),
             bounds=[(0, model.staleness)] if model.auto else None,
+            feedback=None if codec is None else ErrorFeedback(
+                codec, spec.num_rows, spec.row_width, np.random.default_rng([worker, 5581])),
         )
 
     def model_at(self, clock: int) -> ConsistencyModel:
@@ -115,7 +121,8 @@ class WorkerClient:
         self.audit = Audit(worker_id, audit)
         self.clock_count = 0
         self.tables = {
-            name: _CachedTable.create(spec, models[name]) for name, spec in specs.items()
+            name: _CachedTable.create(spec, models[name], worker_id)
+            for name, spec in specs.items()
         }
         self._inbox_lock = threading.Lock()
         self._ended = False
@@ -367,11 +374,16 @@ class WorkerClient:
                 continue
             deltas = take_and_zero_rows(table.pending, rows)
             table.dirty[rows] = False
+            encoded = None
+            if table.feedback is not None:  # lossy, the rest kept for the next clock
+                deltas, encoded = table.feedback.step(rows, deltas)
             if table.model.pushes:
                 table.sent.append((self.clock_count, rows, deltas))
             for shard, pos, local in self.shard_map.split(rows):
                 per_shard[shard][name] = (local, deltas[pos])
-                nbytes += local.size * (INDEX_BYTES + table.spec.row_nbytes)
+                nbytes += local.size * (INDEX_BYTES if encoded is not None
+                                        else INDEX_BYTES + table.spec.row_nbytes)
+            nbytes += encoded or 0
         for shard, updates in enumerate(per_shard):
             self.shards[shard].clock(self.worker_id, updates, finished=finished,
                                      step=self.clock_count)

@@ -111,7 +111,7 @@ class FirstOf(ClockPolicy):
                 shape = stores[name].values.shape
                 self.sums[name] = np.zeros(shape)
                 self.touched[name] = np.zeros(shape[0], dtype=bool)
-            np.add.at(self.sums[name], local_rows, grads)
+            _add_rows(self.sums[name], local_rows, grads)
             self.touched[name][local_rows] = True
         self.arrived.append(worker)
         self.used_gradients[worker] += 1
@@ -132,6 +132,16 @@ class FirstOf(ClockPolicy):
     def stats(self) -> dict[str, object]:
         return {"dropped": self.dropped.tolist(), "steps": self.step,
                 "used_gradients": self.used_gradients.tolist(), "used": self.used}
+
+
+def _add_rows(sums: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """``sums[rows] += values``, exact for repeated rows too; a worker's coalesced log
+    sends each row once, and fancy-index addition is then ~20x faster than ``np.add.at``
+    (which made a step of a 1 MB gradient cost 30 ms)."""
+    if rows.size < 2 or np.unique(rows).size == rows.size:
+        sums[rows] += values
+    else:
+        np.add.at(sums, rows, values)
 
 
 def make_policy(num_workers: int, backup_workers: int) -> ClockPolicy:

@@ -28,7 +28,9 @@ class TableSpec:
     ``consistency``/``staleness`` override the job-wide model for this table when given.
     ``update`` is the shard's update rule (:mod:`stalesync.update_rules`): ``"add"`` (the
     default: increments are deltas), or ``"sgd"``/``"adagrad"``/``"adam"`` (a name, a dict
-    with options, or a rule object), which make increments gradients.
+    with options, or a rule object), which make increments gradients. ``compress``
+    (:mod:`stalesync.compression`, e.g. ``"topk:0.01"``) encodes what each worker sends per
+    clock, with error feedback.
     """
 
     name: str
@@ -38,6 +40,7 @@ class TableSpec:
     consistency: str | None = None
     staleness: int | None = None
     update: Any = field(default_factory=Add)
+    compress: str | None = None  # stalesync.compression: what a worker's clock sends
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -54,6 +57,13 @@ class TableSpec:
             )
         object.__setattr__(self, "dtype", str(self.dtype))
         object.__setattr__(self, "update", make_rule(self.update))
+        if self.compress is not None:
+            from .compression import parse
+
+            parse(self.compress)  # a clear error for an unknown spec, before any work
+            if self.np_dtype.kind != "f":
+                raise ConfigError(f"table {self.name!r}: compress needs a float table, got "
+                                  f"{self.dtype}")
         if self.update.gradient and self.np_dtype.kind != "f":
             raise ConfigError(f"table {self.name!r}: update rule {self.update.name!r} needs a "
                               f"float table, got {self.dtype}")

@@ -22,6 +22,13 @@ from stalesync.apps.lda import LDA
 from stalesync.apps.linear import LinearClassifier, LinearRegressor
 from stalesync.apps.mf import MatrixFactorization
 
+try:
+    import torch  # noqa: F401 - the nn extra; part of the test install
+
+    from stalesync.apps.nn import NeuralNetClassifier
+except ImportError:  # pragma: no cover
+    NeuralNetClassifier = None
+
 # MatrixFactorization's X is (user, item) id pairs (an (n, 2) array with ratings y, an
 # (n, 3) array, or a users x items sparse matrix); these checks fit it on random float
 # features of other widths, which are not ids.
@@ -51,6 +58,8 @@ ESTIMATORS = {
     "LinearClassifier": (LinearClassifier(epochs=5), {}),
     "LinearRegressor": (LinearRegressor(epochs=5), {}),
 }
+if NeuralNetClassifier is not None:
+    ESTIMATORS["NeuralNetClassifier"] = (NeuralNetClassifier(hidden=16, epochs=5, lr=0.1), {})
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))

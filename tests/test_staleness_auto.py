@@ -32,10 +32,21 @@ def test_controller_raises_keeps_a_raise_that_helped_and_never_exceeds_the_ceili
     assert [b for _, b in c.timeline] == [1, 2, 3]
 
 
+def test_controller_doubles_on_trial_and_reverts_to_the_bound_before():
+    c = StalenessController(workers=3, bound=0, max_staleness=8, cooldown=2)
+    assert [window(c, share) for share in (0.6, 0.4, 0.25, 0.2)] == [1, 2, 4, 8]
+    c = StalenessController(workers=3, bound=2, max_staleness=8, cooldown=2)
+    assert window(c, 0.4) == 4
+    assert window(c, 0.3) == 8  # 0.4 -> 0.3 helped: kept, and doubled again
+    assert window(c, 0.31) == 4  # 8 bought nothing: back to the bound before it
+    assert window(c, 0.31) is None  # cooling down (the revert's window was the first)
+    assert window(c, 0.31) == 8
+
+
 def test_controller_reverts_a_raise_that_bought_nothing_and_cools_down():
     c = StalenessController(workers=4, bound=1, max_staleness=8, cooldown=3)
     assert window(c, 0.4) == 2
-    assert window(c, 0.39) == 1  # a persistent straggler: staleness does not help
+    assert window(c, 0.41) == 1  # a persistent straggler: staleness does not help
     for _ in range(2):  # the cooldown: no new trial although still blocked
         assert window(c, 0.4) is None
     assert window(c, 0.4) == 2  # cooldown over: try again

@@ -1,0 +1,122 @@
+"""``stalesync nn``: an MLP or a small CNN on Fashion-MNIST or a dense feature file, with
+any data-parallel strategy."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from ..command import AppCommand, Flags
+
+
+class NNCommand(AppCommand):
+    name = "nn"
+    help = "neural network classifier (PyTorch CPU), any data-parallel strategy"
+    description = ("Train an MLP or a small CNN on fashion-mnist (tested on fashion-mnist-"
+                   "test) or on a dense CSV / .npz / IDX file with labels. --strategy "
+                   "average|ps|sync|downpour|hogwild chooses how workers combine.")
+    parameter_server = True
+    epochs_default = 5
+    test_fraction_default = 0.0
+    data_help = "fashion-mnist, or a labelled CSV / npz / IDX file"
+
+    def add_data_arguments(self, flags: Flags) -> None:
+        from ...data.load import FEATURE_FORMATS
+
+        flags.add("data", "--data", required=True, help=self.data_help)
+        flags.add("data", "--format", default="auto", choices=FEATURE_FORMATS)
+        flags.add("data", "--target", default="-1", help="CSV label column: name or index")
+        flags.add("data", "--train-size", type=int, default=None,
+                  help="use only the first N training examples")
+
+    def add_model_arguments(self, flags: Flags) -> None:
+        from ...strategies import STRATEGY_NAMES
+        from ...strategies.base import SERVER_UPDATES
+        from .networks import ARCHS
+
+        flags.add("model", "--model", dest="arch", choices=ARCHS, default="mlp",
+                  help="mlp: two hidden ReLU layers; cnn: LeNet-style, square images")
+        flags.add("model", "--hidden", type=int, default=256, help="hidden units per layer")
+        flags.add("model", "--lr", type=float, default=0.05, help="SGD step (local or shard)")
+        flags.add("model", "--batch-size", type=int, default=64, help="examples per step")
+        flags.add("parallelism", "--strategy", choices=STRATEGY_NAMES, default="average",
+                  help="how workers combine (docs/nn.md)")
+        flags.add("parallelism", "--average-every", type=int, default=50,
+                  help="average: local steps between averagings (0: once, at the end)")
+        flags.add("parallelism", "--clocks-per-epoch", type=int, default=None,
+                  help="ps: clocks per epoch (default: about 512 examples per clock)")
+        flags.add("parallelism", "--backup-workers", type=int, default=0,
+                  help="sync: a step takes the first workers - b gradients")
+        flags.add("parallelism", "--n-fetch", type=int, default=1,
+                  help="downpour: fetch every k steps")
+        flags.add("parallelism", "--n-push", type=int, default=1,
+                  help="downpour: push every k steps")
+        flags.add("parallelism", "--server-update", choices=SERVER_UPDATES, default="sgd",
+                  help="downpour: the shard's update rule")
+        flags.add("parallelism", "--threads", type=int, default=2,
+                  help="hogwild: lock-free threads per worker")
+        flags.add("parallelism", "--compress", default="none",
+                  help="none, topk:R, qsgd:B, sign or powersgd:R (with error feedback)")
+
+    def make_estimator(self, args: argparse.Namespace) -> Any:
+        from .model import NeuralNetClassifier
+
+        if args.train_size is not None and args.train_size < 1:
+            from ...errors import ConfigError
+
+            raise ConfigError("--train-size must be >= 1", param="train_size")
+        return NeuralNetClassifier(
+            arch=args.arch, hidden=args.hidden, epochs=args.epochs, lr=args.lr,
+            batch_size=args.batch_size, strategy=args.strategy, workers=args.workers,
+            consistency=args.consistency, staleness=args.staleness,
+            clocks_per_epoch=args.clocks_per_epoch, average_every=args.average_every,
+            backup_workers=args.backup_workers, n_fetch=args.n_fetch, n_push=args.n_push,
+            server_update=args.server_update, threads=args.threads, compress=args.compress,
+            seed=args.seed)
+
+    def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
+        from ...data.load import load_features
+        from ...errors import DataFormatError
+
+        def dense(name: str) -> tuple[np.ndarray, np.ndarray]:
+            X, y = load_features(name, args.format, args.target)
+            if y is None:
+                raise DataFormatError(f"{name}: no labels (give --target for a CSV)")
+            X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+            return np.asarray(X, dtype=np.float32), np.asarray(y)
+
+        X, y = dense(args.data)
+        if args.train_size is not None:
+            X, y = X[:args.train_size], y[:args.train_size]
+        if args.test is not None:
+            return (X, y), dense(args.test)
+        if args.data == "fashion-mnist" and not args.test_fraction:
+            return (X, y), dense("fashion-mnist-test")
+        if args.test_fraction:
+            rng = np.random.default_rng(args.seed)
+            order = rng.permutation(X.shape[0])
+            cut = int(round(X.shape[0] * (1 - args.test_fraction)))
+            return (X[order[:cut]], y[order[:cut]]), (X[order[cut:]], y[order[cut:]])
+        return (X, y), None
+
+    def fit(self, estimator: Any, train: Any, test: Any, run: Any,
+            args: argparse.Namespace) -> None:
+        estimator.fit(train[0], train[1], run=run)
+
+    def summarize(self, model: Any, train: Any, test: Any,
+                  args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+        f = model.run_record_["final"]
+        text = (f"nn[{args.strategy}] {args.arch} ({f['parameters']:,} parameters): train "
+                f"accuracy {f['train_accuracy']:.4f}, {args.epochs} epochs, "
+                f"{f['examples_per_s']:.3g} examples/s, {args.workers} worker(s), "
+                f"{model.run_record_['wall_time_s']:.1f} s")
+        final: dict[str, Any] = {}
+        if test is not None:
+            final["test_accuracy"] = float(model.score(test[0], test[1]))
+            text += f", test accuracy {final['test_accuracy']:.4f} ({len(test[1])} examples)"
+        return [text], final
+
+
+COMMAND = NNCommand()

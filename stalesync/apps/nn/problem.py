@@ -1,0 +1,186 @@
+"""One worker's share of a neural network's SGD problem (:class:`NNProblem`), the shape
+every strategy in :mod:`stalesync.strategies` drives.
+
+The parameter table holds the network's parameters as one flat float32 vector in rows of
+:data:`~.networks.ROW_WIDTH`. Every example touches every parameter, so every clock reads
+and writes every row; under ``ps`` a worker adds ``1 / workers`` of its chunk's change
+(workers that start from the same values and each add their whole change would move the
+network ``workers`` times too far: the averaging that ``docs/linear.md`` explains for
+shared rows, applied to all of them).
+
+Gradients come from ``torch.autograd.grad`` (no ``.grad`` buffers), and steps are applied
+through ``.data``, so HOGWILD!'s threads can share one network without locks: each
+thread's forward and backward read the weights as the others leave them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import networks
+
+
+@dataclass(frozen=True)
+class NNSpec:
+    """The network and its training settings every worker shares."""
+
+    arch: str
+    n_features: int
+    n_classes: int
+    hidden: int
+    rows: int  # table rows of the flat parameter vector
+    lr: float  # local SGD step (ps, average, hogwild)
+    batch_size: int  # local mini-batch
+    workers: int
+    seed: int
+
+
+class NNProblem:
+    """A worker's examples (float32 rows, int64 labels) and the arithmetic of learning."""
+
+    def __init__(self, X: np.ndarray, labels: np.ndarray, spec: NNSpec,
+                 clocks_per_epoch: int, chunk_seed: int) -> None:
+        self.X = np.ascontiguousarray(X, dtype=np.float32)
+        self.labels = np.ascontiguousarray(labels, dtype=np.int64)
+        self.spec = spec
+        self.clocks_per_epoch = clocks_per_epoch
+        self.chunk_seed = chunk_seed
+        self.examples_seen = 0
+        self._net: Any = None
+        self._chunks: list[np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # the network is rebuilt where it runs
+        return {**self.__dict__, "_net": None}
+
+    # -- shape ---------------------------------------------------------------------------
+    @property
+    def num_rows(self) -> int:
+        return self.spec.rows
+
+    @property
+    def row_width(self) -> int:
+        return networks.ROW_WIDTH
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def net(self) -> Any:
+        if self._net is None:
+            s = self.spec
+            self._net = networks.build(s.arch, s.n_features, s.n_classes, s.hidden, s.seed)
+        return self._net
+
+    def all_rows(self) -> np.ndarray:
+        return np.arange(self.spec.rows, dtype=np.int64)
+
+    def shuffled(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.permutation(self.num_examples)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"seen": np.array([self.examples_seen])}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.examples_seen = int(state["seen"][0])
+
+    # -- the arithmetic --------------------------------------------------------------------
+    def _loss_and_grads(self, net: Any, idx: np.ndarray) -> tuple[Any, list[Any]]:
+        torch = networks.torch_module()
+        x = torch.from_numpy(self.X[idx])
+        y = torch.from_numpy(self.labels[idx])
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        return loss, list(torch.autograd.grad(loss, list(net.parameters())))
+
+    def _sgd(self, net: Any, order: np.ndarray) -> float:
+        """Plain SGD over ``order`` in mini-batches; the sum of the batches' losses (each
+        at the weights it saw) over their examples."""
+        torch = networks.torch_module()
+        total = 0.0
+        b, lr = self.spec.batch_size, self.spec.lr
+        params = list(net.parameters())
+        for start in range(0, order.size, b):
+            idx = order[start:start + b]
+            loss, grads = self._loss_and_grads(net, idx)
+            with torch.no_grad():
+                for p, g in zip(params, grads, strict=True):
+                    p.data.add_(g, alpha=-lr)
+            total += float(loss.detach()) * idx.size
+        return total
+
+    # -- ps: chunks of local steps -----------------------------------------------------------
+    def num_chunks(self) -> int:
+        return self.clocks_per_epoch
+
+    def chunks(self) -> list[np.ndarray]:
+        if self._chunks is None:
+            order = np.random.default_rng(self.chunk_seed).permutation(self.num_examples)
+            self._chunks = np.array_split(order, self.clocks_per_epoch)
+        return self._chunks
+
+    def chunk_rows(self, chunk: int) -> np.ndarray:
+        return self.all_rows()
+
+    def chunk_deltas(self, chunk: int, values: np.ndarray, epoch: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        examples = self.chunks()[chunk]
+        net = self.model_from(values)
+        loss = self._sgd(net, examples[rng.permutation(examples.size)])
+        self.examples_seen += examples.size
+        change = networks.get_flat(net) - np.asarray(values, dtype=np.float32)
+        return change / self.spec.workers, loss / max(examples.size, 1)
+
+    # -- sync / downpour: gradients ------------------------------------------------------------
+    def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+        order = self.shuffled(rng)
+        return [order[i:i + batch_size] for i in range(0, order.size, batch_size)]
+
+    def sync_row(self) -> np.ndarray:
+        return np.array([0], dtype=np.int64)
+
+    def batch_rows(self, batch: np.ndarray) -> np.ndarray:
+        return self.all_rows()
+
+    def batch_gradient(self, batch: np.ndarray, values: np.ndarray
+                       ) -> tuple[np.ndarray, float]:
+        net = self.model_from(values)
+        loss, grads = self._loss_and_grads(net, batch)
+        self.examples_seen += batch.size
+        return networks.flat_grads(grads, self.spec.rows), float(loss.detach())
+
+    # -- average / hogwild: a full local model -------------------------------------------------
+    def model_from(self, values: np.ndarray) -> Any:
+        net = self.net
+        networks.set_flat(net, values)
+        return net
+
+    def model_values(self, model: Any) -> np.ndarray:
+        return networks.get_flat(model)
+
+    def local_steps(self, model: Any, examples: np.ndarray) -> float:
+        self.examples_seen += examples.size
+        return self._sgd(model, examples)
+
+    def hogwild_steps(self, model: Any, examples: np.ndarray, threads: int,
+                      epoch: int) -> float:
+        """``threads`` threads of lock-free SGD on the one network (PyTorch's kernels
+        release the GIL)."""
+        parts = np.array_split(examples, threads)
+        losses = [0.0] * threads
+
+        def run(i: int) -> None:
+            losses[i] = self._sgd(model, parts[i])
+
+        pool = [threading.Thread(target=run, args=(i,), daemon=True)
+                for i in range(1, threads)]
+        for t in pool:
+            t.start()
+        run(0)
+        for t in pool:
+            t.join()
+        self.examples_seen += examples.size
+        return float(sum(losses))

@@ -1,0 +1,93 @@
+"""Compression with error feedback: nothing is lost, only delayed (exactly), payloads are
+as small as each scheme says, bad specs are refused, and a compressed table trains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import stalesync as ss
+from stalesync.compression import ErrorFeedback, parse
+from stalesync.errors import ConfigError
+
+SPECS = ["topk:0.05", "qsgd:8", "qsgd:4", "sign", "powersgd:2"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(spec=st.sampled_from(SPECS), seed=st.integers(0, 2**16), steps=st.integers(1, 12),
+       rows=st.integers(1, 20), width=st.integers(1, 40))
+def test_sent_plus_residual_is_everything_produced(spec, seed, steps, rows, width):
+    """Error feedback's invariant over T clocks, each touching a random subset of rows:
+    what reached the shard plus the residual equals the sum of the uncompressed updates."""
+    rng = np.random.default_rng(seed)
+    table_rows = 2 * rows
+    fb = ErrorFeedback(parse(spec), table_rows, width, np.random.default_rng(seed))
+    produced = np.zeros((table_rows, width))
+    delivered = np.zeros((table_rows, width))
+    for _ in range(steps):
+        touched = np.sort(rng.choice(table_rows, size=rows, replace=False))
+        deltas = rng.normal(size=(rows, width)) * rng.choice([1e-3, 1.0, 1e3])
+        sent, nbytes = fb.step(touched, deltas)
+        assert sent.shape == deltas.shape and nbytes > 0
+        produced[touched] += deltas
+        delivered[touched] += sent
+    scale = max(1.0, float(np.abs(produced).max()))
+    np.testing.assert_allclose(delivered + fb.residual, produced, rtol=0, atol=1e-9 * scale)
+
+
+@pytest.mark.parametrize("spec,at_least", [
+    ("topk:0.01", 50), ("qsgd:8", 7.9), ("qsgd:4", 15.8), ("sign", 63), ("powersgd:2", 100),
+])
+def test_payloads_are_as_small_as_the_scheme_says(spec, at_least):
+    x = np.random.default_rng(0).normal(size=(512, 1024))  # float64: 8 bytes per entry
+    fb = ErrorFeedback(parse(spec), 512, 1024, np.random.default_rng(1))
+    _, nbytes = fb.step(np.arange(512), x)
+    assert x.nbytes / nbytes >= at_least, (spec, x.nbytes / nbytes)
+
+
+def test_qsgd_is_unbiased_and_topk_keeps_the_largest():
+    x = np.random.default_rng(2).normal(size=(64, 64))
+    codec = parse("qsgd:4")
+    mean = np.mean([codec.decode(codec.encode(x, np.random.default_rng(s)))
+                    for s in range(400)], axis=0)
+    assert np.abs(mean - x).max() < 0.25 * np.abs(x).max()
+    top = parse("topk:0.01")
+    kept = top.decode(top.encode(x, None))
+    assert np.count_nonzero(kept) == 41
+    assert np.abs(kept).min(initial=np.inf, where=kept != 0) >= np.sort(np.abs(x.ravel()))[-41]
+
+
+@pytest.mark.parametrize("spec", ["topk", "topk:0", "topk:2", "qsgd:1", "qsgd:9", "sign:1",
+                                  "powersgd:0", "gzip", "qsgd:x"])
+def test_bad_specs_are_refused_with_the_usage(spec):
+    with pytest.raises(ConfigError, match="compress must be"):
+        parse(spec)
+    with pytest.raises(ConfigError, match="compress must be"):
+        ss.TableSpec("w", 4, 4, "float32", compress=spec)
+
+
+def test_a_compressed_table_delivers_everything_in_the_end():
+    """Each worker adds the same known increments every clock; with top-k 10% and error
+    feedback the table lags behind but, once a last clock flushes zero new increments
+    many times, holds nearly all of it; bytes sent are a fraction of the dense job's."""
+    rows, width, clocks = 8, 256, 40
+    inc = np.arange(rows * width, dtype=np.float64).reshape(rows, width) / 100
+
+    def worker(ctx):
+        while ctx.clock_count < ctx.iterations:  # no reads: bytes_sent is the pushes alone
+            if ctx.clock_count < 10:
+                ctx.inc("w", np.arange(rows), inc)
+            else:  # nothing new: the residual drains, a tenth of the entries per clock
+                ctx.inc("w", np.arange(rows), np.zeros_like(inc))
+            ctx.clock()
+
+    def run(compress):
+        return ss.run(worker, [ss.TableSpec("w", rows, width, "float64", compress=compress)],
+                      workers=2, consistency="bsp", iterations=clocks)
+
+    dense, packed = run(None), run("topk:0.1")
+    np.testing.assert_allclose(dense.tables["w"], 2 * 10 * inc)
+    np.testing.assert_allclose(packed.tables["w"], dense.tables["w"], rtol=0, atol=1e-9)
+    assert packed.record["bytes_sent"] < 0.2 * dense.record["bytes_sent"]

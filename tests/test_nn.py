@@ -1,0 +1,174 @@
+"""Neural networks (PyTorch CPU) through every strategy: accuracy on a task with a known
+answer, SimuParallelSGD with one worker bit for bit, save/load, options and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from stalesync.apps.nn import NeuralNetClassifier, networks  # noqa: E402
+from stalesync.apps.nn.problem import NNProblem, NNSpec  # noqa: E402
+from stalesync.cli import main  # noqa: E402
+from stalesync.errors import ConfigError  # noqa: E402
+
+
+def blobs(n=2400, side=12, classes=4, seed=0):
+    """Grey ``side x side`` images: one bright square per class at its own place, plus
+    noise (a CNN and an MLP both reach ~100%; chance is 25%)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, size=n)
+    X = rng.normal(0.0, 0.3, size=(n, side, side)).astype(np.float32)
+    for c in range(classes):
+        r, q = divmod(c, 2)
+        X[y == c, 6 * r:6 * r + 5, 6 * q:6 * q + 5] += 1.0
+    return X.reshape(n, -1), y
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = blobs()
+    return X[:1800], y[:1800], X[1800:], y[1800:]
+
+
+@pytest.fixture(scope="module")
+def single_process(data):
+    """Test accuracy of plain SGD in one process (one worker, no averaging: tested below
+    to be plain SGD) at the epochs and step the strategies get."""
+    Xtr, ytr, Xte, yte = data
+    model = NeuralNetClassifier(hidden=32, epochs=3, lr=0.1, average_every=0, seed=1)
+    return model.fit(Xtr, ytr).score(Xte, yte)
+
+
+STRATEGIES = [
+    ("average", {"workers": 2, "average_every": 10}),
+    ("ps", {"workers": 2, "consistency": "ssp", "staleness": 1}),
+    ("sync", {"workers": 2, "backup_workers": 1, "lr": 0.1}),
+    ("downpour", {"workers": 2, "n_push": 2, "lr": 0.1}),
+    ("hogwild", {"workers": 1, "threads": 2}),
+]
+
+
+@pytest.mark.parametrize("strategy,extra", STRATEGIES)
+def test_every_strategy_is_within_a_point_of_single_process_sgd(data, single_process,
+                                                                  strategy, extra):
+    Xtr, ytr, Xte, yte = data
+    model = NeuralNetClassifier(hidden=32, epochs=3, strategy=strategy, seed=1,
+                                **{"lr": 0.1, **extra})
+    model.fit(Xtr, ytr)
+    assert single_process >= 0.95  # the task is learnt at all
+    assert model.score(Xte, yte) >= single_process - 0.01, strategy
+    rec = model.run_record_
+    assert rec["strategy"] == strategy and rec["app"] == "nn"
+    assert rec["final"]["examples"] >= 3 * len(ytr) * (0.5 if strategy == "sync" else 1)
+    assert rec["guarantee"]["violations"] == 0
+
+
+@pytest.mark.parametrize("strategy,compress,points", [
+    ("ps", "topk:0.05", 1), ("ps", "qsgd:4", 1), ("downpour", "sign", 1),
+    ("ps", "powersgd:2", 2),  # rank 2 of the 64 x 96 reshaped update delays the most
+])
+def test_compressed_strategies_stay_close_and_send_less(data, single_process, strategy,
+                                                        compress, points):
+    Xtr, ytr, Xte, yte = data
+    fit = lambda c: NeuralNetClassifier(  # noqa: E731
+        hidden=32, epochs=3, lr=0.1, strategy=strategy, workers=2, compress=c,
+        seed=1).fit(Xtr, ytr)
+    dense, packed = fit("none"), fit(compress)
+    assert packed.score(Xte, yte) >= single_process - points / 100, compress
+    assert packed.run_record_["bytes_sent"] < 0.6 * dense.run_record_["bytes_sent"]
+
+
+def test_cnn_learns_and_needs_square_images(data):
+    Xtr, ytr, Xte, yte = data
+    model = NeuralNetClassifier(arch="cnn", hidden=32, epochs=2, workers=2, seed=0)
+    assert model.fit(Xtr, ytr).score(Xte, yte) >= 0.95
+    with pytest.raises(ConfigError, match="square images"):
+        NeuralNetClassifier(arch="cnn").fit(Xtr[:, :100], ytr)
+
+
+def test_simuparallel_sgd_with_one_worker_is_plain_sgd(data):
+    """``average`` with one worker and one averaging at the end adds nothing to SGD (but
+    the table's float32 rounding of ``base + (model - base)``)."""
+    Xtr, ytr, _, _ = data
+    model = NeuralNetClassifier(hidden=16, epochs=2, strategy="average", average_every=0,
+                                seed=3).fit(Xtr, ytr)
+    net = networks.build("mlp", Xtr.shape[1], 4, 16, 3)
+    rows = networks.get_flat(net).shape[0]
+    spec = NNSpec("mlp", Xtr.shape[1], 4, 16, rows, 0.05, 64, 1, 3)
+    order = np.random.default_rng(3).permutation(len(ytr))
+    problem = NNProblem(Xtr[order], ytr[order], spec, 1, 0)
+    from stalesync.strategies.base import epoch_rng
+
+    class Ctx:
+        seed, worker_id = 3, 0
+
+    for epoch in range(2):
+        problem._sgd(net, problem.shuffled(epoch_rng(Ctx, epoch)))
+    np.testing.assert_allclose(model.params_, networks.get_flat(net), rtol=0, atol=1e-7)
+
+
+def test_save_load_predicts_the_same(data, tmp_path):
+    Xtr, ytr, Xte, _ = data
+    labels = np.array(["a", "b", "c", "d"])[ytr]
+    model = NeuralNetClassifier(hidden=16, epochs=1).fit(Xtr, labels)
+    model.save(tmp_path / "m")
+    again = NeuralNetClassifier.load(tmp_path / "m")
+    np.testing.assert_array_equal(again.predict(Xte), model.predict(Xte))
+    np.testing.assert_allclose(again.predict_proba(Xte).sum(axis=1), 1.0, rtol=1e-5)
+    assert set(model.predict(Xte)) <= set("abcd")
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"arch": "resnet"}, "arch"), ({"lr": 0.0}, "lr"), ({"strategy": "gossip"}, "strategy"),
+    ({"workers": 0}, "workers"), ({"backup_workers": 1}, "backup_workers"),
+    ({"compress": "topk:5"}, "compress"),
+])
+def test_options_are_checked_before_any_work(data, params, match):
+    Xtr, ytr, _, _ = data
+    with pytest.raises(ConfigError, match=match):
+        NeuralNetClassifier(**params).fit(Xtr, ytr)
+
+
+def test_nan_input_and_one_class_are_refused(data):
+    Xtr, ytr, _, _ = data
+    bad = Xtr.copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        NeuralNetClassifier().fit(bad, ytr)
+    with pytest.raises(ConfigError, match="single class"):
+        NeuralNetClassifier().fit(Xtr, np.zeros(len(ytr), dtype=int))
+
+
+def test_cli_trains_and_reports_test_accuracy(data, tmp_path, capsys):
+    Xtr, ytr, _, _ = data
+    path = tmp_path / "blobs.npz"
+    np.savez(path, X=Xtr, y=ytr)
+    out = tmp_path / "run.json"
+    assert main(["nn", "--data", str(path), "--test-fraction", "0.25", "--epochs", "3",
+                 "--hidden", "32", "--workers", "2", "--average-every", "5", "--lr", "0.1",
+                 "--metrics-out", str(out),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "test accuracy" in text
+    record = json.loads(out.read_text())
+    assert record["app"] == "nn" and record["final"]["test_accuracy"] >= 0.9
+    with pytest.raises(SystemExit):  # argparse's own choice check
+        main(["nn", "--data", str(path), "--model", "resnet", "--no-progress"])
+    assert main(["nn", "--data", str(path), "--lr", "0", "--no-progress"]) == 2
+    assert "--lr" in capsys.readouterr().err
+
+
+def test_partial_fit_continues_from_the_current_parameters(data):
+    Xtr, ytr, Xte, yte = data
+    model = NeuralNetClassifier(hidden=16, seed=0)
+    model.partial_fit(Xtr[:200], ytr[:200], classes=[0, 1, 2, 3])
+    first = model.params_.copy()
+    model.partial_fit(Xtr, ytr)
+    assert not np.array_equal(first, model.params_)
+    assert model.score(Xte, yte) >= 0.9
+    with pytest.raises(ConfigError, match="not in classes_"):
+        model.partial_fit(Xtr[:10], np.full(10, 7))
