@@ -139,7 +139,7 @@ def test_nan_input_and_one_class_are_refused(data):
     bad[3, 4] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         NeuralNetClassifier().fit(bad, ytr)
-    with pytest.raises(ConfigError, match="single class"):
+    with pytest.raises(ConfigError, match="1 class"):
         NeuralNetClassifier().fit(Xtr, np.zeros(len(ytr), dtype=int))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -149,3 +150,23 @@ def test_estimator_with_auto_staleness_records_the_schedule():
     auto = model.run_record_["staleness_auto"]
     assert auto["max_staleness"] == 2
     assert all(b <= 2 for _, b in auto["schedules"]["params"])
+
+
+@pytest.mark.ray
+def test_auto_on_ray_keeps_the_guarantee_and_records_the_schedule(ray_cluster):
+    """The same protocol across processes: bounds decided on the driver, fixed by shard 0,
+    learnt by the workers from their clock answers; every read audited against them."""
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    result = ss.run(jittery_worker, TABLES, workers=3, iterations=60, consistency="ssp",
+                    staleness="auto", max_staleness=4, shards=2, audit="error",
+                    runtime="ray", address=ray_cluster.address)
+    record = result.record
+    schedule = [tuple(x) for x in record["staleness_auto"]["schedules"]["w"]]
+    assert record["runtime"] == "ray" and schedule[0][0] == 0
+    assert all(0 <= b <= 4 for _, b in schedule)
+    for r in record["records"]:
+        assert r["bound"] == bound_at(schedule, r["iteration"]), r
+    assert record["guarantee"]["violations"] == 0
+    assert result.tables["w"][:3, 0].tolist() == [60.0, 60.0, 60.0]

@@ -107,7 +107,7 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if self.classes_.size < 2:
-            raise ConfigError("y has a single class; a classifier needs at least two",
+            raise ConfigError("y has 1 class; a classifier needs at least two",
                               param="y")
         return self._fit(X, y, RunConfig.coerce(run), self.epochs, warm=None)
 
