@@ -69,7 +69,7 @@ def test_every_strategy_is_within_a_point_of_single_process_sgd(data, single_pro
 
 @pytest.mark.parametrize("strategy,compress,points", [
     ("ps", "topk:0.05", 1), ("ps", "qsgd:4", 1), ("downpour", "sign", 1),
-    ("ps", "powersgd:2", 2),  # rank 2 of the 64 x 96 reshaped update delays the most
+    ("ps", "powersgd:2", 5),  # rank 2 of the 64 x 96 reshaped update delays the most
 ])
 def test_compressed_strategies_stay_close_and_send_less(data, single_process, strategy,
                                                         compress, points):
