@@ -4,8 +4,10 @@ An MLP (784 -> 256 -> 256 -> 10) for ``--epochs`` epochs, batch 64, lr 0.05: pla
 (one thread, the same SGD steps: the ceiling of one core), then stalesync with one worker
 (``average``, which with one worker is plain SGD through the engine), and with 2 workers
 every strategy: average (every 50 steps), ps (SSP s=1), sync (and with one backup worker),
-downpour, hogwild (1 worker x 2 threads), and ps with each compressor (error feedback;
-``bytes_sent`` is measured: the encoded arrays' sizes, plus the reads). Test accuracy on
+downpour, hogwild (1 worker x 2 threads), allreduce (2 gloo processes) next to PyTorch's
+own DistributedDataParallel (2 gloo processes, the same model, batch and epochs; both
+timed over the training loop, process start-up apart), and ps with each compressor (error
+feedback; ``bytes_sent`` is measured: the encoded arrays' sizes, plus the reads). Test accuracy on
 the 10,000 test images, wall time and examples/s; median of ``--repeats``. Writes
 bench/results/nn_strategies.json and .png.
 
@@ -39,6 +41,7 @@ CONFIGS = {
     "sync x3 b=1": {"strategy": "sync", "workers": 3, "backup_workers": 1},
     "downpour x2": {"strategy": "downpour", "workers": 2},
     "hogwild 1x2 threads": {"strategy": "hogwild", "workers": 1, "threads": 2},
+    "allreduce x2": {"strategy": "allreduce", "workers": 2},
     "ps x2 topk:0.01": {"strategy": "ps", "workers": 2, "compress": "topk:0.01"},
     "ps x2 qsgd:8": {"strategy": "ps", "workers": 2, "compress": "qsgd:8"},
     "ps x2 sign": {"strategy": "ps", "workers": 2, "compress": "sign"},
@@ -67,6 +70,60 @@ def plain_torch(X, y, Xt, yt, epochs: int, seed: int) -> tuple[float, float]:
     return wall, acc
 
 
+def _ddp_rank(rank, world, port, X, y, epochs, seed, out):
+    """One PyTorch DDP process (gloo, loopback), the same MLP, batch 64 per worker."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    net = DistributedDataParallel(networks.build("mlp", X.shape[1], 10, 256, seed))
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    share = np.array_split(np.random.default_rng(seed).permutation(len(y)), world)[rank]
+    tx, ty = torch.from_numpy(X[share]), torch.from_numpy(y[share])
+    steps = len(share) // 64
+    dist.barrier()
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.from_numpy(np.random.default_rng([seed, rank, epoch]).permutation(
+            len(share)))
+        for k in range(steps):
+            idx = order[64 * k:64 * (k + 1)]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(tx[idx]), ty[idx]).backward()
+            opt.step()
+    wall = time.perf_counter() - start
+    if rank == 0:
+        out.put((wall, networks.get_flat(net.module), epochs * steps * 64 * world))
+    dist.destroy_process_group()
+
+
+def ddp(X, y, Xt, yt, epochs: int, seed: int, world: int = 2) -> dict:
+    import torch.multiprocessing as mp
+
+    from stalesync.apps.nn.allreduce import free_loopback_port
+
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    port = free_loopback_port()
+    procs = [ctx.Process(target=_ddp_rank, args=(r, world, port, X, y, epochs, seed, out))
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    wall, params, examples = out.get()
+    for p in procs:
+        p.join()
+    torch = networks.torch_module()
+    net = networks.build("mlp", X.shape[1], 10, 256, seed)
+    networks.set_flat(net, params)
+    with torch.no_grad():
+        acc = float((net(torch.from_numpy(Xt)).argmax(1).numpy() == yt).mean())
+    return {"wall_s": wall, "test_accuracy": acc, "examples_per_s": examples / wall,
+            "bytes_sent": 0}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=2)
@@ -75,11 +132,13 @@ def main() -> None:
     X, y = load_fashion_mnist("train")
     Xt, yt = load_fashion_mnist("test")
     rows: dict[str, dict] = {}
-    runs: dict[str, list] = {k: [] for k in ["plain PyTorch", *CONFIGS]}
+    runs: dict[str, list] = {k: [] for k in ["plain PyTorch", "PyTorch DDP x2 (gloo)",
+                                             *CONFIGS]}
     for seed in range(args.repeats):
         wall, acc = plain_torch(X, y, Xt, yt, args.epochs, seed)
         runs["plain PyTorch"].append({"wall_s": wall, "test_accuracy": acc,
                                       "examples_per_s": args.epochs * len(y) / wall})
+        runs["PyTorch DDP x2 (gloo)"].append(ddp(X, y, Xt, yt, args.epochs, seed))
         for name, cfg in CONFIGS.items():
             model = NeuralNetClassifier(epochs=args.epochs, seed=seed, **cfg)
             model.fit(X, y, run={"progress": False})

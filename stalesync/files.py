@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +21,12 @@ from pathlib import Path
 from .errors import ConfigError
 
 PathLike = str | os.PathLike
+
+# what ``np.load`` / ``scipy.sparse.load_npz`` raise on a damaged or foreign .npz (found by
+# fuzzing: an empty file is an EOFError, a cut member a zlib.error or BadZipFile, a flipped
+# flag bit "encrypted" or "compression method" a RuntimeError / NotImplementedError)
+NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, RuntimeError, zipfile.BadZipFile,
+              zlib.error, struct.error)
 
 
 def check_output_path(path: PathLike, what: str, *, suffixes: Sequence[str] | None = None,

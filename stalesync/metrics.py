@@ -138,6 +138,9 @@ def describe_guarantee(strategy: str, consistency: str, staleness: int | str) ->
     if strategy in ("dsgd", "fugue"):
         return ("block rotation: workers update disjoint row and column blocks; every "
                 "sub-round saw all updates of earlier sub-rounds")
+    if strategy == "allreduce":
+        return ("allreduce: every step used the sum of every worker's gradient of that "
+                "step; all workers hold identical parameters after each step")
     return consistency
 
 

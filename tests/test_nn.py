@@ -172,3 +172,42 @@ def test_partial_fit_continues_from_the_current_parameters(data):
     assert model.score(Xte, yte) >= 0.9
     with pytest.raises(ConfigError, match="not in classes_"):
         model.partial_fit(Xtr[:10], np.full(10, 7))
+
+
+def test_allreduce_workers_stay_identical_and_equal_sgd_on_the_joined_batches(data):
+    """Two gloo processes: bit-identical parameters on both after training, and the same
+    parameters as one process taking SGD steps on each pair of batches joined (the mean of
+    the two halves' mean gradients is the joined batch's mean gradient)."""
+    from stalesync.apps.nn.allreduce import epoch_order
+
+    Xtr, ytr, Xte, yte = data
+    X, y = Xtr[:640], ytr[:640]
+    model = NeuralNetClassifier(hidden=16, epochs=2, lr=0.1, batch_size=32,
+                                strategy="allreduce", workers=2, seed=4).fit(X, y)
+    final = model.run_record_["final"]
+    assert final["identical_parameters"] is True
+    assert final["examples"] == 2 * 640 and model.run_record_["strategy"] == "allreduce"
+    # the same steps in one process
+    net = networks.build("mlp", X.shape[1], 4, 16, 4)
+    parts = np.array_split(np.random.default_rng(4).permutation(640), 2)
+    tx, ty = torch.from_numpy(X), torch.from_numpy(y)
+    params = list(net.parameters())
+    for epoch in range(2):
+        orders = [parts[r][epoch_order(4, r, epoch, len(parts[r]))] for r in range(2)]
+        for k in range(10):
+            idx = torch.from_numpy(np.concatenate([o[32 * k:32 * (k + 1)] for o in orders]))
+            loss = torch.nn.functional.cross_entropy(net(tx[idx]), ty[idx])
+            with torch.no_grad():
+                for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+                    p.data.add_(g, alpha=-0.1)
+    np.testing.assert_allclose(model.params_, networks.get_flat(net), rtol=0, atol=2e-6)
+    assert model.score(Xte, yte) >= 0.9
+
+
+def test_allreduce_refuses_what_it_cannot_do(data):
+    Xtr, ytr, _, _ = data
+    with pytest.raises(ConfigError, match="dense gradients"):
+        NeuralNetClassifier(strategy="allreduce", compress="topk:0.1").fit(Xtr, ytr)
+    with pytest.raises(ConfigError, match="no Ray"):
+        NeuralNetClassifier(strategy="allreduce", workers=2).fit(
+            Xtr, ytr, run={"snapshot_every": 5, "snapshot_dir": "unused"})

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConfigError, DataFormatError
+from ..files import NPZ_ERRORS
 
 _INT32_MAX = np.iinfo(np.int32).max
 _FORMAT_VERSION = 1
@@ -294,7 +295,7 @@ class Corpus:
                     raise DataFormatError(f"{path}: not a stalesync corpus file")
                 vocab = z["vocab"].tolist() if meta["has_vocab"] else None
                 return cls(z["doc_ptr"], z["words"], vocab, meta["num_words"])
-        except (KeyError, ValueError, OSError) as exc:
+        except NPZ_ERRORS as exc:
             if isinstance(exc, DataFormatError):
                 raise
             raise DataFormatError(f"{path}: not a readable stalesync corpus file ({exc})") from None

@@ -111,9 +111,9 @@ def _feature_format(p: Path) -> str:
 
 
 def _read_feature_npz(p: Path) -> tuple[Any, np.ndarray | None]:
-    import zipfile
-
     import scipy.sparse as sp
+
+    from ..files import NPZ_ERRORS
 
     try:
         with np.load(p, allow_pickle=False) as z:
@@ -123,12 +123,12 @@ def _read_feature_npz(p: Path) -> tuple[Any, np.ndarray | None]:
                 y = z["y"] if "y" in files else None
             else:
                 X, y = None, None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except NPZ_ERRORS as exc:
         raise DataFormatError(f"{p}: not a readable .npz file ({exc})") from None
     if X is None:
         try:
             X = sp.load_npz(p).tocsr()
-        except (OSError, ValueError, KeyError) as exc:
+        except NPZ_ERRORS as exc:
             raise DataFormatError(f"{p}: holds neither an array 'X' nor a scipy sparse "
                                   f"matrix ({exc})") from None
     if X.ndim != 2:

@@ -308,14 +308,14 @@ def _decode(raw: bytes, path: Path) -> str:
 
 def read_npz(path: PathLike, vocab=None) -> Corpus:
     """A corpus saved by :meth:`Corpus.save`, or a scipy sparse matrix saved by ``save_npz``."""
-    import zipfile
-
     import scipy.sparse as sp
+
+    from ..files import NPZ_ERRORS
 
     try:
         with np.load(path, allow_pickle=False) as z:
             is_corpus = "doc_ptr" in z.files
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except NPZ_ERRORS as exc:
         raise DataFormatError(f"{path}: not a readable .npz file ({exc})") from None
     if is_corpus:
         corpus = Corpus.load(path)
@@ -325,7 +325,7 @@ def read_npz(path: PathLike, vocab=None) -> Corpus:
         return corpus
     try:
         matrix = sp.load_npz(path)
-    except (OSError, ValueError, KeyError) as exc:
+    except NPZ_ERRORS as exc:
         raise DataFormatError(f"{path}: neither a stalesync corpus nor a scipy sparse "
                               f"matrix ({exc})") from None
     return Corpus.from_doc_term(matrix, _resolve_vocab(vocab, []))

@@ -110,6 +110,9 @@ def load_csv(path: str | os.PathLike, target: str | int | None = -1, delimiter: 
         raise DataFormatError(f"{path}: {_csv_problem(str(exc), header)}") from None
     if data.shape[0] == 0:
         raise DataFormatError(f"{path}: no data rows")
+    if data.shape[1] != len(fields):
+        raise DataFormatError(f"{path}: the first line has {len(fields)} columns, the data "
+                              f"{data.shape[1]}")
     if not np.all(np.isfinite(data)):
         row = int(np.argwhere(~np.isfinite(data))[0, 0])
         raise DataFormatError(f"{path}, line {row + 1 + int(header)}: NaN or infinite value")

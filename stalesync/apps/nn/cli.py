@@ -41,8 +41,8 @@ class NNCommand(AppCommand):
         flags.add("model", "--hidden", type=int, default=256, help="hidden units per layer")
         flags.add("model", "--lr", type=float, default=0.05, help="SGD step (local or shard)")
         flags.add("model", "--batch-size", type=int, default=64, help="examples per step")
-        flags.add("parallelism", "--strategy", choices=STRATEGY_NAMES, default="average",
-                  help="how workers combine (docs/nn.md)")
+        flags.add("parallelism", "--strategy", choices=(*STRATEGY_NAMES, "allreduce"),
+                  default="average", help="how workers combine (docs/nn.md)")
         flags.add("parallelism", "--average-every", type=int, default=50,
                   help="average: local steps between averagings (0: once, at the end)")
         flags.add("parallelism", "--clocks-per-epoch", type=int, default=None,

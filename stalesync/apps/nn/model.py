@@ -29,6 +29,7 @@ from . import networks
 from .problem import NNProblem, NNSpec
 
 PS_CHUNK = 512  # ps: examples per worker per clock when clocks_per_epoch is not given
+ALLREDUCE = "allreduce"  # not a parameter-server strategy: stalesync.apps.nn.allreduce
 PREDICT_BATCH = 4096
 
 
@@ -88,6 +89,12 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
 
     def _check_params(self) -> None:
         check_choice(self.arch, "arch", networks.ARCHS)
+        if self.strategy == ALLREDUCE:
+            check_int(self.batch_size, "batch_size", 1)
+            if self.compress != "none":
+                raise ConfigError("strategy='allreduce' sends dense gradients; compress "
+                                  "applies to the parameter-server strategies",
+                                  param="compress")
         check_int(self.hidden, "hidden", 1)
         check_int(self.epochs, "epochs", 1)
         check_float(self.lr, "lr", 0, low_open=True)
@@ -95,7 +102,8 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         check_int(self.seed, "seed", 0)
         if self.clocks_per_epoch is not None:
             check_int(self.clocks_per_epoch, "clocks_per_epoch", 1)
-        self._strategy_config()
+        if self.strategy != ALLREDUCE:
+            self._strategy_config()
         check_consistency(self.consistency, self.staleness)
         parse_compressor(self.compress)
 
@@ -142,6 +150,8 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
                       self.seed)
         rng = np.random.default_rng(self.seed)
         parts = np.array_split(rng.permutation(X.shape[0]), self.workers)
+        if self.strategy == ALLREDUCE:
+            return self._fit_allreduce(X, labels, parts, spec, epochs, initial, net, run)
         per_clock = self.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
         problems = [NNProblem(X[p], labels[p], spec, per_clock, self.seed + 7919 * w)
                     for w, p in enumerate(parts)]
@@ -177,6 +187,38 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
             "arch": self.arch, "parameters": networks.count(net),
             "dropped_gradients": int(record.get("backup", {}).get("dropped_gradients", 0)),
             "bytes_sent": record["bytes_sent"]}
+        self.run_record_ = record
+        return self
+
+    def _fit_allreduce(self, X, labels, parts, spec, epochs, initial, net, run
+                       ) -> NeuralNetClassifier:
+        from ...metrics import build_run_record
+        from .allreduce import fit as allreduce_fit
+
+        if run.runtime != "embedded" or run.snapshot_every or run.stragglers is not None:
+            raise ConfigError("strategy='allreduce' runs local worker processes: no Ray, "
+                              "snapshots or injected stragglers", param="strategy")
+        shares = [(X[p], labels[p]) for p in parts]
+        result = allreduce_fit(spec, shares, epochs, initial)
+        self.params_ = np.asarray(result.params, dtype=np.float32)
+        self._net = None
+        final = {
+            "train_accuracy": float(np.mean(self._predict_index(X) == labels)),
+            "train_loss": result.losses[-1], "epochs": epochs, "examples": result.examples,
+            "examples_per_s": result.examples / max(result.train_s, 1e-12),
+            "train_s": result.train_s, "strategy": ALLREDUCE, "arch": self.arch,
+            "parameters": networks.count(net),
+            "identical_parameters": result.identical,
+            "bytes_sent": result.bytes_allreduced * self.workers}
+        record = build_run_record(
+            app="nn", strategy=ALLREDUCE, runtime="processes", consistency="bsp",
+            staleness=0, workers=self.workers, clocks=0, epochs=epochs,
+            wall_time_s=result.wall_s, metrics=[], final=final)
+        record["bytes_sent"] = final["bytes_sent"]
+        record["objective_name"] = "mean cross-entropy of rank 0's batches, per epoch"
+        record["records"] = [{"iteration": e, "worker": 0, "time_s": None, "duration_s": 0.0,
+                              "wait_s": 0.0, "bytes_sent": 0, "objective": loss}
+                             for e, loss in enumerate(result.losses)]
         self.run_record_ = record
         return self
 

@@ -1,0 +1,158 @@
+"""``strategy="allreduce"``: synchronous data-parallel SGD with the gradients summed across
+workers every step by ``torch.distributed``'s gloo allreduce (Horovod's scheme, no
+parameter server). Each worker is a process (``torch.multiprocessing``, spawn) in one gloo
+process group whose rendezvous listens on 127.0.0.1 only.
+
+Every step each worker takes the next ``batch_size`` examples of its share, computes the
+gradient of their mean loss, and the flattened gradients (one buffer, like DDP's buckets)
+are allreduced and divided by the number of workers; every worker then makes the same SGD
+step. So all workers hold bit-identical parameters after every step (tested), and a run
+equals single-process SGD on the concatenated batches up to float rounding (tested).
+Steps per epoch are the full batches of the smallest share, the same on every worker (a
+collective that one worker skips would hang the others).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import networks
+from .problem import NNSpec
+
+
+@dataclass(frozen=True)
+class AllreduceResult:
+    params: np.ndarray  # the final table rows (rank 0's; every rank's are identical)
+    identical: bool  # every rank ended with the same parameters, bit for bit
+    losses: list[float]  # mean training loss per epoch (rank 0's batches)
+    examples: int
+    wall_s: float  # including starting the processes
+    train_s: float  # the training loops (the slowest worker's)
+    bytes_allreduced: int  # per worker: the buffers handed to all_reduce, measured
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def steps_per_epoch(shares: list[np.ndarray], batch_size: int) -> int:
+    return max(1, min(len(s) for s in shares) // batch_size)
+
+
+def epoch_order(seed: int, rank: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, rank, 4409, epoch]).permutation(n)
+
+
+def fit(spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]], epochs: int,
+        initial: np.ndarray, timeout_s: float = 600.0) -> AllreduceResult:
+    """Train with ``len(shares)`` worker processes; ``shares[w]`` = (X, labels) of worker w."""
+    import torch.multiprocessing as mp
+
+    world = len(shares)
+    port = free_loopback_port()
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    start = time.perf_counter()
+    procs = [ctx.Process(target=_rank_main, daemon=True,
+                         args=(rank, world, port, spec, shares[rank], epochs, initial, out))
+             for rank in range(world)]
+    for p in procs:
+        p.start()
+    results = {}
+    deadline = time.monotonic() + timeout_s
+    while len(results) < world:
+        if time.monotonic() > deadline or not any(p.is_alive() for p in procs) and out.empty():
+            for p in procs:
+                p.kill()
+            from ...errors import StalesyncError
+
+            raise StalesyncError(f"allreduce: {world - len(results)} worker process(es) "
+                                 "ended without a result")
+        if out.empty():
+            time.sleep(0.01)
+            continue
+        rank, payload = out.get()
+        if isinstance(payload, str):
+            for p in procs:
+                p.kill()
+            from ...errors import StalesyncError
+
+            raise StalesyncError(f"allreduce worker {rank} failed: {payload}")
+        results[rank] = payload
+    for p in procs:
+        p.join(10)
+    wall = time.perf_counter() - start
+    first = results[0]
+    identical = all(np.array_equal(first["params"], results[r]["params"]) for r in results)
+    return AllreduceResult(first["params"], identical, first["losses"],
+                           int(sum(r["examples"] for r in results.values())), wall,
+                           max(r["train_s"] for r in results.values()), int(first["bytes"]))
+
+
+def _rank_main(rank: int, world: int, port: int, spec: NNSpec, share: tuple, epochs: int,
+               initial: np.ndarray, out: Any) -> None:  # pragma: no cover - child process
+    try:
+        out.put((rank, _train(rank, world, port, spec, share, epochs, initial)))
+    except BaseException as exc:  # report, never hang the parent
+        out.put((rank, f"{type(exc).__name__}: {exc}"))
+
+
+def _train(rank, world, port, spec, share, epochs, initial):  # pragma: no cover - child
+    torch = networks.torch_module()
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        X, labels = share
+        net = networks.build(spec.arch, spec.n_features, spec.n_classes, spec.hidden, spec.seed)
+        networks.set_flat(net, initial)
+        params = list(net.parameters())
+        tx, ty = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(labels)
+        b = spec.batch_size
+        steps = _steps_shared(len(labels), b, world)
+        sent = 0
+        losses = []
+        dist.barrier()
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            order = torch.from_numpy(epoch_order(spec.seed, rank, epoch, len(labels)))
+            total = 0.0
+            for k in range(steps):
+                idx = order[k * b:(k + 1) * b]
+                loss = torch.nn.functional.cross_entropy(net(tx[idx]), ty[idx])
+                grads = torch.autograd.grad(loss, params)
+                flat = torch.cat([g.reshape(-1) for g in grads])
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+                sent += flat.numel() * flat.element_size()
+                flat /= world
+                with torch.no_grad():
+                    offset = 0
+                    for p in params:
+                        n = p.numel()
+                        p.data.add_(flat[offset:offset + n].view_as(p), alpha=-spec.lr)
+                        offset += n
+                total += float(loss.detach())
+            losses.append(total / max(steps, 1))
+        return {"params": networks.get_flat(net), "losses": losses,
+                "examples": epochs * steps * b, "bytes": sent,
+                "train_s": time.perf_counter() - start}
+    finally:
+        dist.destroy_process_group()
+
+
+def _steps_shared(n: int, batch_size: int, world: int) -> int:  # pragma: no cover - child
+    """Every rank must make the same number of steps: agree on the smallest share's."""
+    import torch
+    import torch.distributed as dist
+
+    mine = torch.tensor([n // batch_size], dtype=torch.int64)
+    dist.all_reduce(mine, op=dist.ReduceOp.MIN)
+    return max(1, int(mine.item()))
