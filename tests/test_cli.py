@@ -133,3 +133,26 @@ def test_unknown_dataset_and_debug_traceback(capsys):
     assert "no such file, and not a built-in dataset" in capsys.readouterr().err
     with pytest.raises(Exception, match="no such file"):
         main(["--debug", "kmeans", "--data", "no-such-thing", "--no-progress"])
+
+
+def test_an_address_where_nothing_listens_fails_in_seconds():
+    """ray.init retries an unreachable address for minutes; a job probes it first (the
+    probe itself: a CLI run inside this test session would join the session's Ray)."""
+    import socket
+    import time
+
+    pytest.importorskip("ray")
+    from stalesync.errors import ConfigError
+    from stalesync.runtime.ray_backend import check_reachable
+
+    with socket.socket() as s:  # a loopback port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="nothing answers there") as info:
+        check_reachable(f"127.0.0.1:{port}")
+    assert info.value.param == "address"
+    with pytest.raises(ConfigError, match="nothing answers"):
+        check_reachable(f"ray://127.0.0.1:{port}")
+    assert time.monotonic() - start < 30  # Ray alone: over 2 minutes
+    assert check_reachable("auto") is None  # other forms are Ray's to resolve

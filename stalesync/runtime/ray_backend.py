@@ -9,9 +9,11 @@ Errors: a call whose actor (or any actor it called in turn) died raises
 :class:`~stalesync.runtime.backend.WorkerLostError`; any other remote error is re-raised as
 the original exception, as on the embedded backend.
 
-Session: a job connects to ``address`` or starts a local Ray that listens on loopback only,
-with the dashboard off; a local Ray started here is shut down when the last job using it
-ends. A job inside an existing session (``ray.init`` done by the caller) leaves it running.
+Session: a job connects to ``address`` (probed first: nothing there fails in seconds, not
+after Ray's minutes of retries) or starts a local Ray advertised at 127.0.0.1 with the
+dashboard off (Ray 2.60's own gRPC servers still bind every interface: see docs/ray.md,
+Security); a local Ray started here is shut down when the last job using it ends. A job
+inside an existing session (``ray.init`` done by the caller) leaves it running.
 """
 
 from __future__ import annotations
@@ -218,9 +220,33 @@ class RayGroup(Group):
         self._start()
 
 
+PROBE_TIMEOUT_S = 3.0
+
+
+def check_reachable(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail within seconds when nothing listens at a ``host:port`` (or ``ray://host:port``)
+    address: ``ray.init`` itself retries for minutes before it gives up. ``auto`` and other
+    forms are left to Ray."""
+    import socket
+
+    from ..errors import ConfigError
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"address {address!r}: nothing answers there ({exc}); start the "
+                          "cluster first (ray start --head) or check host and port",
+                          param="address") from None
+
+
 class _Session:
     """A process-wide, reference-counted connection: the first job connects (or starts a
-    loopback-only local Ray), the last one to leave shuts down what was started here."""
+    local Ray at 127.0.0.1), the last one to leave shuts down what was started here."""
 
     lock = threading.Lock()
     users = 0
@@ -232,6 +258,7 @@ class _Session:
             if cls.users == 0 and not ray.is_initialized():
                 common = {"include_dashboard": False, "logging_level": logging.WARNING}
                 if address:
+                    check_reachable(address)
                     ray.init(address=address, **common)
                 else:
                     ray.init(num_cpus=cpus or os.cpu_count() or 1,
