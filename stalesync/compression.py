@@ -209,8 +209,6 @@ class ErrorFeedback:
         self.compressor = compressor
         self.residual = np.zeros((num_rows, width))
         self.rng = rng
-        self.dense_bytes = 0
-        self.sent_bytes = 0
 
     def step(self, rows: np.ndarray, deltas: np.ndarray) -> tuple[np.ndarray, int]:
         """(what to send for ``rows`` this clock, its encoded size in bytes)."""
@@ -218,6 +216,4 @@ class ErrorFeedback:
         enc = self.compressor.encode(corrected, self.rng)
         sent = self.compressor.decode(enc).astype(deltas.dtype, copy=False)
         self.residual[rows] = corrected - sent  # exactly what was not delivered
-        self.dense_bytes += deltas.nbytes
-        self.sent_bytes += enc.nbytes
         return sent, enc.nbytes

@@ -24,6 +24,8 @@ import sys
 from abc import ABC, abstractmethod
 from typing import Any
 
+import numpy as np
+
 from ..consistency import KINDS
 from ..errors import ConfigError
 from ..files import check_output_path
@@ -57,6 +59,13 @@ class Flags:
             kwargs["metavar"] = names[0].lstrip("-").upper().replace("-", "_")
         action = self.groups[group].add_argument(*names, **kwargs)
         self.flag_of[action.dest] = names[0]
+
+
+def holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``--test-fraction``: (train rows, test rows) of a seeded permutation of ``n`` rows."""
+    order = np.random.default_rng(seed).permutation(n)
+    cut = int(round(n * (1 - fraction)))
+    return order[:cut], order[cut:]
 
 
 def staleness_value(text: str) -> int | str:

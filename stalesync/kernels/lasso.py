@@ -78,6 +78,16 @@ def sync_csc(indptr, indices, data, s, cols, deltas):  # pragma: no cover - comp
 
 
 @numba.njit(nogil=True, cache=True)
+def _soft(z, threshold, nj):  # pragma: no cover - compiled
+    """The soft-threshold update of one coordinate: S(z, threshold) / ||X_j||^2."""
+    if z > threshold:
+        return (z - threshold) / nj
+    if z < -threshold:
+        return (z + threshold) / nj
+    return 0.0
+
+
+@numba.njit(nogil=True, cache=True)
 def soft_threshold_update(coef, norm2, mu, cols, grads, ssum, threshold, deltas):
     """Apply the coordinate-descent update to ``coef[cols]`` in place (``pull``).
 
@@ -90,27 +100,12 @@ def soft_threshold_update(coef, norm2, mu, cols, grads, ssum, threshold, deltas)
         if nj <= 0.0:
             deltas[k] = 0.0
             continue
-        z = grads[k] - mu[j] * ssum + nj * coef[j]
-        if z > threshold:
-            new = (z - threshold) / nj
-        elif z < -threshold:
-            new = (z + threshold) / nj
-        else:
-            new = 0.0
+        new = _soft(grads[k] - mu[j] * ssum + nj * coef[j], threshold, nj)
         deltas[k] = new - coef[j]
         coef[j] = new
 
 
 # ------------------------------------------------- sweep: sequential CD on one whole shard
-
-
-@numba.njit(nogil=True, cache=True)
-def _soft(z, threshold, nj):  # pragma: no cover - compiled
-    if z > threshold:
-        return (z - threshold) / nj
-    if z < -threshold:
-        return (z + threshold) / nj
-    return 0.0
 
 
 @numba.njit(nogil=True, cache=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..command import AppCommand, Flags
+from ..command import AppCommand, Flags, holdout
 
 
 class KMeansCommand(AppCommand):
@@ -54,12 +54,7 @@ class KMeansCommand(AppCommand):
         if args.test is not None:
             return (X, y), load_features(args.test, args.format, target)
         if args.test_fraction:
-            import numpy as np
-
-            rng = np.random.default_rng(args.seed)
-            order = rng.permutation(X.shape[0])
-            cut = int(round(X.shape[0] * (1 - args.test_fraction)))
-            tr, te = order[:cut], order[cut:]
+            tr, te = holdout(X.shape[0], args.test_fraction, args.seed)
             pick = (lambda v, i: None if v is None else v[i])  # noqa: E731
             return (X[tr], pick(y, tr)), (X[te], pick(y, te))
         return (X, y), None

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..command import AppCommand, Flags
+from ..command import AppCommand, Flags, holdout
 
 
 class LinearCommand(AppCommand):
@@ -112,10 +112,7 @@ class LinearCommand(AppCommand):
                                                                   - Xt.shape[1]))]).tocsr()
             return (X, y), (Xt, yt)
         if args.test_fraction:
-            rng = np.random.default_rng(args.seed)
-            order = rng.permutation(X.shape[0])
-            cut = int(round(X.shape[0] * (1 - args.test_fraction)))
-            tr, te = np.sort(order[:cut]), np.sort(order[cut:])
+            tr, te = (np.sort(i) for i in holdout(X.shape[0], args.test_fraction, args.seed))
             return (X[tr], y[tr]), (X[te], y[te])
         return (X, y), None
 

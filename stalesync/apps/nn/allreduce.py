@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import StalesyncError
 from . import networks
 from .problem import NNSpec
 
@@ -71,8 +72,6 @@ def fit(spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]], epochs: int,
         if time.monotonic() > deadline or not any(p.is_alive() for p in procs) and out.empty():
             for p in procs:
                 p.kill()
-            from ...errors import StalesyncError
-
             raise StalesyncError(f"allreduce: {world - len(results)} worker process(es) "
                                  "ended without a result")
         if out.empty():
@@ -82,8 +81,6 @@ def fit(spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]], epochs: int,
         if isinstance(payload, str):
             for p in procs:
                 p.kill()
-            from ...errors import StalesyncError
-
             raise StalesyncError(f"allreduce worker {rank} failed: {payload}")
         results[rank] = payload
     for p in procs:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..command import AppCommand, Flags
+from ..command import AppCommand, Flags, holdout
 
 
 class NNCommand(AppCommand):
@@ -95,10 +95,8 @@ class NNCommand(AppCommand):
         if args.data == "fashion-mnist" and not args.test_fraction:
             return (X, y), dense("fashion-mnist-test")
         if args.test_fraction:
-            rng = np.random.default_rng(args.seed)
-            order = rng.permutation(X.shape[0])
-            cut = int(round(X.shape[0] * (1 - args.test_fraction)))
-            return (X[order[:cut]], y[order[:cut]]), (X[order[cut:]], y[order[cut:]])
+            tr, te = holdout(X.shape[0], args.test_fraction, args.seed)
+            return (X[tr], y[tr]), (X[te], y[te])
         return (X, y), None
 
     def fit(self, estimator: Any, train: Any, test: Any, run: Any,
