@@ -1,15 +1,19 @@
-"""LDA on the NYT sample: stalesync next to tomotopy and gensim, in one run.
+"""LDA on short and long documents: stalesync next to tomotopy (and gensim), in one run.
 
-For K = 100 and 1000 (same alpha, beta, sweeps, seed): tokens/s per core and log-likelihood
-vs wall time for stalesync (1 and 2 workers, embedded runtime) and tomotopy (1 and 2 threads,
-hyper-parameter optimisation off); gensim's LdaMulticore (variational Bayes, a different
-algorithm) reports time per pass only.
+Corpora: ``nyt`` (8,447 NYT articles, 145 tokens each on average), ``nyt-long`` (the same
+tokens, every six consecutive articles joined: 1,407 documents of ~870 tokens) and
+``clothing`` (22,641 reviews of ~60 tokens). For each K (same alpha, beta, sweeps, seed):
+tokens/s per core and log-likelihood vs wall time for stalesync (1 and 2 workers, embedded
+runtime, its automatic sampler choice) and tomotopy (1 and 2 threads, hyper-parameter
+optimisation off); gensim's LdaMulticore (variational Bayes, a different algorithm), when
+installed, reports time per pass only.
 
 The log-likelihood is the collapsed joint log p(w, z) per token for both Gibbs samplers,
 computed with the same code: for tomotopy from its own topic assignments (``doc.topics``),
 outside its timed training calls. stalesync's times include its own per-sweep evaluation.
 
-    python bench/lda_peers.py [--sweeps 20] [--repeats 3] [--topics 100 1000]
+    python bench/lda_peers.py [--corpora nyt nyt-long] [--sweeps 10] [--repeats 3]
+                              [--topics 50 100 1000]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import figure_path, write_json  # noqa: E402
 
 from stalesync.apps.lda import LDA  # noqa: E402
+from stalesync.data.corpus import Corpus  # noqa: E402
 from stalesync.data.datasets import load_dataset  # noqa: E402
 from stalesync.kernels import lda as k  # noqa: E402
 from stalesync.metrics import objective_curve  # noqa: E402
@@ -50,6 +55,18 @@ def joint_loglik_per_token(words, topics, doc_lens, num_words, num_topics) -> fl
     return total / words.size
 
 
+JOINED = 6  # articles per document in nyt-long
+
+
+def load_corpus(name: str) -> Corpus:
+    if name != "nyt-long":
+        return load_dataset(name)
+    nyt = load_dataset("nyt")
+    ends = np.arange(0, nyt.num_docs // JOINED * JOINED + 1, JOINED)
+    doc_ptr = nyt.doc_ptr[ends]
+    return Corpus(doc_ptr, nyt.words[: doc_ptr[-1]], nyt.vocab, nyt.num_words)
+
+
 def run_stalesync(corpus, K, workers, sweeps, seed):
     model = LDA(n_topics=K, alpha=ALPHA, beta=BETA, epochs=sweeps, workers=workers, seed=seed)
     model.fit(corpus)
@@ -63,6 +80,7 @@ def run_stalesync(corpus, K, workers, sweeps, seed):
         "curve_t": times.tolist(),
         "curve_ll": values.tolist(),
         "final_ll": model.loglik_per_token_,
+        "sampler": model.run_record_["final"]["sampler"],
     }
 
 
@@ -138,34 +156,48 @@ def median_run(runs):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweeps", type=int, default=20)
+    parser.add_argument("--corpora", nargs="+", default=["nyt", "nyt-long"],
+                        choices=["nyt", "nyt-long", "clothing", "reuters"])
+    parser.add_argument("--sweeps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--topics", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--topics", type=int, nargs="+", default=[50, 100, 1000])
     parser.add_argument("--gensim-passes", type=int, default=2)
     args = parser.parse_args()
-    corpus = load_dataset("nyt")
-    LDA(n_topics=10, epochs=1, workers=1).fit(corpus)  # compile the kernels once
+    try:
+        import gensim  # noqa: F401
+        with_gensim = True
+    except ImportError:
+        with_gensim = False
+    corpora = {name: load_corpus(name) for name in args.corpora}
+    LDA(n_topics=10, epochs=1, workers=1).fit(corpora[args.corpora[0]])  # compile kernels
     results = {}
-    for K in args.topics:
-        for system, runner, cores in (
-            ("stalesync", run_stalesync, (1, 2)),
-            ("tomotopy", run_tomotopy, (1, 2)),
-        ):
-            for n in cores:
-                runs = [runner(corpus, K, n, args.sweeps, seed) for seed in range(args.repeats)]
-                res = median_run(runs)
-                res["tokens_per_s_per_core"] = res["tokens_per_s"] / n
-                results[f"{system}/{n}/K={K}"] = res
-                print(
-                    f"K={K:5d} {system:9s} x{n}: {res['tokens_per_s']:.3g} tokens/s "
-                    f"({res['tokens_per_s_per_core']:.3g} per core), "
-                    f"final loglik/token {res['final_ll']:.4f}",
-                    flush=True,
-                )
-        res = run_gensim(corpus, K, 2, args.gensim_passes, 0)
-        results[f"gensim/2/K={K}"] = res
-        print(f"K={K:5d} gensim LdaMulticore x2: {res['s_per_pass']:.2f} s per pass", flush=True)
-    summary = compare(results, args.topics)
+    for cname, corpus in corpora.items():
+        print(f"{cname}: {corpus.num_docs} documents, "
+              f"{corpus.num_tokens / corpus.num_docs:.0f} tokens each", flush=True)
+        for K in args.topics:
+            for system, runner, cores in (
+                ("stalesync", run_stalesync, (1, 2)),
+                ("tomotopy", run_tomotopy, (1, 2)),
+            ):
+                for n in cores:
+                    runs = [runner(corpus, K, n, args.sweeps, seed)
+                            for seed in range(args.repeats)]
+                    res = median_run(runs)
+                    res["tokens_per_s_per_core"] = res["tokens_per_s"] / n
+                    results[f"{cname}/{system}/{n}/K={K}"] = res
+                    print(
+                        f"{cname} K={K:5d} {system:9s} x{n}: {res['tokens_per_s']:.3g} tokens/s "
+                        f"({res['tokens_per_s_per_core']:.3g} per core), "
+                        f"final loglik/token {res['final_ll']:.4f}"
+                        + (f", {res['sampler']} sampler" if "sampler" in res else ""),
+                        flush=True,
+                    )
+            if with_gensim:
+                res = run_gensim(corpus, K, 2, args.gensim_passes, 0)
+                results[f"{cname}/gensim/2/K={K}"] = res
+                print(f"{cname} K={K:5d} gensim LdaMulticore x2: {res['s_per_pass']:.2f} s "
+                      "per pass", flush=True)
+    summary = compare(results, args.corpora, args.topics)
     path = write_json(
         "lda_peers",
         {
@@ -173,60 +205,68 @@ def main() -> None:
             "repeats": args.repeats,
             "alpha": ALPHA,
             "beta": BETA,
-            "corpus": "nyt",
-            "num_tokens": corpus.num_tokens,
+            "corpora": {n: {"num_docs": c.num_docs, "num_tokens": c.num_tokens}
+                        for n, c in corpora.items()},
             "results": results,
             "summary": summary,
         },
     )
-    plot(results, args.topics)
+    plot(results, args.corpora, args.topics)
     print(f"wrote {path} and {figure_path('lda_peers')}")
 
 
-def compare(results, topics):
+def compare(results, corpora, topics):
     summary = {}
-    for K in topics:
-        for n in (1, 2):
-            ours, theirs = results[f"stalesync/{n}/K={K}"], results[f"tomotopy/{n}/K={K}"]
-            t = min(ours["curve_t"][-1], theirs["curve_t"][-1])
-            entry = {
-                "per_core_speedup": ours["tokens_per_s_per_core"] / theirs["tokens_per_s_per_core"],
-                "equal_time_s": t,
-                "stalesync_ll_at_t": ll_at(ours, t),
-                "tomotopy_ll_at_t": ll_at(theirs, t),
-            }
-            summary[f"K={K}/x{n}"] = entry
-            print(
-                f"K={K:5d} x{n}: per-core speed stalesync/tomotopy "
-                f"{entry['per_core_speedup']:.2f}; loglik at {t:.1f} s: stalesync "
-                f"{entry['stalesync_ll_at_t']:.4f} vs tomotopy {entry['tomotopy_ll_at_t']:.4f}"
-            )
+    for cname in corpora:
+        for K in topics:
+            for n in (1, 2):
+                ours = results[f"{cname}/stalesync/{n}/K={K}"]
+                theirs = results[f"{cname}/tomotopy/{n}/K={K}"]
+                t = min(ours["curve_t"][-1], theirs["curve_t"][-1])
+                entry = {
+                    "per_core_speedup": (ours["tokens_per_s_per_core"]
+                                         / theirs["tokens_per_s_per_core"]),
+                    "sampler": ours["sampler"],
+                    "equal_time_s": t,
+                    "stalesync_ll_at_t": ll_at(ours, t),
+                    "tomotopy_ll_at_t": ll_at(theirs, t),
+                    "stalesync_final_ll": ours["final_ll"],
+                    "tomotopy_final_ll": theirs["final_ll"],
+                }
+                summary[f"{cname}/K={K}/x{n}"] = entry
+                print(
+                    f"{cname} K={K:5d} x{n}: per-core speed stalesync/tomotopy "
+                    f"{entry['per_core_speedup']:.2f} ({ours['sampler']}); loglik at {t:.1f} s: "
+                    f"stalesync {entry['stalesync_ll_at_t']:.4f} vs tomotopy "
+                    f"{entry['tomotopy_ll_at_t']:.4f}; after {len(ours['curve_t'])} evaluations "
+                    f"{entry['stalesync_final_ll']:.4f} vs {entry['tomotopy_final_ll']:.4f}"
+                )
+    worst = min(summary.items(), key=lambda kv: kv[1]["per_core_speedup"])
+    print(f"worst per-core ratio: {worst[1]['per_core_speedup']:.2f} at {worst[0]}")
     return summary
 
 
-def plot(results, topics):
+def plot(results, corpora, topics):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(topics), figsize=(6 * len(topics), 4.5), squeeze=False)
-    for ax, K in zip(axes[0], topics, strict=True):
-        for name, res in results.items():
-            if name.endswith(f"K={K}") and "curve_t" in res:
-                system, n, _ = name.split("/")
-                ax.plot(
-                    res["curve_t"],
-                    res["curve_ll"],
-                    "-" if system == "stalesync" else "--",
-                    marker=".",
-                    label=f"{system} x{n} ({res['tokens_per_s']:.2g} tok/s)",
-                )
-        ax.set_title(f"NYT, K={K}")
-        ax.set_xlabel("wall time (s)")
-        ax.set_ylabel("log p(w, z) per token")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    fig, axes = plt.subplots(len(corpora), len(topics), figsize=(5 * len(topics),
+                             4 * len(corpora)), squeeze=False)
+    for row, cname in zip(axes, corpora, strict=True):
+        for ax, K in zip(row, topics, strict=True):
+            for name, res in results.items():
+                if name.startswith(f"{cname}/") and name.endswith(f"/K={K}") and "curve_t" in res:
+                    _, system, n, _ = name.split("/")
+                    ax.plot(res["curve_t"], res["curve_ll"],
+                            "-" if system == "stalesync" else "--", marker=".",
+                            label=f"{system} x{n} ({res['tokens_per_s']:.2g} tok/s)")
+            ax.set_title(f"{cname}, K={K}")
+            ax.set_xlabel("wall time (s)")
+            ax.set_ylabel("log p(w, z) per token")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(figure_path("lda_peers"), dpi=100)
 

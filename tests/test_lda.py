@@ -12,15 +12,22 @@ from scipy.optimize import linear_sum_assignment
 import stalesync as ss
 from stalesync.apps.base import RunConfig
 from stalesync.apps.lda import LDA
-from stalesync.apps.lda.worker import Partition
+from stalesync.apps.lda.worker import SAMPLERS, Partition, choose_sampler
 from stalesync.data.corpus import Corpus
 from stalesync.errors import NotFittedError
 from stalesync.kernels import lda as kernels
 
 TOPIC_MATCH = 0.9  # cosine similarity each true topic must reach with its matched topic
-# Collapsed Gibbs can merge two planted topics from an unlucky start (a local optimum, seen
-# here in 1 of 10 seeds with one worker on 300 documents, 0 of 10 on 800); the recovery test
-# uses 800 documents and fixed seeds.
+# Collapsed Gibbs from a random start sometimes ends in a local optimum on this corpus: one
+# learned topic covers two planted ones and another splits a third (similarities like
+# [0.75, 1, 1, 0.04, 1]). Measured on 800 documents: an exact serial emulation of the
+# sampler, 7 of 30 seeds with one partition and 1 of 30 with three; the threaded runtime,
+# 3 of 30 with three BSP workers. Multi-worker runs are not bit-reproducible (reads may see
+# other workers' same-clock increments), so a fixed seed does not pin the outcome. The
+# recovery tests therefore ask that one of RECOVERY_SEEDS recovers every topic: a broken
+# sampler or table fails all three, a local optimum (p ~ 0.1 each) fails all three about
+# once in a thousand runs.
+RECOVERY_SEEDS = (1, 2, 3)
 
 
 def matched_similarity(phi_true: np.ndarray, phi_learned: np.ndarray) -> np.ndarray:
@@ -31,18 +38,30 @@ def matched_similarity(phi_true: np.ndarray, phi_learned: np.ndarray) -> np.ndar
     return sim[rows, cols]
 
 
+def fit_recovering(phi: np.ndarray, fit) -> tuple[LDA, np.ndarray]:
+    """``fit(seed)`` for the seeds in RECOVERY_SEEDS until one recovers every planted topic;
+    returns that model and its similarities (or the last model's, for the failure message)."""
+    tried = []
+    for seed in RECOVERY_SEEDS:
+        model = fit(seed)
+        sims = matched_similarity(phi, model.topic_word_)
+        if sims.min() >= TOPIC_MATCH:
+            return model, sims
+        tried.append(np.round(sims, 2))
+    return model, np.array(tried)
+
+
 @pytest.mark.parametrize("workers,consistency", [(1, "bsp"), (3, "ssp"), (2, "essp")])
 def test_recovers_planted_topics(workers, consistency):
     corpus, phi = planted_corpus(num_docs=800)
-    model = LDA(
+    _, sims = fit_recovering(phi, lambda seed: LDA(
         n_topics=5,
         epochs=60,
         workers=workers,
         consistency=consistency,
         staleness=None if consistency == "bsp" else 2,
-        seed=1,
-    ).fit(corpus)
-    sims = matched_similarity(phi, model.topic_word_)
+        seed=seed,
+    ).fit(corpus))
     assert sims.min() >= TOPIC_MATCH, sims
 
 
@@ -58,12 +77,14 @@ def check_counts_match_assignments(model: LDA) -> None:
         np.testing.assert_array_equal(from_lists, p.doc_topic(K))
 
 
-@pytest.mark.parametrize("consistency", ["bsp", "ssp", "essp", "async"])
-def test_tables_equal_counts_of_assignments_under_stragglers(consistency):
+@pytest.mark.parametrize("consistency,sampler", [
+    ("bsp", "sparse"), ("ssp", "dense"), ("essp", "sparse"), ("async", "dense")])
+def test_tables_equal_counts_of_assignments_under_stragglers(consistency, sampler):
     corpus, _ = planted_corpus(num_docs=120, seed=3)
     stragglers = ss.Stragglers(slow={0: 3.0}, pause_prob=0.3, pause_s=0.002, seed=4)
     model = LDA(
         n_topics=7,
+        sampler=sampler,
         epochs=6,
         workers=3,
         consistency=consistency,
@@ -77,11 +98,36 @@ def test_tables_equal_counts_of_assignments_under_stragglers(consistency):
     )
 
 
+def test_auto_sampler_follows_the_measured_crossover_and_is_recorded():
+    assert choose_sampler(100, 145.0) == "dense"  # NYT-like documents
+    assert choose_sampler(1000, 145.0) == "sparse"
+    assert choose_sampler(1000, 870.0) == "dense"  # long documents
+    corpus, _ = planted_corpus(num_docs=40)  # 80 tokens a document
+    small = LDA(n_topics=5, epochs=1, workers=1).fit(corpus)
+    large = LDA(n_topics=300, epochs=1, workers=1).fit(corpus)
+    assert small.run_record_["final"]["sampler"] == "dense"
+    assert large.run_record_["final"]["sampler"] == "sparse"
+    with pytest.raises(ss.ConfigError, match="sampler"):
+        LDA(sampler="fast").fit(corpus)
+
+
+def test_both_samplers_reach_the_same_likelihood():
+    """Same corpus, two exact kernels: their best runs of three reach the same
+    log-likelihood (measured within 0.003; a local optimum sits near -3.40, a kernel
+    sampling the wrong conditional at a different level). One worker: deterministic."""
+    corpus, _ = planted_corpus(num_docs=300, seed=8)
+    best = {s: max(LDA(n_topics=5, epochs=30, workers=1, sampler=s, seed=seed).fit(corpus)
+                   .loglik_per_token_ for seed in range(3)) for s in SAMPLERS}
+    assert abs(best["dense"] - best["sparse"]) < 0.01, best
+    assert best["dense"] > -3.3, best
+
+
 # alpha=20 puts most of the mass in the word bucket (the tree), alpha=0.3 in the doc bucket
+@pytest.mark.parametrize("sampler", ["sparse", "dense"])
 @pytest.mark.parametrize("num_topics,alpha", [(10, 0.3), (300, 0.3), (10, 20.0)])
-def test_sampler_is_exact_gibbs_per_token(num_topics, alpha):
-    """One sweep of the F+LDA kernel on a tiny corpus matches the exact conditional:
-    the empirical distribution of a single token's new topic, over many seeds."""
+def test_sampler_is_exact_gibbs_per_token(sampler, num_topics, alpha):
+    """One sweep of either kernel (F+LDA, dense) on a tiny corpus matches the exact
+    conditional: the empirical distribution of a single token's new topic, over many seeds."""
     rng = np.random.default_rng(0)
     K, V = num_topics, 4
     # one document: token 0 is the one we resample; the rest fix the counts
@@ -107,7 +153,8 @@ def test_sampler_is_exact_gibbs_per_token(num_topics, alpha):
         nk = wt.sum(axis=0).astype(np.int64)
         region, lists = kernels.build_doc_lists(doc, zz, 1, np.array([words.size]), K)
         kernels.seed_thread(seed)
-        kernels.sweep(words, region[doc], zz, 0, 1, lists, wt, nk, alpha, beta, V * beta)
+        SAMPLERS[sampler](words, doc, region[doc], zz, 0, 1, lists, wt, nk, alpha, beta,
+                          V * beta)
         counts[zz[0]] += 1
     # chi-square on topics with enough expected mass
     expected = exact * draws
@@ -286,10 +333,11 @@ RAY_LDA = dict(n_topics=5, epochs=60, workers=2, staleness=2, docs_per_clock=0.2
 @pytest.mark.ray
 def test_on_ray_planted_topics_are_found(ray_cluster):
     corpus, phi = planted_corpus(num_docs=800)
-    model = LDA(**RAY_LDA).fit(corpus, run=RunConfig(runtime="ray"))
+    model, sims = fit_recovering(phi, lambda seed: LDA(**{**RAY_LDA, "seed": seed}).fit(
+        corpus, run=RunConfig(runtime="ray")))
     assert model.run_record_["runtime"] == "ray"
     check_counts_match_assignments(model)
-    assert matched_similarity(phi, model.topic_word_).min() >= TOPIC_MATCH
+    assert sims.min() >= TOPIC_MATCH, sims
 
 
 @pytest.mark.ray

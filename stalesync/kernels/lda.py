@@ -197,11 +197,12 @@ def build_doc_lists(tok_doc, z, num_docs, doc_len, num_topics):  # pragma: no co
 
 @numba.njit(nogil=True, cache=True)
 def sweep(
-    tok_word, tok_base, z, lo, hi, lists, wt, nk, alpha, beta, vbeta
+    tok_word, tok_doc, tok_base, z, lo, hi, lists, wt, nk, alpha, beta, vbeta
 ):  # pragma: no cover - compiled
     """Resample tokens [lo, hi) (sorted by word) exactly. Updates z, doc lists, wt, nk.
 
-    ``tok_base[i]`` is the start of token i's document region in ``lists``.
+    ``tok_base[i]`` is the start of token i's document region in ``lists``; ``tok_doc`` (its
+    document id) is not needed here but keeps the signature of the dense sampler.
     p(k) ~ alpha * (n_wk + b)/(n_k + Vb)  [F+ tree over K, rebuilt once per word run]
          + n_dk  * (n_wk + b)/(n_k + Vb)  [sum over the doc's nonzero topics only]
     """

@@ -11,7 +11,7 @@ from ..command import AppCommand, Flags
 
 class LDACommand(AppCommand):
     name = "lda"
-    help = "LDA topic model by collapsed Gibbs sampling (F+LDA sampler)"
+    help = "LDA topic model by collapsed Gibbs sampling (dense or F+LDA sampler)"
     description = ("Train LDA on a corpus: a built-in dataset (nyt, reuters, clothing) or a "
                    "file: UCI docword, LDA-C, libsvm-style, raw text (one doc per line) or a "
                    "directory of .txt files.")
@@ -31,6 +31,9 @@ class LDACommand(AppCommand):
         flags.add("model", "--beta", type=float, default=0.01, help="topic-word prior (per word)")
         flags.add("model", "--docs-per-clock", type=float, default=0.1,
                   help="share of each worker's documents sampled between clocks")
+        flags.add("model", "--sampler", default="auto", choices=("auto", "dense", "sparse"),
+                  help="exact Gibbs kernel: dense (small K, long documents), sparse (F+LDA, "
+                       "large K) or auto (by K and document length)")
         flags.add("output", "--top-words", type=int, default=10, help="words printed per topic")
         flags.add("output", "--show-topics", type=int, default=20,
                   help="topics printed (0: none)")
@@ -41,7 +44,7 @@ class LDACommand(AppCommand):
         return LDA(n_topics=args.n_topics, alpha=args.alpha, beta=args.beta,
                    epochs=args.epochs, workers=args.workers, consistency=args.consistency,
                    staleness=args.staleness, docs_per_clock=args.docs_per_clock,
-                   seed=args.seed)
+                   sampler=args.sampler, seed=args.seed)
 
     def check_args(self, args: argparse.Namespace) -> None:
         from ..base import check_int

@@ -19,16 +19,19 @@ from ...tables import TableSpec
 from ..base import (
     RunConfig,
     StalesyncEstimator,
+    check_choice,
     check_consistency,
     check_float,
     check_int,
 )
 from ..progress import Progress
 from .worker import (
+    SAMPLERS,
     TOPIC_TOTAL,
     WORD_TOPIC,
     Hyper,
     Partition,
+    choose_sampler,
     clocks_per_sweep,
     joint_loglik,
     make_worker,
@@ -60,10 +63,13 @@ class LDA(TransformerMixin, StalesyncEstimator):
     """Latent Dirichlet allocation by collapsed Gibbs sampling on the parameter server.
 
     ``alpha`` is the doc-topic prior per topic, ``beta`` the topic-word prior per word.
-    Sampling is exact (F+LDA: a Fenwick tree over the word's topics, sparse doc-topic
-    lists), so the cost per token grows with the topics a document uses and with
-    log ``n_topics``. ``epochs`` full sweeps over the corpus are made; each worker sweeps
-    its share ``docs_per_clock`` of its documents between two clocks (so a sweep is
+    Sampling is exact, by one of two kernels (``sampler``): ``"sparse"`` (F+LDA: a Fenwick
+    tree over the word's topics and sparse doc-topic lists, O(K_d + log K) per token, for
+    large K) or ``"dense"`` (all K topics from dense counts, O(K) per token but branch-free,
+    for small K or long documents); ``"auto"`` picks by the measured crossover
+    (:func:`~stalesync.apps.lda.worker.choose_sampler`). ``epochs`` full sweeps over the
+    corpus are made; each worker sweeps its share ``docs_per_clock`` of its documents
+    between two clocks (so a sweep is
     ``1 / docs_per_clock`` clocks). ``workers``, ``consistency`` and ``staleness`` are the
     parameter server's. Where and how the fit runs (Ray, snapshots, progress) is
     ``fit(X, run=RunConfig(...))``.
@@ -88,6 +94,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         staleness: int | None = 1,
         docs_per_clock: float = 0.1,
         eval_every: int | None = None,
+        sampler: str = "auto",
         seed: int = 0,
     ):
         self.n_topics = n_topics
@@ -99,6 +106,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         self.staleness = staleness
         self.docs_per_clock = docs_per_clock
         self.eval_every = eval_every
+        self.sampler = sampler
         self.seed = seed
 
     def __sklearn_tags__(self):
@@ -118,6 +126,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         check_float(self.alpha, "alpha", 0, low_open=True)
         check_float(self.beta, "beta", 0, low_open=True)
         check_float(self.docs_per_clock, "docs_per_clock", 0, 1, low_open=True)
+        check_choice(self.sampler, "sampler", ("auto", *SAMPLERS))
         check_consistency(self.consistency, self.staleness)
 
     def _corpus(self, X: Any, reset: bool) -> Corpus:
@@ -156,8 +165,10 @@ class LDA(TransformerMixin, StalesyncEstimator):
         word_topic = sum(p.word_topic(V, K) for p in parts)
         chunks = clocks_per_sweep(self.docs_per_clock)
         clocks = self.epochs * chunks
+        sampler = (choose_sampler(K, corpus.num_tokens / corpus.num_docs)
+                   if self.sampler == "auto" else self.sampler)
         hyper = Hyper(K, V, float(self.alpha), float(self.beta), float(self.docs_per_clock),
-                      self.eval_every or chunks, corpus.num_tokens)
+                      self.eval_every or chunks, corpus.num_tokens, sampler)
         progress = Progress(desc="lda", epochs=self.epochs, clocks_per_epoch=chunks,
                             workers=self.workers, enabled=run.progress,
                             objective="loglik/token", reduce="sum",
@@ -197,6 +208,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
             "tokens_per_s": swept / train_s,
             "sweeps": self.epochs,
             "clocks_per_sweep": chunks,
+            "sampler": sampler,
             "num_topics": K,
             "num_words": V,
             "num_docs": corpus.num_docs,
