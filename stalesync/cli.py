@@ -4,13 +4,19 @@ Each app package ``stalesync.apps.<name>`` has a ``cli`` module whose ``COMMAND`
 :class:`~stalesync.apps.command.AppCommand`) registers the subcommand. Errors stalesync
 raises on purpose (bad input, bad options, a failed recovery) print one line naming the
 flag or the file, and the exit code is 2; ``--debug`` shows the traceback instead.
+Ctrl-C or SIGTERM stops the workers, prints where the last complete snapshot is (and how to
+resume from it) and exits with 130; every output is written to a temporary file and renamed,
+so an interrupted run leaves no half-written file.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
+from typing import Any
 
 from . import __version__
 from .errors import ConfigError, StalesyncError
@@ -36,14 +42,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    """One line: the run stopped, and where it can resume from (if anywhere)."""
+    from .snapshot import latest_snapshot
+
+    where = getattr(args, "snapshot_dir", None) or getattr(args, "resume", None)
+    path = latest_snapshot(where) if where else None
+    if path is None:
+        return ("interrupted; no snapshot to resume from (--snapshot-every K --snapshot-dir "
+                "DIR makes a run resumable)")
+    return (f"interrupted; the last complete snapshot is {path}: run the same command with "
+            f"--resume {where} to go on from it")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # stop as for Ctrl-C
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"stalesync {args.command}: {interrupted_message(args)}", file=sys.stderr)
+        return 130
     except StalesyncError as exc:
         if args.debug:
             raise
@@ -52,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         text = flag_message(exc, args.flag_of) if isinstance(exc, ConfigError) else str(exc)
         print(f"stalesync {args.command}: error: {text}", file=sys.stderr)
         return 2
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,7 @@ class Scenario:
     slow_worker: int | None = None  # sleeps extra every clock
     pause_prob: float = 0.0
     runtime: str = "embedded"
+    crash_at: tuple[int, int] | None = None  # (worker, clock): raise RuntimeError there
     extra_options: dict = field(default_factory=dict)
 
     def plan(self) -> np.ndarray:
@@ -72,7 +73,10 @@ def make_worker(scenario: Scenario, plan: np.ndarray, delays: np.ndarray, logs: 
         w = ctx.worker_id
         rng = np.random.default_rng([scenario.seed, w, 7])
         mine: list[ReadLog] = []
-        for k in range(scenario.iterations):
+        while ctx.clock_count < scenario.iterations:  # from a snapshot's clock on a resume
+            k = ctx.clock_count
+            if scenario.crash_at == (w, k):
+                raise RuntimeError(f"injected crash of worker {w} at clock {k}")
             time.sleep(delays[w, k])
             rows = np.unique(np.r_[0, rng.choice(scenario.rows, size=3)])
             mine.append(ReadLog(w, ctx.clock_count, rows, ctx.read(TABLE, rows), False))

@@ -37,12 +37,15 @@ def parked_run(staleness: int, extra_clocks: int = 2, **options):
     def worker(ctx):
         if ctx.worker_id == 1:
             assert release.wait(30), "worker 0 never blocked"
-        while ctx.clock_count < ctx.iterations:
-            if ctx.worker_id == 0:
-                blocked_at.append(ctx.clock_count)  # about to read at this clock
-            ctx.read("t")
-            ctx.inc("t", [ctx.worker_id], np.ones((1, 1), dtype=np.int64))
-            ctx.clock()
+        try:
+            while ctx.clock_count < ctx.iterations:
+                if ctx.worker_id == 0:
+                    blocked_at.append(ctx.clock_count)  # about to read at this clock
+                ctx.read("t")
+                ctx.inc("t", [ctx.worker_id], np.ones((1, 1), dtype=np.int64))
+                ctx.clock()
+        finally:  # worker 0 stopped (done or failed) without blocking: let worker 1 go
+            release.set()
 
     def release_when_blocked():
         deadline = time.monotonic() + 30

@@ -99,6 +99,25 @@ def test_test_rmse_approaches_the_noise_level(split, mode, workers, extra):
     assert model.rmse(test) == pytest.approx(final["test_rmse"], rel=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["ssp", "blocks", "fugue"])
+def test_each_regulariser_reaches_the_kernel_and_shrinks_only_its_part(split, mode):
+    """reg shrinks the factors and not the biases, reg_bias the biases and not the factors
+    (a swap or a dropped setting leaves one norm unchanged)."""
+    train, _ = split
+    opts = {**FAST, "epochs": 8, "workers": 2, "mode": mode}
+
+    def norms(reg, reg_bias):
+        m = MatrixFactorization(**{**opts, "reg": reg, "reg_bias": reg_bias}).fit(train)
+        return (np.linalg.norm(m.P_[:, :-1]) + np.linalg.norm(m.Q_[:, :-1]),
+                np.linalg.norm(m.P_[:, -1]) + np.linalg.norm(m.Q_[:, -1]))
+
+    free_f, free_b = norms(0.0, 0.0)
+    reg_f, reg_b = norms(0.5, 0.0)
+    bias_f, bias_b = norms(0.0, 2.0)
+    assert reg_f < 0.8 * free_f and bias_b < 0.8 * free_b, (free_f, reg_f, free_b, bias_b)
+    assert reg_b > 0.9 * free_b and bias_f > 0.9 * free_f, (free_b, reg_b, free_f, bias_f)
+
+
 # -- block mode: workers never share a row in a sub-round ----------------------------------
 @pytest.mark.parametrize("mode,workers,blocks", [("blocks", 2, 2), ("blocks", 3, 5),
                                                  ("fugue", 3, 3)])

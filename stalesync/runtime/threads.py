@@ -8,7 +8,9 @@ thread runs member 0's job itself (one hand-off fewer).
 
 A job that raises triggers the group's ``on_error`` hook at once, from the failing lane, so
 members parked on each other (a read waiting for a clock that will never come) wake up and
-stop; ``map`` then joins every lane and raises the first real error.
+stop; ``map`` then joins every lane and raises the first real error. An interrupt of the
+calling thread (Ctrl-C, or SIGTERM turned into one by the CLI) does the same: the hook stops
+the members, ``map`` waits for them briefly and re-raises the interrupt.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from .backend import (
     first_error,
     invoke,
 )
+
+
+STOP_WAIT_S = 10.0  # how long a stopped member may take to finish its current step
 
 
 class LocalHandle:
@@ -78,7 +83,7 @@ class _Lane:
     def stop(self) -> None:
         self.job = None
         self.go.release()
-        self.thread.join()
+        self.thread.join(STOP_WAIT_S)  # a daemon: one stuck in a job must not hang the exit
 
 
 class ThreadGroup(Group):
@@ -110,30 +115,41 @@ class ThreadGroup(Group):
                     results[i] = invoke(self.members[i], method, args[i])
                 except BaseException as exc:  # noqa: BLE001 - re-raised by map()
                     errors[i] = exc
-                    with alarm:
-                        first, raised[0] = not raised[0], True
-                    if first and on_error is not None:
-                        on_error()
+                    alarm_once()
             return run
+
+        def alarm_once() -> None:
+            with alarm:
+                first, raised[0] = not raised[0], True
+            if first and on_error is not None:
+                on_error()
 
         inline = poll is None  # the caller runs member 0 itself
         if n > int(inline):
             self._ensure_lanes()
         for i in range(int(inline), n):
             self._lanes[i].start(job(i))
-        if overlap is not None:
-            overlap()
-        if inline and n:
-            job(0)()
-        for i in range(int(inline), n):
-            lane = self._lanes[i]
-            if poll is None:
-                lane.wait()
-                continue
-            while not lane.wait(POLL_S):
+        waiting = list(range(int(inline), n))
+        try:
+            if overlap is not None:
+                overlap()
+            if inline and n:
+                job(0)()
+            while waiting:
+                lane = self._lanes[waiting[0]]
+                if poll is None:
+                    lane.wait()
+                elif not lane.wait(POLL_S):
+                    poll()
+                    continue
+                waiting.pop(0)
+            if poll is not None:
                 poll()
-        if poll is not None:
-            poll()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the others as for an error
+            alarm_once()
+            for i in waiting:
+                self._lanes[i].wait(STOP_WAIT_S)
+            raise
         error = first_error(errors)
         if error is not None:
             raise error
