@@ -30,7 +30,6 @@ from .backend import (
     invoke,
 )
 
-
 STOP_WAIT_S = 10.0  # how long a stopped member may take to finish its current step
 
 
