@@ -211,3 +211,82 @@ def test_allreduce_refuses_what_it_cannot_do(data):
     with pytest.raises(ConfigError, match="no Ray"):
         NeuralNetClassifier(strategy="allreduce", workers=2).fit(
             Xtr, ytr, run={"snapshot_every": 5, "snapshot_dir": "unused"})
+
+
+# -- a user's own module: stalesync.nn.fit ----------------------------------------------------
+class TwoHeads(torch.nn.Module):
+    """A module that is not a Sequential: a regression net with a skip connection."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(d, 16), torch.nn.Tanh())
+        self.head = torch.nn.Linear(16, 1)
+        self.skip = torch.nn.Linear(d, 1, bias=False)
+
+    def forward(self, x):
+        return (self.head(self.body(x)) + self.skip(x)).squeeze(1)
+
+
+def regression(n=1200, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = (np.sin(X[:, 0]) + 0.5 * X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=n)).astype(np.float32)
+    return X, y
+
+
+@pytest.mark.parametrize("strategy,extra", [("ps", {"workers": 2}),
+                                            ("average", {"workers": 2, "average_every": 5}),
+                                            ("sync", {"workers": 2, "batch_size": 16}),
+                                            ("allreduce", {"workers": 2, "batch_size": 16})])
+def test_fit_trains_a_users_module_with_its_own_loss(strategy, extra):
+    import stalesync.nn
+
+    X, y = regression()
+    torch.manual_seed(0)
+    net = TwoHeads(X.shape[1])
+    mse = torch.nn.MSELoss()
+    with torch.no_grad():
+        before = float(mse(net(torch.from_numpy(X)), torch.from_numpy(y)))
+    result = stalesync.nn.fit(net, mse, X, y, strategy=strategy, epochs=15, lr=0.05, seed=1,
+                              **extra)
+    assert result.module is net  # trained in place
+    with torch.no_grad():
+        after = float(mse(net(torch.from_numpy(X)), torch.from_numpy(y)))
+    final = result.run_record["final"]
+    assert after == pytest.approx(final["train_loss"], rel=1e-5)
+    assert after < 0.35 * before, (before, after)  # the variance of y is ~0.8
+    assert final["strategy"] == strategy
+    assert final["examples"] >= 15 * len(y) * (0.95 if strategy == "allreduce" else 1)
+    assert final["parameters"] == sum(p.numel() for p in net.parameters())
+
+
+def test_fit_with_class_indices_and_cross_entropy_matches_the_estimator(data):
+    """A user's module equal to the built-in MLP, trained by fit, ends where the estimator
+    ends: same initial weights, same split, same steps (one worker: deterministic)."""
+    import stalesync.nn
+
+    Xtr, ytr, _, _ = data
+    est = NeuralNetClassifier(hidden=16, epochs=2, lr=0.1, strategy="ps", workers=1,
+                              seed=3).fit(Xtr, ytr)
+    net = networks.build("mlp", Xtr.shape[1], 4, 16, 3)
+    result = stalesync.nn.fit(net, torch.nn.functional.cross_entropy, Xtr, ytr, strategy="ps",
+                              workers=1, epochs=2, lr=0.1, seed=3)
+    np.testing.assert_allclose(networks.get_flat(result.module), est.params_, atol=1e-6)
+
+
+def test_fit_checks_the_module_loss_and_data_before_any_work():
+    import stalesync.nn
+    from stalesync.errors import DataFormatError
+
+    X, y = regression(n=50)
+    net = TwoHeads(X.shape[1])
+    with pytest.raises(ConfigError, match="torch.nn.Module"):
+        stalesync.nn.fit(lambda x: x, torch.nn.MSELoss(), X, y)
+    with pytest.raises(ConfigError, match="do not fit X and y"):
+        stalesync.nn.fit(net, torch.nn.MSELoss(), X[:, :3], y)  # wrong width
+    with pytest.raises(ConfigError, match="scalar"):
+        stalesync.nn.fit(net, lambda out, t: out - t, X, y)
+    with pytest.raises(DataFormatError, match="50 examples but y has 49"):
+        stalesync.nn.fit(net, torch.nn.MSELoss(), X, y[:49])
+    with pytest.raises(ConfigError, match="strategy"):
+        stalesync.nn.fit(net, torch.nn.MSELoss(), X, y, strategy="gossip")

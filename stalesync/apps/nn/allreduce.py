@@ -109,8 +109,9 @@ def _train(rank, world, port, spec, share, epochs, initial):  # pragma: no cover
                             world_size=world)
     try:
         X, labels = share
-        net = networks.build(spec.arch, spec.n_features, spec.n_classes, spec.hidden, spec.seed)
+        net = networks.build_for(spec)
         networks.set_flat(net, initial)
+        loss_fn = networks.loss_for(spec)
         params = list(net.parameters())
         tx, ty = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(labels)
         b = spec.batch_size
@@ -124,7 +125,7 @@ def _train(rank, world, port, spec, share, epochs, initial):  # pragma: no cover
             total = 0.0
             for k in range(steps):
                 idx = order[k * b:(k + 1) * b]
-                loss = torch.nn.functional.cross_entropy(net(tx[idx]), ty[idx])
+                loss = loss_fn(net(tx[idx]), ty[idx])
                 grads = torch.autograd.grad(loss, params)
                 flat = torch.cat([g.reshape(-1) for g in grads])
                 dist.all_reduce(flat, op=dist.ReduceOp.SUM)

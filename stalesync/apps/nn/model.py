@@ -3,7 +3,6 @@ any strategy of :mod:`stalesync.strategies` through the parameter server."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -11,11 +10,9 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
-from ... import job
 from ...compression import parse as parse_compressor
 from ...errors import ConfigError
-from ...strategies import TABLE, StrategyConfig, make_strategy
-from ...tables import TableSpec
+from ...strategies import StrategyConfig
 from ..base import (
     RunConfig,
     StalesyncEstimator,
@@ -24,12 +21,10 @@ from ..base import (
     check_float,
     check_int,
 )
-from ..progress import Progress
 from . import networks
-from .problem import NNProblem, NNSpec
+from .problem import NNSpec
+from .training import ALLREDUCE, Plan, train
 
-PS_CHUNK = 512  # ps: examples per worker per clock when clocks_per_epoch is not given
-ALLREDUCE = "allreduce"  # not a parameter-server strategy: stalesync.apps.nn.allreduce
 PREDICT_BATCH = 4096
 
 
@@ -139,86 +134,22 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
     def _fit(self, X: np.ndarray, y: np.ndarray, run: RunConfig, epochs: int,
              warm: np.ndarray | None) -> NeuralNetClassifier:
         labels = np.searchsorted(self.classes_, y).astype(np.int64)
-        if X.shape[0] < self.workers:
-            raise ConfigError(f"{X.shape[0]} examples cannot be split over {self.workers} "
-                              "workers", param="workers")
         net = networks.build(self.arch, X.shape[1], self.classes_.size, self.hidden,
                              self.seed)
         initial = networks.get_flat(net) if warm is None else np.array(warm, np.float32)
         spec = NNSpec(self.arch, X.shape[1], int(self.classes_.size), self.hidden,
                       initial.shape[0], float(self.lr), self.batch_size, self.workers,
                       self.seed)
-        rng = np.random.default_rng(self.seed)
-        parts = np.array_split(rng.permutation(X.shape[0]), self.workers)
-        if self.strategy == ALLREDUCE:
-            return self._fit_allreduce(X, labels, parts, spec, epochs, initial, net, run)
-        per_clock = self.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
-        problems = [NNProblem(X[p], labels[p], spec, per_clock, self.seed + 7919 * w)
-                    for w, p in enumerate(parts)]
-        strategy = make_strategy(self._strategy_config())
-        clocks = strategy.clocks(problems, epochs)
-        progress = Progress(desc=f"nn[{self.strategy}]", epochs=epochs,
-                            clocks_per_epoch=max(clocks // epochs, 1),
-                            workers=self.workers, enabled=run.progress, objective="loss",
-                            items_per_epoch=X.shape[0], items="examples")
-        start = time.perf_counter()
-        with progress:
-            result = job.run(
-                strategy.make_worker(epochs),
-                [TableSpec(TABLE, spec.rows, networks.ROW_WIDTH, "float32",
-                           update=strategy.table_update(),
-                           compress=None if self.compress == "none" else self.compress)],
-                data=problems, workers=self.workers, iterations=clocks, seed=self.seed,
-                app="nn", on_clock=progress.on_clock, initial_tables={TABLE: initial},
-                **strategy.job_options(self.workers, self.consistency, self.staleness),
-                **run.job_options(self.seed))
-        train_s = time.perf_counter() - start
-        self.params_ = np.asarray(result.tables[TABLE], dtype=np.float32)
+        plan = Plan(None if self.strategy == ALLREDUCE else self._strategy_config(),
+                    self.workers, self.consistency, self.staleness, self.clocks_per_epoch,
+                    self.compress, self.seed)
+        trained = train(spec, initial, X, labels, plan, epochs, run)
+        self.params_ = trained.params
         self._net = None
-        record = result.record
-        seen = sum(r["examples"] for r in result.worker_results)
-        record["strategy"] = strategy.strategy_record
-        record["epochs"] = epochs
-        record["objective_name"] = "mean cross-entropy of the clock's examples"
-        record["final"] = {
-            "train_accuracy": float(np.mean(self._predict_index(X) == labels)),
-            "epochs": epochs, "examples": int(seen),
-            "examples_per_s": seen / max(train_s, 1e-12), "strategy": self.strategy,
-            "arch": self.arch, "parameters": networks.count(net),
-            "dropped_gradients": int(record.get("backup", {}).get("dropped_gradients", 0)),
-            "bytes_sent": record["bytes_sent"]}
-        self.run_record_ = record
-        return self
-
-    def _fit_allreduce(self, X, labels, parts, spec, epochs, initial, net, run
-                       ) -> NeuralNetClassifier:
-        from ...metrics import build_run_record
-        from .allreduce import fit as allreduce_fit
-
-        if run.runtime != "embedded" or run.snapshot_every or run.stragglers is not None:
-            raise ConfigError("strategy='allreduce' runs local worker processes: no Ray, "
-                              "snapshots or injected stragglers", param="strategy")
-        shares = [(X[p], labels[p]) for p in parts]
-        result = allreduce_fit(spec, shares, epochs, initial)
-        self.params_ = np.asarray(result.params, dtype=np.float32)
-        self._net = None
-        final = {
-            "train_accuracy": float(np.mean(self._predict_index(X) == labels)),
-            "train_loss": result.losses[-1], "epochs": epochs, "examples": result.examples,
-            "examples_per_s": result.examples / max(result.train_s, 1e-12),
-            "train_s": result.train_s, "strategy": ALLREDUCE, "arch": self.arch,
-            "parameters": networks.count(net),
-            "identical_parameters": result.identical,
-            "bytes_sent": result.bytes_allreduced * self.workers}
-        record = build_run_record(
-            app="nn", strategy=ALLREDUCE, runtime="processes", consistency="bsp",
-            staleness=0, workers=self.workers, clocks=0, epochs=epochs,
-            wall_time_s=result.wall_s, metrics=[], final=final)
-        record["bytes_sent"] = final["bytes_sent"]
-        record["objective_name"] = "mean cross-entropy of rank 0's batches, per epoch"
-        record["records"] = [{"iteration": e, "worker": 0, "time_s": None, "duration_s": 0.0,
-                              "wait_s": 0.0, "bytes_sent": 0, "objective": loss}
-                             for e, loss in enumerate(result.losses)]
+        record = trained.record
+        record["objective_name"] = record["objective_name"].replace("loss", "cross-entropy")
+        record["final"] = {"train_accuracy": float(np.mean(self._predict_index(X) == labels)),
+                           **record["final"], "arch": self.arch}
         self.run_record_ = record
         return self
 

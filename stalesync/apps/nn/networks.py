@@ -53,6 +53,19 @@ def build(arch: str, n_features: int, n_classes: int, hidden: int, seed: int) ->
         nn.Linear(hidden, n_classes))
 
 
+def build_for(spec: Any) -> Any:
+    """The network of an :class:`~.problem.NNSpec`: the user's (``spec.factory()``, a copy of
+    the module they passed) or a built-in one."""
+    if spec.factory is not None:
+        return spec.factory()
+    return build(spec.arch, spec.n_features, spec.n_classes, spec.hidden, spec.seed)
+
+
+def loss_for(spec: Any) -> Any:
+    """``loss(output, target)``: the user's, or cross-entropy for the built-in classifiers."""
+    return spec.loss if spec.loss is not None else torch_module().nn.functional.cross_entropy
+
+
 def count(net: Any) -> int:
     return int(sum(p.numel() for p in net.parameters()))
 

@@ -37,6 +37,8 @@ class NNSpec:
     batch_size: int  # local mini-batch
     workers: int
     seed: int
+    factory: Any = None  # a user's network: a callable returning a fresh copy (else arch)
+    loss: Any = None  # a user's loss(output, target) (else cross-entropy)
 
 
 class NNProblem:
@@ -45,7 +47,7 @@ class NNProblem:
     def __init__(self, X: np.ndarray, labels: np.ndarray, spec: NNSpec,
                  clocks_per_epoch: int, chunk_seed: int) -> None:
         self.X = np.ascontiguousarray(X, dtype=np.float32)
-        self.labels = np.ascontiguousarray(labels, dtype=np.int64)
+        self.labels = np.ascontiguousarray(labels)  # class indices, or a user loss's targets
         self.spec = spec
         self.clocks_per_epoch = clocks_per_epoch
         self.chunk_seed = chunk_seed
@@ -72,8 +74,7 @@ class NNProblem:
     @property
     def net(self) -> Any:
         if self._net is None:
-            s = self.spec
-            self._net = networks.build(s.arch, s.n_features, s.n_classes, s.hidden, s.seed)
+            self._net = networks.build_for(self.spec)
         return self._net
 
     def all_rows(self) -> np.ndarray:
@@ -93,7 +94,7 @@ class NNProblem:
         torch = networks.torch_module()
         x = torch.from_numpy(self.X[idx])
         y = torch.from_numpy(self.labels[idx])
-        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss = networks.loss_for(self.spec)(net(x), y)
         return loss, list(torch.autograd.grad(loss, list(net.parameters())))
 
     def _sgd(self, net: Any, order: np.ndarray) -> float:

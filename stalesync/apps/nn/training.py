@@ -1,0 +1,122 @@
+"""One data-parallel training run of a network, whatever it is (a built-in one of the
+classifier or a user's module): split the examples over the workers, run the strategy's job
+(or the allreduce processes), and return the parameters and the run record."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ... import job
+from ...errors import ConfigError
+from ...strategies import TABLE, StrategyConfig, make_strategy
+from ...tables import TableSpec
+from ..base import RunConfig
+from ..progress import Progress
+from . import networks
+from .problem import NNProblem, NNSpec
+
+PS_CHUNK = 512  # ps: examples per worker per clock when clocks_per_epoch is not given
+ALLREDUCE = "allreduce"  # not a parameter-server strategy: stalesync.apps.nn.allreduce
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the run is parallelised (the estimator's or ``fit``'s settings)."""
+
+    strategy: StrategyConfig | None  # None for allreduce
+    workers: int
+    consistency: str
+    staleness: int | str | None
+    clocks_per_epoch: int | None
+    compress: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return ALLREDUCE if self.strategy is None else self.strategy.name
+
+
+@dataclass(frozen=True)
+class Trained:
+    params: np.ndarray  # the final table rows
+    record: dict[str, Any]  # the run record; ``final`` holds the counts below
+    examples: int
+    train_s: float
+
+
+def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
+          plan: Plan, epochs: int, run: RunConfig) -> Trained:
+    """Train from ``initial`` (table rows) on ``X`` / ``targets`` for ``epochs`` epochs."""
+    if X.shape[0] < plan.workers:
+        raise ConfigError(f"{X.shape[0]} examples cannot be split over {plan.workers} "
+                          "workers", param="workers")
+    rng = np.random.default_rng(plan.seed)
+    parts = np.array_split(rng.permutation(X.shape[0]), plan.workers)
+    if plan.strategy is None:
+        return _allreduce(spec, initial, [(X[p], targets[p]) for p in parts], epochs, run)
+    per_clock = plan.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
+    problems = [NNProblem(X[p], targets[p], spec, per_clock, plan.seed + 7919 * w)
+                for w, p in enumerate(parts)]
+    strategy = make_strategy(plan.strategy)
+    clocks = strategy.clocks(problems, epochs)
+    progress = Progress(desc=f"nn[{plan.name}]", epochs=epochs,
+                        clocks_per_epoch=max(clocks // epochs, 1), workers=plan.workers,
+                        enabled=run.progress, objective="loss", items_per_epoch=X.shape[0],
+                        items="examples")
+    start = time.perf_counter()
+    with progress:
+        result = job.run(
+            strategy.make_worker(epochs),
+            [TableSpec(TABLE, spec.rows, networks.ROW_WIDTH, "float32",
+                       update=strategy.table_update(),
+                       compress=None if plan.compress == "none" else plan.compress)],
+            data=problems, workers=plan.workers, iterations=clocks, seed=plan.seed,
+            app="nn", on_clock=progress.on_clock, initial_tables={TABLE: initial},
+            **strategy.job_options(plan.workers, plan.consistency, plan.staleness),
+            **run.job_options(plan.seed))
+    train_s = time.perf_counter() - start
+    record = result.record
+    seen = int(sum(r["examples"] for r in result.worker_results))
+    record["strategy"] = strategy.strategy_record
+    record["epochs"] = epochs
+    record["objective_name"] = "mean loss of the clock's examples"
+    record["final"] = {
+        "epochs": epochs, "examples": seen, "examples_per_s": seen / max(train_s, 1e-12),
+        "strategy": plan.name, "parameters": networks.count(networks.build_for(spec)),
+        "dropped_gradients": int(record.get("backup", {}).get("dropped_gradients", 0)),
+        "bytes_sent": record["bytes_sent"]}
+    return Trained(np.asarray(result.tables[TABLE], dtype=np.float32), record, seen, train_s)
+
+
+def _allreduce(spec: NNSpec, initial: np.ndarray, shares: list, epochs: int,
+               run: RunConfig) -> Trained:
+    from ...metrics import build_run_record
+    from .allreduce import fit as allreduce_fit
+
+    if run.runtime != "embedded" or run.snapshot_every or run.stragglers is not None:
+        raise ConfigError("strategy='allreduce' runs local worker processes: no Ray, "
+                          "snapshots or injected stragglers", param="strategy")
+    result = allreduce_fit(spec, shares, epochs, initial)
+    workers = len(shares)
+    final = {
+        "train_loss": result.losses[-1], "epochs": epochs, "examples": result.examples,
+        "examples_per_s": result.examples / max(result.train_s, 1e-12),
+        "train_s": result.train_s, "strategy": ALLREDUCE,
+        "parameters": networks.count(networks.build_for(spec)),
+        "identical_parameters": result.identical,
+        "bytes_sent": result.bytes_allreduced * workers}
+    record = build_run_record(
+        app="nn", strategy=ALLREDUCE, runtime="processes", consistency="bsp",
+        staleness=0, workers=workers, clocks=0, epochs=epochs,
+        wall_time_s=result.wall_s, metrics=[], final=final)
+    record["bytes_sent"] = final["bytes_sent"]
+    record["objective_name"] = "mean loss of rank 0's batches, per epoch"
+    record["records"] = [{"iteration": e, "worker": 0, "time_s": None, "duration_s": 0.0,
+                          "wait_s": 0.0, "bytes_sent": 0, "objective": loss}
+                         for e, loss in enumerate(result.losses)]
+    return Trained(np.asarray(result.params, dtype=np.float32), record, result.examples,
+                   result.train_s)
