@@ -45,6 +45,8 @@ from .runtime.links import ShardProtocol
 from .server import Push
 from .tables import ShardMap, TableSpec
 
+RESIDUAL_KEY = "_stalesync_residual_"  # reserved snapshot-state key prefix
+
 INDEX_BYTES = 8  # bytes per row id on the wire
 MESSAGE_HEADER_BYTES = 32  # table id, worker, clock, counts
 SENT_LOG_CLOCKS = 8  # ESSP: pushes older than this many own clocks are dropped (always safe)
@@ -80,7 +82,8 @@ class _CachedTable:
             dirty=np.zeros(spec.num_rows, dtype=bool),
             bounds=[(0, model.staleness)] if model.auto else None,
             feedback=None if codec is None else ErrorFeedback(
-                codec, spec.num_rows, spec.row_width, np.random.default_rng([worker, 5581])),
+                codec, spec.num_rows, spec.row_width, np.random.default_rng([worker, 5581]),
+                seed=(worker, 5581)),
         )
 
     def model_at(self, clock: int) -> ConsistencyModel:
@@ -127,6 +130,19 @@ class WorkerClient:
         self._inbox_lock = threading.Lock()
         self._ended = False
         self._aborted = False
+
+    # -- error-feedback residuals: part of a worker's snapshot ------------------------------
+    def residual_state(self) -> dict[str, np.ndarray]:
+        """The residual of every compressed table (what it has not delivered yet), under
+        reserved state keys (``RESIDUAL_KEY`` + the table's position in the job)."""
+        return {f"{RESIDUAL_KEY}{i}": t.feedback.residual.copy()
+                for i, t in enumerate(self.tables.values()) if t.feedback is not None}
+
+    def load_residual_state(self, arrays: dict[str, np.ndarray]) -> None:
+        for i, table in enumerate(self.tables.values()):
+            key = f"{RESIDUAL_KEY}{i}"
+            if table.feedback is not None and key in arrays:
+                table.feedback.residual[...] = arrays[key]
 
     # -- validation -----------------------------------------------------------------------
     def _table(self, name: str) -> _CachedTable:
@@ -376,7 +392,7 @@ class WorkerClient:
             table.dirty[rows] = False
             encoded = None
             if table.feedback is not None:  # lossy, the rest kept for the next clock
-                deltas, encoded = table.feedback.step(rows, deltas)
+                deltas, encoded = table.feedback.step(rows, deltas, self.clock_count)
             if table.model.pushes:
                 table.sent.append((self.clock_count, rows, deltas))
             for shard, pos, local in self.shard_map.split(rows):

@@ -205,15 +205,19 @@ class ErrorFeedback:
     """One worker's residual for one table, and the compressor it feeds."""
 
     def __init__(self, compressor: Compressor, num_rows: int, width: int,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, seed: tuple[int, ...] | None = None) -> None:
         self.compressor = compressor
         self.residual = np.zeros((num_rows, width))
         self.rng = rng
+        self.seed = seed  # with a clock: a generator per clock, so a resume draws the same
 
-    def step(self, rows: np.ndarray, deltas: np.ndarray) -> tuple[np.ndarray, int]:
+    def step(self, rows: np.ndarray, deltas: np.ndarray,
+             clock: int | None = None) -> tuple[np.ndarray, int]:
         """(what to send for ``rows`` this clock, its encoded size in bytes)."""
         corrected = deltas + self.residual[rows]
-        enc = self.compressor.encode(corrected, self.rng)
+        rng = (self.rng if clock is None or self.seed is None
+               else np.random.default_rng([*self.seed, clock]))
+        enc = self.compressor.encode(corrected, rng)
         sent = self.compressor.decode(enc).astype(deltas.dtype, copy=False)
         self.residual[rows] = corrected - sent  # exactly what was not delivered
         return sent, enc.nbytes

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .client import WorkerClient
+from .client import RESIDUAL_KEY, WorkerClient
 from .faults import WorkerDelay
 from .snapshot import WorkerState, metrics_state, validate_state
 
@@ -53,7 +53,11 @@ class WorkerContext:
         self._on_clock = on_clock
         self._clock_start = time.perf_counter()
         self._saved: dict[str, Any] | None = None
-        self._restored = None if restore is None else restore.arrays
+        self._restored = None
+        if restore is not None:
+            self._restored = {k: v for k, v in restore.arrays.items()
+                              if not k.startswith(RESIDUAL_KEY)}
+            client.load_residual_state(restore.arrays)
         if restore is not None and restore.rng_state is not None:
             self.rng.bit_generator.state = restore.rng_state
         self._checkpoint = checkpoint
@@ -73,7 +77,7 @@ class WorkerContext:
         """This worker's restart state now (used by the runtimes at a snapshot clock)."""
         return WorkerState(
             clock=self._client.clock_count,
-            arrays=validate_state(self._saved or {}),
+            arrays={**validate_state(self._saved or {}), **self._client.residual_state()},
             rng_state=self.rng.bit_generator.state,
             finished=finished,
             metrics=metrics_state(self._client.metrics, self._client.audit.state()),
