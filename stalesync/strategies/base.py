@@ -147,6 +147,7 @@ class Strategy(ABC):
         """The ``worker(ctx)`` function; ``ctx.data`` is the worker's SGDProblem."""
 
 
-def epoch_rng(ctx: Any, epoch: int) -> np.random.Generator:
-    """A generator per (job seed, worker, epoch): reruns after a restore draw the same."""
-    return np.random.default_rng([ctx.seed, ctx.worker_id, 9173, epoch])
+def epoch_rng(ctx: Any, epoch: int, *within: int) -> np.random.Generator:
+    """A generator per (job seed, worker, epoch[, position within it]): reruns after a
+    restore draw the same."""
+    return np.random.default_rng([ctx.seed, ctx.worker_id, 9173, epoch, *within])

@@ -43,8 +43,10 @@ class ParameterServerSGD(Strategy):
                 epoch, chunk = divmod(ctx.clock_count, chunks)
                 rows = p.chunk_rows(chunk)
                 values = ctx.read(TABLE, rows)
-                deltas, loss = p.chunk_deltas(chunk, values, epoch, epoch_rng(ctx, epoch))
+                deltas, loss = p.chunk_deltas(chunk, values, epoch,
+                                              epoch_rng(ctx, epoch, chunk))
                 ctx.inc(TABLE, rows, deltas)
+                ctx.save_state(p.state())  # step counters change every clock
                 ctx.clock(objective=loss)
             return {"examples": p.examples_seen}
 
@@ -84,6 +86,7 @@ class GradientSteps(Strategy):
                 values = ctx.read(TABLE, rows)
                 grads, loss = p.batch_gradient(batch, values)
                 ctx.inc(TABLE, rows, grads)
+                ctx.save_state(p.state())
                 ctx.clock(objective=loss)
             return {"examples": p.examples_seen}
 
@@ -173,6 +176,7 @@ class ModelAveraging(Strategy):
                     n += examples.size
                 values = p.model_values(model)
                 ctx.inc(TABLE, rows, (values - base) / ctx.num_workers)
+                ctx.save_state(p.state())
                 ctx.clock(objective=loss / max(n, 1))
                 if ctx.clock_count < ctx.iterations:
                     base = ctx.read(TABLE, rows)  # the new average (BSP: everyone's in)

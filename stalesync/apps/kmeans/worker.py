@@ -107,12 +107,14 @@ def make_worker(init: np.ndarray, epochs: int, tol: float):
         pts: Points = ctx.data
         restored = ctx.load_state()
         last = init.copy()
+        moved = np.zeros(1, dtype=np.int64)  # points that changed cluster this epoch so far
         if restored is not None:
             pts.labels[:] = restored["labels"]
             pts.dist[:] = restored["dist"]
             last[:] = restored["centroids"]
-        ctx.save_state({"labels": pts.labels, "dist": pts.dist, "centroids": last})
-        moved_in_epoch = 0
+            moved[:] = restored.get("moved_in_epoch", 0)
+        ctx.save_state({"labels": pts.labels, "dist": pts.dist, "centroids": last,
+                        "moved_in_epoch": moved})
         epochs_done = ctx.clock_count // pts.num_batches
         new = np.empty(pts.size, dtype=np.int64)
         while ctx.clock_count < ctx.iterations:
@@ -120,20 +122,20 @@ def make_worker(init: np.ndarray, epochs: int, tol: float):
             lo, hi = pts.batch(b)
             last[:] = centroids(ctx.read(SUMS), ctx.read(COUNTS), last)
             pts.assign(lo, hi, last, new, pts.dist)
-            dS, dN, moved = pts.deltas(lo, hi, new, K, d)
+            dS, dN, moved_now = pts.deltas(lo, hi, new, K, d)
             pts.labels[lo:hi] = new[lo:hi]
-            touched = np.flatnonzero(dN != 0) if moved else np.zeros(0, dtype=np.int64)
+            touched = np.flatnonzero(dN != 0) if moved_now else np.zeros(0, dtype=np.int64)
             if touched.size:
                 ctx.inc(SUMS, touched, dS[touched])
                 ctx.inc(COUNTS, touched, dN[touched, None])
-            moved_in_epoch += moved
+            moved[0] += moved_now
             seen = hi if epochs_done == 0 else pts.size  # points assigned so far
             ctx.clock(objective=float(np.mean(pts.dist[:seen])) if seen else None)
             if b == pts.num_batches - 1:
                 epochs_done += 1
-                if epochs_done > 1 and moved_in_epoch <= tol * pts.size:
+                if epochs_done > 1 and moved[0] <= tol * pts.size:
                     break
-                moved_in_epoch = 0
+                moved[0] = 0
         return {"epochs": epochs_done, "centroids": last}
 
     return worker

@@ -177,6 +177,11 @@ def clocks_per_sweep(docs_per_clock: float) -> int:
     return max(1, round(1.0 / docs_per_clock))
 
 
+def clock_seed(seed: int, worker: int, clock: int) -> int:
+    """A seed for the compiled generator at one worker's clock."""
+    return int(np.random.SeedSequence([seed, worker, clock]).generate_state(1)[0] >> 1)
+
+
 def make_worker(h: Hyper):
     """The ``worker(ctx)`` function for a job with hyper-parameters ``h``."""
     vbeta = h.num_words * h.beta
@@ -189,9 +194,11 @@ def make_worker(h: Hyper):
         if restored is not None:  # resuming from a snapshot: its assignments, not ours
             part.restore(restored["z"])
         ctx.save_state({"z": part.z})  # what a snapshot stores for this worker
-        k.seed_thread(int(ctx.rng.integers(2**31)))
         while ctx.clock_count < ctx.iterations:
             it = ctx.clock_count
+            # the compiled sampler's generator is reseeded from (seed, worker, clock): a run
+            # resumed from a snapshot draws exactly what the uninterrupted run drew
+            k.seed_thread(clock_seed(ctx.seed, ctx.worker_id, it))
             chunk = it % part.num_chunks
             rows = part.chunk_table_rows(chunk)
             wt0 = ctx.read(WORD_TOPIC, rows)
