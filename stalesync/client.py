@@ -135,14 +135,21 @@ class WorkerClient:
     def residual_state(self) -> dict[str, np.ndarray]:
         """The residual of every compressed table (what it has not delivered yet), under
         reserved state keys (``RESIDUAL_KEY`` + the table's position in the job)."""
-        return {f"{RESIDUAL_KEY}{i}": t.feedback.residual.copy()
-                for i, t in enumerate(self.tables.values()) if t.feedback is not None}
+        out = {}
+        for i, table in enumerate(self.tables.values()):
+            if table.feedback is not None:
+                out[f"{RESIDUAL_KEY}{i}"] = table.feedback.residual.copy()
+                if table.feedback.velocity is not None:  # DGC's momentum
+                    out[f"{RESIDUAL_KEY}{i}_velocity"] = table.feedback.velocity.copy()
+        return out
 
     def load_residual_state(self, arrays: dict[str, np.ndarray]) -> None:
         for i, table in enumerate(self.tables.values()):
-            key = f"{RESIDUAL_KEY}{i}"
-            if table.feedback is not None and key in arrays:
-                table.feedback.residual[...] = arrays[key]
+            fb = table.feedback
+            if fb is not None and f"{RESIDUAL_KEY}{i}" in arrays:
+                fb.residual[...] = arrays[f"{RESIDUAL_KEY}{i}"]
+                if fb.velocity is not None:
+                    fb.velocity[...] = arrays[f"{RESIDUAL_KEY}{i}_velocity"]
 
     # -- validation -----------------------------------------------------------------------
     def _table(self, name: str) -> _CachedTable:

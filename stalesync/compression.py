@@ -11,8 +11,13 @@ counted as sent are those of the encoded arrays (measured with ``nbytes``, not e
 Compressors (:data:`COMPRESSORS`, parsed by :func:`parse`):
 
 - ``topk:R``: the ``R`` share of entries largest in magnitude (Deep Gradient Compression's
-  sparsification; its momentum correction is left to the update rule), int32 indices +
-  float32 values;
+  sparsification), int32 indices + float32 values;
+- ``dgc:R[:M]``: top-k with DGC's momentum correction and momentum factor masking (Lin et al.
+  2018): the worker keeps a velocity ``u = M u + update`` (M = 0.9 by default), accumulates
+  ``u`` (not the raw update) in the residual, sends the residual's top-k, and zeroes both the
+  residual and the velocity where it sent. For strategies that push gradients (``sync``,
+  ``downpour``) with plain SGD on the shard, that is momentum SGD whose momentum survives the
+  sparsification;
 - ``qsgd:B``: QSGD (Alistarh et al. 2017), ``B``-bit stochastic rounding of ``|x| / ||x||``
   with the sign, in buckets of ``min(512, s^2 / 2)`` entries for ``s`` levels (one float32
   norm each) + ``B`` bits per entry. Buckets keep it a contraction: with one norm over a
@@ -55,6 +60,7 @@ class Compressor:
     """Encodes a ``rows x width`` float update and decodes it back (lossy)."""
 
     name: str
+    momentum: float = 0.0  # > 0: error feedback keeps a DGC velocity (see DGC)
 
     def encode(self, x: np.ndarray, rng: np.random.Generator) -> Encoded:
         raise NotImplementedError
@@ -79,6 +85,12 @@ class TopK(Compressor):
         out = np.zeros(enc.shape[0] * enc.shape[1])
         out[enc.arrays["index"]] = enc.arrays["value"]
         return out.reshape(enc.shape)
+
+
+@dataclass
+class DGC(TopK):
+    momentum: float = 0.9
+    name: str = "dgc"
 
 
 @dataclass
@@ -176,7 +188,7 @@ def _squarest_divisor(n: int) -> int:
     return 1
 
 
-COMPRESSORS = {"topk": TopK, "qsgd": QSGD, "sign": Sign, "powersgd": PowerSGD}
+COMPRESSORS = {"topk": TopK, "dgc": DGC, "qsgd": QSGD, "sign": Sign, "powersgd": PowerSGD}
 
 
 def parse(spec: str | None) -> Compressor | None:
@@ -186,10 +198,16 @@ def parse(spec: str | None) -> Compressor | None:
     if isinstance(spec, Compressor):
         return spec
     name, _, arg = str(spec).partition(":")
-    usage = "compress must be none, topk:R (0 < R <= 1), qsgd:B (2..8), sign or powersgd:R"
+    usage = ("compress must be none, topk:R (0 < R <= 1), dgc:R[:M] (0 <= M < 1), qsgd:B "
+             "(2..8), sign or powersgd:R")
     try:
         if name == "topk" and 0 < float(arg) <= 1:
             return TopK(float(arg))
+        if name == "dgc":
+            ratio, _, momentum = arg.partition(":")
+            m = float(momentum) if momentum else 0.9
+            if 0 < float(ratio) <= 1 and 0 <= m < 1:
+                return DGC(float(ratio), momentum=m)
         if name == "qsgd" and 2 <= int(arg) <= 8:
             return QSGD(int(arg))
         if name == "sign" and not arg:
@@ -208,16 +226,23 @@ class ErrorFeedback:
                  rng: np.random.Generator, seed: tuple[int, ...] | None = None) -> None:
         self.compressor = compressor
         self.residual = np.zeros((num_rows, width))
+        self.velocity = np.zeros((num_rows, width)) if compressor.momentum > 0 else None
         self.rng = rng
         self.seed = seed  # with a clock: a generator per clock, so a resume draws the same
 
     def step(self, rows: np.ndarray, deltas: np.ndarray,
              clock: int | None = None) -> tuple[np.ndarray, int]:
         """(what to send for ``rows`` this clock, its encoded size in bytes)."""
+        if self.velocity is not None:  # DGC: accumulate the momentum, not the update
+            u = self.compressor.momentum * self.velocity[rows] + deltas
+            self.velocity[rows] = u
+            deltas = u
         corrected = deltas + self.residual[rows]
         rng = (self.rng if clock is None or self.seed is None
                else np.random.default_rng([*self.seed, clock]))
         enc = self.compressor.encode(corrected, rng)
         sent = self.compressor.decode(enc).astype(deltas.dtype, copy=False)
         self.residual[rows] = corrected - sent  # exactly what was not delivered
+        if self.velocity is not None:  # momentum factor masking: where sent, start over
+            self.velocity[rows] = np.where(sent != 0, 0.0, self.velocity[rows])
         return sent, enc.nbytes

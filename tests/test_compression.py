@@ -108,7 +108,7 @@ def test_a_compressed_table_delivers_everything_in_the_end():
     assert packed.record["bytes_sent"] < 0.2 * dense.record["bytes_sent"]
 
 
-@pytest.mark.parametrize("spec", ["topk:0.1", "qsgd:4"])
+@pytest.mark.parametrize("spec", ["topk:0.1", "qsgd:4", "dgc:0.1"])
 def test_residuals_are_in_the_snapshot_and_a_resume_matches_the_uninterrupted_run(tmp_path,
                                                                                    spec):
     """One worker adds seeded random increments to a compressed table; crash at clock 7,
@@ -138,3 +138,29 @@ def test_residuals_are_in_the_snapshot_and_a_resume_matches_the_uninterrupted_ru
     resumed = ss.run(worker, tables, resume=str(tmp_path), **opts)
     assert resumed.record["resumed_from_clock"] == 6
     np.testing.assert_array_equal(resumed.tables["w"], reference.tables["w"])
+
+
+def test_dgc_accumulates_momentum_and_masks_it_where_it_sent():
+    """Two entries, top-1 of 2, momentum 0.9, gradients (10, 1) every step, by hand:
+    entry 0 is sent at steps 1-4 and its velocity restarts at 10 each time; entry 1's
+    velocity grows 1, 1.9, 2.71, 3.439, 4.0951 and its residual 1, 2.9, 5.61, 9.049, 13.1441,
+    which beats entry 0 at step 5 and is sent; then entry 0 (velocity 0.9 * 10 + 10 = 19 on a
+    residual of 10) is sent at step 6 with 29."""
+    fb = ErrorFeedback(parse("dgc:0.5:0.9"), 1, 2, np.random.default_rng(0))
+    grad = np.array([[10.0, 1.0]])
+    sent = np.array([fb.step(np.array([0]), grad.copy())[0][0] for _ in range(6)])
+    np.testing.assert_allclose(sent, [[10, 0], [10, 0], [10, 0], [10, 0], [0, 13.1441],
+                                      [29, 0]], rtol=1e-6)  # float32 on the wire
+    np.testing.assert_allclose(fb.residual, [[0.0, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(fb.velocity, [[0.0, 1.0]])  # entry 0 masked at step 6
+
+
+def test_dgc_without_momentum_is_top_k():
+    rng = np.random.default_rng(3)
+    plain = ErrorFeedback(parse("topk:0.1"), 5, 40, np.random.default_rng(0))
+    dgc = ErrorFeedback(parse("dgc:0.1:0"), 5, 40, np.random.default_rng(0))
+    for _ in range(8):
+        rows = np.sort(rng.choice(5, size=3, replace=False))
+        d = rng.normal(size=(3, 40))
+        np.testing.assert_array_equal(plain.step(rows, d.copy())[0], dgc.step(rows, d.copy())[0])
+    np.testing.assert_array_equal(plain.residual, dgc.residual)

@@ -58,7 +58,8 @@ class NNCommand(AppCommand):
         flags.add("parallelism", "--threads", type=int, default=2,
                   help="hogwild: lock-free threads per worker")
         flags.add("parallelism", "--compress", default="none",
-                  help="none, topk:R, qsgd:B, sign or powersgd:R (with error feedback)")
+                  help="none, topk:R, dgc:R[:M], qsgd:B, sign or powersgd:R (with error "
+                       "feedback)")
 
     def make_estimator(self, args: argparse.Namespace) -> Any:
         from .model import NeuralNetClassifier

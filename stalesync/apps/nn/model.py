@@ -39,7 +39,7 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
     consistency model), ``sync`` (synchronous SGD with ``backup_workers``), ``downpour``
     (asynchronous, ``n_fetch`` / ``n_push``, the shard applies ``server_update``) or
     ``hogwild`` (``threads`` lock-free threads per worker). ``lr`` is the SGD step, local
-    or on the shard. ``compress`` (``topk:R``, ``qsgd:B``, ``sign``, ``powersgd:R``)
+    or on the shard. ``compress`` (``topk:R``, ``dgc:R[:M]``, ``qsgd:B``, ``sign``, ``powersgd:R``)
     encodes what each worker sends per clock, with error feedback
     (:mod:`stalesync.compression`). Inputs are float features (scale them: e.g. pixels /
     255).
