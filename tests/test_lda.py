@@ -100,11 +100,11 @@ def test_tables_equal_counts_of_assignments_under_stragglers(consistency, sample
 
 def test_auto_sampler_follows_the_measured_crossover_and_is_recorded():
     assert choose_sampler(100, 145.0) == "dense"  # NYT-like documents
-    assert choose_sampler(1000, 145.0) == "sparse"
+    assert choose_sampler(2000, 145.0) == "sparse"
     assert choose_sampler(1000, 870.0) == "dense"  # long documents
     corpus, _ = planted_corpus(num_docs=40)  # 80 tokens a document
     small = LDA(n_topics=5, epochs=1, workers=1).fit(corpus)
-    large = LDA(n_topics=300, epochs=1, workers=1).fit(corpus)
+    large = LDA(n_topics=700, epochs=1, workers=1).fit(corpus)
     assert small.run_record_["final"]["sampler"] == "dense"
     assert large.run_record_["final"]["sampler"] == "sparse"
     with pytest.raises(ss.ConfigError, match="sampler"):

@@ -1,4 +1,5 @@
-"""The dense exact Gibbs sampler of LDA, for small K (the F+LDA sampler is for large K).
+"""The dense exact Gibbs sampler of LDA (exact up to float32 rounding), for K up to a few
+times the document length (the F+LDA sampler is for larger K).
 
 Same conditional as :mod:`stalesync.kernels.lda`,
     p(k) ~ (n_dk + alpha) (n_wk + beta) / (n_k + V beta),
@@ -68,44 +69,47 @@ def sweep_dense(
     Inverse-CDF sampling needs the cumulative sums in some fixed order of the topics, not
     necessarily 0..K-1. Topics are taken as STRIPES interleaved chains (chain j holds the
     topics k = j mod STRIPES), so ``cum[k] = p[k] + cum[k - STRIPES]``: a loop-carried
-    dependence at distance STRIPES: STRIPES additions in flight instead of one serial chain
-    of K (measured 1.4-2.4x the F+LDA sampler's tokens/s on 870-token documents at K =
-    20-500). The draw picks the chain from its STRIPES totals, then binary
-    searches inside it.
+    dependence at distance STRIPES, which keeps STRIPES additions in flight instead of one
+    serial chain of K. The per-topic arithmetic is float32 (eight lanes of a 256-bit
+    register; the sums' relative rounding error stays below 1e-4 for K up to 1,000s, far
+    below the sampler's Monte Carlo noise). Measured against the same loop in float64, in one
+    process on NYT: 1.14x at K = 50, 1.33x at K = 100, 1.6-1.7x at K = 300, 1.8x at 1,000.
     """
     if hi <= lo:
         return
     k_topics = nk.shape[0]
+    alpha = np.float32(alpha)  # all of the per-topic arithmetic in float32: twice the lanes
+    beta = np.float32(beta)
     width = (k_topics + STRIPES - 1) // STRIPES * STRIPES  # padded: a and dt are 0 there
     doc_lo, dt, base = _expand_docs(tok_doc, tok_base, lo, hi, lists, width)
-    inv = np.empty(k_topics)  # 1 / (n_k + V beta)
+    inv = np.empty(k_topics, dtype=np.float32)  # 1 / (n_k + V beta)
     for k in range(k_topics):
-        inv[k] = 1.0 / (nk[k] + vbeta)
-    a = np.zeros(width)
-    cum = np.empty(width)
+        inv[k] = np.float32(1.0 / (nk[k] + vbeta))
+    a = np.zeros(width, dtype=np.float32)
+    cum = np.empty(width, dtype=np.float32)
     last = width - STRIPES
     i = lo
     while i < hi:
         w = tok_word[i]
         wt_row = wt[w]
         for k in range(k_topics):
-            a[k] = (wt_row[k] + beta) * inv[k]
+            a[k] = (np.float32(wt_row[k]) + beta) * inv[k]
         while i < hi and tok_word[i] == w:
             s = z[i]
             dt_row = dt[tok_doc[i] - doc_lo]
             wt_row[s] -= 1
             nk[s] -= 1
             dt_row[s] -= 1
-            inv[s] = 1.0 / (nk[s] + vbeta)
-            a[s] = (wt_row[s] + beta) * inv[s]
+            inv[s] = np.float32(1.0 / (nk[s] + vbeta))
+            a[s] = (np.float32(wt_row[s]) + beta) * inv[s]
             for k in range(STRIPES):
-                cum[k] = (dt_row[k] + alpha) * a[k]
+                cum[k] = (np.float32(dt_row[k]) + alpha) * a[k]
             for k in range(STRIPES, width):
-                cum[k] = cum[k - STRIPES] + (dt_row[k] + alpha) * a[k]
-            total = 0.0
+                cum[k] = cum[k - STRIPES] + (np.float32(dt_row[k]) + alpha) * a[k]
+            total = np.float32(0.0)
             for j in range(STRIPES):
                 total += cum[last + j]
-            u = np.random.random() * total
+            u = np.float32(np.random.random()) * total
             j = 0
             while j < STRIPES - 1 and u >= cum[last + j]:
                 u -= cum[last + j]
@@ -124,7 +128,7 @@ def sweep_dense(
             wt_row[t] += 1
             nk[t] += 1
             dt_row[t] += 1
-            inv[t] = 1.0 / (nk[t] + vbeta)
-            a[t] = (wt_row[t] + beta) * inv[t]
+            inv[t] = np.float32(1.0 / (nk[t] + vbeta))
+            a[t] = (np.float32(wt_row[t]) + beta) * inv[t]
             i += 1
     _write_back_docs(dt, base, lists, k_topics)

@@ -156,18 +156,18 @@ class Partition:
         return k.doc_loglik(self.region, self.lists, self.doc_len, num_topics, alpha)
 
 
-DENSE_CROSSOVER = 2.5  # the dense sampler while K <= this x the mean document length
+DENSE_CROSSOVER = 7.5  # the dense sampler while K <= this x the mean document length
 
 
 def choose_sampler(num_topics: int, mean_doc_len: float) -> str:
     """The faster exact sampler for K topics and documents of this mean length.
 
     F+LDA's per-token cost grows with the topics a document uses (at most its length), the
-    dense sampler's with K. Measured one worker, tokens/s dense / sparse (NYT, its documents
-    joined six by six for the long ones; clothing reviews for the short): 26-token documents
-    1.13 / 1.00 / 0.76 at K = 20 / 100 / 200; 145-token 1.28 / 1.17 / 0.81 at K = 50 / 300 /
-    500; 870-token 1.75 / 1.04 / 0.97 at K = 500 / 1,000 / 2,000. The crossover sits near
-    K = 2.5 x the mean document length.
+    dense sampler's with K. Measured one worker after 25 burn-in sweeps, tokens/s dense /
+    sparse: clothing reviews (26 tokens a document) 1.50 / 1.32 / 0.97 / 0.61 at K = 50 / 100
+    / 200 / 400; NYT (145) 1.93 / 1.52 / 1.04 / 0.69 at K = 100 / 300 / 1,000 / 2,000; NYT
+    with six articles joined (870) 2.52 / 2.89 / 2.28 / 2.08 at K = 100 / 300 / 1,000 /
+    2,000. The crossover sits near K = 7.5 x the mean document length.
     """
     return "dense" if num_topics <= DENSE_CROSSOVER * mean_doc_len else "sparse"
 
