@@ -102,6 +102,7 @@ def test_auto_sampler_follows_the_measured_crossover_and_is_recorded():
     assert choose_sampler(100, 145.0) == "dense"  # NYT-like documents
     assert choose_sampler(2000, 145.0) == "sparse"
     assert choose_sampler(1000, 870.0) == "dense"  # long documents
+    assert choose_sampler(1000, 870.0, docs_per_chunk=100_000) == "sparse"  # 400 MB of rows
     corpus, _ = planted_corpus(num_docs=40)  # 80 tokens a document
     small = LDA(n_topics=5, epochs=1, workers=1).fit(corpus)
     large = LDA(n_topics=700, epochs=1, workers=1).fit(corpus)

@@ -165,7 +165,8 @@ class LDA(TransformerMixin, StalesyncEstimator):
         word_topic = sum(p.word_topic(V, K) for p in parts)
         chunks = clocks_per_sweep(self.docs_per_clock)
         clocks = self.epochs * chunks
-        sampler = (choose_sampler(K, corpus.num_tokens / corpus.num_docs)
+        docs_per_chunk = max(p.num_docs for p in parts) / chunks
+        sampler = (choose_sampler(K, corpus.num_tokens / corpus.num_docs, docs_per_chunk)
                    if self.sampler == "auto" else self.sampler)
         hyper = Hyper(K, V, float(self.alpha), float(self.beta), float(self.docs_per_clock),
                       self.eval_every or chunks, corpus.num_tokens, sampler)

@@ -157,9 +157,10 @@ class Partition:
 
 
 DENSE_CROSSOVER = 7.5  # the dense sampler while K <= this x the mean document length
+DENSE_MAX_BYTES = 256 * 2**20  # ... and its chunk's dense doc-topic rows fit in this
 
 
-def choose_sampler(num_topics: int, mean_doc_len: float) -> str:
+def choose_sampler(num_topics: int, mean_doc_len: float, docs_per_chunk: float = 0) -> str:
     """The faster exact sampler for K topics and documents of this mean length.
 
     F+LDA's per-token cost grows with the topics a document uses (at most its length), the
@@ -167,8 +168,12 @@ def choose_sampler(num_topics: int, mean_doc_len: float) -> str:
     sparse: clothing reviews (26 tokens a document) 1.50 / 1.32 / 0.97 / 0.61 at K = 50 / 100
     / 200 / 400; NYT (145) 1.93 / 1.52 / 1.04 / 0.69 at K = 100 / 300 / 1,000 / 2,000; NYT
     with six articles joined (870) 2.52 / 2.89 / 2.28 / 2.08 at K = 100 / 300 / 1,000 /
-    2,000. The crossover sits near K = 7.5 x the mean document length.
+    2,000. The crossover sits near K = 7.5 x the mean document length. The dense sampler
+    expands a chunk's documents to K-wide int32 rows, so it is not chosen when those would
+    pass DENSE_MAX_BYTES (``docs_per_chunk``: documents a worker samples per clock).
     """
+    if docs_per_chunk * num_topics * 4 > DENSE_MAX_BYTES:
+        return "sparse"
     return "dense" if num_topics <= DENSE_CROSSOVER * mean_doc_len else "sparse"
 
 
