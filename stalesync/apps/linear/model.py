@@ -4,7 +4,6 @@ every data-parallel strategy of :mod:`stalesync.strategies`."""
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,6 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
-from ... import job
 from ...errors import ConfigError
 from ...kernels import linear as k
 from ...strategies import TABLE, StrategyConfig, make_strategy
@@ -28,7 +26,7 @@ from ..base import (
     check_float,
     check_int,
 )
-from ..progress import Progress
+from ..sgd_job import run_sgd_job
 from .problem import LinearProblem, LinearSpec, LocalModel, feature_frequency, hash_columns
 
 PENALTIES = ("l2", "l1", "elasticnet", "none")
@@ -206,39 +204,20 @@ class LinearSGD(StalesyncEstimator):
                     for w, p in enumerate(parts)]
         d = X.shape[1]
         initial = np.zeros((d + 2, K)) if self._warm is None else self._warm
-        clocks = strategy.clocks(problems, epochs)
-        progress = Progress(desc=f"linear[{self.strategy}]", epochs=epochs,
-                            clocks_per_epoch=max(clocks // epochs, 1), workers=self.workers,
-                            enabled=run.progress, objective="loss", items_per_epoch=X.shape[0],
-                            items="examples")
-        start = time.perf_counter()
-        with progress:
-            result = job.run(
-                strategy.make_worker(epochs),
-                [TableSpec(TABLE, d + 2, K, "float64", update=strategy.table_update())],
-                data=problems, workers=self.workers, iterations=clocks, seed=self.seed,
-                app="linear", on_clock=progress.on_clock, initial_tables={TABLE: initial},
-                **strategy.job_options(self.workers, self.consistency, self.staleness),
-                **run.job_options(self.seed))
-        train_s = time.perf_counter() - start
-        table = result.tables[TABLE]
+        done = run_sgd_job(strategy, problems,
+                           TableSpec(TABLE, d + 2, K, "float64", update=strategy.table_update()),
+                           initial, epochs, workers=self.workers, consistency=self.consistency,
+                           staleness=self.staleness, seed=self.seed, run=run, app="linear",
+                           items_per_epoch=X.shape[0])
+        table = done.result.tables[TABLE]
         W = math.exp(table[d + 1, 0]) * table[:d]
         self.coef_ = np.ascontiguousarray(W.T)
         self.intercept_ = table[d].copy()
         self.n_iter_ = epochs
         objective, _ = self._objective(X, labels, yvals)
-        record = result.record
-        record["strategy"] = strategy.strategy_record
-        record["epochs"] = epochs
-        record["objective_name"] = "mean loss of the clock's examples"
-        seen = sum(r["examples"] for r in result.worker_results)
-        record["final"] = {
-            "train_objective": objective, "epochs": epochs, "examples": int(seen),
-            "examples_per_s": seen / max(train_s, 1e-12),
-            "dropped_gradients": int(record.get("backup", {}).get("dropped_gradients", 0)),
-            "bytes_sent": record["bytes_sent"], "strategy": self.strategy,
-            "n_features": d, "n_examples": int(X.shape[0]),
-        }
+        record = done.record
+        record["final"] = {"train_objective": objective, **record["final"], "n_features": d,
+                           "n_examples": int(X.shape[0])}
         if self._classify:
             record["final"]["train_accuracy"] = float(np.mean(
                 self._predict_hashed(X) == labels))

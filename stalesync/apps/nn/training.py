@@ -4,18 +4,16 @@ classifier or a user's module): split the examples over the workers, run the str
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ... import job
 from ...errors import ConfigError
 from ...strategies import TABLE, StrategyConfig, make_strategy
 from ...tables import TableSpec
 from ..base import RunConfig
-from ..progress import Progress
+from ..sgd_job import run_sgd_job
 from . import networks
 from .problem import NNProblem, NNSpec
 
@@ -62,34 +60,16 @@ def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
     problems = [NNProblem(X[p], targets[p], spec, per_clock, plan.seed + 7919 * w)
                 for w, p in enumerate(parts)]
     strategy = make_strategy(plan.strategy)
-    clocks = strategy.clocks(problems, epochs)
-    progress = Progress(desc=f"nn[{plan.name}]", epochs=epochs,
-                        clocks_per_epoch=max(clocks // epochs, 1), workers=plan.workers,
-                        enabled=run.progress, objective="loss", items_per_epoch=X.shape[0],
-                        items="examples")
-    start = time.perf_counter()
-    with progress:
-        result = job.run(
-            strategy.make_worker(epochs),
-            [TableSpec(TABLE, spec.rows, networks.ROW_WIDTH, "float32",
-                       update=strategy.table_update(),
-                       compress=None if plan.compress == "none" else plan.compress)],
-            data=problems, workers=plan.workers, iterations=clocks, seed=plan.seed,
-            app="nn", on_clock=progress.on_clock, initial_tables={TABLE: initial},
-            **strategy.job_options(plan.workers, plan.consistency, plan.staleness),
-            **run.job_options(plan.seed))
-    train_s = time.perf_counter() - start
-    record = result.record
-    seen = int(sum(r["examples"] for r in result.worker_results))
-    record["strategy"] = strategy.strategy_record
-    record["epochs"] = epochs
-    record["objective_name"] = "mean loss of the clock's examples"
-    record["final"] = {
-        "epochs": epochs, "examples": seen, "examples_per_s": seen / max(train_s, 1e-12),
-        "strategy": plan.name, "parameters": networks.count(networks.build_for(spec)),
-        "dropped_gradients": int(record.get("backup", {}).get("dropped_gradients", 0)),
-        "bytes_sent": record["bytes_sent"]}
-    return Trained(np.asarray(result.tables[TABLE], dtype=np.float32), record, seen, train_s)
+    table = TableSpec(TABLE, spec.rows, networks.ROW_WIDTH, "float32",
+                      update=strategy.table_update(),
+                      compress=None if plan.compress == "none" else plan.compress)
+    done = run_sgd_job(strategy, problems, table, initial, epochs,
+                       workers=plan.workers, consistency=plan.consistency,
+                       staleness=plan.staleness, seed=plan.seed, run=run, app="nn",
+                       items_per_epoch=X.shape[0])
+    done.record["final"]["parameters"] = networks.count(networks.build_for(spec))
+    return Trained(np.asarray(done.result.tables[TABLE], dtype=np.float32), done.record,
+                   done.record["final"]["examples"], done.train_s)
 
 
 def _allreduce(spec: NNSpec, initial: np.ndarray, shares: list, epochs: int,
