@@ -68,6 +68,38 @@ def holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]
     return order[:cut], order[cut:]
 
 
+STRATEGY_OPTIONS = ("clocks_per_epoch", "backup_workers", "n_fetch", "n_push",
+                    "server_update", "average_every", "threads")
+
+
+def add_strategy_flags(flags: Flags, *, examples_per_clock: int, average_every: int,
+                       server_update: str) -> None:
+    """The options of the SGD strategies (``docs/linear.md``), the same in every SGD app;
+    the defaults an app differs in are its arguments. ``strategy_options`` reads them back."""
+    from ..strategies.base import SERVER_UPDATES
+
+    flags.add("parallelism", "--clocks-per-epoch", type=int, default=None,
+              help=f"ps: clocks per epoch (default: about {examples_per_clock} examples per "
+                   "clock)")
+    flags.add("parallelism", "--backup-workers", type=int, default=0,
+              help="sync: a step takes the first workers - b gradients")
+    flags.add("parallelism", "--n-fetch", type=int, default=1,
+              help="downpour: fetch every k steps")
+    flags.add("parallelism", "--n-push", type=int, default=1,
+              help="downpour: push every k steps")
+    flags.add("parallelism", "--server-update", choices=SERVER_UPDATES, default=server_update,
+              help="downpour: the shard's update rule")
+    flags.add("parallelism", "--average-every", type=int, default=average_every,
+              help="average: local steps between averagings (0: once, at the end)")
+    flags.add("parallelism", "--threads", type=int, default=2,
+              help="hogwild: lock-free threads per worker")
+
+
+def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The estimator keywords of :func:`add_strategy_flags`' options."""
+    return {name: getattr(args, name) for name in STRATEGY_OPTIONS}
+
+
 def staleness_value(text: str) -> int | str:
     """``--staleness``: a non-negative int or ``auto``."""
     if text == "auto":

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..command import AppCommand, Flags, holdout
+from ..command import AppCommand, Flags, add_strategy_flags, holdout, strategy_options
 
 
 class LinearCommand(AppCommand):
@@ -52,26 +52,14 @@ class LinearCommand(AppCommand):
                   help="hash the columns into this many buckets")
         flags.add("parallelism", "--strategy", choices=STRATEGY_NAMES, default="ps",
                   help="how workers combine (docs/linear.md)")
-        flags.add("parallelism", "--clocks-per-epoch", type=int, default=None,
-                  help="ps: clocks per epoch (default: about 256 examples per clock)")
         flags.add("parallelism", "--batch-size", type=int, default=64,
                   help="sync/downpour: examples per step; average: per local step")
         flags.add("parallelism", "--lr", type=float, default=0.1,
                   help="sync/downpour: the server's step size")
         flags.add("parallelism", "--lr-decay", type=float, default=0.0,
                   help="sync/downpour sgd: lr / (1 + decay t)")
-        flags.add("parallelism", "--backup-workers", type=int, default=0,
-                  help="sync: a step takes the first workers - b gradients")
-        flags.add("parallelism", "--n-fetch", type=int, default=1,
-                  help="downpour: fetch every k steps")
-        flags.add("parallelism", "--n-push", type=int, default=1,
-                  help="downpour: push every k steps")
-        flags.add("parallelism", "--server-update", choices=("sgd", "adagrad", "adam"),
-                  default="adagrad", help="downpour: the shard's update rule")
-        flags.add("parallelism", "--average-every", type=int, default=0,
-                  help="average: local steps between averagings (0: once, at the end)")
-        flags.add("parallelism", "--threads", type=int, default=2,
-                  help="hogwild: lock-free threads per worker")
+        add_strategy_flags(flags, examples_per_clock=256, average_every=0,
+                           server_update="adagrad")
 
     def make_estimator(self, args: argparse.Namespace) -> Any:
         from ...kernels.linear import REGRESSION
@@ -84,10 +72,8 @@ class LinearCommand(AppCommand):
             average=args.average, multi_class=args.multi_class,
             hash_features=args.hash_features, strategy=args.strategy, workers=args.workers,
             consistency=args.consistency, staleness=args.staleness,
-            clocks_per_epoch=args.clocks_per_epoch, batch_size=args.batch_size, lr=args.lr,
-            lr_decay=args.lr_decay, backup_workers=args.backup_workers, n_fetch=args.n_fetch,
-            n_push=args.n_push, server_update=args.server_update,
-            average_every=args.average_every, threads=args.threads, seed=args.seed)
+            batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, seed=args.seed,
+            **strategy_options(args))
 
     def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
         from ...data.load import load_features

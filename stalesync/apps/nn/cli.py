@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..command import AppCommand, Flags, holdout
+from ..command import AppCommand, Flags, add_strategy_flags, holdout, strategy_options
 
 
 class NNCommand(AppCommand):
@@ -33,7 +33,6 @@ class NNCommand(AppCommand):
 
     def add_model_arguments(self, flags: Flags) -> None:
         from ...strategies import STRATEGY_NAMES
-        from ...strategies.base import SERVER_UPDATES
         from .networks import ARCHS
 
         flags.add("model", "--model", dest="arch", choices=ARCHS, default="mlp",
@@ -43,20 +42,7 @@ class NNCommand(AppCommand):
         flags.add("model", "--batch-size", type=int, default=64, help="examples per step")
         flags.add("parallelism", "--strategy", choices=(*STRATEGY_NAMES, "allreduce"),
                   default="average", help="how workers combine (docs/nn.md)")
-        flags.add("parallelism", "--average-every", type=int, default=50,
-                  help="average: local steps between averagings (0: once, at the end)")
-        flags.add("parallelism", "--clocks-per-epoch", type=int, default=None,
-                  help="ps: clocks per epoch (default: about 512 examples per clock)")
-        flags.add("parallelism", "--backup-workers", type=int, default=0,
-                  help="sync: a step takes the first workers - b gradients")
-        flags.add("parallelism", "--n-fetch", type=int, default=1,
-                  help="downpour: fetch every k steps")
-        flags.add("parallelism", "--n-push", type=int, default=1,
-                  help="downpour: push every k steps")
-        flags.add("parallelism", "--server-update", choices=SERVER_UPDATES, default="sgd",
-                  help="downpour: the shard's update rule")
-        flags.add("parallelism", "--threads", type=int, default=2,
-                  help="hogwild: lock-free threads per worker")
+        add_strategy_flags(flags, examples_per_clock=512, average_every=50, server_update="sgd")
         flags.add("parallelism", "--compress", default="none",
                   help="none, topk:R, dgc:R[:M], qsgd:B, sign or powersgd:R (with error "
                        "feedback)")
@@ -72,10 +58,7 @@ class NNCommand(AppCommand):
             arch=args.arch, hidden=args.hidden, epochs=args.epochs, lr=args.lr,
             batch_size=args.batch_size, strategy=args.strategy, workers=args.workers,
             consistency=args.consistency, staleness=args.staleness,
-            clocks_per_epoch=args.clocks_per_epoch, average_every=args.average_every,
-            backup_workers=args.backup_workers, n_fetch=args.n_fetch, n_push=args.n_push,
-            server_update=args.server_update, threads=args.threads, compress=args.compress,
-            seed=args.seed)
+            compress=args.compress, seed=args.seed, **strategy_options(args))
 
     def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
         from ...data.load import load_features
