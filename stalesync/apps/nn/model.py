@@ -10,20 +10,16 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
-from ...compression import parse as parse_compressor
 from ...errors import ConfigError
-from ...strategies import StrategyConfig
 from ..base import (
     RunConfig,
     StalesyncEstimator,
     check_choice,
-    check_consistency,
-    check_float,
     check_int,
 )
 from . import networks
 from .problem import NNSpec
-from .training import ALLREDUCE, Plan, train
+from .training import Plan, make_plan, train
 
 PREDICT_BATCH = 4096
 
@@ -75,32 +71,20 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         self.compress = compress
         self.seed = seed
 
-    def _strategy_config(self) -> StrategyConfig:
-        return StrategyConfig(
-            name=self.strategy, lr=self.lr, batch_size=self.batch_size,
+    def _plan(self) -> Plan:
+        return make_plan(
+            self.strategy, lr=self.lr, batch_size=self.batch_size, workers=self.workers,
+            consistency=self.consistency, staleness=self.staleness,
+            clocks_per_epoch=self.clocks_per_epoch, average_every=self.average_every,
             backup_workers=self.backup_workers, n_fetch=self.n_fetch, n_push=self.n_push,
-            server_update=self.server_update, average_every=self.average_every,
-            threads=self.threads)
+            server_update=self.server_update, threads=self.threads, compress=self.compress,
+            seed=self.seed)
 
     def _check_params(self) -> None:
         check_choice(self.arch, "arch", networks.ARCHS)
-        if self.strategy == ALLREDUCE:
-            check_int(self.batch_size, "batch_size", 1)
-            if self.compress != "none":
-                raise ConfigError("strategy='allreduce' sends dense gradients; compress "
-                                  "applies to the parameter-server strategies",
-                                  param="compress")
         check_int(self.hidden, "hidden", 1)
         check_int(self.epochs, "epochs", 1)
-        check_float(self.lr, "lr", 0, low_open=True)
-        check_int(self.workers, "workers", 1)
-        check_int(self.seed, "seed", 0)
-        if self.clocks_per_epoch is not None:
-            check_int(self.clocks_per_epoch, "clocks_per_epoch", 1)
-        if self.strategy != ALLREDUCE:
-            self._strategy_config()
-        check_consistency(self.consistency, self.staleness)
-        parse_compressor(self.compress)
+        self._plan()
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, *, run: RunConfig | dict | None = None) -> NeuralNetClassifier:
@@ -140,10 +124,7 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         spec = NNSpec(self.arch, X.shape[1], int(self.classes_.size), self.hidden,
                       initial.shape[0], float(self.lr), self.batch_size, self.workers,
                       self.seed)
-        plan = Plan(None if self.strategy == ALLREDUCE else self._strategy_config(),
-                    self.workers, self.consistency, self.staleness, self.clocks_per_epoch,
-                    self.compress, self.seed)
-        trained = train(spec, initial, X, labels, plan, epochs, run)
+        trained = train(spec, initial, X, labels, self._plan(), epochs, run)
         self.params_ = trained.params
         self._net = None
         record = trained.record

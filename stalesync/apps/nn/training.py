@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from ...compression import parse as parse_compressor
 from ...errors import ConfigError
 from ...strategies import TABLE, StrategyConfig, make_strategy
 from ...tables import TableSpec
-from ..base import RunConfig
+from ..base import RunConfig, check_consistency, check_float, check_int
 from ..sgd_job import run_sgd_job
 from . import networks
 from .problem import NNProblem, NNSpec
@@ -44,6 +45,32 @@ class Trained:
     record: dict[str, Any]  # the run record; ``final`` holds the counts below
     examples: int
     train_s: float
+
+
+def make_plan(strategy: str, *, lr: float, batch_size: int, workers: int, consistency: str,
+              staleness: Any, clocks_per_epoch: int | None, average_every: int,
+              backup_workers: int, n_fetch: int, n_push: int, server_update: str,
+              threads: int, compress: str, seed: int) -> Plan:
+    """The checked :class:`Plan` of these settings (an error names the bad one)."""
+    check_float(lr, "lr", 0, low_open=True)
+    check_int(batch_size, "batch_size", 1)
+    check_int(workers, "workers", 1)
+    check_int(seed, "seed", 0)
+    if clocks_per_epoch is not None:
+        check_int(clocks_per_epoch, "clocks_per_epoch", 1)
+    check_consistency(consistency, staleness)
+    parse_compressor(compress)
+    config = None
+    if strategy == ALLREDUCE:
+        if compress != "none":
+            raise ConfigError("strategy='allreduce' sends dense gradients; compress applies "
+                              "to the parameter-server strategies", param="compress")
+    else:
+        config = StrategyConfig(name=strategy, lr=lr, batch_size=batch_size,
+                                backup_workers=backup_workers, n_fetch=n_fetch, n_push=n_push,
+                                server_update=server_update, average_every=average_every,
+                                threads=threads)
+    return Plan(config, workers, consistency, staleness, clocks_per_epoch, compress, seed)
 
 
 def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,

@@ -16,13 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ...compression import parse as parse_compressor
 from ...errors import ConfigError, DataFormatError
-from ...strategies import StrategyConfig
-from ..base import RunConfig, check_consistency, check_float, check_int
+from ..base import RunConfig, check_int
 from . import networks
 from .problem import NNSpec
-from .training import ALLREDUCE, Plan, train
+from .training import make_plan, train
 
 EVAL_BATCH = 4096
 
@@ -56,9 +54,12 @@ def fit(module: Any, loss_fn: Any, X: Any, y: Any, *, strategy: str = "ps",
     if not callable(loss_fn):
         raise ConfigError("loss_fn must be callable: loss_fn(output, target) -> scalar",
                           param="loss_fn")
-    plan = _plan(strategy, lr, batch_size, workers, consistency, staleness, clocks_per_epoch,
-                 average_every, backup_workers, n_fetch, n_push, server_update, threads,
-                 compress, seed)
+    plan = make_plan(strategy, lr=lr, batch_size=batch_size, workers=workers,
+                     consistency=consistency, staleness=staleness,
+                     clocks_per_epoch=clocks_per_epoch, average_every=average_every,
+                     backup_workers=backup_workers, n_fetch=n_fetch, n_push=n_push,
+                     server_update=server_update, threads=threads, compress=compress,
+                     seed=seed)
     check_int(epochs, "epochs", 1)
     run = RunConfig.coerce(run)
     X, y = _arrays(X, y)
@@ -72,30 +73,6 @@ def fit(module: Any, loss_fn: Any, X: Any, y: Any, *, strategy: str = "ps",
     record = trained.record
     record["final"] = {**record["final"], "train_loss": mean_loss(module, loss_fn, X, y)}
     return FitResult(module, record)
-
-
-def _plan(strategy, lr, batch_size, workers, consistency, staleness, clocks_per_epoch,
-          average_every, backup_workers, n_fetch, n_push, server_update, threads, compress,
-          seed) -> Plan:
-    check_float(lr, "lr", 0, low_open=True)
-    check_int(batch_size, "batch_size", 1)
-    check_int(workers, "workers", 1)
-    check_int(seed, "seed", 0)
-    if clocks_per_epoch is not None:
-        check_int(clocks_per_epoch, "clocks_per_epoch", 1)
-    check_consistency(consistency, staleness)
-    parse_compressor(compress)
-    config = None
-    if strategy == ALLREDUCE:
-        if compress != "none":
-            raise ConfigError("strategy='allreduce' sends dense gradients; compress applies "
-                              "to the parameter-server strategies", param="compress")
-    else:
-        config = StrategyConfig(name=strategy, lr=lr, batch_size=batch_size,
-                                backup_workers=backup_workers, n_fetch=n_fetch, n_push=n_push,
-                                server_update=server_update, average_every=average_every,
-                                threads=threads)
-    return Plan(config, workers, consistency, staleness, clocks_per_epoch, compress, seed)
 
 
 def _arrays(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
