@@ -58,8 +58,8 @@ class WorkerContext:
             self._restored = {k: v for k, v in restore.arrays.items()
                               if not k.startswith(RESIDUAL_KEY)}
             client.load_residual_state(restore.arrays)
-        if restore is not None and restore.rng_state is not None:
-            self.rng.bit_generator.state = restore.rng_state
+            if restore.rng_state is not None:
+                self.rng.bit_generator.state = restore.rng_state
         self._checkpoint = checkpoint
 
     def save_state(self, arrays: dict[str, Any]) -> None:
