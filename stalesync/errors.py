@@ -53,11 +53,17 @@ class RecoveryError(StalesyncError, RuntimeError):
     """A job lost a worker or shard and could not be restored from a snapshot."""
 
 
-try:  # scikit-learn's own class, so ``except sklearn.exceptions.NotFittedError`` works
-    from sklearn.exceptions import NotFittedError as _SklearnNotFitted
-except ImportError:  # pragma: no cover - scikit-learn is a dependency
-    _SklearnNotFitted = AttributeError  # type: ignore[misc,assignment]
+def __getattr__(name: str):
+    """``NotFittedError`` subclasses scikit-learn's own class (so ``except
+    sklearn.exceptions.NotFittedError`` works), made on first use: importing scikit-learn
+    costs about 1.5 s, which every Ray actor process of a job would otherwise pay at start
+    (and again at each recovery) without ever using an estimator."""
+    if name != "NotFittedError":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from sklearn.exceptions import NotFittedError as sklearn_not_fitted
 
-
-class NotFittedError(StalesyncError, _SklearnNotFitted):
-    """An estimator was used before ``fit`` (or ``load``)."""
+    cls = type("NotFittedError", (StalesyncError, sklearn_not_fitted), {
+        "__doc__": "An estimator was used before ``fit`` (or ``load``).",
+        "__module__": __name__})
+    globals()["NotFittedError"] = cls
+    return cls

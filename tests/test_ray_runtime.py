@@ -85,11 +85,11 @@ def probe_worker(scenario: Scenario, plan: np.ndarray, delays: np.ndarray):
     return worker
 
 
-def run_probe(scenario: Scenario, **options):
+def run_probe(scenario: Scenario, extra_tables=(), **options):
     plan = scenario.plan()
     result = ss.run(
         probe_worker(scenario, plan, scenario.delays()),
-        [ss.TableSpec(gc.TABLE, scenario.rows, scenario.workers, "int64")],
+        [ss.TableSpec(gc.TABLE, scenario.rows, scenario.workers, "int64"), *extra_tables],
         workers=scenario.workers,
         consistency=scenario.consistency,
         staleness=None if scenario.consistency in ("bsp", "async") else scenario.staleness,
@@ -275,6 +275,11 @@ def test_repeated_failures_give_up_and_keep_the_snapshot(ray_cluster, tmp_path):
 @pytest.mark.slow
 def test_multi_node_placement_and_node_loss(ray_cluster, tmp_path):
     """Shards on one node, workers on two others; the node of worker 0 is removed mid-run."""
+    node_loss_run(ray_cluster, tmp_path, seed=9, at_iteration=6)
+
+
+def node_loss_run(ray_cluster, tmp_path, seed: int, at_iteration: int) -> dict:
+    """One run on three added nodes; returns its recoveries (asserts the invariants)."""
     shard_node = ray_cluster.add_node(num_cpus=2, resources={"shard_slot": 4})
     worker_nodes = [ray_cluster.add_node(num_cpus=2, resources={"worker_slot": 2})
                     for _ in range(2)]
@@ -287,7 +292,7 @@ def test_multi_node_placement_and_node_loss(ray_cluster, tmp_path):
         if not placement:
             placement["shards"] = ray.get([a.ping.remote() for a in runtime.shard_actors()])
             placement["workers"] = ray.get([a.ping.remote() for a in runtime.worker_actors()])
-        if iteration >= 6 and not removed.is_set():
+        if iteration >= at_iteration and not removed.is_set():
             removed.set()
             victim = placement["workers"][0]
             node = next(n for n in worker_nodes if n.node_id == victim)
@@ -295,7 +300,7 @@ def test_multi_node_placement_and_node_loss(ray_cluster, tmp_path):
             worker_nodes.remove(node)
 
     scenario = Scenario(workers=2, iterations=30, rows=6, consistency="ssp", staleness=1,
-                        shards=2, seed=9, max_delay_ms=15.0)
+                        shards=2, seed=seed, max_delay_ms=15.0)
     opts = {"shard": {"resources": {"shard_slot": 1}},
             "worker": {"resources": {"worker_slot": 1}, "scheduling_strategy": "SPREAD"}}
     try:
@@ -310,3 +315,4 @@ def test_multi_node_placement_and_node_loss(ray_cluster, tmp_path):
     assert removed.is_set() and result.record["recoveries"] >= 1
     assert exact_sum_violations(result, plan) == []
     assert violations(scenario, logs, plan) == []
+    return {"recoveries": result.record["recoveries"]}

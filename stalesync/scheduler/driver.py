@@ -316,14 +316,8 @@ class Driver:
         # on a remote backend the arguments are frozen in the object store once: every worker
         # reads the same bytes, and the recovery log replays exactly what was sent
         call = (method, self.backend.share(args) if self.remote else args)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                answers = self.group.map("run", [call] * self.workers, overlap=run_overlap)
-                break
-            except WorkerLostError as lost:
-                self.recovery.allow(lost)
-                self._rebuild()
+        t0 = time.perf_counter()
+        answers = self._map_recovering("run", [call] * self.workers, overlap=run_overlap)
         wall = time.perf_counter() - t0
         results: list[Any] = [None] * self.num_shards
         for w, (out, busy, count) in enumerate(answers):
@@ -336,6 +330,28 @@ class Driver:
             self._log.append(call)
         return results, (extra[0] if extra else None)
 
+    def _map_recovering(self, method: str, args: list[Any] | None = None,
+                        overlap: Callable[[], Any] | None = None) -> list[Any]:
+        """``group.map`` that survives lost members: they are rebuilt (checkpoint + log
+        replay) and the call is made again."""
+        while True:
+            try:
+                return self.group.map(method, args, overlap=overlap)
+            except WorkerLostError as lost:
+                self._recover(lost)
+
+    def _recover(self, lost: WorkerLostError) -> None:
+        """Rebuild after a loss. A member lost during the rebuild itself starts it over;
+        every try counts towards ``max_recoveries``."""
+        while True:
+            self.recovery.allow(lost)
+            self.recovery.restarted(self.stats.rounds, "round")
+            try:
+                self._rebuild()
+                return
+            except WorkerLostError as again:
+                lost = again
+
     def _rebuild(self) -> None:
         """Fresh workers from their data, the checkpoint loaded, the log replayed."""
         self.group.rebuild()
@@ -343,7 +359,6 @@ class Driver:
             self.group.map("load_states", [(self._checkpoint,)] * self.workers)
         for call in self._log:
             self.group.map("run", [call] * self.workers)
-        self.recovery.restarted(self.stats.rounds, "round")
 
     def _maybe_checkpoint(self) -> None:
         every = self.checkpoint_every
@@ -361,7 +376,7 @@ class Driver:
             return
         self.flush()
         states: dict[int, Any] = {}
-        for part in self.group.map("states"):
+        for part in self._map_recovering("states"):
             states.update(part)
         self._checkpoint, self._log, self._since_checkpoint = states, [], 0
         if self.snapshot_dir is not None:
@@ -381,7 +396,7 @@ class Driver:
         snap = load_driver_snapshot(path, self.num_shards)
         if hasattr(self.app, "load_state"):
             self.app.load_state(snap.model)
-        self.group.map("load_states", [(snap.shards,)] * self.workers)
+        self._map_recovering("load_states", [(snap.shards,)] * self.workers)
         self.stats.load_json(snap.stats)
         self.rng.bit_generator.state = snap.rng_state
         self._prefetched = snap.prefetched
