@@ -4,7 +4,7 @@ The run record is one JSON-serialisable dict, the same schema for every app, str
 runtime (see :data:`RECORD_FIELDS`)::
 
     app, strategy, runtime, consistency, staleness, guarantee, workers,
-    clocks, epochs, wall_time_s, records [per worker per clock],
+    clocks, epochs, wall_time_s, records [per worker per clock; thinned in long runs],
     observed_staleness {max, mean, histogram, rows_read}, reads_blocked, wait_s,
     bytes_sent, fetches, pushes [per worker], recoveries, objective_name,
     objective_reduce, final {app's results}
@@ -15,6 +15,12 @@ rounds); ``epochs`` counts passes over the data (LDA sweeps, SGD epochs), when t
 (model-parallel rounds), ``dsgd``/``fugue`` (block rotation), and the SGD strategies.
 ``guarantee`` says in words what a read was guaranteed to see (``promise``) and what the
 run-time audit found (``reads_checked``, ``violations``, ``over_blocked_reads``).
+
+A worker keeps at most :data:`MAX_RECORDS` clock records, so a long job's memory stays
+flat: past that, adjacent pairs in the older half are merged into one record covering both
+(``clocks``: how many it covers; times, waits, bytes and rows add up, the staleness mean is
+weighted, the objective and bound are the later one's). The newest half stays one record
+per clock.
 """
 
 from __future__ import annotations
@@ -34,6 +40,31 @@ RECORD_FIELDS = (
     "wait_s", "bytes_sent", "fetches", "pushes", "recoveries", "objective_name",
     "objective_reduce", "final",
 )
+
+
+MAX_RECORDS = 4096  # clock records kept per worker (older ones are merged pairwise)
+
+
+def merge_records(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """One record covering the clocks of ``a`` and the later ``b``."""
+    out = dict(b)
+    out["clocks"] = a.get("clocks", 1) + b.get("clocks", 1)
+    for key in ("duration_s", "wait_s", "bytes_sent"):
+        out[key] = a[key] + b[key]
+    rows = a.get("rows_read", 0) + b.get("rows_read", 0)
+    if rows:
+        out["rows_read"] = rows
+        out["staleness_mean"] = (a.get("staleness_mean", 0.0) * a.get("rows_read", 0)
+                                 + b.get("staleness_mean", 0.0) * b.get("rows_read", 0)) / rows
+        out["staleness_max"] = max(a.get("staleness_max", 0), b.get("staleness_max", 0))
+    return out
+
+
+def thin_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge adjacent pairs in the older half; the newest half is kept as it is."""
+    half = len(records) // 2 // 2 * 2
+    older = [merge_records(records[i], records[i + 1]) for i in range(0, half, 2)]
+    return older + records[half:]
 
 
 class WorkerMetrics:
@@ -105,6 +136,8 @@ class WorkerMetrics:
         if self.bound is not None:
             record["bound"] = self.bound
         self.records.append(record)
+        if len(self.records) > MAX_RECORDS:
+            self.records = thin_records(self.records)
         self.bytes_sent += self._bytes
         self._clock_start, self._wait, self._bytes = now, 0.0, 0
         self._rows = self._stale_sum = self._stale_max = 0

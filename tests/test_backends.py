@@ -288,3 +288,38 @@ def test_block_mf_on_ray_recovers_a_killed_worker(ray_cluster):
         sgd.Monitor.epoch_done = original
     assert killed_at and model.run_record_["recoveries"] == 1
     assert model.rmse(test) == pytest.approx(reference.rmse(test), rel=1e-4)
+
+
+def test_a_link_takes_clock_answers_in_send_order():
+    """A later clock's answer seen done before an earlier one's must not be overwritten by
+    the older answer (staleness="auto" learns its bound schedule from the latest)."""
+    from stalesync.runtime.links import ShardLink
+
+    class Answer:
+        def __init__(self, value):
+            self.value, self.ready = value, False
+
+        def done(self):
+            return self.ready
+
+        def result(self, timeout=None):
+            return self.value
+
+    answers = []
+
+    class Handle:
+        def call(self, method, *args):
+            answers.append(Answer(f"schedule after clock {len(answers)}"))
+            return answers[-1]
+
+    link = ShardLink(Handle())
+    link.MAX_IN_FLIGHT = 8  # never wait here: only what is done is taken
+    link.clock(0, {})
+    link.clock(0, {})
+    answers[1].ready = True  # the newer one looks done first
+    link.clock(0, {})
+    assert link.last_answer is None  # nothing taken past the unfinished first answer
+    for a in answers:
+        a.ready = True
+    link.sync()
+    assert link.last_answer == "schedule after clock 2"

@@ -52,16 +52,13 @@ class ShardLink:
         self._collect(wait=len(self._in_flight) > self.MAX_IN_FLIGHT)
 
     def _collect(self, wait: bool) -> None:
-        """Release acknowledged clocks (raising their errors); all of them if ``wait``."""
-        keep = []
-        for future in self._in_flight:
-            if wait or future.done():
-                answer = future.result()
-                if answer is not None:
-                    self.last_answer = answer
-            else:
-                keep.append(future)
-        self._in_flight = keep
+        """Release acknowledged clocks in send order (raising their errors); all of them if
+        ``wait``. Only a prefix is taken: a later answer seen done before an earlier one
+        must not become ``last_answer`` first and then be overwritten by the older one."""
+        while self._in_flight and (wait or self._in_flight[0].done()):
+            answer = self._in_flight.pop(0).result()
+            if answer is not None:
+                self.last_answer = answer
 
     def sync(self) -> None:
         """Wait until the shard applied every clock sent so far."""

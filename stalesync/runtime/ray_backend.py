@@ -10,14 +10,15 @@ Errors: a call whose actor (or any actor it called in turn) died raises
 the original exception, as on the embedded backend.
 
 Session: a job connects to ``address`` (probed first: nothing there fails in seconds, not
-after Ray's minutes of retries) or starts a local Ray advertised at 127.0.0.1 with the
-dashboard off (Ray 2.60's own gRPC servers still bind every interface: see docs/ray.md,
-Security); a local Ray started here is shut down when the last job using it ends. A job
-inside an existing session (``ray.init`` done by the caller) leaves it running.
+after Ray's minutes of retries) or starts a local Ray on loopback only, with the dashboard
+off (:func:`_loopback_node`); a local Ray started here is shut down when the last job using
+it ends. A job inside an existing session (``ray.init`` done by the caller) leaves it
+running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -244,6 +245,26 @@ def check_reachable(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
                           param="address") from None
 
 
+@contextlib.contextmanager
+def _loopback_node():
+    """Start the local node as a one-machine node: every server it runs (GCS, raylet,
+    object manager, workers, agents) then binds 127.0.0.1 only.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` is not enough: Ray replaces a loopback node
+    address with the machine's reachable one and binds its servers there. Ray takes the
+    loopback address itself for a node that is not part of a cluster
+    (``ray_constants.ENABLE_RAY_CLUSTER``, set from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
+    when Ray is imported); it is turned off here for the start only."""
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
 class _Session:
     """A process-wide, reference-counted connection: the first job connects (or starts a
     local Ray at 127.0.0.1), the last one to leave shuts down what was started here."""
@@ -261,8 +282,10 @@ class _Session:
                     check_reachable(address)
                     ray.init(address=address, **common)
                 else:
-                    ray.init(num_cpus=cpus or os.cpu_count() or 1,
-                             _node_ip_address="127.0.0.1", **common)
+                    # address="local": a new instance even when another Ray runs here
+                    with _loopback_node():
+                        ray.init(address="local", num_cpus=cpus or os.cpu_count() or 1,
+                                 **common)
                 cls.owned = True
             cls.users += 1
 

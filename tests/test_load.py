@@ -1,0 +1,123 @@
+"""Load on the embedded runtime: many workers, many clocks, many jobs in one process.
+
+- ``load_run``: W workers each add seeded random integer increments to random rows every
+  clock for C clocks (reading rows as they go, SSP); the final table must equal the exact
+  sum of every increment, replayed here from the same seeds, and the process's resident
+  memory, sampled every few hundred clocks, must stay flat after warm-up (the fitted
+  slope is reported).
+- 100 consecutive jobs in one process leave no thread behind.
+
+The default suite runs 8 workers x 400 clocks; ``pytest -m soak -s tests/test_load.py``
+runs 8 x 10,000 and prints the slope.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import stalesync as ss
+from stalesync.metrics import MAX_RECORDS
+
+psutil = pytest.importorskip("psutil")
+
+ROWS, WIDTH, ROWS_PER_CLOCK = 2_000, 8, 64
+SAMPLE_EVERY = 200  # clocks between RSS samples (worker 0)
+
+
+def _increments(worker: int, clock: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([worker, clock, 2027])
+    rows = rng.integers(0, ROWS, size=ROWS_PER_CLOCK)
+    return rows, rng.integers(-3, 4, size=(ROWS_PER_CLOCK, WIDTH))
+
+
+def _program(clocks: int, rss: list[tuple[int, int]]):
+    process = psutil.Process()
+
+    def worker(ctx: ss.WorkerContext) -> None:
+        w = ctx.worker_id
+        while ctx.clock_count < clocks:
+            rows, deltas = _increments(w, ctx.clock_count)
+            ctx.read("t", rows[:8])
+            ctx.inc("t", rows, deltas)
+            if w == 0 and ctx.clock_count % SAMPLE_EVERY == 0:
+                rss.append((ctx.clock_count, process.memory_info().rss))
+            ctx.clock()
+
+    return worker
+
+
+def _expected(workers: int, clocks: int) -> np.ndarray:
+    table = np.zeros((ROWS, WIDTH), dtype=np.int64)
+    for w in range(workers):
+        for c in range(clocks):
+            rows, deltas = _increments(w, c)
+            np.add.at(table, rows, deltas)
+    return table
+
+
+def load_run(workers: int, clocks: int) -> dict[str, float]:
+    """One loaded job; returns its RSS growth after warm-up and the fitted slope."""
+    rss: list[tuple[int, int]] = []
+    result = ss.run(_program(clocks, rss), [ss.TableSpec("t", ROWS, WIDTH, "int64")],
+                    workers=workers, iterations=clocks, consistency="ssp", staleness=2,
+                    seed=1)
+    np.testing.assert_array_equal(result.tables["t"], _expected(workers, clocks))
+    clock, resident = np.array(rss, dtype=float).T
+    # after warm-up: caches filled, kernels compiled, the clock history at its cap
+    warm = clock >= min(max(clock.max() * 0.2, MAX_RECORDS), clock.max() * 0.5)
+    slope = np.polyfit(clock[warm], resident[warm], 1)[0] if warm.sum() >= 2 else 0.0
+    return {"clocks": clocks, "workers": workers,
+            "rss_start_mb": resident[warm][0] / 2**20, "rss_end_mb": resident[-1] / 2**20,
+            "slope_kb_per_1000_clocks": slope * 1000 / 1024}
+
+
+def test_loaded_job_keeps_the_exact_sum_and_flat_memory():
+    out = load_run(workers=8, clocks=400)
+    assert out["rss_end_mb"] - out["rss_start_mb"] < 30, out
+
+
+@pytest.mark.soak
+def test_soak_load():
+    out = load_run(workers=8, clocks=10_000)
+    print(f"\nload soak: {out}")
+    # a leak of one per-clock array (64 rows x 8 x 8 bytes, per worker) would add 4 MB
+    assert out["slope_kb_per_1000_clocks"] < 256, out
+
+
+def test_consecutive_jobs_leave_no_thread_behind():
+    def worker(ctx):
+        while ctx.clock_count < 3:
+            ctx.inc("t", [ctx.worker_id], np.ones((1, 2)))
+            ctx.read("t", [0, 1, 2])
+            ctx.clock()
+
+    before = {t.ident for t in threading.enumerate()}
+    for i in range(100):
+        result = ss.run(worker, [ss.TableSpec("t", 3, 2)], workers=3, iterations=3,
+                        consistency=["bsp", "ssp", "essp", "async"][i % 4], seed=i)
+        assert result.tables["t"][:, 0].tolist() == [3.0, 3.0, 3.0]
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == [], f"threads left after 100 jobs: {left[:5]}"
+
+
+def test_clock_records_stay_bounded_and_keep_their_totals():
+    from stalesync.metrics import WorkerMetrics
+
+    m = WorkerMetrics(0, 0.0)
+    rng = np.random.default_rng(3)
+    stale = rng.integers(0, 3, size=(3 * MAX_RECORDS, 4))
+    for k in range(3 * MAX_RECORDS):
+        m.on_read(stale[k], 0.001)
+        m.on_clock(k, float(k))
+    assert len(m.records) <= MAX_RECORDS
+    assert sum(r.get("clocks", 1) for r in m.records) == 3 * MAX_RECORDS
+    assert [r["iteration"] for r in m.records[-MAX_RECORDS // 2:]] == list(
+        range(3 * MAX_RECORDS - MAX_RECORDS // 2, 3 * MAX_RECORDS))  # newest: one per clock
+    assert m.records[-1]["objective"] == 3 * MAX_RECORDS - 1
+    assert sum(r["rows_read"] for r in m.records) == stale.size
+    weighted = sum(r["staleness_mean"] * r["rows_read"] for r in m.records)
+    assert weighted == pytest.approx(stale.sum())
+    assert max(r["staleness_max"] for r in m.records) == stale.max()
