@@ -404,9 +404,11 @@ class WorkerClient:
                 table.sent.append((self.clock_count, rows, deltas))
             for shard, pos, local in self.shard_map.split(rows):
                 per_shard[shard][name] = (local, deltas[pos])
-                nbytes += local.size * (INDEX_BYTES if encoded is not None
-                                        else INDEX_BYTES + table.spec.row_nbytes)
-            nbytes += encoded or 0
+            dense = rows.size * (INDEX_BYTES + table.spec.row_nbytes)
+            sent = dense if encoded is None else rows.size * INDEX_BYTES + encoded
+            self.metrics.push_bytes += sent
+            self.metrics.push_bytes_dense += dense
+            nbytes += sent
         for shard, updates in enumerate(per_shard):
             self.shards[shard].clock(self.worker_id, updates, finished=finished,
                                      step=self.clock_count)

@@ -233,6 +233,13 @@ class ErrorFeedback:
     def step(self, rows: np.ndarray, deltas: np.ndarray,
              clock: int | None = None) -> tuple[np.ndarray, int]:
         """(what to send for ``rows`` this clock, its encoded size in bytes)."""
+        enc, sent = self.encode(rows, deltas, clock)
+        return sent, enc.nbytes
+
+    def encode(self, rows: np.ndarray, deltas: np.ndarray,
+               clock: int | None = None) -> tuple[Encoded, np.ndarray]:
+        """Fold ``deltas`` into the residual of ``rows``, encode it: (the encoding, what it
+        decodes to). The residual keeps exactly what the encoding does not deliver."""
         if self.velocity is not None:  # DGC: accumulate the momentum, not the update
             u = self.compressor.momentum * self.velocity[rows] + deltas
             self.velocity[rows] = u
@@ -245,4 +252,4 @@ class ErrorFeedback:
         self.residual[rows] = corrected - sent  # exactly what was not delivered
         if self.velocity is not None:  # momentum factor masking: where sent, start over
             self.velocity[rows] = np.where(sent != 0, 0.0, self.velocity[rows])
-        return sent, enc.nbytes
+        return enc, sent

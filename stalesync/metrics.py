@@ -6,13 +6,15 @@ runtime (see :data:`RECORD_FIELDS`)::
     app, strategy, runtime, consistency, staleness, guarantee, workers,
     clocks, epochs, wall_time_s, records [per worker per clock; thinned in long runs],
     observed_staleness {max, mean, histogram, rows_read}, reads_blocked, wait_s,
-    bytes_sent, fetches, pushes [per worker], recoveries, objective_name,
-    objective_reduce, final {app's results}
+    bytes_sent, compression_ratio, fetches, pushes [per worker], recoveries,
+    objective_name, objective_reduce, final {app's results}
 
 ``clocks`` counts synchronisation points (a worker's ``ctx.clock()`` calls, a scheduler's
 rounds); ``epochs`` counts passes over the data (LDA sweeps, SGD epochs), when the app knows.
 ``strategy`` says how work is shared: ``ps`` (parameter-server tables), ``scheduled``
 (model-parallel rounds), ``dsgd``/``fugue`` (block rotation), and the SGD strategies.
+``compression_ratio``: the bytes the pushed updates would have taken uncompressed over the
+bytes their encodings took (1.0 when no table compresses; :mod:`stalesync.compression`).
 ``guarantee`` says in words what a read was guaranteed to see (``promise``) and what the
 run-time audit found (``reads_checked``, ``violations``, ``over_blocked_reads``).
 
@@ -37,8 +39,8 @@ from .files import PathLike, atomic_write_bytes
 RECORD_FIELDS = (
     "app", "strategy", "runtime", "consistency", "staleness", "guarantee", "workers",
     "clocks", "epochs", "wall_time_s", "records", "observed_staleness", "reads_blocked",
-    "wait_s", "bytes_sent", "fetches", "pushes", "recoveries", "objective_name",
-    "objective_reduce", "final",
+    "wait_s", "bytes_sent", "compression_ratio", "fetches", "pushes", "recoveries",
+    "objective_name", "objective_reduce", "final",
 )
 
 
@@ -77,6 +79,8 @@ class WorkerMetrics:
         self.records: list[dict[str, Any]] = []
         self.reads_blocked = 0
         self.bytes_sent = 0
+        self.push_bytes = 0  # the updates' share of bytes_sent ...
+        self.push_bytes_dense = 0  # ... and what they would have been uncompressed
         self.fetches = 0  # reads that fetched rows from the shards
         self.audit: dict[str, Any] | None = None  # the read audit's counters (at the end)
         self.pushes = 0  # clock messages that carried increments
@@ -217,6 +221,9 @@ def build_run_record(
         "reads_blocked": int(sum(m.reads_blocked for m in metrics)),
         "wait_s": float(sum(r["wait_s"] for r in records)),
         "bytes_sent": int(sum(m.bytes_sent for m in metrics)),
+        "compression_ratio": float(sum(m.push_bytes_dense for m in metrics)
+                                   / max(sum(m.push_bytes for m in metrics), 1))
+        if any(m.push_bytes for m in metrics) else 1.0,
         "fetches": [int(m.fetches) for m in metrics],
         "pushes": [int(m.pushes) for m in metrics],
         "recoveries": 0,

@@ -93,6 +93,8 @@ def metrics_state(metrics: Any, audit: dict[str, Any] | None = None) -> dict[str
         "staleness_counts": np.asarray(metrics.staleness_counts).tolist(),
         "reads_blocked": int(metrics.reads_blocked),
         "bytes_sent": int(metrics.bytes_sent),
+        "push_bytes": int(metrics.push_bytes),
+        "push_bytes_dense": int(metrics.push_bytes_dense),
         "fetches": int(metrics.fetches),
         "pushes": int(metrics.pushes),
         "audit": audit,
@@ -112,6 +114,8 @@ def restore_metrics(metrics: Any, state: Mapping[str, Any] | None) -> None:
     metrics.staleness_counts[: counts.size] += counts
     metrics.reads_blocked += int(state.get("reads_blocked", 0))
     metrics.bytes_sent += int(state.get("bytes_sent", 0))
+    metrics.push_bytes += int(state.get("push_bytes", 0))
+    metrics.push_bytes_dense += int(state.get("push_bytes_dense", 0))
     metrics.fetches += int(state.get("fetches", 0))
     metrics.pushes += int(state.get("pushes", 0))
     metrics.audit = state.get("audit")

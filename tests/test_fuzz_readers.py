@@ -3,7 +3,7 @@ a number replaced by a huge, negative, NaN or non-numeric one, CRLF, empty, bina
 A reader may accept a corrupted file (many corruptions leave a valid file) or refuse it,
 but only with the project's own error, naming the file; never another exception type.
 
-``FUZZ_CASES`` per reader here; the ``slow`` marker's soak runs 20x as many."""
+``FUZZ_CASES`` per reader here; the ``soak`` marker runs 20x as many."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def test_a_corrupted_file_is_read_or_refused_with_the_projects_error(name):
     fuzz(name, FUZZ_CASES)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.parametrize("name", sorted(READERS))
 def test_fuzz_soak(name):
     fuzz(name, 20 * FUZZ_CASES)

@@ -51,5 +51,5 @@ def run_sgd_job(strategy: Any, problems: list[Any], table: TableSpec, initial: n
         "epochs": epochs, "examples": seen, "examples_per_s": seen / max(train_s, 1e-12),
         "strategy": strategy.name,
         "dropped_gradients": int(record.get("backup", {}).get("dropped_gradients", 0)),
-        "bytes_sent": record["bytes_sent"]}
+        "bytes_sent": record["bytes_sent"], "compression_ratio": record["compression_ratio"]}
     return SGDRun(result, record, train_s)

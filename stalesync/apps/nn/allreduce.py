@@ -10,6 +10,13 @@ step. So all workers hold bit-identical parameters after every step (tested), an
 equals single-process SGD on the concatenated batches up to float rounding (tested).
 Steps per epoch are the full batches of the smallest share, the same on every worker (a
 collective that one worker skips would hang the others).
+
+With ``compress`` (any :mod:`stalesync.compression` codec) each worker folds its gradient
+into its error-feedback residual and encodes it; the encoded arrays (top-k indices and
+values, QSGD codes and norms, packed signs, PowerSGD's P and Q) are exchanged with gloo's
+``all_gather`` instead of the dense ``all_reduce``, and every worker decodes every worker's
+payload in rank order and steps with their mean: the parameters stay bit-identical on every
+worker. Bytes counted are those of the buffers handed to the collective.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ...compression import Encoded, ErrorFeedback
+from ...compression import parse as parse_compressor
 from ...errors import StalesyncError
 from . import networks
 from .problem import NNSpec
@@ -34,7 +43,8 @@ class AllreduceResult:
     examples: int
     wall_s: float  # including starting the processes
     train_s: float  # the training loops (the slowest worker's)
-    bytes_allreduced: int  # per worker: the buffers handed to all_reduce, measured
+    bytes_allreduced: int  # per worker: the buffers handed to the collective, measured
+    dense_bytes: int  # per worker: what uncompressed gradients would have been
 
 
 def free_loopback_port() -> int:
@@ -52,8 +62,10 @@ def epoch_order(seed: int, rank: int, epoch: int, n: int) -> np.ndarray:
 
 
 def fit(spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]], epochs: int,
-        initial: np.ndarray, timeout_s: float = 600.0) -> AllreduceResult:
-    """Train with ``len(shares)`` worker processes; ``shares[w]`` = (X, labels) of worker w."""
+        initial: np.ndarray, timeout_s: float = 600.0, compress: str = "none"
+        ) -> AllreduceResult:
+    """Train with ``len(shares)`` worker processes; ``shares[w]`` = (X, labels) of worker w;
+    ``compress``: a compressor spec, or ``none`` for the dense allreduce."""
     import torch.multiprocessing as mp
 
     world = len(shares)
@@ -62,7 +74,8 @@ def fit(spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]], epochs: int,
     out = ctx.SimpleQueue()
     start = time.perf_counter()
     procs = [ctx.Process(target=_rank_main, daemon=True,
-                         args=(rank, world, port, spec, shares[rank], epochs, initial, out))
+                         args=(rank, world, port, spec, shares[rank], epochs, initial,
+                               compress, out))
              for rank in range(world)]
     for p in procs:
         p.start()
@@ -90,18 +103,21 @@ def fit(spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]], epochs: int,
     identical = all(np.array_equal(first["params"], results[r]["params"]) for r in results)
     return AllreduceResult(first["params"], identical, first["losses"],
                            int(sum(r["examples"] for r in results.values())), wall,
-                           max(r["train_s"] for r in results.values()), int(first["bytes"]))
+                           max(r["train_s"] for r in results.values()), int(first["bytes"]),
+                           int(first["dense_bytes"]))
 
 
 def _rank_main(rank: int, world: int, port: int, spec: NNSpec, share: tuple, epochs: int,
-               initial: np.ndarray, out: Any) -> None:  # pragma: no cover - child process
+               initial: np.ndarray, compress: str, out: Any
+               ) -> None:  # pragma: no cover - child process
     try:
-        out.put((rank, _train(rank, world, port, spec, share, epochs, initial)))
+        out.put((rank, _train(rank, world, port, spec, share, epochs, initial, compress)))
     except BaseException as exc:  # report, never hang the parent
         out.put((rank, f"{type(exc).__name__}: {exc}"))
 
 
-def _train(rank, world, port, spec, share, epochs, initial):  # pragma: no cover - child
+def _train(rank, world, port, spec, share, epochs, initial, compress
+           ):  # pragma: no cover - child
     torch = networks.torch_module()
     import torch.distributed as dist
 
@@ -116,7 +132,7 @@ def _train(rank, world, port, spec, share, epochs, initial):  # pragma: no cover
         tx, ty = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(labels)
         b = spec.batch_size
         steps = _steps_shared(len(labels), b, world)
-        sent = 0
+        exchange = _Exchange(compress, rank, world, sum(p.numel() for p in params))
         losses = []
         dist.barrier()
         start = time.perf_counter()
@@ -127,10 +143,8 @@ def _train(rank, world, port, spec, share, epochs, initial):  # pragma: no cover
                 idx = order[k * b:(k + 1) * b]
                 loss = loss_fn(net(tx[idx]), ty[idx])
                 grads = torch.autograd.grad(loss, params)
-                flat = torch.cat([g.reshape(-1) for g in grads])
-                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-                sent += flat.numel() * flat.element_size()
-                flat /= world
+                flat = exchange.mean(torch.cat([g.reshape(-1) for g in grads]),
+                                     epoch * steps + k)
                 with torch.no_grad():
                     offset = 0
                     for p in params:
@@ -140,10 +154,49 @@ def _train(rank, world, port, spec, share, epochs, initial):  # pragma: no cover
                 total += float(loss.detach())
             losses.append(total / max(steps, 1))
         return {"params": networks.get_flat(net), "losses": losses,
-                "examples": epochs * steps * b, "bytes": sent,
+                "examples": epochs * steps * b, "bytes": exchange.sent,
+                "dense_bytes": exchange.dense,
                 "train_s": time.perf_counter() - start}
     finally:
         dist.destroy_process_group()
+
+
+class _Exchange:  # pragma: no cover - child process
+    """The mean of every worker's gradient: a dense ``all_reduce``, or (compressed) an
+    ``all_gather`` of each worker's encoded, error-fed gradient decoded on every worker."""
+
+    def __init__(self, compress: str, rank: int, world: int, size: int) -> None:
+        codec = parse_compressor(compress)
+        self.world = world
+        self.feedback = None if codec is None else ErrorFeedback(
+            codec, 1, size, np.random.default_rng([rank, 5581]), seed=(rank, 5581))
+        self.sent = self.dense = 0
+        self._row = np.zeros(1, dtype=np.int64)
+
+    def mean(self, flat: Any, step: int) -> Any:
+        import torch
+        import torch.distributed as dist
+
+        self.dense += flat.numel() * flat.element_size()
+        if self.feedback is None:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            self.sent += flat.numel() * flat.element_size()
+            return flat / self.world
+        enc, _ = self.feedback.encode(self._row, flat.detach().numpy()[None].astype(np.float64),
+                                      step)
+        gathered: list[dict[str, np.ndarray]] = [{} for _ in range(self.world)]
+        for key in sorted(enc.arrays):
+            mine = torch.from_numpy(np.ascontiguousarray(enc.arrays[key]))
+            parts = [torch.empty_like(mine) for _ in range(self.world)]
+            dist.all_gather(parts, mine)
+            self.sent += mine.numel() * mine.element_size()
+            for r, part in enumerate(parts):
+                gathered[r][key] = part.numpy()
+        codec = self.feedback.compressor
+        total = np.zeros(enc.shape)
+        for arrays in gathered:  # rank order on every worker: identical sums
+            total += codec.decode(Encoded(arrays, enc.shape))
+        return torch.from_numpy((total[0] / self.world).astype(np.float32))
 
 
 def _steps_shared(n: int, batch_size: int, world: int) -> int:  # pragma: no cover - child

@@ -61,11 +61,7 @@ def make_plan(strategy: str, *, lr: float, batch_size: int, workers: int, consis
     check_consistency(consistency, staleness)
     parse_compressor(compress)
     config = None
-    if strategy == ALLREDUCE:
-        if compress != "none":
-            raise ConfigError("strategy='allreduce' sends dense gradients; compress applies "
-                              "to the parameter-server strategies", param="compress")
-    else:
+    if strategy != ALLREDUCE:
         config = StrategyConfig(name=strategy, lr=lr, batch_size=batch_size,
                                 backup_workers=backup_workers, n_fetch=n_fetch, n_push=n_push,
                                 server_update=server_update, average_every=average_every,
@@ -82,7 +78,8 @@ def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
     rng = np.random.default_rng(plan.seed)
     parts = np.array_split(rng.permutation(X.shape[0]), plan.workers)
     if plan.strategy is None:
-        return _allreduce(spec, initial, [(X[p], targets[p]) for p in parts], epochs, run)
+        return _allreduce(spec, initial, [(X[p], targets[p]) for p in parts], epochs, run,
+                          plan.compress)
     per_clock = plan.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
     problems = [NNProblem(X[p], targets[p], spec, per_clock, plan.seed + 7919 * w)
                 for w, p in enumerate(parts)]
@@ -100,14 +97,14 @@ def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
 
 
 def _allreduce(spec: NNSpec, initial: np.ndarray, shares: list, epochs: int,
-               run: RunConfig) -> Trained:
+               run: RunConfig, compress: str) -> Trained:
     from ...metrics import build_run_record
     from .allreduce import fit as allreduce_fit
 
     if run.runtime != "embedded" or run.snapshot_every or run.stragglers is not None:
         raise ConfigError("strategy='allreduce' runs local worker processes: no Ray, "
                           "snapshots or injected stragglers", param="strategy")
-    result = allreduce_fit(spec, shares, epochs, initial)
+    result = allreduce_fit(spec, shares, epochs, initial, compress=compress)
     workers = len(shares)
     final = {
         "train_loss": result.losses[-1], "epochs": epochs, "examples": result.examples,
@@ -115,12 +112,14 @@ def _allreduce(spec: NNSpec, initial: np.ndarray, shares: list, epochs: int,
         "train_s": result.train_s, "strategy": ALLREDUCE,
         "parameters": networks.count(networks.build_for(spec)),
         "identical_parameters": result.identical,
-        "bytes_sent": result.bytes_allreduced * workers}
+        "bytes_sent": result.bytes_allreduced * workers, "compress": compress,
+        "compression_ratio": result.dense_bytes / max(result.bytes_allreduced, 1)}
     record = build_run_record(
         app="nn", strategy=ALLREDUCE, runtime="processes", consistency="bsp",
         staleness=0, workers=workers, clocks=0, epochs=epochs,
         wall_time_s=result.wall_s, metrics=[], final=final)
     record["bytes_sent"] = final["bytes_sent"]
+    record["compression_ratio"] = final["compression_ratio"]
     record["objective_name"] = "mean loss of rank 0's batches, per epoch"
     record["records"] = [{"iteration": e, "worker": 0, "time_s": None, "duration_s": 0.0,
                           "wait_s": 0.0, "bytes_sent": 0, "objective": loss}
