@@ -103,11 +103,11 @@ def _ddp_rank(rank, world, port, X, y, epochs, seed, out):
 def ddp(X, y, Xt, yt, epochs: int, seed: int, world: int = 2) -> dict:
     import torch.multiprocessing as mp
 
-    from stalesync.apps.nn.allreduce import free_loopback_port
+    from stalesync.apps.nn.allreduce import free_port
 
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
-    port = free_loopback_port()
+    port = free_port()
     procs = [ctx.Process(target=_ddp_rank, args=(r, world, port, X, y, epochs, seed, out))
              for r in range(world)]
     for p in procs:

@@ -117,6 +117,10 @@ def test_clock_records_stay_bounded_and_keep_their_totals():
     assert [r["iteration"] for r in m.records[-MAX_RECORDS // 2:]] == list(
         range(3 * MAX_RECORDS - MAX_RECORDS // 2, 3 * MAX_RECORDS))  # newest: one per clock
     assert m.records[-1]["objective"] == 3 * MAX_RECORDS - 1
+    assert sum(r["wait_s"] for r in m.records) == pytest.approx(0.001 * 3 * MAX_RECORDS)
+    durations = sum(r["duration_s"] for r in m.records)
+    assert durations == pytest.approx(m.records[-1]["time_s"] - m.records[0]["time_s"]
+                                      + m.records[0]["duration_s"])
     assert sum(r["rows_read"] for r in m.records) == stale.size
     weighted = sum(r["staleness_mean"] * r["rows_read"] for r in m.records)
     assert weighted == pytest.approx(stale.sum())

@@ -365,6 +365,25 @@ def test_scheduler_survives_a_kill_during_its_recovery(ray_cluster, killer_for):
     assert tally.kills == 2 and tally.recoveries == 2
 
 
+def test_scheduler_replays_its_log_after_a_loss_between_checkpoints(ray_cluster, killer_for):
+    """No snapshots: the driver's in-memory checkpoint (every DEFAULT_CHECKPOINT_ROUNDS) and
+    the log of calls since it rebuild a worker killed mid-way; the run ends bit for bit as
+    the unkilled one."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 60))
+    y = X[:, :5] @ rng.normal(size=5)
+    make = lambda: Lasso(alpha=0.05, schedule="cyclic", parallel=4, max_iter=10,  # noqa: E731
+                         tol=1e-12, seed=3)
+    reference = make().fit(X, y, run=RunConfig(runtime="ray"))
+    assert reference.run_record_["final"]["rounds"] > 100  # the kill lands mid-way
+    killer = killer_for("worker", 0, 50)
+    killed = make().fit(X, y, run=RunConfig(runtime="ray"))
+    killer.stop.set()
+    assert killer.kills == 1 and not killer.missed
+    assert killed.run_record_["recoveries"] == 1
+    np.testing.assert_array_equal(killed.coef_, reference.coef_)
+
+
 @pytest.mark.soak
 def test_two_worker_lda_counts_equal_assignments_after_a_shard_kill(ray_cluster, killer_for):
     tally = Tally()

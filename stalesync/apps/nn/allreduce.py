@@ -1,7 +1,9 @@
 """``strategy="allreduce"``: synchronous data-parallel SGD with the gradients summed across
 workers every step by ``torch.distributed``'s gloo allreduce (Horovod's scheme, no
-parameter server). Each worker is a process (``torch.multiprocessing``, spawn) in one gloo
-process group whose rendezvous listens on 127.0.0.1 only.
+parameter server). Each worker is a process in one gloo process group: on the embedded
+runtime local processes (``torch.multiprocessing``, spawn) whose rendezvous listens on
+127.0.0.1 only; on Ray one actor per worker (:func:`fit_on_backend`, any node of the
+cluster; rank 0's node hosts the rendezvous, on a local Ray that is loopback too).
 
 Every step each worker takes the next ``batch_size`` examples of its share, computes the
 gradient of their mean loss, and the flattened gradients (one buffer, like DDP's buckets)
@@ -24,6 +26,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -47,9 +50,9 @@ class AllreduceResult:
     dense_bytes: int  # per worker: what uncompressed gradients would have been
 
 
-def free_loopback_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -69,7 +72,7 @@ def fit(spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]], epochs: int,
     import torch.multiprocessing as mp
 
     world = len(shares)
-    port = free_loopback_port()
+    port = free_port()
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
     start = time.perf_counter()
@@ -98,13 +101,51 @@ def fit(spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]], epochs: int,
         results[rank] = payload
     for p in procs:
         p.join(10)
-    wall = time.perf_counter() - start
-    first = results[0]
-    identical = all(np.array_equal(first["params"], results[r]["params"]) for r in results)
+    return _result([results[r] for r in range(world)], time.perf_counter() - start)
+
+
+def _result(ranks: list[dict[str, Any]], wall_s: float) -> AllreduceResult:
+    first = ranks[0]
+    identical = all(np.array_equal(first["params"], r["params"]) for r in ranks)
     return AllreduceResult(first["params"], identical, first["losses"],
-                           int(sum(r["examples"] for r in results.values())), wall,
-                           max(r["train_s"] for r in results.values()), int(first["bytes"]),
+                           int(sum(r["examples"] for r in ranks)), wall_s,
+                           max(r["train_s"] for r in ranks), int(first["bytes"]),
                            int(first["dense_bytes"]))
+
+
+class RankMember:
+    """One allreduce worker as a backend member (a Ray actor with one CPU)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def endpoint(self) -> tuple[str, int]:
+        """Where this member's node can host the rendezvous: (its address, a free port)."""
+        import ray
+
+        host = ray.util.get_node_ip_address()
+        return host, free_port(host)
+
+    def train(self, world: int, host: str, port: int, spec: NNSpec, share: tuple,
+              epochs: int, initial: np.ndarray, compress: str) -> dict[str, Any]:
+        return _train(self.rank, world, port, spec, share, epochs, initial, compress, host)
+
+
+def fit_on_backend(backend: Any, spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]],
+                   epochs: int, initial: np.ndarray, compress: str = "none"
+                   ) -> AllreduceResult:
+    """:func:`fit` with the workers hosted by ``backend`` (the Ray backend: actors)."""
+    world = len(shares)
+    start = time.perf_counter()
+    group = backend.host("allreduce-worker", [partial(RankMember, r) for r in range(world)],
+                         cpus=1, concurrency=1)
+    try:
+        host, port = group.map("endpoint")[0]  # rank 0's node hosts the rendezvous
+        ranks = group.map("train", [(world, host, port, spec, shares[r], epochs, initial,
+                                     compress) for r in range(world)])
+    finally:
+        group.kill()
+    return _result(ranks, time.perf_counter() - start)
 
 
 def _rank_main(rank: int, world: int, port: int, spec: NNSpec, share: tuple, epochs: int,
@@ -116,12 +157,12 @@ def _rank_main(rank: int, world: int, port: int, spec: NNSpec, share: tuple, epo
         out.put((rank, f"{type(exc).__name__}: {exc}"))
 
 
-def _train(rank, world, port, spec, share, epochs, initial, compress
+def _train(rank, world, port, spec, share, epochs, initial, compress, host="127.0.0.1"
            ):  # pragma: no cover - child
     torch = networks.torch_module()
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}", rank=rank,
                             world_size=world)
     try:
         X, labels = share

@@ -99,12 +99,18 @@ def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
 def _allreduce(spec: NNSpec, initial: np.ndarray, shares: list, epochs: int,
                run: RunConfig, compress: str) -> Trained:
     from ...metrics import build_run_record
+    from ...runtime.backend import make_backend
     from .allreduce import fit as allreduce_fit
+    from .allreduce import fit_on_backend
 
-    if run.runtime != "embedded" or run.snapshot_every or run.stragglers is not None:
-        raise ConfigError("strategy='allreduce' runs local worker processes: no Ray, "
-                          "snapshots or injected stragglers", param="strategy")
-    result = allreduce_fit(spec, shares, epochs, initial, compress=compress)
+    if run.snapshot_every or run.stragglers is not None:
+        raise ConfigError("strategy='allreduce' takes no snapshots or injected stragglers",
+                          param="strategy")
+    if run.runtime == "ray":
+        with make_backend("ray", address=run.address) as backend:
+            result = fit_on_backend(backend, spec, shares, epochs, initial, compress)
+    else:
+        result = allreduce_fit(spec, shares, epochs, initial, compress=compress)
     workers = len(shares)
     final = {
         "train_loss": result.losses[-1], "epochs": epochs, "examples": result.examples,
@@ -115,7 +121,8 @@ def _allreduce(spec: NNSpec, initial: np.ndarray, shares: list, epochs: int,
         "bytes_sent": result.bytes_allreduced * workers, "compress": compress,
         "compression_ratio": result.dense_bytes / max(result.bytes_allreduced, 1)}
     record = build_run_record(
-        app="nn", strategy=ALLREDUCE, runtime="processes", consistency="bsp",
+        app="nn", strategy=ALLREDUCE,
+        runtime="ray" if run.runtime == "ray" else "processes", consistency="bsp",
         staleness=0, workers=workers, clocks=0, epochs=epochs,
         wall_time_s=result.wall_s, metrics=[], final=final)
     record["bytes_sent"] = final["bytes_sent"]
