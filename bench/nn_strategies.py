@@ -1,14 +1,23 @@
-"""Neural networks on Fashion-MNIST through every strategy, next to a plain PyTorch loop.
+"""Neural networks on Fashion-MNIST through every strategy, next to plain PyTorch and DDP.
 
-An MLP (784 -> 256 -> 256 -> 10) for ``--epochs`` epochs, batch 64, lr 0.05: plain PyTorch
-(one thread, the same SGD steps: the ceiling of one core), then stalesync with one worker
-(``average``, which with one worker is plain SGD through the engine), and with 2 workers
-every strategy: average (every 50 steps), ps (SSP s=1), sync (and with one backup worker),
-downpour, hogwild (1 worker x 2 threads), allreduce (2 gloo processes) next to PyTorch's
-own DistributedDataParallel (2 gloo processes, the same model, batch and epochs; both
-timed over the training loop, process start-up apart), and ps with each compressor (error
-feedback; ``bytes_sent`` is measured: the encoded arrays' sizes, plus the reads). Test accuracy on
-the 10,000 test images, wall time and examples/s; median of ``--repeats``. Writes
+Groups (one command runs them all; ``--quick`` only the first):
+
+- **MLP, 2 workers** (784 -> 256 -> 256 -> 10, ``--epochs`` epochs, batch 64, lr 0.05): plain
+  PyTorch (one thread, the same SGD steps: the ceiling of one core), stalesync with one
+  worker, and with 2 workers every strategy (average every 50 steps, ps SSP s=1, sync and
+  sync with one backup worker, downpour, hogwild 1 worker x 2 threads, allreduce) next to
+  PyTorch's own DistributedDataParallel (gloo, the same model, batch and epochs; both timed
+  over the training loop, process start-up apart), and every compressor (error feedback)
+  with ``ps`` and with ``allreduce``;
+- **MLP, 4 workers** and **CNN (LeNet-5 style), 2 workers** (``--cnn-epochs``): plain
+  PyTorch, DDP and a subset of strategies and compressors;
+- **a 2x straggler**: ``sync`` with 3 workers, worker 0 twice as slow, with and without one
+  backup worker, trained epoch by epoch (``partial_fit``): the wall time until the test
+  accuracy first reaches the target (plain PyTorch's at ``--epochs`` minus 2 points).
+
+``bytes`` is the run record's ``bytes_sent`` (reads and pushes, or what the workers handed to
+the collective; measured), ``ratio`` its ``compression_ratio``. Medians of ``--repeats``
+seeds for the first group (``--repeats-other`` for the others). Writes
 bench/results/nn_strategies.json and .png.
 
     flock /tmp/stalesync-bench.lock .venv/bin/python bench/nn_strategies.py
@@ -33,26 +42,43 @@ from stalesync.apps.nn import (
 )
 from stalesync.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 
-CONFIGS = {
-    "1 worker": {"strategy": "average", "workers": 1, "average_every": 0},
-    "average x2": {"strategy": "average", "workers": 2, "average_every": 50},
-    "ps ssp s=1 x2": {"strategy": "ps", "workers": 2, "consistency": "ssp", "staleness": 1},
-    "sync x2": {"strategy": "sync", "workers": 2},
-    "sync x3 b=1": {"strategy": "sync", "workers": 3, "backup_workers": 1},
-    "downpour x2": {"strategy": "downpour", "workers": 2},
-    "hogwild 1x2 threads": {"strategy": "hogwild", "workers": 1, "threads": 2},
-    "allreduce x2": {"strategy": "allreduce", "workers": 2},
-    "ps x2 topk:0.01": {"strategy": "ps", "workers": 2, "compress": "topk:0.01"},
-    "ps x2 qsgd:8": {"strategy": "ps", "workers": 2, "compress": "qsgd:8"},
-    "ps x2 sign": {"strategy": "ps", "workers": 2, "compress": "sign"},
-    "ps x2 powersgd:2": {"strategy": "ps", "workers": 2, "compress": "powersgd:2"},
-}
+COMPRESSORS = ["topk:0.01", "dgc:0.01", "qsgd:8", "sign", "powersgd:2"]
 
 
-def plain_torch(X, y, Xt, yt, epochs: int, seed: int) -> tuple[float, float]:
-    """(seconds, test accuracy) of the same SGD in a bare PyTorch loop."""
+def configs(workers: int, subset: bool) -> dict[str, dict]:
+    """The strategies (and compressors) of a group with ``workers`` workers."""
+    w = workers
+    out = {f"average x{w}": {"strategy": "average", "workers": w, "average_every": 50},
+           f"ps ssp s=1 x{w}": {"strategy": "ps", "workers": w, "consistency": "ssp",
+                                "staleness": 1},
+           f"sync x{w}": {"strategy": "sync", "workers": w},
+           f"allreduce x{w}": {"strategy": "allreduce", "workers": w}}
+    if subset:
+        out[f"allreduce x{w} topk:0.01"] = {"strategy": "allreduce", "workers": w,
+                                            "compress": "topk:0.01"}
+        out[f"ps x{w} topk:0.01"] = {"strategy": "ps", "workers": w, "compress": "topk:0.01"}
+        return out
+    out = {"1 worker": {"strategy": "average", "workers": 1, "average_every": 0}, **out,
+           f"sync x{w + 1} b=1": {"strategy": "sync", "workers": w + 1, "backup_workers": 1},
+           f"downpour x{w}": {"strategy": "downpour", "workers": w},
+           f"hogwild 1x{w} threads": {"strategy": "hogwild", "workers": 1, "threads": w}}
+    for c in COMPRESSORS:
+        out[f"ps x{w} {c}"] = {"strategy": "ps", "workers": w, "compress": c}
+        out[f"allreduce x{w} {c}"] = {"strategy": "allreduce", "workers": w, "compress": c}
+    return out
+
+
+def accuracy(net, Xt, yt) -> float:
     torch = networks.torch_module()
-    net = networks.build("mlp", X.shape[1], 10, 256, seed)
+    with torch.no_grad():
+        out = torch.cat([net(torch.from_numpy(Xt[i:i + 2000])) for i in range(0, len(yt), 2000)])
+    return float((out.argmax(1).numpy() == yt).mean())
+
+
+def plain_torch(arch, X, y, Xt, yt, epochs: int, seed: int) -> dict:
+    """The same SGD in a bare PyTorch loop (one thread)."""
+    torch = networks.torch_module()
+    net = networks.build(arch, X.shape[1], 10, 256, seed)
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
     tx, ty = torch.from_numpy(X), torch.from_numpy(y)
     rng = np.random.default_rng(seed)
@@ -65,13 +91,12 @@ def plain_torch(X, y, Xt, yt, epochs: int, seed: int) -> tuple[float, float]:
             torch.nn.functional.cross_entropy(net(tx[idx]), ty[idx]).backward()
             opt.step()
     wall = time.perf_counter() - start
-    with torch.no_grad():
-        acc = float((net(torch.from_numpy(Xt)).argmax(1).numpy() == yt).mean())
-    return wall, acc
+    return {"wall_s": wall, "test_accuracy": accuracy(net, Xt, yt),
+            "examples_per_s": epochs * len(y) / wall, "bytes_sent": 0}
 
 
-def _ddp_rank(rank, world, port, X, y, epochs, seed, out):
-    """One PyTorch DDP process (gloo, loopback), the same MLP, batch 64 per worker."""
+def _ddp_rank(rank, world, port, arch, X, y, epochs, seed, out):
+    """One PyTorch DDP process (gloo, loopback), the same network, batch 64 per worker."""
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -79,7 +104,7 @@ def _ddp_rank(rank, world, port, X, y, epochs, seed, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
-    net = DistributedDataParallel(networks.build("mlp", X.shape[1], 10, 256, seed))
+    net = DistributedDataParallel(networks.build(arch, X.shape[1], 10, 256, seed))
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
     share = np.array_split(np.random.default_rng(seed).permutation(len(y)), world)[rank]
     tx, ty = torch.from_numpy(X[share]), torch.from_numpy(y[share])
@@ -100,7 +125,7 @@ def _ddp_rank(rank, world, port, X, y, epochs, seed, out):
     dist.destroy_process_group()
 
 
-def ddp(X, y, Xt, yt, epochs: int, seed: int, world: int = 2) -> dict:
+def ddp(arch, X, y, Xt, yt, epochs: int, seed: int, world: int) -> dict:
     import torch.multiprocessing as mp
 
     from stalesync.apps.nn.allreduce import free_port
@@ -108,79 +133,132 @@ def ddp(X, y, Xt, yt, epochs: int, seed: int, world: int = 2) -> dict:
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
     port = free_port()
-    procs = [ctx.Process(target=_ddp_rank, args=(r, world, port, X, y, epochs, seed, out))
+    procs = [ctx.Process(target=_ddp_rank,
+                         args=(r, world, port, arch, X, y, epochs, seed, out))
              for r in range(world)]
     for p in procs:
         p.start()
     wall, params, examples = out.get()
     for p in procs:
         p.join()
-    torch = networks.torch_module()
-    net = networks.build("mlp", X.shape[1], 10, 256, seed)
+    net = networks.build(arch, X.shape[1], 10, 256, seed)
     networks.set_flat(net, params)
-    with torch.no_grad():
-        acc = float((net(torch.from_numpy(Xt)).argmax(1).numpy() == yt).mean())
-    return {"wall_s": wall, "test_accuracy": acc, "examples_per_s": examples / wall,
-            "bytes_sent": 0}
+    return {"wall_s": wall, "test_accuracy": accuracy(net, Xt, yt),
+            "examples_per_s": examples / wall, "bytes_sent": 0}
+
+
+def stalesync_run(arch, cfg, X, y, Xt, yt, epochs: int, seed: int) -> dict:
+    model = NeuralNetClassifier(arch, epochs=epochs, seed=seed, **cfg)
+    model.fit(X, y, run={"progress": False})
+    rec = model.run_record_
+    return {"wall_s": rec["wall_time_s"], "test_accuracy": float(model.score(Xt, yt)),
+            "examples_per_s": rec["final"]["examples_per_s"], "bytes_sent": rec["bytes_sent"],
+            "compression_ratio": rec.get("compression_ratio", 1.0)}
+
+
+def group(name, arch, workers, subset, X, y, Xt, yt, epochs, repeats) -> dict:
+    """Every configuration of one group, ``repeats`` seeds each; medians."""
+    runs: dict[str, list] = {"plain PyTorch": [], f"PyTorch DDP x{workers} (gloo)": []}
+    for seed in range(repeats):
+        runs["plain PyTorch"].append(plain_torch(arch, X, y, Xt, yt, epochs, seed))
+        runs[f"PyTorch DDP x{workers} (gloo)"].append(
+            ddp(arch, X, y, Xt, yt, epochs, seed, workers))
+        for label, cfg in configs(workers, subset).items():
+            runs.setdefault(label, []).append(
+                stalesync_run(arch, cfg, X, y, Xt, yt, epochs, seed))
+            print(name, label, runs[label][-1], flush=True)
+    base = runs["plain PyTorch"]
+    base_eps = statistics.median(r["examples_per_s"] for r in base)
+    base_acc = statistics.median(r["test_accuracy"] for r in base)
+    rows = {}
+    for label, rs in runs.items():
+        med = {k: statistics.median(r.get(k, 1.0) for r in rs)
+               for k in ("wall_s", "test_accuracy", "examples_per_s", "bytes_sent",
+                         "compression_ratio")}
+        med["points_vs_plain"] = 100 * (med["test_accuracy"] - base_acc)
+        med["vs_plain_pytorch"] = med["examples_per_s"] / base_eps
+        rows[label] = {**med, "runs": rs}
+        print(f"{name:12s} {label:26s} acc {med['test_accuracy']:.4f} "
+              f"({med['points_vs_plain']:+.1f})  {med['examples_per_s']:8.0f} ex/s "
+              f"({med['vs_plain_pytorch']:.2f}x)  {med['bytes_sent'] / 1e6:8.1f} MB  "
+              f"ratio {med['compression_ratio']:.1f}", flush=True)
+    return {"arch": arch, "workers": workers, "epochs": epochs, "repeats": repeats,
+            "rows": rows}
+
+
+def straggler(X, y, Xt, yt, target: float, max_epochs: int, pieces: int = 4) -> dict:
+    """sync with 3 workers, worker 0 2x slower, without and with one backup worker: wall
+    time (training only) until the test accuracy first reaches ``target``, checked after
+    every ``1/pieces`` of an epoch (``partial_fit`` on each piece in turn)."""
+    parts = np.array_split(np.random.default_rng(0).permutation(len(y)), pieces)
+    out = {}
+    for label, backup in (("sync x3 b=0", 0), ("sync x3 b=1", 1)):
+        model = NeuralNetClassifier(epochs=1, strategy="sync", workers=3,
+                                    backup_workers=backup, seed=0)
+        wall, curve, hit = 0.0, [], None
+        for k in range(max_epochs * pieces):
+            fit = model.fit if k == 0 else model.partial_fit
+            piece = parts[k % pieces]
+            fit(X[piece], y[piece], run={"stragglers": "0:2.0"})
+            wall += model.run_record_["wall_time_s"]
+            acc = float(model.score(Xt, yt))
+            curve.append({"epochs": (k + 1) / pieces, "wall_s": wall, "test_accuracy": acc})
+            if acc >= target:
+                hit = wall
+                break
+        out[label] = {"curve": curve, "time_to_target_s": hit}
+        print("straggler", label, out[label], flush=True)
+    b0, b1 = (out[k]["time_to_target_s"] for k in ("sync x3 b=0", "sync x3 b=1"))
+    return {"target_accuracy": target, "runs": out,
+            "backup_speedup": b0 / b1 if b0 and b1 else None}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--cnn-epochs", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats-other", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="only the MLP x2 group")
     args = p.parse_args()
     X, y = load_fashion_mnist("train")
     Xt, yt = load_fashion_mnist("test")
-    rows: dict[str, dict] = {}
-    runs: dict[str, list] = {k: [] for k in ["plain PyTorch", "PyTorch DDP x2 (gloo)",
-                                             *CONFIGS]}
-    for seed in range(args.repeats):
-        wall, acc = plain_torch(X, y, Xt, yt, args.epochs, seed)
-        runs["plain PyTorch"].append({"wall_s": wall, "test_accuracy": acc,
-                                      "examples_per_s": args.epochs * len(y) / wall})
-        runs["PyTorch DDP x2 (gloo)"].append(ddp(X, y, Xt, yt, args.epochs, seed))
-        for name, cfg in CONFIGS.items():
-            model = NeuralNetClassifier(epochs=args.epochs, seed=seed, **cfg)
-            model.fit(X, y, run={"progress": False})
-            f = model.run_record_["final"]
-            runs[name].append({"wall_s": model.run_record_["wall_time_s"],
-                               "test_accuracy": float(model.score(Xt, yt)),
-                               "examples_per_s": f["examples_per_s"],
-                               "bytes_sent": model.run_record_["bytes_sent"]})
-            print(name, runs[name][-1], flush=True)
-    base = statistics.median(r["examples_per_s"] for r in runs["plain PyTorch"])
-    for name, rs in runs.items():
-        eps = statistics.median(r["examples_per_s"] for r in rs)
-        rows[name] = {"wall_s": statistics.median(r["wall_s"] for r in rs),
-                      "bytes_sent": statistics.median(r.get("bytes_sent", 0) for r in rs),
-                      "test_accuracy": statistics.median(r["test_accuracy"] for r in rs),
-                      "examples_per_s": eps, "vs_plain_pytorch": eps / base, "runs": rs}
-        print(f"{name:22s} {rows[name]['wall_s']:7.1f} s  accuracy "
-              f"{rows[name]['test_accuracy']:.4f}  {eps:8.0f} examples/s "
-              f"({eps / base:.2f}x plain PyTorch)  {rows[name]['bytes_sent'] / 1e6:8.1f} MB",
-              flush=True)
-    write_json("nn_strategies", {"epochs": args.epochs, "repeats": args.repeats,
-                                 "rows": rows})
-    plot(rows)
+    groups = {"mlp x2": group("mlp x2", "mlp", 2, False, X, y, Xt, yt, args.epochs,
+                              args.repeats)}
+    result = {"groups": groups}
+    if not args.quick:
+        groups["mlp x4"] = group("mlp x4", "mlp", 4, True, X, y, Xt, yt, args.epochs,
+                                 args.repeats_other)
+        groups["cnn x2"] = group("cnn x2", "cnn", 2, True, X, y, Xt, yt, args.cnn_epochs,
+                                 args.repeats_other)
+        target = groups["mlp x2"]["rows"]["plain PyTorch"]["test_accuracy"] - 0.02
+        result["straggler"] = straggler(X, y, Xt, yt, target, max_epochs=2 * args.epochs)
+    write_json("nn_strategies", result)
+    plot(groups)
 
 
-def plot(rows: dict) -> None:
+def plot(groups: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    axes[0].barh(names, [rows[n]["examples_per_s"] for n in names], color="C0")
-    axes[0].set_xlabel("examples / s (median)")
-    axes[1].barh(names, [rows[n]["test_accuracy"] for n in names], color="C2")
-    axes[1].set_xlim(0.7, 0.9)
-    axes[1].set_xlabel("test accuracy")
-    for ax in axes:
-        ax.invert_yaxis()
-        ax.grid(alpha=0.3, axis="x")
-    fig.suptitle("MLP on Fashion-MNIST, 2 epochs, 2-core machine")
+    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 4.5 * len(groups)), squeeze=False)
+    for (name, g), (ax_t, ax_b) in zip(groups.items(), axes, strict=True):
+        for i, (label, r) in enumerate(g["rows"].items()):
+            kw = {"color": f"C{i % 10}", "marker": "os^Dv<>p*h"[i // 10 % 10]}
+            ax_t.scatter(r["wall_s"], r["test_accuracy"], label=label, **kw)
+            if r["bytes_sent"]:
+                ax_b.scatter(r["bytes_sent"] / 1e6, r["test_accuracy"], **kw)
+        ax_t.set_xlabel("wall time (s, median)")
+        ax_b.set_xlabel("bytes sent (MB, measured; log)")
+        ax_b.set_xscale("log")
+        for ax in (ax_t, ax_b):
+            ax.set_ylabel("test accuracy")
+            ax.set_title(f"{name}, {g['epochs']} epoch(s)")
+            ax.grid(alpha=0.3)
+        ax_t.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.suptitle("Fashion-MNIST on the 2-core machine: accuracy vs time and vs bytes")
     fig.tight_layout()
     fig.savefig(figure_path("nn_strategies"), dpi=100)
 

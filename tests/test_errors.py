@@ -132,3 +132,19 @@ def test_bad_table_specs(kwargs, match):
 def test_data_partitions_must_match_workers():
     with pytest.raises(ss.ConfigError, match="data has 3 partitions but the job has 2 workers"):
         ss.run(lambda ctx: None, T, workers=2, data=[1, 2, 3])
+
+
+@pytest.mark.parametrize("consistency", ["bsp", "async"])
+def test_a_failing_worker_is_named_with_its_clock(consistency):
+    """The program's own exception, with a note saying which worker raised it and when."""
+    def worker(ctx):
+        while ctx.clock_count < 6:
+            if ctx.worker_id == 1 and ctx.clock_count == 3:
+                raise ValueError("bad step")
+            ctx.inc("t", [0], np.ones((1, 1)))
+            ctx.clock()
+
+    with pytest.raises(ValueError, match="bad step") as caught:
+        ss.run(worker, [ss.TableSpec("t", 1, 1)], workers=3, iterations=6,
+               consistency=consistency)
+    assert caught.value.__notes__ == ["stalesync: raised by worker 1 at clock 3"]

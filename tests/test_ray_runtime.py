@@ -161,9 +161,10 @@ def test_user_error_is_raised_not_retried(ray_cluster, tmp_path):
             ctx.inc("t", [0], np.ones((1, 1)))
             ctx.clock()
 
-    with pytest.raises(ss.IncrementError, match="NaN"):
+    with pytest.raises(ss.IncrementError, match="NaN") as caught:
         ss.run(worker, [ss.TableSpec("t", 1, 1)], workers=2, runtime="ray", iterations=6,
                snapshot_every=2, snapshot_dir=str(tmp_path))
+    assert "stalesync: raised by worker 1 at clock 3" in getattr(caught.value, "__notes__", [])
 
 
 # -- deterministic program for resume ----------------------------------------------------------

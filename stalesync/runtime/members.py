@@ -24,6 +24,7 @@ from ..client import WorkerClient
 from ..clock_policies import make_policy
 from ..consistency import ConsistencyModel
 from ..context import WorkerContext
+from ..errors import JobAbortedError, JobEndedError
 from ..faults import Stragglers
 from ..metrics import WorkerMetrics
 from ..server import Push, ServerShard
@@ -187,7 +188,12 @@ class PSWorker:
             self._on_clock if s.report_clocks else None,
             restore=restore, checkpoint=make_checkpoint(s, self._arrive),
         )
-        result = worker_fn(ctx)
+        try:
+            result = worker_fn(ctx)
+        except Exception as exc:
+            if not isinstance(exc, JobAbortedError | JobEndedError):  # echoes of another's
+                exc.add_note(f"stalesync: raised by worker {w} at clock {client.clock_count}")
+            raise
         client.finish()
         self._sync_shards()
         metrics.audit = client.audit.state()
