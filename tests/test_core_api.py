@@ -159,3 +159,43 @@ def test_straggler_stretches_compute_not_time_blocked_in_reads():
     slow = [r for r in result.record["records"] if r["worker"] == 1][1:]
     # compute ~2 ms -> ~4 ms extra; counting the ~30 ms wait would add ~60 ms
     assert all(r["duration_s"] - r["wait_s"] < 0.03 for r in slow), slow
+
+
+def test_an_essp_push_older_than_the_sent_log_is_dropped_not_applied():
+    """Read-my-writes against a very late push: a push made before the reader's last
+    SENT_LOG_CLOCKS flushes cannot be completed with them, so it must be dropped (the
+    cached row keeps the reader's own increments), never applied without them."""
+    from stalesync.client import SENT_LOG_CLOCKS, WorkerClient
+    from stalesync.consistency import ConsistencyModel
+    from stalesync.metrics import WorkerMetrics
+    from stalesync.server import Push
+    from stalesync.tables import ShardMap
+
+    class Done:
+        def __init__(self, value):
+            self.value = value
+
+        def result(self, timeout=None):
+            return self.value
+
+    class Shard:  # serves zeros at stamp 0, accepts clocks
+        last_answer = None
+
+        def read(self, worker, table, local, required):
+            return Done((np.zeros((local.size, 1)), 0, 0.0, 0))
+
+        def clock(self, *args, **kwargs):
+            pass
+
+        def sync(self):
+            pass
+
+    spec = ss.TableSpec("t", 1, 1)
+    client = WorkerClient(0, {"t": spec}, {"t": ConsistencyModel.parse("essp", 100)},
+                          ShardMap(1), [Shard()], WorkerMetrics(0, 0.0))
+    client.read("t", [0])
+    for _ in range(SENT_LOG_CLOCKS + 2):
+        client.inc("t", [0], np.ones((1, 1)))
+        client.clock()
+    client.receive_push(Push("t", np.array([0]), np.zeros((1, 1)), stamp=1, own_clocks=0))
+    assert client.read("t", [0])[0, 0] == SENT_LOG_CLOCKS + 2

@@ -1,5 +1,7 @@
 """Mini-batch k-means, data-parallel on the parameter server (see docs/writing-an-app.md)."""
 
-from .model import KMeans
+from .. import lazy_exports
 
-__all__ = ["KMeans"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "KMeans": "model",
+})

@@ -1,9 +1,15 @@
 """Lasso by coordinate descent on the STRADS-style scheduler (see docs/scheduler.md)."""
 
-from .estimator import Lasso, alpha_max, check_data, lasso_path
-from .logistic import LogisticL1
-from .solver import SolveResult, SolverOptions, solve
-from .synthetic import make_correlated_lasso
+from .. import lazy_exports
 
-__all__ = ["Lasso", "LogisticL1", "SolveResult", "SolverOptions", "alpha_max", "check_data",
-           "lasso_path", "make_correlated_lasso", "solve"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "Lasso": "estimator",
+    "alpha_max": "estimator",
+    "check_data": "estimator",
+    "lasso_path": "estimator",
+    "LogisticL1": "logistic",
+    "SolveResult": "solver",
+    "SolverOptions": "solver",
+    "solve": "solver",
+    "make_correlated_lasso": "synthetic",
+})

@@ -1,5 +1,7 @@
 """LDA topic models by collapsed Gibbs sampling on the parameter server."""
 
-from .model import LDA
+from .. import lazy_exports
 
-__all__ = ["LDA"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "LDA": "model",
+})

@@ -1,6 +1,9 @@
 """Linear classifiers and regressors by SGD on sparse data, with every data-parallel
 strategy (see docs/linear.md)."""
 
-from .model import LinearClassifier, LinearRegressor
+from .. import lazy_exports
 
-__all__ = ["LinearClassifier", "LinearRegressor"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "LinearClassifier": "model",
+    "LinearRegressor": "model",
+})

@@ -1,7 +1,11 @@
 """Matrix factorization by SGD: data-parallel on SSP tables, or block-scheduled (DSGD,
 Fugue). See ``docs/mf.md``."""
 
-from .estimator import MatrixFactorization, NotFittedError, UnknownIdError
-from .sgd import SGDConfig
+from .. import lazy_exports
 
-__all__ = ["MatrixFactorization", "NotFittedError", "SGDConfig", "UnknownIdError"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "MatrixFactorization": "estimator",
+    "NotFittedError": "estimator",
+    "UnknownIdError": "estimator",
+    "SGDConfig": "sgd",
+})

@@ -1,6 +1,8 @@
 """Neural networks (PyTorch, CPU) trained data-parallel through the parameter server by any
 strategy (see docs/nn.md). Needs the ``nn`` extra."""
 
-from .model import NeuralNetClassifier
+from .. import lazy_exports
 
-__all__ = ["NeuralNetClassifier"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "NeuralNetClassifier": "model",
+})
