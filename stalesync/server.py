@@ -21,7 +21,7 @@ import numpy as np
 from .clock_policies import FINISHED, ClockPolicy, EveryWorker
 from .consistency import ConsistencyModel
 from .errors import JobAbortedError
-from .tables import DenseRowStore, RowStore, ShardMap, TableSpec
+from .tables import RowStore, ShardMap, TableSpec, make_store
 
 __all__ = ["FINISHED", "Push", "ServerShard"]
 
@@ -60,7 +60,7 @@ class ServerShard:
         self.specs = dict(specs)
         self.models = dict(models)
         self.stores: dict[str, RowStore] = {
-            name: DenseRowStore(spec, shard_map.local_rows(shard_id, spec.num_rows))
+            name: make_store(spec, shard_map.local_rows(shard_id, spec.num_rows))
             for name, spec in specs.items()
         }
         self.policy = policy or EveryWorker(num_workers)

@@ -4,8 +4,10 @@ A table is declared by a :class:`TableSpec`. Its rows are sharded over server sh
 ``shard = row % num_shards`` (local index ``row // num_shards``): round-robin spreads the hot,
 low-numbered rows of frequency-sorted vocabularies over every shard.
 
-Row storage sits behind :class:`RowStore` so that a sparse representation can replace the
-dense one without touching the server or the client.
+Row storage on a shard sits behind :class:`RowStore`: :class:`DenseRowStore` (one array)
+or :class:`SparseRowStore` (each row's non-zero (column, value) pairs), chosen per table by
+``TableSpec(storage=...)``: ``"dense"``, ``"sparse"``, or ``"auto"`` (sparse when the dense
+table would take more than :data:`AUTO_SPARSE_BYTES` and increments are plain deltas).
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import ConfigError
+from .kernels import sparse_rows
 from .update_rules import Add, UpdateRule, make_rule
 
 DTYPES = ("int32", "int64", "float32", "float64")
+STORAGES = ("dense", "sparse", "auto")
+AUTO_SPARSE_BYTES = 256 * 2**20  # storage="auto": sparse above this dense size
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,8 @@ class TableSpec:
     default: increments are deltas), or ``"sgd"``/``"adagrad"``/``"adam"`` (a name, a dict
     with options, or a rule object), which make increments gradients. ``compress``
     (:mod:`stalesync.compression`, e.g. ``"topk:0.01"``) encodes what each worker sends per
-    clock, with error feedback.
+    clock, with error feedback. ``storage``: how a shard holds the rows (module docstring);
+    sparse needs the ``add`` rule.
     """
 
     name: str
@@ -41,6 +47,7 @@ class TableSpec:
     staleness: int | None = None
     update: Any = field(default_factory=Add)
     compress: str | None = None  # stalesync.compression: what a worker's clock sends
+    storage: str = "dense"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -64,6 +71,12 @@ class TableSpec:
             if self.np_dtype.kind != "f":
                 raise ConfigError(f"table {self.name!r}: compress needs a float table, got "
                                   f"{self.dtype}")
+        if self.storage not in STORAGES:
+            raise ConfigError(f"table {self.name!r}: storage must be one of {STORAGES}, got "
+                              f"{self.storage!r}")
+        if self.storage == "sparse" and self.update.name != "add":
+            raise ConfigError(f"table {self.name!r}: storage='sparse' needs the add rule, got "
+                              f"{self.update.name!r} (its state is per element)")
         if self.update.gradient and self.np_dtype.kind != "f":
             raise ConfigError(f"table {self.name!r}: update rule {self.update.name!r} needs a "
                               f"float table, got {self.dtype}")
@@ -84,6 +97,14 @@ class TableSpec:
     @property
     def row_nbytes(self) -> int:
         return self.row_width * self.np_dtype.itemsize
+
+    @property
+    def sparse(self) -> bool:
+        """Whether shards hold this table as sparse rows (``storage``, resolved)."""
+        if self.storage == "auto":
+            return (self.update.name == "add"
+                    and self.num_rows * self.row_nbytes > AUTO_SPARSE_BYTES)
+        return self.storage == "sparse"
 
 
 class ShardMap:
@@ -172,3 +193,84 @@ class DenseRowStore:
     def load_rule_state(self, state: dict[str, np.ndarray]) -> None:
         for name, arr in state.items():
             self.state[name][...] = arr
+
+
+class SparseRowStore:
+    """Each local row's non-zero (column, value) pairs in one pool (kernels in
+    :mod:`stalesync.kernels.sparse_rows`): memory O(non-zeros), an increment that cancels
+    an entry to zero frees it, reads return dense rows. The ``add`` rule only."""
+
+    def __init__(self, spec: TableSpec, num_local_rows: int) -> None:
+        self.spec = spec
+        self.shape = (num_local_rows, spec.row_width)
+        self.start = np.zeros(num_local_rows, dtype=np.int64)
+        self.length = np.zeros(num_local_rows, dtype=np.int32)
+        self.cap = np.zeros(num_local_rows, dtype=np.int32)
+        self.cols = np.zeros(0, dtype=np.int32)
+        self.vals = np.zeros(0, dtype=spec.np_dtype)
+        self.top = 0
+        self.applied = 0
+
+    @property
+    def nnz(self) -> int:
+        return int(self.length.sum())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the per-row index and the pool."""
+        return int(sum(a.nbytes for a in (self.start, self.length, self.cap, self.cols,
+                                          self.vals)))
+
+    def gather(self, local_rows: np.ndarray) -> np.ndarray:
+        out = np.zeros((local_rows.size, self.shape[1]), dtype=self.spec.np_dtype)
+        if local_rows.size:
+            sparse_rows.gather(self.start, self.length, self.cols, self.vals, local_rows, out)
+        return out
+
+    def apply(self, local_rows: np.ndarray, increments: np.ndarray) -> None:
+        """Fold one message's increments (distinct rows) in."""
+        if local_rows.size:
+            increments = np.ascontiguousarray(increments, dtype=self.spec.np_dtype)
+            need = sparse_rows.room_needed(self.length, self.cap, local_rows, increments)
+            if self.top + need > self.cols.size:
+                self._grow(need)
+            self.top = sparse_rows.apply(self.start, self.length, self.cap, self.cols,
+                                         self.vals, self.top, local_rows, increments)
+        self.applied += 1
+
+    def _grow(self, need: int) -> None:
+        """A compacted pool with room for ``need`` more entries (and as many again)."""
+        size = sparse_rows.compacted_size(self.length)
+        cols = np.zeros(2 * (size + need), dtype=np.int32)
+        vals = np.zeros(cols.size, dtype=self.vals.dtype)
+        self.top = sparse_rows.compact(self.start, self.length, self.cap, self.cols,
+                                       self.vals, cols, vals)
+        self.cols, self.vals = cols, vals
+
+    def to_dense(self) -> np.ndarray:
+        return self.gather(np.arange(self.shape[0]))
+
+    def load_dense(self, values: np.ndarray) -> None:
+        if values.shape != self.shape:
+            raise ConfigError(f"table {self.spec.name!r}: cannot load shape {values.shape}, "
+                              f"expected {self.shape}")
+        self.length[:] = 0
+        self.cap[:] = 0
+        self.start[:] = 0
+        self.cols = np.zeros(0, dtype=np.int32)
+        self.vals = np.zeros(0, dtype=self.spec.np_dtype)
+        self.top = 0
+        self.apply(np.arange(self.shape[0]), values)
+        self.applied -= 1  # a load is not an update
+
+    def rule_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_rule_state(self, state: dict[str, np.ndarray]) -> None:
+        if state:
+            raise ConfigError(f"table {self.spec.name!r}: a sparse table has no rule state")
+
+
+def make_store(spec: TableSpec, num_local_rows: int) -> RowStore:
+    """The row store ``spec.storage`` asks for."""
+    return (SparseRowStore if spec.sparse else DenseRowStore)(spec, num_local_rows)

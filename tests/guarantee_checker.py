@@ -40,6 +40,7 @@ class Scenario:
     pause_prob: float = 0.0
     runtime: str = "embedded"
     crash_at: tuple[int, int] | None = None  # (worker, clock): raise RuntimeError there
+    storage: str = "dense"  # how the shards hold the table (TableSpec.storage)
     extra_options: dict = field(default_factory=dict)
 
     def plan(self) -> np.ndarray:
@@ -102,7 +103,8 @@ def run_scenario(scenario: Scenario) -> tuple[ss.JobResult, list[ReadLog], np.nd
     )
     result = ss.run(
         make_worker(scenario, plan, scenario.delays(), logs),
-        [ss.TableSpec(TABLE, scenario.rows, scenario.workers, "int64")],
+        [ss.TableSpec(TABLE, scenario.rows, scenario.workers, "int64",
+                      storage=scenario.storage)],
         workers=scenario.workers,
         consistency=scenario.consistency,
         staleness=None if scenario.consistency in ("bsp", "async") else scenario.staleness,

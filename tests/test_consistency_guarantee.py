@@ -38,6 +38,7 @@ def scenarios(draw, consistency=BOUNDED):
         max_delay_ms=draw(st.sampled_from([0.0, 0.5, 2.0])),
         slow_worker=draw(st.none() | st.integers(0, workers - 1)),
         pause_prob=draw(st.sampled_from([0.0, 0.2])),
+        storage=draw(st.sampled_from(["dense", "sparse"])),  # the shards' row store
     )
 
 

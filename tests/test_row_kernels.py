@@ -1,4 +1,5 @@
-"""The compiled row kernels against their plain-numpy meaning (hypothesis, derandomized)."""
+"""The compiled row kernels against their plain-numpy meaning, and the sparse row store
+against the dense one (hypothesis, derandomized)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stalesync.errors import ConfigError
 from stalesync.kernels.rows import (
     gather_rows,
     row_deltas,
@@ -15,6 +17,7 @@ from stalesync.kernels.rows import (
     take_and_zero_rows,
     unique_rows,
 )
+from stalesync.tables import DenseRowStore, SparseRowStore, TableSpec
 
 shapes = st.tuples(st.integers(1, 30), st.integers(1, 12))
 
@@ -62,3 +65,63 @@ def test_row_deltas_turn_old_into_new_and_name_only_changed_rows(shape, seed, sh
 def test_row_deltas_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="one shape"):
         row_deltas(np.zeros((2, 3)), np.zeros((3, 2)))
+
+
+# -- the sparse row store -----------------------------------------------------------------
+@st.composite
+def increment_batches(draw):
+    rows = draw(st.integers(1, 9))
+    width = draw(st.integers(1, 12))
+    dtype = draw(st.sampled_from(["int32", "int64", "float32", "float64"]))
+    batches = []
+    for _ in range(draw(st.integers(1, 25))):
+        chosen = draw(st.lists(st.integers(0, rows - 1), min_size=0, max_size=rows,
+                               unique=True))
+        # small integers: exact in every dtype, and they often cancel an entry to zero
+        values = draw(st.lists(st.integers(-2, 2), min_size=len(chosen) * width,
+                               max_size=len(chosen) * width))
+        batches.append((np.array(chosen, dtype=np.int64),
+                        np.array(values, dtype=dtype).reshape(len(chosen), width)))
+    return rows, width, dtype, batches
+
+
+def _check_pool(store):
+    """Every row's slice lies inside the pool, holds its entries, and overlaps no other."""
+    used = np.flatnonzero(store.cap)
+    assert (store.length <= store.cap).all()
+    ends = store.start[used] + store.cap[used]
+    assert (ends <= store.top).all() and store.top <= store.cols.size
+    order = np.argsort(store.start[used])
+    assert (store.start[used][order][1:] >= ends[order][:-1]).all()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(increment_batches())
+def test_sparse_and_dense_stores_agree_exactly(case):
+    rows, width, dtype, batches = case
+    spec = TableSpec("t", rows, width, dtype)
+    dense, sparse = DenseRowStore(spec, rows), SparseRowStore(spec, rows)
+    for local, increments in batches:
+        dense.apply(local, increments)
+        sparse.apply(local, increments)
+        np.testing.assert_array_equal(sparse.to_dense(), dense.values)
+        assert sparse.nnz == np.count_nonzero(dense.values)  # cancelled entries are freed
+        _check_pool(sparse)
+    pick = np.array([rows - 1, 0])
+    np.testing.assert_array_equal(sparse.gather(pick), dense.gather(pick))
+    again = SparseRowStore(spec, rows)
+    again.load_dense(dense.values)
+    np.testing.assert_array_equal(again.to_dense(), dense.values)
+    assert again.nnz == np.count_nonzero(dense.values)
+
+
+def test_storage_is_declared_and_checked():
+    assert not TableSpec("t", 10, 4).sparse
+    assert TableSpec("t", 10, 4, storage="sparse").sparse
+    assert TableSpec("big", 2**20, 256, "int32", storage="auto").sparse  # 1 GB dense
+    assert not TableSpec("small", 100, 4, storage="auto").sparse
+    assert not TableSpec("g", 2**20, 256, "float32", storage="auto", update="adam").sparse
+    with pytest.raises(ConfigError, match="storage must be one of"):
+        TableSpec("t", 1, 1, storage="compressed")
+    with pytest.raises(ConfigError, match="needs the add rule"):
+        TableSpec("t", 1, 1, storage="sparse", update="adagrad")

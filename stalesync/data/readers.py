@@ -108,10 +108,14 @@ def read_uci(path: PathLike, vocab="auto") -> Corpus:
                          _cat(counts, np.int64), n_docs, n_words, words_list, one_based=True)
 
 
+UCI_HEADER_LIMITS = (2**31 - 1, 2**31 - 1, 2**62)  # ids are int32; counts int64
+
+
 def _uci_header(f, path: Path) -> tuple[int, int, int]:
     values = []
-    for i, name in enumerate(("D (number of documents)", "W (vocabulary size)",
-                              "NNZ (number of entries)")):
+    for i, (name, limit) in enumerate(zip(("D (number of documents)", "W (vocabulary size)",
+                                           "NNZ (number of entries)"), UCI_HEADER_LIMITS,
+                                          strict=True)):
         line = f.readline()
         text = line.decode("utf-8", "replace").strip()
         if not line:
@@ -120,6 +124,9 @@ def _uci_header(f, path: Path) -> tuple[int, int, int]:
         if not text.isdigit():
             raise DataFormatError(f"{path}, line {i + 1}: header line should be {name}, "
                                   f"a single non-negative integer; got {text[:40]!r}")
+        if int(text) > limit:
+            raise DataFormatError(f"{path}, line {i + 1}: {name} = {text[:40]} is larger "
+                                  f"than this reader supports ({limit})")
         values.append(int(text))
     return values[0], values[1], values[2]
 

@@ -34,6 +34,9 @@ class LDACommand(AppCommand):
         flags.add("model", "--sampler", default="auto", choices=("auto", "dense", "sparse"),
                   help="exact Gibbs kernel: dense (small K, long documents), sparse (F+LDA, "
                        "large K) or auto (by K and document length)")
+        flags.add("model", "--storage", default="auto", choices=("auto", "dense", "sparse"),
+                  help="how the shards hold the word-topic table: dense, sparse rows, or auto "
+                       "(sparse above 256 MB dense)")
         flags.add("output", "--top-words", type=int, default=10, help="words printed per topic")
         flags.add("output", "--show-topics", type=int, default=20,
                   help="topics printed (0: none)")
@@ -44,7 +47,7 @@ class LDACommand(AppCommand):
         return LDA(n_topics=args.n_topics, alpha=args.alpha, beta=args.beta,
                    epochs=args.epochs, workers=args.workers, consistency=args.consistency,
                    staleness=args.staleness, docs_per_clock=args.docs_per_clock,
-                   sampler=args.sampler, seed=args.seed)
+                   sampler=args.sampler, storage=args.storage, seed=args.seed)
 
     def check_args(self, args: argparse.Namespace) -> None:
         from ..base import check_int

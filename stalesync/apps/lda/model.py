@@ -15,7 +15,7 @@ from ... import job
 from ...data.corpus import Corpus
 from ...errors import ConfigError, DataFormatError
 from ...kernels import lda as k
-from ...tables import TableSpec
+from ...tables import STORAGES, TableSpec
 from ..base import (
     RunConfig,
     StalesyncEstimator,
@@ -71,7 +71,9 @@ class LDA(TransformerMixin, StalesyncEstimator):
     corpus are made; each worker sweeps its share ``docs_per_clock`` of its documents
     between two clocks (so a sweep is
     ``1 / docs_per_clock`` clocks). ``workers``, ``consistency`` and ``staleness`` are the
-    parameter server's. Where and how the fit runs (Ray, snapshots, progress) is
+    parameter server's; ``storage`` is how its shards hold the word-topic table
+    (:class:`~stalesync.tables.TableSpec`: ``"auto"`` makes it sparse rows once the dense
+    table would pass 256 MB). Where and how the fit runs (Ray, snapshots, progress) is
     ``fit(X, run=RunConfig(...))``.
 
     ``X`` is a :class:`~stalesync.data.corpus.Corpus` or a documents x words matrix of
@@ -95,6 +97,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         docs_per_clock: float = 0.1,
         eval_every: int | None = None,
         sampler: str = "auto",
+        storage: str = "auto",
         seed: int = 0,
     ):
         self.n_topics = n_topics
@@ -107,6 +110,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         self.docs_per_clock = docs_per_clock
         self.eval_every = eval_every
         self.sampler = sampler
+        self.storage = storage
         self.seed = seed
 
     def __sklearn_tags__(self):
@@ -127,6 +131,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         check_float(self.beta, "beta", 0, low_open=True)
         check_float(self.docs_per_clock, "docs_per_clock", 0, 1, low_open=True)
         check_choice(self.sampler, "sampler", ("auto", *SAMPLERS))
+        check_choice(self.storage, "storage", STORAGES)
         check_consistency(self.consistency, self.staleness)
 
     def _corpus(self, X: Any, reset: bool) -> Corpus:
@@ -168,6 +173,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         docs_per_chunk = max(p.num_docs for p in parts) / chunks
         sampler = (choose_sampler(K, corpus.num_tokens / corpus.num_docs, docs_per_chunk)
                    if self.sampler == "auto" else self.sampler)
+        word_topic_spec = TableSpec(WORD_TOPIC, V, K, "int32", storage=self.storage)
         hyper = Hyper(K, V, float(self.alpha), float(self.beta), float(self.docs_per_clock),
                       self.eval_every or chunks, corpus.num_tokens, sampler)
         progress = Progress(desc="lda", epochs=self.epochs, clocks_per_epoch=chunks,
@@ -178,7 +184,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         with progress:
             result = job.run(
                 make_worker(hyper),
-                [TableSpec(WORD_TOPIC, V, K, "int32"), TableSpec(TOPIC_TOTAL, 1, K, "int64")],
+                [word_topic_spec, TableSpec(TOPIC_TOTAL, 1, K, "int64")],
                 data=parts, workers=self.workers, consistency=self.consistency,
                 staleness=None if self.consistency in ("bsp", "async") else self.staleness,
                 iterations=clocks, seed=self.seed, app="lda", on_clock=progress.on_clock,
@@ -210,6 +216,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
             "sweeps": self.epochs,
             "clocks_per_sweep": chunks,
             "sampler": sampler,
+            "storage": "sparse" if word_topic_spec.sparse else "dense",
             "num_topics": K,
             "num_words": V,
             "num_docs": corpus.num_docs,
