@@ -156,14 +156,19 @@ def stalesync_run(arch, cfg, X, y, Xt, yt, epochs: int, seed: int) -> dict:
             "compression_ratio": rec.get("compression_ratio", 1.0)}
 
 
-def group(name, arch, workers, subset, X, y, Xt, yt, epochs, repeats) -> dict:
-    """Every configuration of one group, ``repeats`` seeds each; medians."""
-    runs: dict[str, list] = {"plain PyTorch": [], f"PyTorch DDP x{workers} (gloo)": []}
+def group(name, arch, workers, subset, X, y, Xt, yt, epochs, repeats, only=None) -> dict:
+    """Every configuration of one group (those whose label contains ``only``, next to plain
+    PyTorch, when given), ``repeats`` seeds each; medians."""
+    runs: dict[str, list] = {"plain PyTorch": []}
+    if only is None:
+        runs[f"PyTorch DDP x{workers} (gloo)"] = []
+    chosen = {k: v for k, v in configs(workers, subset).items() if only is None or only in k}
     for seed in range(repeats):
         runs["plain PyTorch"].append(plain_torch(arch, X, y, Xt, yt, epochs, seed))
-        runs[f"PyTorch DDP x{workers} (gloo)"].append(
-            ddp(arch, X, y, Xt, yt, epochs, seed, workers))
-        for label, cfg in configs(workers, subset).items():
+        if only is None:
+            runs[f"PyTorch DDP x{workers} (gloo)"].append(
+                ddp(arch, X, y, Xt, yt, epochs, seed, workers))
+        for label, cfg in chosen.items():
             runs.setdefault(label, []).append(
                 stalesync_run(arch, cfg, X, y, Xt, yt, epochs, seed))
             print(name, label, runs[label][-1], flush=True)
@@ -220,12 +225,17 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--repeats-other", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="only the MLP x2 group")
+    p.add_argument("--only", help="only the MLP x2 configurations whose label contains this "
+                                  "(next to plain PyTorch); writes nn_strategies_only.json")
     args = p.parse_args()
     X, y = load_fashion_mnist("train")
     Xt, yt = load_fashion_mnist("test")
     groups = {"mlp x2": group("mlp x2", "mlp", 2, False, X, y, Xt, yt, args.epochs,
-                              args.repeats)}
+                              args.repeats, args.only)}
     result = {"groups": groups}
+    if args.only:
+        write_json("nn_strategies_only", {**result, "only": args.only})
+        return
     if not args.quick:
         groups["mlp x4"] = group("mlp x4", "mlp", 4, True, X, y, Xt, yt, args.epochs,
                                  args.repeats_other)

@@ -209,10 +209,15 @@ class _Exchange:  # pragma: no cover - child process
     def __init__(self, compress: str, rank: int, world: int, size: int) -> None:
         codec = parse_compressor(compress)
         self.world = world
+        self.size = size
+        # the table's layout (rows of ROW_WIDTH, zero-padded), as the parameter-server
+        # strategies encode it: PowerSGD factors it squarely, not as a few odd rows
+        self.rows = -(-size // networks.ROW_WIDTH)
         self.feedback = None if codec is None else ErrorFeedback(
-            codec, 1, size, np.random.default_rng([rank, 5581]), seed=(rank, 5581))
+            codec, self.rows, networks.ROW_WIDTH, np.random.default_rng([rank, 5581]),
+            seed=(rank, 5581))
         self.sent = self.dense = 0
-        self._row = np.zeros(1, dtype=np.int64)
+        self._rows = np.arange(self.rows)
 
     def mean(self, flat: Any, step: int) -> Any:
         import torch
@@ -223,8 +228,9 @@ class _Exchange:  # pragma: no cover - child process
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             self.sent += flat.numel() * flat.element_size()
             return flat / self.world
-        enc, _ = self.feedback.encode(self._row, flat.detach().numpy()[None].astype(np.float64),
-                                      step)
+        padded = np.zeros(self.rows * networks.ROW_WIDTH)
+        padded[:self.size] = flat.detach().numpy()
+        enc, _ = self.feedback.encode(self._rows, padded.reshape(self.rows, -1), step)
         gathered: list[dict[str, np.ndarray]] = [{} for _ in range(self.world)]
         for key in sorted(enc.arrays):
             mine = torch.from_numpy(np.ascontiguousarray(enc.arrays[key]))
@@ -237,7 +243,7 @@ class _Exchange:  # pragma: no cover - child process
         total = np.zeros(enc.shape)
         for arrays in gathered:  # rank order on every worker: identical sums
             total += codec.decode(Encoded(arrays, enc.shape))
-        return torch.from_numpy((total[0] / self.world).astype(np.float32))
+        return torch.from_numpy((total.ravel()[:self.size] / self.world).astype(np.float32))
 
 
 def _steps_shared(n: int, batch_size: int, world: int) -> int:  # pragma: no cover - child
