@@ -358,6 +358,7 @@ RAY_LDA = dict(n_topics=5, epochs=60, workers=2, staleness=2, docs_per_clock=0.2
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # 16 s; the Ray path of LDA is in the default suite through the kill test
 def test_on_ray_planted_topics_are_found(ray_cluster):
     corpus, phi = planted_corpus(num_docs=800)
     model, sims = fit_recovering(phi, lambda seed: LDA(**{**RAY_LDA, "seed": seed}).fit(
