@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    handled = (signal.SIGINT, signal.SIGTERM)  # both stop the run the same way
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)  # stop as for Ctrl-C
+        previous = {sig: signal.signal(sig, _interrupt) for sig in handled}
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover
