@@ -158,7 +158,7 @@ def test_straggler_stretches_compute_not_time_blocked_in_reads():
                     stragglers=Stragglers(slow={1: 3.0}))
     slow = [r for r in result.record["records"] if r["worker"] == 1][1:]
     # compute ~2 ms -> ~4 ms extra; counting the ~30 ms wait would add ~60 ms
-    assert all(r["duration_s"] - r["wait_s"] < 0.03 for r in slow), slow
+    assert all(r["duration_s"] - r["wait_s"] < 0.045 for r in slow), slow
 
 
 def test_an_essp_push_older_than_the_sent_log_is_dropped_not_applied():
