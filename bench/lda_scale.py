@@ -67,14 +67,23 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=100_000)
     p.add_argument("--docs", type=int, default=10_000)
     p.add_argument("--length", type=int, default=200)
-    p.add_argument("--topics", type=int, nargs="+", default=[1000, 2000])
+    p.add_argument("--topics", type=int, nargs="+", default=[1000, 10_000])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--sweeps", type=int, default=3)
+    p.add_argument("--max-dense-gb", type=float, default=2.0,
+                   help="skip dense runs whose V x K int32 table alone is larger")
     args = p.parse_args()
     rows = []
     for topics in args.topics:
         for workers in args.workers:
             for storage in ("dense", "sparse"):
+                dense_gb = args.vocab * topics * 4 / 2**30
+                if storage == "dense" and dense_gb > args.max_dense_gb:
+                    r = {"topics": topics, "workers": workers, "requested": storage,
+                         "skipped": f"the dense table alone is {dense_gb:.1f} GB"}
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
+                    continue
                 r = {"topics": topics, "workers": workers, "requested": storage,
                      **run(args, topics, workers, storage)}
                 rows.append(r)
@@ -90,7 +99,7 @@ def plot(rows: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if "error" not in r]
+    ok = [r for r in rows if "error" not in r and "skipped" not in r]
     labels = [f"K={r['topics']} x{r['workers']} {r['requested']}" for r in ok]
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(ok) + 2))
     colors = ["C0" if r["requested"] == "dense" else "C1" for r in ok]

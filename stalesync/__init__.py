@@ -14,6 +14,7 @@ from .errors import (
 )
 from .faults import Stragglers
 from .job import JobResult, run
+from .row_batch import SparseRows
 from .tables import TableSpec
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "JobEndedError",
     "JobResult",
     "RowIndexError",
+    "SparseRows",
     "StalesyncError",
     "Stragglers",
     "TableSpec",

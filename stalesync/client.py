@@ -7,8 +7,10 @@ Per table the client keeps
 - ``pending`` + ``dirty``: the coalesced increments not yet sent. ``clock()`` sends them,
   one message per shard, together with the clock itself.
 
-Dense per-table arrays are allocated with ``np.zeros`` (calloc): rows a worker never touches
-cost no memory.
+``cache`` and ``pending`` are dense arrays, allocated with ``np.zeros`` (calloc: rows a
+worker never touches cost no memory), or, for a sparse or bounded table
+(``TableSpec.sparse_cache``), sparse row stores that hold only non-zeros; a bounded cache
+(``TableSpec.cache_rows``) evicts its least recently read clean rows at each clock.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from .kernels.rows import (
     unique_rows,
 )
 from .metrics import WorkerMetrics
+from .row_batch import SparseRows, as_dense
 from .runtime.links import ShardProtocol
 from .server import Push
-from .tables import ShardMap, TableSpec
+from .tables import ShardMap, SparseRowStore, TableSpec
 
 RESIDUAL_KEY = "_stalesync_residual_"  # reserved snapshot-state key prefix
 
@@ -56,11 +59,12 @@ SENT_LOG_CLOCKS = 8  # ESSP: pushes older than this many own clocks are dropped 
 class _CachedTable:
     spec: TableSpec
     model: ConsistencyModel
-    cache: np.ndarray
+    cache: np.ndarray | SparseRowStore
     stamp: np.ndarray
     fetched_at: np.ndarray  # reader clock at fetch time; async refreshes once per clock
-    pending: np.ndarray
+    pending: np.ndarray | SparseRowStore
     dirty: np.ndarray
+    last_read: np.ndarray | None = None  # bounded caches: the clock each row was last read
     inbox: list[Push] = field(default_factory=list)
     bounds: list[tuple[int, int]] | None = None  # staleness="auto": the bound schedule
     # ESSP: own increments of the last few flushed clocks, [(clock, rows, deltas)], so a push
@@ -72,19 +76,76 @@ class _CachedTable:
     def create(cls, spec: TableSpec, model: ConsistencyModel, worker: int) -> _CachedTable:
         shape = (spec.num_rows, spec.row_width)
         codec = parse_compressor(spec.compress)
+
+        def rows() -> np.ndarray | SparseRowStore:
+            if spec.sparse_cache:
+                return SparseRowStore(spec, spec.num_rows)
+            return np.zeros(shape, dtype=spec.np_dtype)
+
         return cls(
             spec=spec,
             model=model,
-            cache=np.zeros(shape, dtype=spec.np_dtype),
+            cache=rows(),
             stamp=np.full(spec.num_rows, -1, dtype=np.int64),
             fetched_at=np.full(spec.num_rows, -1, dtype=np.int64),
-            pending=np.zeros(shape, dtype=spec.np_dtype),
+            pending=rows(),
             dirty=np.zeros(spec.num_rows, dtype=bool),
+            last_read=None if spec.cache_rows is None else np.full(spec.num_rows, -1,
+                                                                   dtype=np.int64),
             bounds=[(0, model.staleness)] if model.auto else None,
             feedback=None if codec is None else ErrorFeedback(
                 codec, spec.num_rows, spec.row_width, np.random.default_rng([worker, 5581]),
                 seed=(worker, 5581)),
         )
+
+    @property
+    def sparse(self) -> bool:
+        return isinstance(self.cache, SparseRowStore)
+
+    def gather(self, rows: np.ndarray, sparse: bool) -> np.ndarray | SparseRows:
+        """Cached rows, dense or as a CSR batch."""
+        if self.sparse:
+            return self.cache.gather_sparse(rows) if sparse else self.cache.gather(rows)
+        out = gather_rows(self.cache, rows)
+        return SparseRows.from_dense(out) if sparse else out
+
+    def store(self, rows: np.ndarray, values: np.ndarray | SparseRows) -> None:
+        """Set cached rows (distinct) to ``values`` plus the unsent own increments in them
+        (a value table's cache shows the reader its own writes; a gradient is no value)."""
+        unsent = None if self.spec.gradient else self.dirty[rows]
+        if self.sparse:
+            self.cache.assign(rows, values)
+            if unsent is not None and unsent.any():
+                self.cache.add(rows[unsent], self.pending.gather_sparse(rows[unsent]))
+            return
+        values = as_dense(values)
+        if unsent is not None and unsent.any():
+            if not values.flags.writeable:  # a remote shard's reply (Ray object store)
+                values = values.copy()
+            values[unsent] += self.pending[rows[unsent]]
+        scatter_rows(self.cache, rows, values)
+
+    def add_to_cache(self, rows: np.ndarray, deltas: np.ndarray | SparseRows) -> None:
+        if self.sparse:
+            self.cache.add(rows, deltas)
+        else:
+            scatter_add_rows(self.cache, rows, as_dense(deltas))
+
+    def evict(self, clock: int) -> int:
+        """Bounded caches: drop the least recently read clean rows beyond ``cache_rows``;
+        returns how many were dropped."""
+        limit = self.spec.cache_rows
+        if limit is None:
+            return 0
+        held = np.flatnonzero((self.stamp >= 0) | (self.cache.length > 0))
+        if held.size <= limit:
+            return 0
+        clean = held[~self.dirty[held]]
+        drop = clean[np.argsort(self.last_read[clean], kind="stable")[: held.size - limit]]
+        self.cache.clear(drop)
+        self.stamp[drop] = -1
+        self.fetched_at[drop] = -1
+        return int(drop.size)
 
     def model_at(self, clock: int) -> ConsistencyModel:
         """The consistency model with the bound in force at ``clock``."""
@@ -192,7 +253,10 @@ class WorkerClient:
                 )
         return arr
 
-    def _deltas(self, table: _CachedTable, rows: np.ndarray, deltas) -> np.ndarray:
+    def _deltas(self, table: _CachedTable, rows: np.ndarray, deltas
+                ) -> np.ndarray | SparseRows:
+        if isinstance(deltas, SparseRows):
+            return self._sparse_deltas(table, rows, deltas)
         spec = table.spec
         arr = np.asarray(deltas)
         if arr.dtype.kind not in "iufb":
@@ -220,10 +284,35 @@ class WorkerClient:
             warnings.warn(msg, RuntimeWarning, stacklevel=4)
         return np.ascontiguousarray(arr, dtype=spec.np_dtype)
 
+    def _sparse_deltas(self, table: _CachedTable, rows: np.ndarray, deltas: SparseRows
+                       ) -> SparseRows:
+        spec = table.spec
+        if deltas.shape != (rows.size, spec.row_width):
+            raise IncrementError(f"table {spec.name!r}: increments have shape {deltas.shape}, "
+                                 f"expected {(rows.size, spec.row_width)} (rows, row_width)")
+        if deltas.dtype.kind not in "iufb" or not np.can_cast(deltas.dtype, spec.np_dtype,
+                                                             casting="same_kind"):
+            raise IncrementError(f"table {spec.name!r}: cannot add {deltas.dtype} increments "
+                                 f"to a {spec.dtype} table")
+        if deltas.nnz and (int(deltas.cols.min()) < 0
+                           or int(deltas.cols.max()) >= spec.row_width):
+            raise IncrementError(f"table {spec.name!r}: a sparse increment has a column "
+                                 f"outside [0, {spec.row_width})")
+        if not deltas.is_finite():
+            msg = f"table {spec.name!r}: a sparse increment contains NaN or inf"
+            if self.nan_policy == "error":
+                raise IncrementError(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        if not table.sparse:
+            return deltas.to_dense().astype(spec.np_dtype, copy=False)
+        return deltas
+
     # -- reads ----------------------------------------------------------------------------
-    def read(self, name: str, rows=None) -> np.ndarray:
+    def read(self, name: str, rows=None, *, sparse: bool = False) -> np.ndarray | SparseRows:
         """Rows of table ``name`` (all rows when ``rows`` is None), fresh enough for the
-        table's consistency model. Blocks only when a needed row is too stale."""
+        table's consistency model. Blocks only when a needed row is too stale. ``sparse``:
+        return them as a :class:`~stalesync.row_batch.SparseRows` batch (a scalar row id
+        then gives a batch of one row)."""
         table = self._table(name)
         scalar = rows is not None and np.ndim(rows) == 0
         idx = np.arange(table.spec.num_rows) if rows is None else self._rows(table, rows)
@@ -252,8 +341,10 @@ class WorkerClient:
                              before if before is not None else stamps, stamps, waited,
                              arrivals)
         self.metrics.on_read(self.clock_count - stamps, waited)
-        out = gather_rows(table.cache, idx)
-        return out[0] if scalar else out
+        if table.last_read is not None:
+            table.last_read[idx] = self.clock_count
+        out = table.gather(idx, sparse)
+        return out[0] if scalar and not sparse else out
 
     def _fetch(self, table: _CachedTable, rows: np.ndarray, required: int | None
                ) -> tuple[float, list[int]]:
@@ -272,18 +363,11 @@ class WorkerClient:
             if w > 0:
                 arrivals.append(arrival)
             fetched = rows[pos]
-            # the shard has not seen these increments yet (a gradient is not a value)
-            unsent = table.dirty[fetched] if not table.spec.gradient else None
-            if unsent is not None and unsent.any():
-                if not values.flags.writeable:  # a remote shard's reply (Ray object store)
-                    values = values.copy()
-                values[unsent] += table.pending[fetched[unsent]]
-            scatter_rows(table.cache, fetched, values)
+            table.store(fetched, values)
             table.stamp[fetched] = stamp
             table.fetched_at[fetched] = self.clock_count
-            self.metrics.on_send(
-                MESSAGE_HEADER_BYTES + fetched.size * (INDEX_BYTES + table.spec.row_nbytes)
-            )
+            self.metrics.on_send(MESSAGE_HEADER_BYTES + fetched.size * INDEX_BYTES
+                                 + values.nbytes)
         self.metrics.fetches += 1
         return waited, arrivals
 
@@ -300,35 +384,39 @@ class WorkerClient:
             pushes, table.inbox = table.inbox, []
         for push in pushes:
             self.metrics.on_send(MESSAGE_HEADER_BYTES + push.values.nbytes + push.rows.nbytes)
-            if not self._complete_with_own_increments(table, push):
+            flushed = self._own_increments_since(table, push)
+            if flushed is None:
                 continue
             newer = push.stamp > table.stamp[push.rows]
+            if table.last_read is not None:  # a bounded cache takes only rows it holds
+                newer &= table.stamp[push.rows] >= 0
             rows = push.rows[newer]
-            own = 0 if table.spec.gradient else table.pending[rows]
-            table.cache[rows] = push.values[newer] + own
+            values = push.values
+            table.store(rows, values.take(np.flatnonzero(newer))
+                        if isinstance(values, SparseRows) else values[newer])
+            for sent_rows, deltas in flushed:
+                _, in_rows, in_sent = np.intersect1d(
+                    rows, sent_rows, assume_unique=True, return_indices=True)
+                if in_rows.size:
+                    table.add_to_cache(rows[in_rows], deltas.take(in_sent)
+                                       if isinstance(deltas, SparseRows) else deltas[in_sent])
             table.stamp[rows] = push.stamp
             table.fetched_at[rows] = self.clock_count
 
-    def _complete_with_own_increments(self, table: _CachedTable, push: Push) -> bool:
-        """Add to ``push.values`` the own increments flushed after the push was made.
+    def _own_increments_since(self, table: _CachedTable, push: Push
+                              ) -> list[tuple[np.ndarray, np.ndarray | SparseRows]] | None:
+        """The own increments flushed after the push was made, [(rows, deltas), ...]: the
+        push's values lack them.
 
-        Returns False (drop the push: always safe, only less fresh) when they are no longer
-        in the sent log. A gradient table's cache holds server values only: nothing to add."""
-        if table.spec.gradient:
-            return True
+        None (drop the push: always safe, only less fresh) when they are no longer in the
+        sent log. A gradient table's cache holds server values only: nothing to add."""
         missing = range(push.own_clocks, self.clock_count)
-        if not missing:
-            return True
+        if table.spec.gradient or not missing:
+            return []
         logged = {clock: (rows, deltas) for clock, rows, deltas in table.sent}
         if any(clock not in logged for clock in missing):
-            return False
-        for clock in missing:
-            rows, deltas = logged[clock]
-            _, in_push, in_sent = np.intersect1d(
-                push.rows, rows, assume_unique=True, return_indices=True
-            )
-            push.values[in_push] += deltas[in_sent]
-        return True
+            return None
+        return [logged[clock] for clock in missing]
 
     # -- increments -----------------------------------------------------------------------
     def inc(self, name: str, rows, deltas) -> None:
@@ -337,10 +425,15 @@ class WorkerClient:
         table = self._table(name)
         idx = self._rows(table, rows)
         arr = self._deltas(table, idx, deltas)
-        if table.spec.gradient:  # the shard's rule turns it into an update: not a value
-            scatter_add_rows(table.pending, idx, arr)
+        if table.sparse:
+            idx, arr = coalesce(idx, arr)  # the sparse stores add distinct rows
+            table.pending.add(idx, arr)
+            if not table.spec.gradient:
+                table.cache.add(idx, arr)
+        elif table.spec.gradient:  # the shard's rule turns it into an update: not a value
+            scatter_add_rows(table.pending, idx, as_dense(arr))
         else:
-            scatter_add_rows_pair(table.pending, table.cache, idx, arr)
+            scatter_add_rows_pair(table.pending, table.cache, idx, as_dense(arr))
         table.dirty[idx] = True
 
     def inc_one(self, name: str, row: int, col: int, value) -> None:
@@ -365,6 +458,8 @@ class WorkerClient:
             self.metrics.bound = max(t.model_at(self.clock_count).staleness for t in auto)
             self._learn_bounds(auto)
         self.metrics.on_clock(self.clock_count, objective)
+        for table in self.tables.values():
+            self.metrics.evictions += table.evict(self.clock_count)
         self.clock_count += 1
 
     def _learn_bounds(self, auto: list[_CachedTable]) -> None:
@@ -395,7 +490,10 @@ class WorkerClient:
             rows = np.flatnonzero(table.dirty)
             if not rows.size:
                 continue
-            deltas = take_and_zero_rows(table.pending, rows)
+            if table.sparse:
+                deltas = table.pending.take_and_clear(rows)
+            else:
+                deltas = take_and_zero_rows(table.pending, rows)
             table.dirty[rows] = False
             encoded = None
             if table.feedback is not None:  # lossy, the rest kept for the next clock
@@ -403,9 +501,13 @@ class WorkerClient:
             if table.model.pushes:
                 table.sent.append((self.clock_count, rows, deltas))
             for shard, pos, local in self.shard_map.split(rows):
-                per_shard[shard][name] = (local, deltas[pos])
+                if isinstance(pos, slice):  # one shard: all of them
+                    part = deltas
+                else:
+                    part = deltas.take(pos) if table.sparse else deltas[pos]
+                per_shard[shard][name] = (local, part)
             dense = rows.size * (INDEX_BYTES + table.spec.row_nbytes)
-            sent = dense if encoded is None else rows.size * INDEX_BYTES + encoded
+            sent = rows.size * INDEX_BYTES + (deltas.nbytes if encoded is None else encoded)
             self.metrics.push_bytes += sent
             self.metrics.push_bytes_dense += dense
             nbytes += sent
@@ -423,3 +525,25 @@ class WorkerClient:
     def abort(self) -> None:
         """Another member failed: raise :class:`JobAbortedError` at the next table call."""
         self._aborted = True
+
+
+def coalesce(rows: np.ndarray, deltas: np.ndarray | SparseRows
+             ) -> tuple[np.ndarray, np.ndarray | SparseRows]:
+    """Distinct rows with their increments summed (a batch may repeat a row)."""
+    unique, inverse = np.unique(rows, return_inverse=True)
+    if unique.size == rows.size:
+        return rows, deltas
+    if isinstance(deltas, SparseRows):
+        import scipy.sparse as sp
+
+        m = sp.csr_matrix((deltas.vals, deltas.cols, deltas.indptr), shape=deltas.shape)
+        s = sp.csr_matrix((np.ones(rows.size), (inverse, np.arange(rows.size))),
+                          shape=(unique.size, rows.size), dtype=deltas.dtype)
+        summed = (s @ m).tocsr()
+        summed.eliminate_zeros()
+        return unique, SparseRows(summed.indptr.astype(np.int64),
+                                  summed.indices.astype(np.int32), summed.data,
+                                  deltas.width)
+    out = np.zeros((unique.size, deltas.shape[1]), dtype=deltas.dtype)
+    np.add.at(out, inverse, deltas)
+    return unique, out

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import ConfigError
+from .row_batch import as_dense
 
 FINISHED = np.iinfo(np.int64).max // 4  # clock of a worker whose function returned
 
@@ -108,10 +109,10 @@ class FirstOf(ClockPolicy):
                               f"{self.step}; backup workers need every read to wait")
         for name, (local_rows, grads) in updates.items():
             if name not in self.sums:
-                shape = stores[name].values.shape
+                shape = stores[name].shape
                 self.sums[name] = np.zeros(shape)
                 self.touched[name] = np.zeros(shape[0], dtype=bool)
-            _add_rows(self.sums[name], local_rows, grads)
+            _add_rows(self.sums[name], local_rows, as_dense(grads))
             self.touched[name][local_rows] = True
         self.arrived.append(worker)
         self.used_gradients[worker] += 1
@@ -122,7 +123,7 @@ class FirstOf(ClockPolicy):
         for name, sums in self.sums.items():
             rows = np.flatnonzero(self.touched[name])
             mean = sums[rows] / self.quorum
-            stores[name].apply(rows, mean.astype(stores[name].values.dtype))
+            stores[name].apply(rows, mean.astype(stores[name].spec.np_dtype))
             sums[rows] = 0.0
             self.touched[name][rows] = False
         self.used.append(sorted(self.arrived))

@@ -88,8 +88,10 @@ class WorkerContext:
         """Completed iterations of this worker (its current clock)."""
         return self._client.clock_count
 
-    def read(self, table: str, rows=None) -> np.ndarray:
-        return self._client.read(table, rows)
+    def read(self, table: str, rows=None, *, sparse: bool = False):
+        """Rows of ``table`` (see :meth:`WorkerClient.read`); ``sparse=True`` returns a
+        :class:`~stalesync.row_batch.SparseRows` batch."""
+        return self._client.read(table, rows, sparse=sparse)
 
     def inc(self, table: str, rows, deltas) -> None:
         self._client.inc(table, rows, deltas)

@@ -14,11 +14,15 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from .errors import ConfigError
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import ConfigError, DataFormatError
 
 PathLike = str | os.PathLike
 
@@ -107,3 +111,41 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+_SPARSE = "__csr__"  # a CSR matrix is stored as <name>__csr__{data,indices,indptr,shape}
+
+
+def pack_arrays(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Arrays to write to an ``.npz``: a scipy sparse matrix becomes four plain arrays
+    (``<name>__csr__{data,indices,indptr,shape}``), so nothing needs pickle."""
+    out: dict[str, np.ndarray] = {}
+    for name, value in arrays.items():
+        if sp.issparse(value):
+            csr = sp.csr_matrix(value)
+            out[f"{name}{_SPARSE}data"] = csr.data
+            out[f"{name}{_SPARSE}indices"] = csr.indices
+            out[f"{name}{_SPARSE}indptr"] = csr.indptr
+            out[f"{name}{_SPARSE}shape"] = np.asarray(csr.shape, dtype=np.int64)
+        else:
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "biufcUS":
+                raise DataFormatError(f"cannot save {name!r} of dtype {arr.dtype} (no pickle)")
+            out[name] = arr
+    return out
+
+
+def unpack_arrays(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The inverse of :func:`pack_arrays`."""
+    out: dict[str, Any] = {}
+    sparse: dict[str, dict[str, np.ndarray]] = {}
+    for key, arr in flat.items():
+        if _SPARSE in key:
+            name, part = key.split(_SPARSE)
+            sparse.setdefault(name, {})[part] = arr
+        else:
+            out[key] = arr
+    for name, parts in sparse.items():
+        out[name] = sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]),
+                                  shape=tuple(int(x) for x in parts["shape"]))
+    return out

@@ -6,7 +6,7 @@ runtime (see :data:`RECORD_FIELDS`)::
     app, strategy, runtime, consistency, staleness, guarantee, workers,
     clocks, epochs, wall_time_s, records [per worker per clock; thinned in long runs],
     observed_staleness {max, mean, histogram, rows_read}, reads_blocked, wait_s,
-    bytes_sent, compression_ratio, fetches, pushes [per worker], recoveries,
+    bytes_sent, compression_ratio, fetches, pushes, evictions [per worker], recoveries,
     objective_name, objective_reduce, final {app's results}
 
 ``clocks`` counts synchronisation points (a worker's ``ctx.clock()`` calls, a scheduler's
@@ -39,7 +39,8 @@ from .files import PathLike, atomic_write_bytes
 RECORD_FIELDS = (
     "app", "strategy", "runtime", "consistency", "staleness", "guarantee", "workers",
     "clocks", "epochs", "wall_time_s", "records", "observed_staleness", "reads_blocked",
-    "wait_s", "bytes_sent", "compression_ratio", "fetches", "pushes", "recoveries",
+    "wait_s", "bytes_sent", "compression_ratio", "fetches", "pushes", "evictions",
+    "recoveries",
     "objective_name", "objective_reduce", "final",
 )
 
@@ -84,6 +85,7 @@ class WorkerMetrics:
         self.fetches = 0  # reads that fetched rows from the shards
         self.audit: dict[str, Any] | None = None  # the read audit's counters (at the end)
         self.pushes = 0  # clock messages that carried increments
+        self.evictions = 0  # rows a bounded cache dropped (TableSpec.cache_rows)
         self._clock_start = time.perf_counter()
         self._wait = 0.0
         self._bytes = 0
@@ -226,6 +228,7 @@ def build_run_record(
         if any(m.push_bytes for m in metrics) else 1.0,
         "fetches": [int(m.fetches) for m in metrics],
         "pushes": [int(m.pushes) for m in metrics],
+        "evictions": [int(m.evictions) for m in metrics],
         "recoveries": 0,
         "objective_name": "objective",
         "objective_reduce": "mean",

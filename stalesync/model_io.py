@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from .errors import DataFormatError
-from .files import PathLike, atomic_directory
+from .files import PathLike, atomic_directory, pack_arrays, unpack_arrays
 
 FORMAT = "stalesync-model"
 VERSION = 1
-_SPARSE = "__csr__"  # a CSR matrix is stored as <name>__csr__{data,indices,indptr,shape}
 
 
 def _to_json(value: Any) -> Any:
@@ -39,38 +37,6 @@ def _to_json(value: Any) -> Any:
     return value
 
 
-def _flatten_arrays(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for name, value in arrays.items():
-        if sp.issparse(value):
-            csr = sp.csr_matrix(value)
-            out[f"{name}{_SPARSE}data"] = csr.data
-            out[f"{name}{_SPARSE}indices"] = csr.indices
-            out[f"{name}{_SPARSE}indptr"] = csr.indptr
-            out[f"{name}{_SPARSE}shape"] = np.asarray(csr.shape, dtype=np.int64)
-        else:
-            arr = np.asarray(value)
-            if arr.dtype.kind not in "biufcUS":
-                raise DataFormatError(f"cannot save {name!r} of dtype {arr.dtype} (no pickle)")
-            out[name] = arr
-    return out
-
-
-def _unflatten_arrays(flat: dict[str, np.ndarray]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    sparse: dict[str, dict[str, np.ndarray]] = {}
-    for key, arr in flat.items():
-        if _SPARSE in key:
-            name, part = key.split(_SPARSE)
-            sparse.setdefault(name, {})[part] = arr
-        else:
-            out[key] = arr
-    for name, parts in sparse.items():
-        out[name] = sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]),
-                                  shape=tuple(int(x) for x in parts["shape"]))
-    return out
-
-
 def save_model(path: PathLike, estimator: Any, arrays: dict[str, Any],
                info: dict[str, Any]) -> Path:
     path = Path(path)
@@ -81,7 +47,7 @@ def save_model(path: PathLike, estimator: Any, arrays: dict[str, Any],
         "params": _to_json(estimator.get_params(deep=False)),
         "info": _to_json(info),
     }
-    flat = _flatten_arrays(arrays)
+    flat = pack_arrays(arrays)
     with atomic_directory(path) as tmp:
         (tmp / "model.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         with open(tmp / "arrays.npz", "wb") as f:
@@ -112,4 +78,4 @@ def load_model(path: PathLike, cls: type) -> tuple[dict[str, Any], dict[str, Any
     params = meta.get("params")
     if not isinstance(params, dict):
         raise DataFormatError(f"{path}: model.json has no parameters")
-    return params, _unflatten_arrays(flat), dict(meta.get("info") or {})
+    return params, unpack_arrays(flat), dict(meta.get("info") or {})

@@ -17,10 +17,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .clock_policies import FINISHED, ClockPolicy, EveryWorker
 from .consistency import ConsistencyModel
 from .errors import JobAbortedError
+from .row_batch import SparseRows
 from .tables import RowStore, ShardMap, TableSpec, make_store
 
 __all__ = ["FINISHED", "Push", "ServerShard"]
@@ -32,7 +34,7 @@ class Push:
 
     table: str
     rows: np.ndarray  # global row ids
-    values: np.ndarray
+    values: np.ndarray | SparseRows  # a sparse table's pushes are CSR batches
     stamp: int
     # how many of the receiving worker's clocks the values include; the worker drops a push
     # that predates its own latest flush, or its own increments would vanish from its cache
@@ -165,7 +167,7 @@ class ServerShard:
                 push = Push(
                     table=name,
                     rows=self.shard_map.global_rows(self.shard_id, local),
-                    values=store.gather(local),
+                    values=store.serve(local),
                     stamp=stamp,
                     own_clocks=int(self.policy.worker_clocks[worker]),
                 )
@@ -195,7 +197,7 @@ class ServerShard:
                 waited = time.perf_counter() - t0
             if self._aborted:
                 raise JobAbortedError("job stopped")
-            values = self.stores[table].gather(local_rows)
+            values = self.stores[table].serve(local_rows)
             if table in self.subscribed:
                 self.subscribed[table][worker, local_rows] = True
             return values, self.min_clock, waited, arrival
@@ -207,9 +209,9 @@ class ServerShard:
             self._cond.notify_all()
 
     # -- whole-table access (end of job, snapshots) ---------------------------------------
-    def dump(self, table: str) -> np.ndarray:
+    def dump(self, table: str) -> np.ndarray | sp.csr_matrix:
         with self._cond:
-            return self.stores[table].to_dense()
+            return self.stores[table].export()
 
     def load(self, table: str, values: np.ndarray) -> None:
         with self._cond:
@@ -218,7 +220,7 @@ class ServerShard:
     def dump_all(self) -> dict[str, np.ndarray]:
         """Every table, and each update rule's state as ``"<table>#<name>"`` arrays."""
         with self._cond:
-            out = {name: store.to_dense() for name, store in self.stores.items()}
+            out = {name: store.export() for name, store in self.stores.items()}
             for name, store in self.stores.items():
                 for key, arr in store.rule_state().items():
                     out[f"{name}#{key}"] = arr

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, StalesyncError
+from .files import pack_arrays, unpack_arrays
 
 FORMAT = "stalesync-snapshot"
 VERSION = 1
@@ -97,6 +98,7 @@ def metrics_state(metrics: Any, audit: dict[str, Any] | None = None) -> dict[str
         "push_bytes_dense": int(metrics.push_bytes_dense),
         "fetches": int(metrics.fetches),
         "pushes": int(metrics.pushes),
+        "evictions": int(metrics.evictions),
         "audit": audit,
     }
 
@@ -118,6 +120,7 @@ def restore_metrics(metrics: Any, state: Mapping[str, Any] | None) -> None:
     metrics.push_bytes_dense += int(state.get("push_bytes_dense", 0))
     metrics.fetches += int(state.get("fetches", 0))
     metrics.pushes += int(state.get("pushes", 0))
+    metrics.evictions += int(state.get("evictions", 0))
     metrics.audit = state.get("audit")
 
 
@@ -169,7 +172,7 @@ def write_snapshot(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{snapshot_name(clock)}.", suffix=".tmp", dir=root))
     try:
-        _write_npz(tmp / "tables.npz", dict(tables))
+        _write_npz(tmp / "tables.npz", pack_arrays(tables))  # sparse tables as CSR parts
         for w, state in enumerate(workers):
             _write_npz(tmp / f"worker-{w:04d}.npz", state.arrays)
             _write_json(tmp / f"worker-{w:04d}.json", {
@@ -297,7 +300,7 @@ def load_snapshot(path: str | os.PathLike) -> Snapshot:
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise SnapshotError(f"{found}: not a {FORMAT} v{VERSION} snapshot")
         with np.load(found / "tables.npz", allow_pickle=False) as z:
-            tables = {name: z[name] for name in z.files}
+            tables = unpack_arrays({name: z[name] for name in z.files})
         workers = []
         for w in range(int(meta["workers"])):
             info = json.loads((found / f"worker-{w:04d}.json").read_text(encoding="utf-8"))

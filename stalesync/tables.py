@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import scipy.sparse as sp
 
 from .errors import ConfigError
 from .kernels import sparse_rows
+from .row_batch import SparseRows, as_dense
 from .update_rules import Add, UpdateRule, make_rule
 
 DTYPES = ("int32", "int64", "float32", "float64")
@@ -36,7 +38,10 @@ class TableSpec:
     with options, or a rule object), which make increments gradients. ``compress``
     (:mod:`stalesync.compression`, e.g. ``"topk:0.01"``) encodes what each worker sends per
     clock, with error feedback. ``storage``: how a shard holds the rows (module docstring);
-    sparse needs the ``add`` rule.
+    sparse needs the ``add`` rule. ``cache_rows`` bounds each worker's cache of the table
+    (least recently read rows are evicted at a clock, never one with unsent increments; an
+    evicted row is fetched again when next read): a worker's memory for the table is then
+    O(cache_rows + one clock's rows), not O(num_rows x row_width).
     """
 
     name: str
@@ -48,6 +53,7 @@ class TableSpec:
     update: Any = field(default_factory=Add)
     compress: str | None = None  # stalesync.compression: what a worker's clock sends
     storage: str = "dense"
+    cache_rows: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -77,6 +83,13 @@ class TableSpec:
         if self.storage == "sparse" and self.update.name != "add":
             raise ConfigError(f"table {self.name!r}: storage='sparse' needs the add rule, got "
                               f"{self.update.name!r} (its state is per element)")
+        if self.cache_rows is not None and (
+                not isinstance(self.cache_rows, int | np.integer) or self.cache_rows <= 0):
+            raise ConfigError(f"table {self.name!r}: cache_rows must be a positive int or None, "
+                              f"got {self.cache_rows!r}")
+        if self.compress is not None and (self.storage == "sparse" or self.cache_rows):
+            raise ConfigError(f"table {self.name!r}: compress works on dense tables only "
+                              f"(storage={self.storage!r}, cache_rows={self.cache_rows!r})")
         if self.update.gradient and self.np_dtype.kind != "f":
             raise ConfigError(f"table {self.name!r}: update rule {self.update.name!r} needs a "
                               f"float table, got {self.dtype}")
@@ -102,9 +115,14 @@ class TableSpec:
     def sparse(self) -> bool:
         """Whether shards hold this table as sparse rows (``storage``, resolved)."""
         if self.storage == "auto":
-            return (self.update.name == "add"
+            return (self.update.name == "add" and self.compress is None
                     and self.num_rows * self.row_nbytes > AUTO_SPARSE_BYTES)
         return self.storage == "sparse"
+
+    @property
+    def sparse_cache(self) -> bool:
+        """Whether workers cache this table as sparse rows (a sparse or bounded table)."""
+        return self.sparse or self.cache_rows is not None
 
 
 class ShardMap:
@@ -145,14 +163,25 @@ class RowStore(Protocol):
     """Storage of the rows one shard holds for one table (and its update rule's state)."""
 
     spec: TableSpec
+    shape: tuple[int, int]
 
     def gather(self, local_rows: np.ndarray) -> np.ndarray: ...
 
-    def apply(self, local_rows: np.ndarray, increments: np.ndarray) -> None: ...
+    def serve(self, local_rows: np.ndarray) -> np.ndarray | SparseRows:
+        """The rows in the form this store sends them (dense rows or a CSR batch)."""
+        ...
+
+    def apply(self, local_rows: np.ndarray, increments: np.ndarray | SparseRows) -> None: ...
 
     def to_dense(self) -> np.ndarray: ...
 
-    def load_dense(self, values: np.ndarray) -> None: ...
+    def export(self) -> np.ndarray | sp.csr_matrix:
+        """All rows in the store's own form: a dense array, or a CSR matrix (sparse)."""
+        ...
+
+    def load_dense(self, values: np.ndarray | sp.spmatrix) -> None:
+        """Set all rows from a dense array or a scipy sparse matrix."""
+        ...
 
     def rule_state(self) -> dict[str, np.ndarray]: ...
 
@@ -168,18 +197,29 @@ class DenseRowStore:
         self.state = spec.rule.new_state(self.values)
         self.applied = 0  # updates applied: the step count of the rule's schedule
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape
+
     def gather(self, local_rows: np.ndarray) -> np.ndarray:
         return self.values[local_rows]
 
-    def apply(self, local_rows: np.ndarray, increments: np.ndarray) -> None:
+    serve = gather
+
+    def apply(self, local_rows: np.ndarray, increments: np.ndarray | SparseRows) -> None:
         """Fold one message's increments (distinct rows) in with the table's rule."""
-        self.spec.rule.apply(self.values, self.state, local_rows, increments, self.applied)
+        self.spec.rule.apply(self.values, self.state, local_rows, as_dense(increments),
+                             self.applied)
         self.applied += 1
 
     def to_dense(self) -> np.ndarray:
         return self.values.copy()
 
-    def load_dense(self, values: np.ndarray) -> None:
+    export = to_dense
+
+    def load_dense(self, values: np.ndarray | sp.spmatrix) -> None:
+        if sp.issparse(values):
+            values = values.toarray()
         if values.shape != self.values.shape:
             raise ConfigError(
                 f"table {self.spec.name!r}: cannot load shape {values.shape}, "
@@ -227,16 +267,54 @@ class SparseRowStore:
             sparse_rows.gather(self.start, self.length, self.cols, self.vals, local_rows, out)
         return out
 
-    def apply(self, local_rows: np.ndarray, increments: np.ndarray) -> None:
-        """Fold one message's increments (distinct rows) in."""
-        if local_rows.size:
-            increments = np.ascontiguousarray(increments, dtype=self.spec.np_dtype)
-            need = sparse_rows.room_needed(self.length, self.cap, local_rows, increments)
+    def gather_sparse(self, local_rows: np.ndarray) -> SparseRows:
+        """The rows as a CSR batch: O(their non-zeros), never O(rows x width)."""
+        indptr, cols, vals = sparse_rows.gather_csr(self.start, self.length, self.cols,
+                                                    self.vals, local_rows)
+        return SparseRows(indptr, cols, vals, self.shape[1])
+
+    def serve(self, local_rows: np.ndarray) -> SparseRows:
+        return self.gather_sparse(local_rows)
+
+    def apply(self, local_rows: np.ndarray, increments: np.ndarray | SparseRows) -> None:
+        """Fold one message's increments (distinct rows; dense or a CSR batch) in."""
+        self.add(local_rows, increments)
+        self.applied += 1
+
+    def add(self, local_rows: np.ndarray, increments: np.ndarray | SparseRows) -> None:
+        """Add ``increments[i]`` to row ``local_rows[i]`` (distinct rows)."""
+        if not local_rows.size:
+            return
+        if isinstance(increments, SparseRows):
+            vals = increments.vals.astype(self.spec.np_dtype, copy=False)
+            need = sparse_rows.room_needed_csr(self.length, self.cap, local_rows,
+                                               increments.indptr)
             if self.top + need > self.cols.size:
                 self._grow(need)
-            self.top = sparse_rows.apply(self.start, self.length, self.cap, self.cols,
-                                         self.vals, self.top, local_rows, increments)
-        self.applied += 1
+            self.top = sparse_rows.apply_csr(self.start, self.length, self.cap, self.cols,
+                                             self.vals, self.top, local_rows,
+                                             increments.indptr, increments.cols, vals)
+            return
+        increments = np.ascontiguousarray(increments, dtype=self.spec.np_dtype)
+        need = sparse_rows.room_needed(self.length, self.cap, local_rows, increments)
+        if self.top + need > self.cols.size:
+            self._grow(need)
+        self.top = sparse_rows.apply(self.start, self.length, self.cap, self.cols,
+                                     self.vals, self.top, local_rows, increments)
+
+    def assign(self, local_rows: np.ndarray, values: np.ndarray | SparseRows) -> None:
+        """Set the rows to ``values`` (distinct rows)."""
+        self.clear(local_rows)
+        self.add(local_rows, values)
+
+    def clear(self, local_rows: np.ndarray) -> None:
+        """Drop the rows' entries (their room is reclaimed by the next compaction)."""
+        self.length[local_rows] = 0
+
+    def take_and_clear(self, local_rows: np.ndarray) -> SparseRows:
+        out = self.gather_sparse(local_rows)
+        self.clear(local_rows)
+        return out
 
     def _grow(self, need: int) -> None:
         """A compacted pool with room for ``need`` more entries (and as many again)."""
@@ -250,7 +328,11 @@ class SparseRowStore:
     def to_dense(self) -> np.ndarray:
         return self.gather(np.arange(self.shape[0]))
 
-    def load_dense(self, values: np.ndarray) -> None:
+    def export(self) -> sp.csr_matrix:
+        batch = self.gather_sparse(np.arange(self.shape[0]))
+        return sp.csr_matrix((batch.vals, batch.cols, batch.indptr), shape=self.shape)
+
+    def load_dense(self, values: np.ndarray | sp.spmatrix) -> None:
         if values.shape != self.shape:
             raise ConfigError(f"table {self.spec.name!r}: cannot load shape {values.shape}, "
                               f"expected {self.shape}")
@@ -260,8 +342,11 @@ class SparseRowStore:
         self.cols = np.zeros(0, dtype=np.int32)
         self.vals = np.zeros(0, dtype=self.spec.np_dtype)
         self.top = 0
-        self.apply(np.arange(self.shape[0]), values)
-        self.applied -= 1  # a load is not an update
+        if sp.issparse(values):
+            csr = sp.csr_matrix(values)
+            values = SparseRows(csr.indptr.astype(np.int64), csr.indices.astype(np.int32),
+                                csr.data, self.shape[1])
+        self.add(np.arange(self.shape[0]), values)
 
     def rule_state(self) -> dict[str, np.ndarray]:
         return {}

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 import stalesync as ss
 
@@ -41,6 +42,8 @@ class Scenario:
     runtime: str = "embedded"
     crash_at: tuple[int, int] | None = None  # (worker, clock): raise RuntimeError there
     storage: str = "dense"  # how the shards hold the table (TableSpec.storage)
+    cache_rows: int | None = None  # a bounded worker cache (TableSpec.cache_rows)
+    sparse_io: bool = False  # read and increment as SparseRows batches
     extra_options: dict = field(default_factory=dict)
 
     def plan(self) -> np.ndarray:
@@ -70,6 +73,11 @@ class ReadLog:
 def make_worker(scenario: Scenario, plan: np.ndarray, delays: np.ndarray, logs: list):
     lock = threading.Lock()
 
+    def read(ctx: ss.WorkerContext, rows: np.ndarray) -> np.ndarray:
+        if scenario.sparse_io:
+            return ctx.read(TABLE, rows, sparse=True).to_dense()
+        return ctx.read(TABLE, rows)
+
     def worker(ctx: ss.WorkerContext) -> None:
         w = ctx.worker_id
         rng = np.random.default_rng([scenario.seed, w, 7])
@@ -80,12 +88,13 @@ def make_worker(scenario: Scenario, plan: np.ndarray, delays: np.ndarray, logs: 
                 raise RuntimeError(f"injected crash of worker {w} at clock {k}")
             time.sleep(delays[w, k])
             rows = np.unique(np.r_[0, rng.choice(scenario.rows, size=3)])
-            mine.append(ReadLog(w, ctx.clock_count, rows, ctx.read(TABLE, rows), False))
+            mine.append(ReadLog(w, ctx.clock_count, rows, read(ctx, rows), False))
             inc_rows = np.flatnonzero(plan[w, k])
             deltas = np.zeros((inc_rows.size, scenario.workers), dtype=np.int64)
             deltas[:, w] = 1
-            ctx.inc(TABLE, inc_rows, deltas)
-            mine.append(ReadLog(w, ctx.clock_count, rows, ctx.read(TABLE, rows), True))
+            ctx.inc(TABLE, inc_rows,
+                    ss.SparseRows.from_dense(deltas) if scenario.sparse_io else deltas)
+            mine.append(ReadLog(w, ctx.clock_count, rows, read(ctx, rows), True))
             ctx.clock()
         with lock:
             logs.extend(mine)
@@ -104,7 +113,7 @@ def run_scenario(scenario: Scenario) -> tuple[ss.JobResult, list[ReadLog], np.nd
     result = ss.run(
         make_worker(scenario, plan, scenario.delays(), logs),
         [ss.TableSpec(TABLE, scenario.rows, scenario.workers, "int64",
-                      storage=scenario.storage)],
+                      storage=scenario.storage, cache_rows=scenario.cache_rows)],
         workers=scenario.workers,
         consistency=scenario.consistency,
         staleness=None if scenario.consistency in ("bsp", "async") else scenario.staleness,
@@ -158,6 +167,7 @@ def violations(scenario: Scenario, logs: list[ReadLog], plan: np.ndarray) -> lis
 def exact_sum_violations(result: ss.JobResult, plan: np.ndarray) -> list[str]:
     expected = plan.sum(axis=1).T.astype(np.int64)  # (rows, workers)
     got = result.tables[TABLE]
+    got = got.toarray() if sp.issparse(got) else got  # a sparse table's result is CSR
     if not np.array_equal(got, expected):
         bad = np.argwhere(got != expected)[:5]
         return [

@@ -39,6 +39,8 @@ def scenarios(draw, consistency=BOUNDED):
         slow_worker=draw(st.none() | st.integers(0, workers - 1)),
         pause_prob=draw(st.sampled_from([0.0, 0.2])),
         storage=draw(st.sampled_from(["dense", "sparse"])),  # the shards' row store
+        cache_rows=draw(st.sampled_from([None, None, 1, 2])),  # 1: evictions every clock
+        sparse_io=draw(st.booleans()),
     )
 
 

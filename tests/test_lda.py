@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from lda_fixtures import docstring_corpus, planted_corpus
 from scipy.optimize import linear_sum_assignment
 
@@ -13,6 +14,7 @@ import stalesync as ss
 from stalesync.apps.base import RunConfig
 from stalesync.apps.lda import LDA
 from stalesync.apps.lda.worker import SAMPLERS, Partition, choose_sampler
+from stalesync.kernels.lda_sparse_rows import sweep_rows
 from stalesync.data.corpus import Corpus
 from stalesync.errors import NotFittedError
 from stalesync.kernels import lda as kernels
@@ -123,10 +125,23 @@ def test_both_samplers_reach_the_same_likelihood():
     assert best["dense"] > -3.3, best
 
 
+def sweep_rows_on_dense(words, doc, base, z, lo, hi, lists, wt, nk, alpha, beta, vbeta):
+    """The CSR-row sampler with the dense samplers' signature: its changes go back into wt."""
+    batch = ss.SparseRows.from_dense(wt)
+    indptr, cols, vals = sweep_rows(words, doc, base, z, lo, hi, lists, batch.indptr,
+                                    batch.cols, batch.vals, nk, alpha, beta, vbeta)
+    wt += ss.SparseRows(indptr, cols, vals, wt.shape[1]).to_dense()
+
+
+ALL_SAMPLERS = {**SAMPLERS, "sparse-rows": sweep_rows_on_dense}
+
+
 # alpha=20 puts most of the mass in the word bucket (the tree), alpha=0.3 in the doc bucket
-@pytest.mark.parametrize("sampler", ["sparse", "dense"])
-@pytest.mark.parametrize("num_topics,alpha", [(10, 0.3), (300, 0.3), (10, 20.0)])
-def test_sampler_is_exact_gibbs_per_token(sampler, num_topics, alpha):
+@pytest.mark.parametrize("sampler", ["sparse", "dense", "sparse-rows"])
+# beta=2 makes the alpha-beta part (the CSR-row sampler's tree) a large share of the mass
+@pytest.mark.parametrize("num_topics,alpha,beta", [
+    (10, 0.3, 0.05), (300, 0.3, 0.05), (10, 20.0, 0.05), (10, 1.0, 2.0)])
+def test_sampler_is_exact_gibbs_per_token(sampler, num_topics, alpha, beta):
     """One sweep of either kernel (F+LDA, dense) on a tiny corpus matches the exact
     conditional: the empirical distribution of a single token's new topic, over many seeds.
 
@@ -143,7 +158,6 @@ def test_sampler_is_exact_gibbs_per_token(sampler, num_topics, alpha):
     # token 0's word is rare in its topic, so removing the token changes that topic's leaf a
     # lot: a sampler that kept the old leaf would visibly favour the old topic
     wt_other[0, z[0]] = 0
-    beta = 0.05
     doc = np.zeros(words.size, dtype=np.int32)
     exact = (np.bincount(z[1:], minlength=K) + alpha) * (
         (wt_other[0] + np.bincount(z[words == 0][1:], minlength=K) + beta)
@@ -159,8 +173,10 @@ def test_sampler_is_exact_gibbs_per_token(sampler, num_topics, alpha):
         nk = wt.sum(axis=0).astype(np.int64)
         region, lists = kernels.build_doc_lists(doc, zz, 1, np.array([words.size]), K)
         kernels.seed_thread(seed)
-        SAMPLERS[sampler](words, doc, region[doc], zz, 0, 1, lists, wt, nk, alpha, beta,
-                          V * beta)
+        ALL_SAMPLERS[sampler](words, doc, region[doc], zz, 0, 1, lists, wt, nk, alpha, beta,
+                              V * beta)
+        if sampler == "sparse-rows":  # the counts it returned match the new assignment
+            np.testing.assert_array_equal(wt.sum(0), nk)
         counts[zz[0]] += 1
     expected = exact * draws
     keep = expected >= 5
@@ -403,13 +419,22 @@ def test_on_ray_a_killed_worker_is_recovered_from_the_snapshot(ray_cluster, tmp_
     assert model.loglik_per_token_ > -3.5  # far above the random start (about -5.5)
 
 
-def test_sparse_word_topic_rows_train_the_same_chain():
-    """One worker: the shards' sparse rows serve the same counts as the dense array, so the
-    chain is the same, bit for bit; the record says which store ran."""
+@pytest.mark.parametrize("sampler", ["sparse", "dense"])
+def test_sparse_word_topic_rows_train_the_same_chain(monkeypatch, sampler):
+    """One worker: sparse rows (CSR reads and increments, the chunk sampled a few rows at a
+    time) draw exactly what the dense array does, so the chain is the same, bit for bit;
+    the record says which store ran, and the model holds the counts as CSR."""
+    import stalesync.apps.lda.worker as lda_worker
+
+    monkeypatch.setattr(lda_worker, "ROW_BLOCK_BYTES", 7 * 5 * 4)  # 7 rows a block
     corpus = planted_corpus(num_docs=200, seed=1)[0]
-    fits = {st: LDA(n_topics=5, epochs=4, workers=1, storage=st, seed=1).fit(corpus)
+    fits = {st: LDA(n_topics=5, epochs=4, workers=1, storage=st, seed=1,
+                    sampler=sampler).fit(corpus)
             for st in ("dense", "sparse")}
-    np.testing.assert_array_equal(fits["sparse"].word_topic_, fits["dense"].word_topic_)
+    assert sp.issparse(fits["sparse"].word_topic_)
+    np.testing.assert_array_equal(fits["sparse"].word_topic_.toarray(),
+                                  fits["dense"].word_topic_)
     assert fits["sparse"].loglik_per_token_ == fits["dense"].loglik_per_token_
+    np.testing.assert_array_equal(fits["sparse"].components_, fits["dense"].components_)
     assert {st: m.run_record_["final"]["storage"] for st, m in fits.items()} == {
         "dense": "dense", "sparse": "sparse"}

@@ -17,6 +17,7 @@ from stalesync.kernels.rows import (
     take_and_zero_rows,
     unique_rows,
 )
+from stalesync.row_batch import SparseRows, concat
 from stalesync.tables import DenseRowStore, SparseRowStore, TableSpec
 
 shapes = st.tuples(st.integers(1, 30), st.integers(1, 12))
@@ -101,18 +102,48 @@ def test_sparse_and_dense_stores_agree_exactly(case):
     rows, width, dtype, batches = case
     spec = TableSpec("t", rows, width, dtype)
     dense, sparse = DenseRowStore(spec, rows), SparseRowStore(spec, rows)
-    for local, increments in batches:
+    for i, (local, increments) in enumerate(batches):
         dense.apply(local, increments)
-        sparse.apply(local, increments)
+        # every other batch as CSR: both increment paths must agree with the dense store
+        sparse.apply(local, SparseRows.from_dense(increments) if i % 2 else increments)
         np.testing.assert_array_equal(sparse.to_dense(), dense.values)
+        np.testing.assert_array_equal(sparse.export().toarray(), dense.values)
         assert sparse.nnz == np.count_nonzero(dense.values)  # cancelled entries are freed
         _check_pool(sparse)
     pick = np.array([rows - 1, 0])
     np.testing.assert_array_equal(sparse.gather(pick), dense.gather(pick))
+    np.testing.assert_array_equal(sparse.gather_sparse(pick).to_dense(), dense.gather(pick))
     again = SparseRowStore(spec, rows)
     again.load_dense(dense.values)
     np.testing.assert_array_equal(again.to_dense(), dense.values)
     assert again.nnz == np.count_nonzero(dense.values)
+    from_csr = SparseRowStore(spec, rows)
+    from_csr.load_dense(sparse.export())
+    np.testing.assert_array_equal(from_csr.to_dense(), dense.values)
+    # assign replaces rows, clear empties them
+    fresh = np.arange(2 * width, dtype=dtype).reshape(2, width) % 3
+    sparse.assign(np.array([0, rows - 1]) if rows > 1 else np.array([0]),
+                  fresh[: min(rows, 2)])
+    expected = dense.values.copy()
+    expected[[0, rows - 1] if rows > 1 else [0]] = fresh[: min(rows, 2)]
+    np.testing.assert_array_equal(sparse.to_dense(), expected)
+    sparse.clear(np.arange(rows))
+    assert sparse.nnz == 0 and not sparse.to_dense().any()
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(shape=shapes, seed=st.integers(0, 2**31))
+def test_sparse_row_batches_match_their_dense_form(shape, seed):
+    rng = np.random.default_rng(seed)
+    dense = rng.integers(-2, 3, shape) * (rng.random(shape) < 0.3)
+    batch = SparseRows.from_dense(dense)
+    assert batch.shape == shape and batch.nnz == np.count_nonzero(dense)
+    np.testing.assert_array_equal(batch.to_dense(), dense)
+    pick = rng.integers(0, shape[0], 7)
+    np.testing.assert_array_equal(batch.take(pick).to_dense(), dense[pick])
+    np.testing.assert_array_equal(batch.take(slice(1, None)).to_dense(), dense[1:])
+    both = concat([batch, batch.take(pick)], shape[1], dense.dtype)
+    np.testing.assert_array_equal(both.to_dense(), np.vstack([dense, dense[pick]]))
 
 
 def test_storage_is_declared_and_checked():
@@ -125,3 +156,9 @@ def test_storage_is_declared_and_checked():
         TableSpec("t", 1, 1, storage="compressed")
     with pytest.raises(ConfigError, match="needs the add rule"):
         TableSpec("t", 1, 1, storage="sparse", update="adagrad")
+    assert TableSpec("t", 10, 4, cache_rows=3).sparse_cache
+    assert not TableSpec("t", 10, 4, cache_rows=3).sparse  # the shards stay dense
+    with pytest.raises(ConfigError, match="cache_rows must be a positive int"):
+        TableSpec("t", 10, 4, cache_rows=0)
+    with pytest.raises(ConfigError, match="compress works on dense tables only"):
+        TableSpec("t", 10, 4, compress="topk:0.5", cache_rows=2)

@@ -19,38 +19,42 @@ MIN_ROOM = 4  # entries reserved for a row when it gets its first one
 
 
 @numba.njit(nogil=True, cache=True)
+def _add_entry(start, length, cap, cols, vals, top, r, j, d):  # pragma: no cover
+    """Add ``d`` (non-zero) to entry (r, j); returns the new pool top."""
+    s, n = start[r], length[r]
+    p = s
+    while p < s + n and cols[p] != j:
+        p += 1
+    if p < s + n:  # the entry exists: add, and drop it if it cancelled out
+        v = vals[p] + d
+        if v == 0:
+            last = s + n - 1
+            cols[p], vals[p] = cols[last], vals[last]
+            length[r] = n - 1
+        else:
+            vals[p] = v
+        return top
+    if n == cap[r]:  # no room left in its slice: move the row to the pool's end
+        room = max(MIN_ROOM, 2 * cap[r])
+        for q in range(n):
+            cols[top + q], vals[top + q] = cols[s + q], vals[s + q]
+        start[r], cap[r] = top, room
+        top += room
+        s = start[r]
+    cols[s + n], vals[s + n] = j, d
+    length[r] = n + 1
+    return top
+
+
+@numba.njit(nogil=True, cache=True)
 def apply(start, length, cap, cols, vals, top, rows, increments):  # pragma: no cover
-    """Add ``increments[i]`` (a dense row) to row ``rows[i]`` for every i (distinct rows);
-    returns the new pool top."""
-    width = increments.shape[1]
+    """Add ``increments[i]`` (a dense row) to row ``rows[i]`` for every i; returns the new
+    pool top."""
     for i in range(rows.shape[0]):
-        r = rows[i]
-        for j in range(width):
-            d = increments[i, j]
-            if d == 0:
-                continue
-            s, n = start[r], length[r]
-            p = s
-            while p < s + n and cols[p] != j:
-                p += 1
-            if p < s + n:  # the entry exists: add, and drop it if it cancelled out
-                v = vals[p] + d
-                if v == 0:
-                    last = s + n - 1
-                    cols[p], vals[p] = cols[last], vals[last]
-                    length[r] = n - 1
-                else:
-                    vals[p] = v
-                continue
-            if n == cap[r]:  # no room left in its slice: move the row to the pool's end
-                room = max(MIN_ROOM, 2 * cap[r])
-                for q in range(n):
-                    cols[top + q], vals[top + q] = cols[s + q], vals[s + q]
-                start[r], cap[r] = top, room
-                top += room
-                s = start[r]
-            cols[s + n], vals[s + n] = j, d
-            length[r] = n + 1
+        for j in range(increments.shape[1]):
+            if increments[i, j] != 0:
+                top = _add_entry(start, length, cap, cols, vals, top, rows[i], j,
+                                 increments[i, j])
     return top
 
 
@@ -97,3 +101,74 @@ def compacted_size(length: np.ndarray) -> int:
     """Pool entries :func:`compact` needs."""
     return int(np.where(length > 0, np.maximum(MIN_ROOM, 2 * length.astype(np.int64)),
                         0).sum())
+
+
+# --- CSR batches (stalesync.row_batch.SparseRows): what sparse tables send and return ----
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_csr(start, length, cols, vals, rows):  # pragma: no cover
+    """Rows ``rows`` as CSR (indptr, cols, vals); entries in pool order."""
+    indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    for i in range(rows.shape[0]):
+        indptr[i + 1] = indptr[i] + length[rows[i]]
+    out_cols = np.empty(indptr[-1], dtype=np.int32)
+    out_vals = np.empty(indptr[-1], dtype=vals.dtype)
+    for i in range(rows.shape[0]):
+        s, p = start[rows[i]], indptr[i]
+        for q in range(length[rows[i]]):
+            out_cols[p + q], out_vals[p + q] = cols[s + q], vals[s + q]
+    return indptr, out_cols, out_vals
+
+
+@numba.njit(nogil=True, cache=True)
+def room_needed_csr(length, cap, rows, indptr):  # pragma: no cover
+    """:func:`room_needed` for a CSR batch (repeated rows allowed: counted together)."""
+    total = 0
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        nonzero = indptr[i + 1] - indptr[i]
+        if length[r] + nonzero > cap[r]:
+            total += max(2 * MIN_ROOM, 4 * (length[r] + nonzero))
+    return total
+
+
+@numba.njit(nogil=True, cache=True)
+def apply_csr(start, length, cap, cols, vals, top, rows, indptr, b_cols, b_vals
+              ):  # pragma: no cover
+    """:func:`apply` with the increments as a CSR batch; returns the new pool top."""
+    for i in range(rows.shape[0]):
+        for e in range(indptr[i], indptr[i + 1]):
+            if b_vals[e] != 0:
+                top = _add_entry(start, length, cap, cols, vals, top, rows[i], b_cols[e],
+                                 b_vals[e])
+    return top
+
+
+@numba.njit(nogil=True, cache=True)
+def csr_to_dense(indptr, cols, vals, out):  # pragma: no cover
+    """``out[i, cols[e]] += vals[e]`` for the entries of row i (``out`` zeroed)."""
+    for i in range(indptr.shape[0] - 1):
+        for e in range(indptr[i], indptr[i + 1]):
+            out[i, cols[e]] += vals[e]
+
+
+@numba.njit(nogil=True, cache=True)
+def dense_to_csr(values):  # pragma: no cover
+    """The non-zeros of a dense batch as CSR."""
+    indptr = np.zeros(values.shape[0] + 1, dtype=np.int64)
+    for i in range(values.shape[0]):
+        n = 0
+        for j in range(values.shape[1]):
+            if values[i, j] != 0:
+                n += 1
+        indptr[i + 1] = indptr[i] + n
+    cols = np.empty(indptr[-1], dtype=np.int32)
+    out = np.empty(indptr[-1], dtype=values.dtype)
+    for i in range(values.shape[0]):
+        p = indptr[i]
+        for j in range(values.shape[1]):
+            if values[i, j] != 0:
+                cols[p], out[p] = j, values[i, j]
+                p += 1
+    return indptr, cols, out

@@ -31,6 +31,7 @@ from .backend import Backend, Group, WorkerLostError, make_backend
 from .members import Coordinator, PSWorker, ShardHost, WorkerSetup
 from .recovery import Recovery
 from .restore import (
+    as_table,
     assemble_tables,
     load_resume,
     restore_state,
@@ -174,7 +175,7 @@ class ParameterServer:
         if snap is not None:
             tables = snap.tables
         else:
-            tables = {name: np.asarray(v, dtype=self.specs[name].np_dtype)
+            tables = {name: as_table(v, self.specs[name])
                       for name, v in self.config.initial_tables.items()}
         clocks = start_clocks(snap, self.config.workers)
         shards = groups.shards

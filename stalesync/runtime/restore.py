@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import ConfigError
 from ..server import FINISHED
@@ -65,7 +66,19 @@ def restore_state(snap: Snapshot | None, worker: int) -> WorkerState | None:
     return None if snap is None else snap.workers[worker]
 
 
-def table_slice(values: np.ndarray, shard: int, shard_map: ShardMap) -> np.ndarray:
+def as_table(values: Any, spec: TableSpec) -> np.ndarray | sp.csr_matrix:
+    """Initial values in the table's dtype; a scipy sparse matrix stays sparse (a sparse
+    table's dense form may not fit in memory)."""
+    if sp.issparse(values):
+        return sp.csr_matrix(values, dtype=spec.np_dtype)
+    return np.asarray(values, dtype=spec.np_dtype)
+
+
+def table_slice(values: np.ndarray | sp.spmatrix, shard: int, shard_map: ShardMap
+                ) -> np.ndarray | sp.csr_matrix:
+    """The rows of ``values`` that live on ``shard``."""
+    if sp.issparse(values):
+        return sp.csr_matrix(values)[shard :: shard_map.num_shards]
     return np.ascontiguousarray(values[shard :: shard_map.num_shards])
 
 
@@ -78,6 +91,12 @@ def assemble_tables(specs: Mapping[str, TableSpec],
     tables = {}
     for key, first in parts[0].items():
         spec = specs[key.partition("#")[0]]
+        if sp.issparse(first):  # a sparse table: stack the shards, then interleave rows
+            offsets = np.cumsum([0] + [p[key].shape[0] for p in parts])
+            rows = np.arange(spec.num_rows)
+            tables[key] = sp.vstack([p[key] for p in parts]).tocsr()[
+                offsets[rows % n] + rows // n]
+            continue
         out = np.empty((spec.num_rows, *first.shape[1:]), dtype=first.dtype)
         for shard, part in enumerate(parts):
             out[shard::n] = part[key]

@@ -167,15 +167,19 @@ class LDA(TransformerMixin, StalesyncEstimator):
         parts = [
             Partition.create(c, K, self.docs_per_clock, rng) for c in corpus.partition(self.workers)
         ]
-        word_topic = sum(p.word_topic(V, K) for p in parts)
+        word_topic_spec = TableSpec(WORD_TOPIC, V, K, "int32", storage=self.storage)
+        if word_topic_spec.sparse:  # never the dense V x K form (at K = 10,000: gigabytes)
+            word_topic = sum(p.word_topic_sparse(V, K) for p in parts).tocsr()
+        else:
+            word_topic = sum(p.word_topic(V, K) for p in parts)
         chunks = clocks_per_sweep(self.docs_per_clock)
         clocks = self.epochs * chunks
         docs_per_chunk = max(p.num_docs for p in parts) / chunks
         sampler = (choose_sampler(K, corpus.num_tokens / corpus.num_docs, docs_per_chunk)
                    if self.sampler == "auto" else self.sampler)
-        word_topic_spec = TableSpec(WORD_TOPIC, V, K, "int32", storage=self.storage)
         hyper = Hyper(K, V, float(self.alpha), float(self.beta), float(self.docs_per_clock),
-                      self.eval_every or chunks, corpus.num_tokens, sampler)
+                      self.eval_every or chunks, corpus.num_tokens, sampler,
+                      sparse_rows=word_topic_spec.sparse)
         progress = Progress(desc="lda", epochs=self.epochs, clocks_per_epoch=chunks,
                             workers=self.workers, enabled=run.progress,
                             objective="loglik/token", reduce="sum",
@@ -190,7 +194,8 @@ class LDA(TransformerMixin, StalesyncEstimator):
                 iterations=clocks, seed=self.seed, app="lda", on_clock=progress.on_clock,
                 objective_reduce="sum",
                 initial_tables={WORD_TOPIC: word_topic,
-                                TOPIC_TOTAL: word_topic.sum(axis=0, dtype=np.int64)[None]},
+                                TOPIC_TOTAL: np.asarray(word_topic.sum(
+                                    axis=0, dtype=np.int64)).reshape(1, K)},
                 **run.job_options(self.seed),
             )
         train_s = time.perf_counter() - start
@@ -230,13 +235,18 @@ class LDA(TransformerMixin, StalesyncEstimator):
     def components_(self) -> np.ndarray:
         """Topic-word pseudo-counts (K x V), as scikit-learn's LatentDirichletAllocation."""
         self._check_fitted()
-        return self.word_topic_.T + self.beta
+        return self._word_topic_dense().T + self.beta
+
+    def _word_topic_dense(self) -> np.ndarray:
+        """``word_topic_`` as a dense V x K array (it is CSR when trained on sparse rows)."""
+        wt = self.word_topic_
+        return wt.toarray() if sp.issparse(wt) else wt
 
     @property
     def topic_word_(self) -> np.ndarray:
         """Topic-word probabilities phi (K x V); rows sum to 1."""
         self._check_fitted()
-        return (self.word_topic_.T + self.beta) / (
+        return (self._word_topic_dense().T + self.beta) / (
             self.topic_total_[:, None] + self.n_features_in_ * self.beta
         )
 
@@ -250,7 +260,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
     def top_words(self, n: int = 10) -> list[list[str]]:
         """The ``n`` most probable words of each topic (word ids as strings without vocab)."""
         self._check_fitted()
-        order = np.argsort(-self.word_topic_.T, axis=1, kind="stable")[:, :n]
+        order = np.argsort(-self._word_topic_dense().T, axis=1, kind="stable")[:, :n]
         vocab = self.vocab_
         return [[vocab[w] if vocab else str(w) for w in row] for row in order]
 

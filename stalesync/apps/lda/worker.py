@@ -19,6 +19,7 @@ from ...errors import ConfigError
 from ...kernels import lda as k
 from ...kernels.lda_dense import sweep_dense
 from ...kernels.rows import row_deltas
+from ...row_batch import SparseRows, concat
 
 WORD_TOPIC = "word_topic"
 TOPIC_TOTAL = "topic_total"
@@ -26,6 +27,10 @@ TOPIC_TOTAL = "topic_total"
 # Both exact; "sparse" is F+LDA (O(K_d + log K) per token), "dense" costs O(K) per token
 # with a branch-free inner loop (see choose_sampler for which wins where).
 SAMPLERS = {"sparse": k.sweep, "dense": sweep_dense}
+
+# a sparse word-topic table: a chunk's rows are expanded to dense rows this many bytes at a
+# time (at K = 10,000 a chunk's rows as one dense array would take gigabytes)
+ROW_BLOCK_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class Hyper:
     eval_every: int
     total_tokens: int
     sampler: str  # a key of SAMPLERS
+    sparse_rows: bool = False  # read and increment word_topic as SparseRows batches
 
 
 @dataclass
@@ -122,11 +128,22 @@ class Partition:
 
     def word_topic(self, num_words: int, num_topics: int) -> np.ndarray:
         """Word-topic counts (V x K) implied by this partition's assignments."""
-        chunk_of_token = np.repeat(np.arange(self.num_chunks), np.diff(self.chunk_ptr))
-        word = self.chunk_rows[self.chunk_row_ptr[chunk_of_token] + self.tok_row]
         wt = np.zeros((num_words, num_topics), dtype=np.int32)
-        np.add.at(wt, (self.rows[word], self.z), 1)
+        np.add.at(wt, (self.token_words(), self.z), 1)
         return wt
+
+    def word_topic_sparse(self, num_words: int, num_topics: int) -> sp.csr_matrix:
+        """:meth:`word_topic` as a CSR matrix: O(tokens), never O(V x K)."""
+        ones = np.ones(self.z.size, dtype=np.int32)
+        wt = sp.csr_matrix((ones, (self.token_words(), self.z)),
+                           shape=(num_words, num_topics), dtype=np.int32)
+        wt.sum_duplicates()
+        return wt
+
+    def token_words(self) -> np.ndarray:
+        """The global word id of every token (sampling order)."""
+        chunk_of_token = np.repeat(np.arange(self.num_chunks), np.diff(self.chunk_ptr))
+        return self.rows[self.chunk_rows[self.chunk_row_ptr[chunk_of_token] + self.tok_row]]
 
     def doc_topic(self, num_topics: int) -> np.ndarray:
         """Dense doc-topic counts (docs x K), recomputed from ``z``."""
@@ -206,24 +223,17 @@ def make_worker(h: Hyper):
             k.seed_thread(clock_seed(ctx.seed, ctx.worker_id, it))
             chunk = it % part.num_chunks
             rows = part.chunk_table_rows(chunk)
-            wt0 = ctx.read(WORD_TOPIC, rows)
+            wt0 = ctx.read(WORD_TOPIC, rows, sparse=h.sparse_rows)
             nk0 = ctx.read(TOPIC_TOTAL, 0)
-            wt, nk = wt0.copy(), nk0.copy()
-            sample(
-                part.tok_row,
-                part.tok_doc,
-                part.tok_base,
-                part.z,
-                part.chunk_ptr[chunk],
-                part.chunk_ptr[chunk + 1],
-                part.lists,
-                wt,
-                nk,
-                h.alpha,
-                h.beta,
-                vbeta,
-            )
-            changed, delta = row_deltas(wt, wt0)
+            nk = nk0.copy()
+            if h.sparse_rows:
+                changed, delta = sample_row_blocks(sample, part, chunk, wt0, nk, h)
+            else:
+                wt = wt0.copy()
+                sample(part.tok_row, part.tok_doc, part.tok_base, part.z,
+                       part.chunk_ptr[chunk], part.chunk_ptr[chunk + 1], part.lists, wt, nk,
+                       h.alpha, h.beta, vbeta)
+                changed, delta = row_deltas(wt, wt0)
             ctx.inc(WORD_TOPIC, rows[changed], delta)
             ctx.inc(TOPIC_TOTAL, [0], (nk - nk0)[None, :])
             evaluate = (it + 1) % h.eval_every == 0 or it + 1 == ctx.iterations
@@ -231,6 +241,33 @@ def make_worker(h: Hyper):
         return part
 
     return worker
+
+
+def sample_row_blocks(sample, part: Partition, chunk: int, wt0: SparseRows, nk: np.ndarray,
+                      h: Hyper) -> tuple[np.ndarray, SparseRows]:
+    """Sample ``chunk`` against its rows given as a CSR batch, a block of rows at a time
+    expanded to dense rows; returns (changed positions in the batch, their increments).
+
+    Tokens are word-major, so a block of rows is a contiguous range of tokens: the blocks
+    draw exactly what one call on all the rows would (same tokens, same order, one
+    generator stream), with O(ROW_BLOCK_BYTES) memory instead of O(rows x K)."""
+    lo, hi = int(part.chunk_ptr[chunk]), int(part.chunk_ptr[chunk + 1])
+    n = len(wt0)
+    step = max(1, ROW_BLOCK_BYTES // (4 * h.num_topics))
+    starts = np.arange(0, n, step)
+    bounds = lo + np.searchsorted(part.tok_row[lo:hi], np.r_[starts, n])
+    changed, deltas = [], []
+    for r0, t0, t1 in zip(starts, bounds[:-1], bounds[1:], strict=True):
+        block = wt0.take(slice(r0, min(n, r0 + step))).to_dense()
+        before = block.copy()
+        sample((part.tok_row[t0:t1] - r0).astype(np.int32), part.tok_doc[t0:t1],
+               part.tok_base[t0:t1], part.z[t0:t1], 0, t1 - t0, part.lists, block, nk,
+               h.alpha, h.beta, h.num_words * h.beta)
+        rows, delta = row_deltas(block, before)
+        changed.append(rows + r0)
+        deltas.append(SparseRows.from_dense(delta))
+    return (np.concatenate(changed) if changed else np.zeros(0, dtype=np.int64),
+            concat(deltas, h.num_topics, np.int32))
 
 
 def loglik_share(ctx, part: Partition, h: Hyper) -> float:
@@ -241,7 +278,9 @@ def loglik_share(ctx, part: Partition, h: Hyper) -> float:
     """
     total = part.doc_loglik(h.num_topics, h.alpha)
     mine = np.arange(ctx.worker_id, h.num_words, ctx.num_workers)
-    if mine.size:
+    if mine.size and h.sparse_rows:  # the non-zeros are all the sum needs
+        total += k.word_loglik_rows(ctx.read(WORD_TOPIC, mine, sparse=True).vals[None], h.beta)
+    elif mine.size:
         total += k.word_loglik_rows(ctx.read(WORD_TOPIC, mine), h.beta)
     if ctx.worker_id == 0:
         total += k.topic_loglik(ctx.read(TOPIC_TOTAL, 0), h.num_words, h.beta)
@@ -256,7 +295,10 @@ def joint_loglik(
     beta: float,
 ) -> float:
     """Exact log p(w, z) of a state (all workers' assignments); not per token."""
-    total = k.word_loglik_rows(word_topic, beta)
+    if sp.issparse(word_topic):  # the non-zeros are all the sum needs
+        total = k.word_loglik_rows(sp.csr_matrix(word_topic).data[None], beta)
+    else:
+        total = k.word_loglik_rows(word_topic, beta)
     total += k.topic_loglik(topic_total, word_topic.shape[0], beta)
     for p in parts:
         total += p.doc_loglik(word_topic.shape[1], alpha)
