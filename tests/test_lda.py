@@ -14,10 +14,10 @@ import stalesync as ss
 from stalesync.apps.base import RunConfig
 from stalesync.apps.lda import LDA
 from stalesync.apps.lda.worker import SAMPLERS, Partition, choose_sampler
-from stalesync.kernels.lda_sparse_rows import sweep_rows
 from stalesync.data.corpus import Corpus
 from stalesync.errors import NotFittedError
 from stalesync.kernels import lda as kernels
+from stalesync.kernels.lda_sparse_rows import sweep_rows
 
 TOPIC_MATCH = 0.9  # cosine similarity each true topic must reach with its matched topic
 # Collapsed Gibbs from a random start sometimes ends in a local optimum on this corpus: one
