@@ -72,7 +72,8 @@ def check_counts_match_assignments(model: LDA) -> None:
     each worker's sparse doc-topic lists equal the counts of its own tokens."""
     V, K = model.word_topic_.shape
     expected = sum(p.word_topic(V, K) for p in model.partitions_)
-    np.testing.assert_array_equal(model.word_topic_, expected)
+    wt = model.word_topic_
+    np.testing.assert_array_equal(wt.toarray() if sp.issparse(wt) else wt, expected)
     np.testing.assert_array_equal(model.topic_total_, expected.sum(axis=0))
     for p in model.partitions_:
         from_lists = kernels.doc_lists_to_dense(p.region, p.lists, K)
@@ -119,9 +120,12 @@ def test_both_samplers_reach_the_same_likelihood():
     log-likelihood (measured within 0.003; a local optimum sits near -3.40, a kernel
     sampling the wrong conditional at a different level). One worker: deterministic."""
     corpus, _ = planted_corpus(num_docs=300, seed=8)
-    best = {s: max(LDA(n_topics=5, epochs=30, workers=1, sampler=s, seed=seed).fit(corpus)
-                   .loglik_per_token_ for seed in range(3)) for s in SAMPLERS}
+    runs = {"dense": {"sampler": "dense"}, "sparse": {"sampler": "sparse"},
+            "sparse-rows": {"sampler": "sparse", "storage": "sparse"}}  # CSR-row F+LDA
+    best = {name: max(LDA(n_topics=5, epochs=30, workers=1, seed=seed, **opts).fit(corpus)
+                      .loglik_per_token_ for seed in range(3)) for name, opts in runs.items()}
     assert abs(best["dense"] - best["sparse"]) < 0.01, best
+    assert abs(best["sparse-rows"] - best["sparse"]) < 0.01, best
     assert best["dense"] > -3.3, best
 
 
@@ -419,17 +423,16 @@ def test_on_ray_a_killed_worker_is_recovered_from_the_snapshot(ray_cluster, tmp_
     assert model.loglik_per_token_ > -3.5  # far above the random start (about -5.5)
 
 
-@pytest.mark.parametrize("sampler", ["sparse", "dense"])
-def test_sparse_word_topic_rows_train_the_same_chain(monkeypatch, sampler):
-    """One worker: sparse rows (CSR reads and increments, the chunk sampled a few rows at a
-    time) draw exactly what the dense array does, so the chain is the same, bit for bit;
-    the record says which store ran, and the model holds the counts as CSR."""
+def test_sparse_word_topic_rows_train_the_same_chain(monkeypatch):
+    """One worker, the dense sampler: sparse rows (CSR reads and increments, the chunk
+    sampled a few rows at a time) draw exactly what the dense array does, so the chain is
+    the same, bit for bit; the record says which store ran, the model holds CSR counts."""
     import stalesync.apps.lda.worker as lda_worker
 
     monkeypatch.setattr(lda_worker, "ROW_BLOCK_BYTES", 7 * 5 * 4)  # 7 rows a block
     corpus = planted_corpus(num_docs=200, seed=1)[0]
     fits = {st: LDA(n_topics=5, epochs=4, workers=1, storage=st, seed=1,
-                    sampler=sampler).fit(corpus)
+                    sampler="dense").fit(corpus)
             for st in ("dense", "sparse")}
     assert sp.issparse(fits["sparse"].word_topic_)
     np.testing.assert_array_equal(fits["sparse"].word_topic_.toarray(),
@@ -438,3 +441,15 @@ def test_sparse_word_topic_rows_train_the_same_chain(monkeypatch, sampler):
     np.testing.assert_array_equal(fits["sparse"].components_, fits["dense"].components_)
     assert {st: m.run_record_["final"]["storage"] for st, m in fits.items()} == {
         "dense": "dense", "sparse": "sparse"}
+
+
+@pytest.mark.parametrize("consistency", ["ssp", "essp"])
+def test_csr_row_sampler_keeps_counts_exact_with_two_workers(consistency):
+    """F+LDA on CSR rows, 2 workers, 2 shards: after training, the sparse table equals the
+    counts implied by every token's topic, exactly (no increment lost or doubled)."""
+    corpus = planted_corpus(num_docs=200, seed=3)[0]
+    model = LDA(n_topics=6, epochs=5, workers=2, storage="sparse", sampler="sparse",
+                consistency=consistency, seed=3).fit(corpus, run={"shards": 2})
+    assert model.run_record_["final"]["storage"] == "sparse"
+    check_counts_match_assignments(model)
+    assert model.loglik_per_token_ > -4.0

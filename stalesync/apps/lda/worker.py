@@ -18,6 +18,7 @@ from ...data.corpus import Corpus
 from ...errors import ConfigError
 from ...kernels import lda as k
 from ...kernels.lda_dense import sweep_dense
+from ...kernels.lda_sparse_rows import sweep_rows
 from ...kernels.rows import row_deltas
 from ...row_batch import SparseRows, concat
 
@@ -226,7 +227,9 @@ def make_worker(h: Hyper):
             wt0 = ctx.read(WORD_TOPIC, rows, sparse=h.sparse_rows)
             nk0 = ctx.read(TOPIC_TOTAL, 0)
             nk = nk0.copy()
-            if h.sparse_rows:
+            if h.sparse_rows and h.sampler == "sparse":  # F+LDA on the CSR rows themselves
+                changed, delta = sample_csr_rows(part, chunk, wt0, nk, h)
+            elif h.sparse_rows:
                 changed, delta = sample_row_blocks(sample, part, chunk, wt0, nk, h)
             else:
                 wt = wt0.copy()
@@ -241,6 +244,19 @@ def make_worker(h: Hyper):
         return part
 
     return worker
+
+
+def sample_csr_rows(part: Partition, chunk: int, wt0: SparseRows, nk: np.ndarray, h: Hyper
+                    ) -> tuple[np.ndarray, SparseRows]:
+    """Sample ``chunk`` with F+LDA on CSR rows (:mod:`stalesync.kernels.lda_sparse_rows`,
+    O(K_w) per word instead of O(K)); returns (changed positions in the batch, their
+    increments)."""
+    indptr, cols, vals = sweep_rows(
+        part.tok_row, part.tok_doc, part.tok_base, part.z, part.chunk_ptr[chunk],
+        part.chunk_ptr[chunk + 1], part.lists, wt0.indptr, wt0.cols, wt0.vals, nk,
+        h.alpha, h.beta, h.num_words * h.beta)
+    changed = np.flatnonzero(np.diff(indptr))
+    return changed, SparseRows(indptr, cols, vals, h.num_topics).take(changed)
 
 
 def sample_row_blocks(sample, part: Partition, chunk: int, wt0: SparseRows, nk: np.ndarray,
