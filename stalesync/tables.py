@@ -250,6 +250,7 @@ class SparseRowStore:
         self.vals = np.zeros(0, dtype=spec.np_dtype)
         self.top = 0
         self.applied = 0
+        self.pos = np.full(spec.row_width, -1, dtype=np.int32)  # kernels' lookup scratch
 
     @property
     def nnz(self) -> int:
@@ -292,7 +293,7 @@ class SparseRowStore:
             if self.top + need > self.cols.size:
                 self._grow(need)
             self.top = sparse_rows.apply_csr(self.start, self.length, self.cap, self.cols,
-                                             self.vals, self.top, local_rows,
+                                             self.vals, self.pos, self.top, local_rows,
                                              increments.indptr, increments.cols, vals)
             return
         increments = np.ascontiguousarray(increments, dtype=self.spec.np_dtype)
@@ -300,7 +301,7 @@ class SparseRowStore:
         if self.top + need > self.cols.size:
             self._grow(need)
         self.top = sparse_rows.apply(self.start, self.length, self.cap, self.cols,
-                                     self.vals, self.top, local_rows, increments)
+                                     self.vals, self.pos, self.top, local_rows, increments)
 
     def assign(self, local_rows: np.ndarray, values: np.ndarray | SparseRows) -> None:
         """Set the rows to ``values`` (distinct rows)."""

@@ -9,7 +9,9 @@ is split three ways (as SparseLDA, Yao et al. 2009, with F+LDA's tree for the de
   + alpha n_wk inv_k          the word's non-zero topics (a list, its sum kept current)
   + n_dk (n_wk + beta) inv_k  the document's non-zero topics (its sparse list),
 with ``inv_k = 1 / (n_k + V beta)``. A word run costs O(K_w) to set up from its CSR row and
-to emit its change as CSR; nothing is O(K) per word. The draw is exact Gibbs, as F+LDA's
+to emit its change as CSR; nothing is O(K) per word. Drawing from the word bucket scans its
+list, O(K_w); a frequent word (its run's tokens x K_w > K) keeps that bucket in an F+ tree
+of its own instead, O(log K) per draw, built in O(K) once for the run. The draw is exact Gibbs, as F+LDA's
 (the chi-square test of the samplers covers this one too), but not the same draws.
 """
 
@@ -36,12 +38,13 @@ def _tree_sample(tree, size, u):  # pragma: no cover - compiled
 
 @numba.njit(nogil=True, cache=True)
 def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals, nk, alpha,
-               beta, vbeta):  # pragma: no cover - compiled
+               beta, vbeta, hot_above):  # pragma: no cover - compiled
     """Resample tokens [lo, hi) (sorted by row) exactly against CSR rows (indptr, cols,
     vals); updates z, the doc lists and nk. Returns the rows' changes as CSR
     (indptr, cols, vals) over the same rows; the input rows are not modified.
 
-    ``tok_doc`` is unused (the signature of the other samplers)."""
+    A word run whose tokens x K_w pass ``hot_above`` (K: measured best) keeps its word
+    bucket in a tree. ``tok_doc`` is unused (the signature of the other samplers)."""
     k_topics = nk.shape[0]
     n_rows = indptr.shape[0] - 1
     size = 1
@@ -60,6 +63,7 @@ def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals,
     wpos = np.full(k_topics, -1, dtype=np.int32)  # position in wlist, -1: count is 0
     wlist = np.empty(k_topics, dtype=np.int32)
     mark = np.zeros(k_topics, dtype=np.bool_)
+    wtree = np.zeros(2 * size)  # a frequent word's bucket: leaves alpha n_wk inv_k
     cum = np.empty(k_topics)
     cap = vals.shape[0] + (hi - lo) + 1
     ent_row = np.empty(cap, dtype=np.int64)
@@ -79,9 +83,19 @@ def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals,
                 wpos[k] = m
                 wlist[m] = k
                 m += 1
+        run = i
+        while run < hi and tok_row[run] == w:
+            run += 1
+        hot = (run - i) * m > hot_above  # list scans would cost more than one tree
         r_sum = 0.0
-        for j in range(m):
-            r_sum += alpha * wrow[wlist[j]] * inv[wlist[j]]
+        if hot:
+            for j in range(m):
+                wtree[size + wlist[j]] = alpha * wrow[wlist[j]] * inv[wlist[j]]
+            for node in range(size - 1, 0, -1):
+                wtree[node] = wtree[2 * node] + wtree[2 * node + 1]
+        else:
+            for j in range(m):
+                r_sum += alpha * wrow[wlist[j]] * inv[wlist[j]]
         while i < hi and tok_row[i] == w:
             s = z[i]
             # remove token i from its word, topic and document
@@ -90,6 +104,9 @@ def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals,
             nk[s] -= 1
             inv[s] = 1.0 / (nk[s] + vbeta)
             r_sum += alpha * wrow[s] * inv[s]
+            if hot:
+                _tree_set(wtree, size, s, alpha * wrow[s] * inv[s])
+                r_sum = wtree[1]
             if wrow[s] == 0 and wpos[s] >= 0:
                 last = wlist[m - 1]
                 wlist[wpos[s]] = last
@@ -122,7 +139,11 @@ def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals,
                 t = lists[first + 2 * jt]
             else:
                 u -= q_sum
-                if u < r_sum and m > 0:
+                if hot and u < r_sum:
+                    t = _tree_sample(wtree, size, u)
+                    if t >= k_topics:
+                        t = k_topics - 1
+                elif u < r_sum and m > 0:
                     t = wlist[m - 1]  # round-off at the bucket's end
                     acc = 0.0
                     for j in range(m):
@@ -145,6 +166,8 @@ def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals,
             nk[t] += 1
             inv[t] = 1.0 / (nk[t] + vbeta)
             r_sum += alpha * wrow[t] * inv[t]
+            if hot:
+                _tree_set(wtree, size, t, alpha * wrow[t] * inv[t])
             if wpos[t] < 0:
                 wpos[t] = m
                 wlist[m] = t
@@ -167,6 +190,8 @@ def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals,
                 lists[first + 2 * js + 1] = lists[first + 2 * nd + 1]
                 lists[base] = nd
             i += 1
+        if hot:
+            wtree[:] = 0.0
         # emit the run's change of row w (topics it had, and topics it has now); reset
         for e in range(indptr[w], indptr[w + 1]):
             k = cols[e]

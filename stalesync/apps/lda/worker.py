@@ -254,7 +254,7 @@ def sample_csr_rows(part: Partition, chunk: int, wt0: SparseRows, nk: np.ndarray
     indptr, cols, vals = sweep_rows(
         part.tok_row, part.tok_doc, part.tok_base, part.z, part.chunk_ptr[chunk],
         part.chunk_ptr[chunk + 1], part.lists, wt0.indptr, wt0.cols, wt0.vals, nk,
-        h.alpha, h.beta, h.num_words * h.beta)
+        h.alpha, h.beta, h.num_words * h.beta, h.num_topics)
     changed = np.flatnonzero(np.diff(indptr))
     return changed, SparseRows(indptr, cols, vals, h.num_topics).take(changed)
 
