@@ -71,10 +71,11 @@ class LDA(TransformerMixin, StalesyncEstimator):
     corpus are made; each worker sweeps its share ``docs_per_clock`` of its documents
     between two clocks (so a sweep is
     ``1 / docs_per_clock`` clocks). ``workers``, ``consistency`` and ``staleness`` are the
-    parameter server's; ``storage`` is how its shards hold the word-topic table
+    parameter server's; ``storage`` is how the word-topic table is held
     (:class:`~stalesync.tables.TableSpec`: ``"auto"`` makes it sparse rows once the dense
-    table would pass 256 MB). Where and how the fit runs (Ray, snapshots, progress) is
-    ``fit(X, run=RunConfig(...))``.
+    table would pass 256 MB). Sparse rows are sparse everywhere (shards, worker caches,
+    the sampler), so K = 10,000 fits in memory; ``word_topic_`` is then a CSR matrix. Where
+    and how the fit runs (Ray, snapshots, progress) is ``fit(X, run=RunConfig(...))``.
 
     ``X`` is a :class:`~stalesync.data.corpus.Corpus` or a documents x words matrix of
     non-negative counts (dense or scipy sparse; fractional counts are rounded to the
