@@ -131,7 +131,7 @@ class _CachedTable:
         else:
             scatter_add_rows(self.cache, rows, as_dense(deltas))
 
-    def evict(self, clock: int) -> int:
+    def evict(self) -> int:
         """Bounded caches: drop the least recently read clean rows beyond ``cache_rows``;
         returns how many were dropped."""
         limit = self.spec.cache_rows
@@ -459,7 +459,7 @@ class WorkerClient:
             self._learn_bounds(auto)
         self.metrics.on_clock(self.clock_count, objective)
         for table in self.tables.values():
-            self.metrics.evictions += table.evict(self.clock_count)
+            self.metrics.evictions += table.evict()
         self.clock_count += 1
 
     def _learn_bounds(self, auto: list[_CachedTable]) -> None:

@@ -387,6 +387,17 @@ RAY_LDA = dict(n_topics=5, epochs=60, workers=2, staleness=2, docs_per_clock=0.2
 
 
 @pytest.mark.ray
+def test_sparse_rows_on_ray_keep_counts_exact(ray_cluster):
+    """CSR batches through Ray's object store (read-only arrays) in both directions."""
+    corpus = planted_corpus(num_docs=200, seed=3)[0]
+    model = LDA(n_topics=6, epochs=3, workers=2, storage="sparse", sampler="sparse",
+                docs_per_clock=0.5, seed=3).fit(corpus, run=RunConfig(runtime="ray", shards=2))
+    assert model.run_record_["runtime"] == "ray"
+    assert model.run_record_["final"]["storage"] == "sparse"
+    check_counts_match_assignments(model)
+
+
+@pytest.mark.ray
 @pytest.mark.slow  # 16 s; the Ray path of LDA is in the default suite through the kill test
 def test_on_ray_planted_topics_are_found(ray_cluster):
     corpus, phi = planted_corpus(num_docs=800)
