@@ -11,6 +11,7 @@ import pytest
 import stalesync as ss
 from stalesync.apps.base import RunConfig, check_consistency
 from stalesync.errors import ConfigError
+from stalesync.runtime.links import ShardLink
 from stalesync.staleness import StalenessController, bound_at
 
 TABLES = [ss.TableSpec("w", 8, 1, "float64")]
@@ -166,7 +167,13 @@ def test_auto_on_ray_keeps_the_guarantee_and_records_the_schedule(ray_cluster):
     schedule = [tuple(x) for x in record["staleness_auto"]["schedules"]["w"]]
     assert record["runtime"] == "ray" and schedule[0][0] == 0
     assert all(0 <= b <= 4 for _, b in schedule)
+    # a worker learns a change with its clock answers, which on Ray may trail its clock by
+    # the clocks in flight: a change shard 0 dates to a clock the worker has already begun
+    # (it had not seen that clock yet) reaches the worker's record one clock or more late.
+    # The shards serve each read against the tighter of the two views (the audit checks it)
+    lag = ShardLink.MAX_IN_FLIGHT + 1
     for r in record["records"]:
-        assert r["bound"] == bound_at(schedule, r["iteration"]), r
+        it = r["iteration"]
+        assert r["bound"] in {bound_at(schedule, c) for c in range(max(0, it - lag), it + 1)}, r
     assert record["guarantee"]["violations"] == 0
     assert result.tables["w"][:3, 0].tolist() == [60.0, 60.0, 60.0]

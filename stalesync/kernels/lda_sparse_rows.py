@@ -11,8 +11,9 @@ is split three ways (as SparseLDA, Yao et al. 2009, with F+LDA's tree for the de
 with ``inv_k = 1 / (n_k + V beta)``. A word run costs O(K_w) to set up from its CSR row and
 to emit its change as CSR; nothing is O(K) per word. Drawing from the word bucket scans its
 list, O(K_w); a frequent word (its run's tokens x K_w > K) keeps that bucket in an F+ tree
-of its own instead, O(log K) per draw, built in O(K) once for the run. The draw is exact Gibbs, as F+LDA's
-(the chi-square test of the samplers covers this one too), but not the same draws.
+of its own instead, O(log K) per draw, built in O(K) once for the run. The draw is exact
+Gibbs, as F+LDA's (the chi-square test of the samplers covers this one too), but not the
+same draws.
 """
 
 from __future__ import annotations

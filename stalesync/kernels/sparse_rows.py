@@ -5,8 +5,9 @@ Layout: every row owns a slice ``[start[r], start[r] + length[r])`` of two pool 
 it. An increment adds to a row's entry or appends one (a width-long scratch maps a row's
 columns to their offsets while the row is updated: O(1) a lookup, so a 10,000-entry row is
 not scanned per entry); an entry that reaches exactly zero is removed (the row's last entry
-moves into its place), so cancelling increments free their memory. A row that outgrows its reservation moves to the pool's end with twice the
-room; :func:`compact` rewrites the pool without the holes that leaves. The caller makes
+moves into its place), so cancelling increments free their memory. A row that outgrows
+its reservation moves to the pool's end with twice the room; :func:`compact` rewrites the
+pool without the holes that leaves. The caller makes
 sure the pool has room for the worst case of a batch before calling :func:`apply`
 (:func:`room_needed`), so a batch is never half-applied.
 """
