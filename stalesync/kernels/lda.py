@@ -196,6 +196,30 @@ def build_doc_lists(tok_doc, z, num_docs, doc_len, num_topics):  # pragma: no co
 
 
 @numba.njit(nogil=True, cache=True)
+def add_to_doc(lists, base, t, jt, js):  # pragma: no cover - compiled
+    """Count a token's new topic ``t`` in its document's list at ``base`` (``jt``: t's slot,
+    or -1), dropping the slot ``js`` its old topic emptied (or -1)."""
+    first = base + 2
+    m = lists[base]
+    if jt >= 0:
+        lists[first + 2 * jt + 1] += 1
+    elif js >= 0 and lists[first + 2 * js + 1] == 0:
+        lists[first + 2 * js] = t  # reuse the slot the token just emptied
+        lists[first + 2 * js + 1] = 1
+        js = -1
+    else:
+        lists[first + 2 * m] = t
+        lists[first + 2 * m + 1] = 1
+        m += 1
+        lists[base] = m
+    if js >= 0 and lists[first + 2 * js + 1] == 0:  # drop the emptied slot
+        m -= 1
+        lists[first + 2 * js] = lists[first + 2 * m]
+        lists[first + 2 * js + 1] = lists[first + 2 * m + 1]
+        lists[base] = m
+
+
+@numba.njit(nogil=True, cache=True)
 def sweep(
     tok_word, tok_doc, tok_base, z, lo, hi, lists, wt, nk, alpha, beta, vbeta
 ):  # pragma: no cover - compiled
@@ -277,22 +301,7 @@ def sweep(
                 inv[t] = 1.0 / (nk[t] + vbeta)
                 _tree_set(tree, size, s, leaf_new)
                 _tree_set(tree, size, t, (wt_row[t] + beta) * inv[t])
-            if jt >= 0:
-                lists[first + 2 * jt + 1] += 1
-            elif js >= 0 and lists[first + 2 * js + 1] == 0:
-                lists[first + 2 * js] = t  # reuse the slot token i just emptied
-                lists[first + 2 * js + 1] = 1
-                js = -1
-            else:
-                lists[first + 2 * m] = t
-                lists[first + 2 * m + 1] = 1
-                m += 1
-                lists[base] = m
-            if js >= 0 and lists[first + 2 * js + 1] == 0:  # drop the emptied slot
-                m -= 1
-                lists[first + 2 * js] = lists[first + 2 * m]
-                lists[first + 2 * js + 1] = lists[first + 2 * m + 1]
-                lists[base] = m
+            add_to_doc(lists, base, t, jt, js)
             i += 1
 
 

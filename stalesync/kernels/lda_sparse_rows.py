@@ -21,7 +21,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .lda import _tree_set
+from .lda import _tree_set, add_to_doc
 
 
 @numba.njit(nogil=True, cache=True)
@@ -35,6 +35,17 @@ def _tree_sample(tree, size, u):  # pragma: no cover - compiled
             u -= left
             i = 2 * i + 1
     return i - size
+
+
+@numba.njit(nogil=True, cache=True)
+def _emit(k, w, wrow, orig, mark, ent_row, ent_col, ent_val, n_ent):  # pragma: no cover
+    """Record row w's change at topic k once (``mark``); returns the entry count."""
+    if not mark[k]:
+        mark[k] = True
+        if wrow[k] != orig[k]:
+            ent_row[n_ent], ent_col[n_ent], ent_val[n_ent] = w, k, wrow[k] - orig[k]
+            n_ent += 1
+    return n_ent
 
 
 @numba.njit(nogil=True, cache=True)
@@ -174,40 +185,15 @@ def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals,
                 wlist[m] = t
                 m += 1
             _tree_set(tree, size, t, ab * inv[t])
-            if jt >= 0:
-                lists[first + 2 * jt + 1] += 1
-            elif js >= 0 and lists[first + 2 * js + 1] == 0:
-                lists[first + 2 * js] = t  # reuse the slot token i just emptied
-                lists[first + 2 * js + 1] = 1
-                js = -1
-            else:
-                lists[first + 2 * nd] = t
-                lists[first + 2 * nd + 1] = 1
-                nd += 1
-                lists[base] = nd
-            if js >= 0 and lists[first + 2 * js + 1] == 0:  # drop the emptied slot
-                nd -= 1
-                lists[first + 2 * js] = lists[first + 2 * nd]
-                lists[first + 2 * js + 1] = lists[first + 2 * nd + 1]
-                lists[base] = nd
+            add_to_doc(lists, base, t, jt, js)
             i += 1
         if hot:
             wtree[:] = 0.0
         # emit the run's change of row w (topics it had, and topics it has now); reset
         for e in range(indptr[w], indptr[w + 1]):
-            k = cols[e]
-            if not mark[k]:
-                mark[k] = True
-                if wrow[k] != orig[k]:
-                    ent_row[n_ent], ent_col[n_ent], ent_val[n_ent] = w, k, wrow[k] - orig[k]
-                    n_ent += 1
+            n_ent = _emit(cols[e], w, wrow, orig, mark, ent_row, ent_col, ent_val, n_ent)
         for j in range(m):
-            k = wlist[j]
-            if not mark[k]:
-                mark[k] = True
-                if wrow[k] != orig[k]:
-                    ent_row[n_ent], ent_col[n_ent], ent_val[n_ent] = w, k, wrow[k] - orig[k]
-                    n_ent += 1
+            n_ent = _emit(wlist[j], w, wrow, orig, mark, ent_row, ent_col, ent_val, n_ent)
         for e in range(indptr[w], indptr[w + 1]):
             k = cols[e]
             wrow[k], orig[k], wpos[k], mark[k] = 0, 0, -1, False
