@@ -6,8 +6,9 @@ One command (run it under the shared benchmark lock)::
 
 Datasets: the clothing reviews (bag of words -> rating, 23,486 x 13,602 sparse) and
 synthetic correlated data (few samples, many features, correlated groups). Schedules:
-cyclic, Shotgun with P = 2, 4, 8, priority (P = 8) and priority + dependency (P = 8, and at
-P = 2, 4 to compare with Shotgun at the same P), all with ``--workers`` workers; and
+sequential (the estimator's default on one worker: compiled sweeps, on one worker), cyclic,
+Shotgun with P = 2, 4, 8, priority (P = 8) and priority + dependency (P = 8, and at P = 2, 4
+to compare with Shotgun at the same P), all with ``--workers`` workers; and
 scikit-learn's ``Lasso`` to the same tolerance. Each configuration runs ``--repeats`` times
 (different seeds); we report medians. Writes ``bench/results/lasso_schedules.json`` and
 ``.png``.
@@ -40,7 +41,8 @@ from stalesync.apps.lasso import Lasso, alpha_max, make_correlated_lasso  # noqa
 from stalesync.files import atomic_write_bytes  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-CONFIGS = [  # (label, schedule, P)
+CONFIGS = [  # (label, schedule, P); "sequential" is the default on one worker
+    ("sequential (1 worker)", "sequential", 1),
     ("cyclic", "cyclic", 1),
     ("shotgun P=2", "random", 2),
     ("shotgun P=4", "random", 4),
@@ -85,9 +87,10 @@ def first_reach(history, f_star, target):
 
 def run_config(X, y, alpha, schedule, parallel, args, seed):
     d = X.shape[1]
-    check = None if "priority" in schedule else max(d // 4, 1)
+    check = None if "priority" in schedule or schedule == "sequential" else max(d // 4, 1)
+    workers = 1 if schedule == "sequential" else args.workers  # nothing to coordinate
     model = Lasso(alpha=alpha, tol=args.tol, schedule=schedule, parallel=parallel,
-                  workers=args.workers, max_iter=100_000, seed=seed)
+                  workers=workers, max_iter=100_000, seed=seed)
     t = time.perf_counter()
     model.fit(X, y, check_every=check, max_seconds=args.max_seconds)
     wall = time.perf_counter() - t
@@ -175,9 +178,10 @@ def goals(out: dict) -> dict:
         if sg["censored"]:
             key += " (upper bound: shotgun stopped, time cap, before reaching 1e-3)"
         res[key] = None if a is None or not b else a / b
-    ours = s["prio+dep P=8"]["wall_to_tol_s_median"]
-    res["prio+dep P=8 wall to tol / sklearn wall"] = (
-        None if ours is None else ours / out["sklearn"]["wall_s_median"])
+    for label in ("prio+dep P=8", "sequential (1 worker)"):
+        ours = s[label]["wall_to_tol_s_median"]
+        res[f"{label} wall to tol / sklearn wall"] = (
+            None if ours is None else ours / out["sklearn"]["wall_s_median"])
     return res
 
 

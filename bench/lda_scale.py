@@ -103,10 +103,11 @@ def main() -> None:
     write_json("lda_scale" if args.corpus == "zipf" else f"lda_scale_{args.corpus}", {
         "corpus": args.corpus, "vocab": args.vocab, "docs": args.docs, "length": args.length,
         "sweeps": args.sweeps, "rows": rows, "seed_figure": SEED_FIGURE})
-    plot(rows, "lda_scale" if args.corpus == "zipf" else f"lda_scale_{args.corpus}")
+    plot(rows, "lda_scale" if args.corpus == "zipf" else f"lda_scale_{args.corpus}",
+         "a Zipf corpus" if args.corpus == "zipf" else f"NYT tiled ({args.corpus})")
 
 
-def plot(rows: list[dict], name: str) -> None:
+def plot(rows: list[dict], name: str, corpus: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +124,7 @@ def plot(rows: list[dict], name: str) -> None:
     for ax in axes:
         ax.invert_yaxis()
         ax.grid(alpha=0.3, axis="x")
-    fig.suptitle("LDA on a Zipf corpus: dense vs sparse word-topic rows on the shards")
+    fig.suptitle(f"LDA on {corpus}: dense vs sparse word-topic rows on the shards")
     fig.tight_layout()
     fig.savefig(figure_path(name), dpi=100)
 
