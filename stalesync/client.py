@@ -35,6 +35,7 @@ from .errors import (
     UnknownTableError,
 )
 from .kernels.rows import (
+    all_finite,
     gather_rows,
     scatter_add_rows,
     scatter_add_rows_pair,
@@ -109,21 +110,25 @@ class _CachedTable:
         out = gather_rows(self.cache, rows)
         return SparseRows.from_dense(out) if sparse else out
 
-    def store(self, rows: np.ndarray, values: np.ndarray | SparseRows) -> None:
+    def store(self, rows: np.ndarray, values: np.ndarray | SparseRows) -> np.ndarray | None:
         """Set cached rows (distinct) to ``values`` plus the unsent own increments in them
-        (a value table's cache shows the reader its own writes; a gradient is no value)."""
+        (a value table's cache shows the reader its own writes; a gradient is no value).
+
+        A dense cache returns the stored rows when they are a private, writable array (a
+        read that fetched every row it asked for returns them without gathering again)."""
         unsent = None if self.spec.gradient else self.dirty[rows]
         if self.sparse:
             self.cache.assign(rows, values)
             if unsent is not None and unsent.any():
                 self.cache.add(rows[unsent], self.pending.gather_sparse(rows[unsent]))
-            return
+            return None
         values = as_dense(values)
         if unsent is not None and unsent.any():
             if not values.flags.writeable:  # a remote shard's reply (Ray object store)
                 values = values.copy()
             values[unsent] += self.pending[rows[unsent]]
         scatter_rows(self.cache, rows, values)
+        return values if values.flags.writeable and values.flags.c_contiguous else None
 
     def add_to_cache(self, rows: np.ndarray, deltas: np.ndarray | SparseRows) -> None:
         if self.sparse:
@@ -276,13 +281,14 @@ class WorkerClient:
                     f"table {spec.name!r}: increments have shape {arr.shape}, "
                     f"expected {expected} (rows, row_width)"
                 )
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        arr = np.ascontiguousarray(arr, dtype=spec.np_dtype)
+        if not all_finite(arr):
             bad_pos = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
             msg = f"table {spec.name!r}: increment for row {int(rows[bad_pos])} contains NaN or inf"
             if self.nan_policy == "error":
                 raise IncrementError(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=4)
-        return np.ascontiguousarray(arr, dtype=spec.np_dtype)
+        return arr
 
     def _sparse_deltas(self, table: _CachedTable, rows: np.ndarray, deltas: SparseRows
                        ) -> SparseRows:
@@ -330,9 +336,13 @@ class WorkerClient:
         audit = self.audit.enabled
         before = table.stamp[idx] if audit and missing.size else None
         clock = self.clock_count
+        fetched = None  # every row asked for, fetched now, in the order asked
         if missing.size:
-            waited, arrivals = self._fetch(table, unique_rows(missing, table.spec.num_rows),
-                                           required)
+            wanted = unique_rows(missing, table.spec.num_rows)
+            whole = wanted.size == idx.size  # all of idx missing, no row twice
+            waited, arrivals, fetched = self._fetch(table, idx if whole else wanted, required)
+            if not whole or sparse:
+                fetched = None
             if self.skip_ahead:  # backup workers: compute on the current step, never older
                 self.clock_count = max(self.clock_count, int(table.stamp[missing].max()))
         stamps = table.stamp[idx]
@@ -343,14 +353,15 @@ class WorkerClient:
         self.metrics.on_read(self.clock_count - stamps, waited)
         if table.last_read is not None:
             table.last_read[idx] = self.clock_count
-        out = table.gather(idx, sparse)
+        out = table.gather(idx, sparse) if fetched is None else fetched
         return out[0] if scalar and not sparse else out
 
     def _fetch(self, table: _CachedTable, rows: np.ndarray, required: int | None
-               ) -> tuple[float, list[int]]:
-        """Fetch ``rows`` from their shards: (seconds waited, the stamp each shard that
-        waited had when the read arrived)."""
-        waited, arrivals = 0.0, []
+               ) -> tuple[float, list[int], np.ndarray | None]:
+        """Fetch ``rows`` (distinct) from their shards: (seconds waited, the stamp each shard
+        that waited had when the read arrived, the rows as stored when one shard sent them
+        all as a private dense array, else None)."""
+        waited, arrivals, stored = 0.0, [], None
         name = table.spec.name
         groups = self.shard_map.split(rows)
         # ask every shard before using any answer: remote shards (Ray) serve them in parallel
@@ -363,13 +374,13 @@ class WorkerClient:
             if w > 0:
                 arrivals.append(arrival)
             fetched = rows[pos]
-            table.store(fetched, values)
+            stored = table.store(fetched, values)
             table.stamp[fetched] = stamp
             table.fetched_at[fetched] = self.clock_count
             self.metrics.on_send(MESSAGE_HEADER_BYTES + fetched.size * INDEX_BYTES
                                  + values.nbytes)
         self.metrics.fetches += 1
-        return waited, arrivals
+        return waited, arrivals, stored if len(groups) == 1 else None
 
     def receive_push(self, push: Push) -> None:
         """Called by a shard (on another thread) when a clock completes (ESSP)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import sparse_rows as kernels
+from .kernels.rows import all_finite
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class SparseRows:
         return SparseRows(indptr, self.cols[source], self.vals[source], self.width)
 
     def is_finite(self) -> bool:
-        return self.vals.dtype.kind != "f" or bool(np.isfinite(self.vals).all())
+        return all_finite(self.vals)
 
 
 def concat(batches: list[SparseRows], width: int, dtype) -> SparseRows:

@@ -68,6 +68,33 @@ def test_increments_are_sent_once_per_shard_per_clock():
     np.testing.assert_array_equal(result.tables["t"][:2], 100)
 
 
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_fresh_read_in_any_order_is_a_private_copy_with_own_writes(shards):
+    """A BSP read that fetches every row it asks for returns the fetched array itself: it
+    must hold the asked order, the reader's unsent increments, and not alias the cache."""
+    order = np.array([5, 0, 3, 1])
+
+    def worker(ctx):
+        seen = []
+        for k in range(3):
+            ctx.inc("t", [3], np.full((1, 2), 10.0))  # unsent when the next read fetches
+            got = ctx.read("t", order)
+            seen.append(got.copy())
+            got[:] = -1  # the caller owns it: must not reach the cache
+            assert ctx.read("t", order)[0, 0] != -1
+            ctx.inc("t", order, np.ones((4, 2)))
+            ctx.clock()
+        return seen
+
+    initial = np.arange(12.0).reshape(6, 2)
+    result = ss.run(worker, [ss.TableSpec("t", 6, 2)], workers=1, shards=shards,
+                    consistency="bsp", iterations=3, initial_tables={"t": initial})
+    for k, got in enumerate(result.worker_results[0]):
+        expected = initial[order] + k
+        expected[2] += 10.0 * (k + 1)  # row 3 sits at position 2 of ``order``
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_initial_tables_and_per_table_consistency():
     def worker(ctx):
         return ctx.read("a", [1])[0, 0], ctx.read("b", [1])[0, 0]

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from stalesync.errors import ConfigError
 from stalesync.kernels.rows import (
+    all_finite,
     gather_rows,
     row_deltas,
     scatter_add_rows,
@@ -21,6 +22,18 @@ from stalesync.row_batch import SparseRows, concat
 from stalesync.tables import DenseRowStore, SparseRowStore, TableSpec
 
 shapes = st.tuples(st.integers(1, 30), st.integers(1, 12))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_finds_one_bad_value_anywhere(dtype, bad):
+    values = np.random.default_rng(0).normal(size=(37, 11)).astype(dtype) * 1e30
+    assert all_finite(values) and all_finite(values[:, ::2]) and all_finite(values[:0])
+    for pos in (0, 200, values.size - 1):
+        spoiled = values.copy()
+        spoiled.flat[pos] = bad
+        assert not all_finite(spoiled)
+    assert all_finite(np.full(5, np.iinfo(np.int64).max))  # integers are always finite
 
 
 @settings(max_examples=60, derandomize=True, deadline=None)
