@@ -76,7 +76,7 @@ def test_a_fresh_read_in_any_order_is_a_private_copy_with_own_writes(shards):
 
     def worker(ctx):
         seen = []
-        for k in range(3):
+        for _ in range(3):
             ctx.inc("t", [3], np.full((1, 2), 10.0))  # unsent when the next read fetches
             got = ctx.read("t", order)
             seen.append(got.copy())
