@@ -112,10 +112,17 @@ class ServerShard:
             before = self.min_clock
             self.policy.accept(self.stores, worker, step, updates, finished)
             after = self.min_clock
+            pushes = []
             if after > before:
                 self._cond.notify_all()
-                self._push_fresh_rows(after)
-            return self.bounds_view()
+                pushes = self._fresh_pushes(after)
+            bounds = self.bounds_view()
+        # delivered outside the lock: on Ray a push is serialised into a message here, and
+        # reads and clocks on this shard must not wait for that. Two clocks' pushes may then
+        # arrive out of order; a worker keeps only rows newer than what it holds.
+        for receiver, push in pushes:
+            self.push_sink(receiver, push)
+        return bounds
 
     # -- staleness="auto" ----------------------------------------------------------------
     def bounds_view(self) -> dict[str, list[tuple[int, int]]] | None:
@@ -157,9 +164,11 @@ class ServerShard:
 
         return max(required, reader_clock - bound_at(self.bounds[table], reader_clock))
 
-    def _push_fresh_rows(self, stamp: int) -> None:
+    def _fresh_pushes(self, stamp: int) -> list[tuple[int, Push]]:
+        """ESSP: every subscribed worker's rows as of ``stamp`` (taken under the lock)."""
         if self.push_sink is None:
-            return
+            return []
+        pushes = []
         for name, subscribed in self.subscribed.items():
             store = self.stores[name]
             for worker in np.flatnonzero(subscribed.any(axis=1)):
@@ -171,7 +180,8 @@ class ServerShard:
                     stamp=stamp,
                     own_clocks=int(self.policy.worker_clocks[worker]),
                 )
-                self.push_sink(int(worker), push)
+                pushes.append((int(worker), push))
+        return pushes
 
     # -- reads --------------------------------------------------------------------------
     def read(

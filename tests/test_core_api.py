@@ -226,3 +226,64 @@ def test_an_essp_push_older_than_the_sent_log_is_dropped_not_applied():
         client.clock()
     client.receive_push(Push("t", np.array([0]), np.zeros((1, 1)), stamp=1, own_clocks=0))
     assert client.read("t", [0])[0, 0] == SENT_LOG_CLOCKS + 2
+
+
+def test_essp_pushes_leave_the_shard_lock_free_and_a_late_older_push_is_ignored():
+    """A shard delivers pushes after releasing its lock (on Ray a push is serialised then),
+    so pushes of two clocks can arrive out of order: the client keeps the newer rows."""
+    import threading
+
+    from stalesync.client import WorkerClient
+    from stalesync.consistency import ConsistencyModel
+    from stalesync.metrics import WorkerMetrics
+    from stalesync.server import Push, ServerShard
+    from stalesync.tables import ShardMap
+
+    spec = ss.TableSpec("t", 4, 1)
+    models = {"t": ConsistencyModel.parse("essp", 1)}
+    delivered = []
+
+    def sink(worker, push):
+        took = []
+
+        def other_member():  # another member's call on this shard must get in now
+            if shard._cond.acquire(timeout=1.0):
+                shard._cond.release()
+                took.append(True)
+
+        caller = threading.Thread(target=other_member)
+        caller.start()
+        caller.join()
+        delivered.append((worker, push.stamp, bool(took)))
+
+    shard = ServerShard(0, ShardMap(1), {"t": spec}, models, 2, push_sink=sink)
+    shard.read(0, "t", np.arange(4), None)  # worker 0 subscribes to every row
+    for clock in range(2):
+        shard.clock(0, {"t": (np.array([1]), np.ones((1, 1)))}, step=clock)
+        shard.clock(1, {}, step=clock)
+    assert delivered and all(took for _, _, took in delivered)
+
+    class Done:
+        def __init__(self, value):
+            self.value = value
+
+        def result(self, timeout=None):
+            return self.value
+
+    class Link:  # a shard link that never answers with newer values
+        last_answer = None
+
+        def read(self, worker, table, local, required):
+            return Done((np.zeros((local.size, 1)), 0, 0.0, 0))
+
+        def clock(self, *args, **kwargs):
+            pass
+
+        def sync(self):
+            pass
+
+    client = WorkerClient(0, {"t": spec}, models, ShardMap(1), [Link()], WorkerMetrics(0, 0.0))
+    client.read("t", [0])
+    client.receive_push(Push("t", np.array([0]), np.full((1, 1), 5.0), stamp=2, own_clocks=0))
+    client.receive_push(Push("t", np.array([0]), np.full((1, 1), 3.0), stamp=1, own_clocks=0))
+    assert client.read("t", [0])[0, 0] == 5.0

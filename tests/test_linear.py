@@ -131,7 +131,10 @@ def test_ps_workers_do_not_overshoot_on_rows_they_all_move(consistency, stalenes
         loss="hinge", alpha=1e-4, epochs=5, strategy="ps", workers=w, consistency=consistency,
         staleness=staleness, seed=0).fit(X, y)
     one, four = (_hinge_objective(fit(w), X, y, 1e-4) for w in (1, 4))
-    assert four <= 1.1 * one, (one, four)
+    # the bug this guards against is a 4x overshoot; under SSP the interleaving (so how
+    # stale each read is) depends on the machine's load: four workers ended at 0.84-0.97 of
+    # one worker's objective on a quiet machine and 1.12 once on a loaded one
+    assert four <= 1.25 * one, (one, four)
 
 
 def test_simuparallel_sgd_with_one_worker_is_plain_sgd_bit_for_bit(problem):

@@ -169,11 +169,19 @@ def test_auto_on_ray_keeps_the_guarantee_and_records_the_schedule(ray_cluster):
     assert all(0 <= b <= 4 for _, b in schedule)
     # a worker learns a change with its clock answers, which on Ray may trail its clock by
     # the clocks in flight: a change shard 0 dates to a clock the worker has already begun
-    # (it had not seen that clock yet) reaches the worker's record one clock or more late.
-    # The shards serve each read against the tighter of the two views (the audit checks it)
+    # (it had not seen that clock yet) reaches the worker's record one clock or more late,
+    # and a change shard 0 replaced before it saw any worker begin it can have been learnt
+    # and used meanwhile. The shards serve each read against the tighter of the two views
+    # (the audit checks it); a worker's record may disagree with the final schedule only for
+    # runs of at most the clocks in flight, never persistently.
     lag = ShardLink.MAX_IN_FLIGHT + 1
-    for r in record["records"]:
-        it = r["iteration"]
-        assert r["bound"] in {bound_at(schedule, c) for c in range(max(0, it - lag), it + 1)}, r
+    for worker in range(3):
+        run = longest = 0
+        for r in (r for r in record["records"] if r["worker"] == worker):
+            it = r["iteration"]
+            window = {bound_at(schedule, c) for c in range(max(0, it - lag), it + 1)}
+            run = 0 if r["bound"] in window else run + 1
+            longest = max(longest, run)
+        assert longest <= lag, (worker, longest, schedule)
     assert record["guarantee"]["violations"] == 0
     assert result.tables["w"][:3, 0].tolist() == [60.0, 60.0, 60.0]
