@@ -54,6 +54,7 @@ RESIDUAL_KEY = "_stalesync_residual_"  # reserved snapshot-state key prefix
 INDEX_BYTES = 8  # bytes per row id on the wire
 MESSAGE_HEADER_BYTES = 32  # table id, worker, clock, counts
 SENT_LOG_CLOCKS = 8  # ESSP: pushes older than this many own clocks are dropped (always safe)
+SPARSE_DRAIN_SHARE = 4  # a dense log drains as CSR below 1/4 of its rows' entries non-zero
 
 
 @dataclass
@@ -72,6 +73,9 @@ class _CachedTable:
     # generated before a flush can be completed with them instead of being dropped
     sent: deque = field(default_factory=lambda: deque(maxlen=SENT_LOG_CLOCKS))
     feedback: ErrorFeedback | None = None  # compressed tables: the residual and its codec
+    # a dense log: entries the sparse increments since the last flush added (an upper bound
+    # of its non-zeros), or -1 once a dense increment came; decides how the log is drained
+    pending_entries: int = 0
 
     @classmethod
     def create(cls, spec: TableSpec, model: ConsistencyModel, worker: int) -> _CachedTable:
@@ -133,8 +137,22 @@ class _CachedTable:
     def add_to_cache(self, rows: np.ndarray, deltas: np.ndarray | SparseRows) -> None:
         if self.sparse:
             self.cache.add(rows, deltas)
+        elif isinstance(deltas, SparseRows):
+            deltas.add_to(self.cache, rows)
         else:
-            scatter_add_rows(self.cache, rows, as_dense(deltas))
+            scatter_add_rows(self.cache, rows, deltas)
+
+    def drain(self, rows: np.ndarray) -> np.ndarray | SparseRows:
+        """Take the unsent increments of ``rows`` (dirty, distinct) out of the log: as a CSR
+        batch when the log holds few non-zeros (sparse increments to a dense table, like
+        LDA's at large K: the message and the shard's work are O(changes)), else dense."""
+        if self.sparse:
+            return self.pending.take_and_clear(rows)
+        entries, self.pending_entries = self.pending_entries, 0
+        if (self.feedback is None and 0 <= entries
+                and entries * SPARSE_DRAIN_SHARE < rows.size * self.spec.row_width):
+            return SparseRows.take_and_zero(self.pending, rows)
+        return take_and_zero_rows(self.pending, rows)
 
     def evict(self) -> int:
         """Bounded caches: drop the least recently read clean rows beyond ``cache_rows``;
@@ -309,8 +327,9 @@ class WorkerClient:
             if self.nan_policy == "error":
                 raise IncrementError(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=4)
-        if not table.sparse:
-            return deltas.to_dense().astype(spec.np_dtype, copy=False)
+        if deltas.dtype != spec.np_dtype:
+            deltas = SparseRows(deltas.indptr, deltas.cols,
+                                deltas.vals.astype(spec.np_dtype), deltas.width)
         return deltas
 
     # -- reads ----------------------------------------------------------------------------
@@ -441,10 +460,18 @@ class WorkerClient:
             table.pending.add(idx, arr)
             if not table.spec.gradient:
                 table.cache.add(idx, arr)
-        elif table.spec.gradient:  # the shard's rule turns it into an update: not a value
-            scatter_add_rows(table.pending, idx, as_dense(arr))
+        elif isinstance(arr, SparseRows):  # O(its entries) into the dense log and cache
+            arr.add_to(table.pending, idx)
+            if not table.spec.gradient:
+                arr.add_to(table.cache, idx)
+            if table.pending_entries >= 0:
+                table.pending_entries += arr.nnz
         else:
-            scatter_add_rows_pair(table.pending, table.cache, idx, as_dense(arr))
+            table.pending_entries = -1
+            if table.spec.gradient:  # the shard's rule turns it into an update: not a value
+                scatter_add_rows(table.pending, idx, arr)
+            else:
+                scatter_add_rows_pair(table.pending, table.cache, idx, arr)
         table.dirty[idx] = True
 
     def inc_one(self, name: str, row: int, col: int, value) -> None:
@@ -501,10 +528,7 @@ class WorkerClient:
             rows = np.flatnonzero(table.dirty)
             if not rows.size:
                 continue
-            if table.sparse:
-                deltas = table.pending.take_and_clear(rows)
-            else:
-                deltas = take_and_zero_rows(table.pending, rows)
+            deltas = table.drain(rows)
             table.dirty[rows] = False
             encoded = None
             if table.feedback is not None:  # lossy, the rest kept for the next clock
@@ -515,7 +539,7 @@ class WorkerClient:
                 if isinstance(pos, slice):  # one shard: all of them
                     part = deltas
                 else:
-                    part = deltas.take(pos) if table.sparse else deltas[pos]
+                    part = deltas.take(pos) if isinstance(deltas, SparseRows) else deltas[pos]
                 per_shard[shard][name] = (local, part)
             dense = rows.size * (INDEX_BYTES + table.spec.row_nbytes)
             sent = rows.size * INDEX_BYTES + (deltas.nbytes if encoded is None else encoded)

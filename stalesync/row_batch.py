@@ -37,6 +37,28 @@ class SparseRows:
         return cls(indptr, cols, vals, values.shape[1])
 
     @classmethod
+    def diff(cls, new: np.ndarray, old: np.ndarray) -> tuple[np.ndarray, SparseRows]:
+        """``(changed, new[changed] - old[changed])`` with the difference as CSR: the
+        increment that turns a read copy into a worker's result, built in one compiled pass
+        over the two arrays; it costs O(entries changed) to send and to apply."""
+        if new.shape != old.shape or new.ndim != 2:
+            raise ValueError(f"SparseRows.diff needs two 2-d arrays of one shape, got "
+                             f"{new.shape} and {old.shape}")
+        rows, indptr, cols, vals = kernels.diff_csr(new, old)
+        return rows, cls(indptr, cols, vals, new.shape[1])
+
+    def add_to(self, dst: np.ndarray, rows: np.ndarray) -> None:
+        """``dst[rows[i]] += self[i]`` for every i (repeated rows accumulate)."""
+        if self.nnz:
+            kernels.csr_add_to_dense(dst, rows, self.indptr, self.cols, self.vals)
+
+    @classmethod
+    def take_and_zero(cls, src: np.ndarray, rows: np.ndarray) -> SparseRows:
+        """``src[rows]``'s non-zeros as a batch, zeroing them in ``src`` (distinct rows)."""
+        indptr, cols, vals = kernels.take_and_zero_csr(src, rows)
+        return cls(indptr, cols, vals, src.shape[1])
+
+    @classmethod
     def empty(cls, num_rows: int, width: int, dtype) -> SparseRows:
         return cls(np.zeros(num_rows + 1, dtype=np.int64), np.zeros(0, dtype=np.int32),
                    np.zeros(0, dtype=dtype), width)

@@ -208,9 +208,13 @@ class DenseRowStore:
     serve = gather
 
     def apply(self, local_rows: np.ndarray, increments: np.ndarray | SparseRows) -> None:
-        """Fold one message's increments (distinct rows) in with the table's rule."""
-        self.spec.rule.apply(self.values, self.state, local_rows, as_dense(increments),
-                             self.applied)
+        """Fold one message's increments (distinct rows) in with the table's rule (a CSR
+        batch to an ``add`` table in O(its entries))."""
+        if isinstance(increments, SparseRows) and isinstance(self.spec.rule, Add):
+            increments.add_to(self.values, local_rows)
+        else:
+            self.spec.rule.apply(self.values, self.state, local_rows, as_dense(increments),
+                                 self.applied)
         self.applied += 1
 
     def to_dense(self) -> np.ndarray:

@@ -63,7 +63,9 @@ def test_gather_scatter_take_match_numpy(shape, seed, batch):
 
 @settings(max_examples=60, derandomize=True, deadline=None)
 @given(shape=shapes, seed=st.integers(0, 2**31), share=st.floats(0, 1))
-def test_row_deltas_turn_old_into_new_and_name_only_changed_rows(shape, seed, share):
+def test_row_diffs_turn_old_into_new_and_name_only_changed_rows(shape, seed, share):
+    """The dense diff (``row_deltas``) and the CSR one (``SparseRows.diff``) agree, and a
+    CSR drain of an update log holding exactly the change gives it back."""
     rng = np.random.default_rng(seed)
     old = rng.integers(0, 9, shape).astype(np.int32)
     new = old.copy()
@@ -74,11 +76,22 @@ def test_row_deltas_turn_old_into_new_and_name_only_changed_rows(shape, seed, sh
     rebuilt = old.copy()
     scatter_add_rows(rebuilt, changed, delta)
     np.testing.assert_array_equal(rebuilt, new)
+    csr_changed, csr = SparseRows.diff(new, old)
+    np.testing.assert_array_equal(csr_changed, changed)
+    assert csr.nnz == touched.sum()  # only the changed entries travel
+    np.testing.assert_array_equal(csr.to_dense(), delta)
+    rebuilt = old.copy()
+    csr.add_to(rebuilt, changed)
+    np.testing.assert_array_equal(rebuilt, new)
+    log = new - old
+    np.testing.assert_array_equal(SparseRows.take_and_zero(log, changed).to_dense(), delta)
+    assert not log.any()
 
 
-def test_row_deltas_rejects_mismatched_shapes():
+@pytest.mark.parametrize("diff", [row_deltas, SparseRows.diff])
+def test_row_diffs_reject_mismatched_shapes(diff):
     with pytest.raises(ValueError, match="one shape"):
-        row_deltas(np.zeros((2, 3)), np.zeros((3, 2)))
+        diff(np.zeros((2, 3)), np.zeros((3, 2)))
 
 
 # -- the sparse row store -----------------------------------------------------------------

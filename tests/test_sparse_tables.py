@@ -134,3 +134,30 @@ def test_a_sparse_table_snapshot_is_csr_on_disk_and_resumes(tmp_path):
     resumed = ss.run(worker, [spec], workers=2, resume=tmp_path)
     assert (resumed.tables["t"] != first.tables["t"]).nnz == 0
     assert first.tables["t"].nnz == 12
+
+
+def test_sparse_increments_to_a_dense_table_travel_as_csr():
+    """LDA at large K changes a few entries of each row it touches: CSR increments to a
+    dense table stay CSR through the update log, the message and the shard's apply (bytes
+    O(changes)); a dense increment in the same clock sends the clock's rows dense."""
+    rows, width = np.arange(0, 200, 2), 1000
+    one_each = ss.SparseRows(np.arange(rows.size + 1, dtype=np.int64),
+                             (rows % width).astype(np.int32), np.full(rows.size, 2.0), width)
+
+    def worker(ctx):
+        ctx.inc("t", rows, one_each)
+        ctx.inc("t", rows[:3], one_each.take(slice(0, 3)))  # repeated rows accumulate
+        ctx.clock()
+        ctx.inc("t", rows, one_each)
+        ctx.inc("t", [1], np.ones((1, width)))  # a dense one: this clock drains dense
+        ctx.clock()
+
+    result = ss.run(worker, [ss.TableSpec("t", 200, width)], workers=1, iterations=2)
+    first, second = (r["bytes_sent"] for r in result.record["records"])
+    dense_bytes = rows.size * (8 + width * 8)
+    assert first < dense_bytes / 50 and second > dense_bytes
+    expected = np.zeros((200, width))
+    expected[rows, rows % width] = 4.0
+    expected[rows[:3], rows[:3] % width] += 2.0
+    expected[1] += 1.0
+    np.testing.assert_array_equal(result.tables["t"], expected)

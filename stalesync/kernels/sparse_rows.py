@@ -195,3 +195,71 @@ def dense_to_csr(values):  # pragma: no cover
                 cols[p], out[p] = j, values[i, j]
                 p += 1
     return indptr, cols, out
+
+
+# -- CSR batches against dense arrays (sparse increments to a dense table) ------------------
+@numba.njit(nogil=True, cache=True)
+def csr_add_to_dense(dst, rows, indptr, cols, vals):  # pragma: no cover
+    """``dst[rows[i], cols[e]] += vals[e]`` for the entries of batch row i (rows may
+    repeat: they accumulate)."""
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for e in range(indptr[i], indptr[i + 1]):
+            dst[r, cols[e]] += vals[e]
+
+
+@numba.njit(nogil=True, cache=True)
+def take_and_zero_csr(src, rows):  # pragma: no cover
+    """The non-zeros of ``src[rows]`` as CSR, zeroing them (draining an update log whose
+    rows hold few non-zeros: the output is O(non-zeros), not O(rows x width))."""
+    indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    for i in range(rows.shape[0]):
+        n = 0
+        for j in range(src.shape[1]):
+            if src[rows[i], j] != 0:
+                n += 1
+        indptr[i + 1] = indptr[i] + n
+    cols = np.empty(indptr[-1], dtype=np.int32)
+    vals = np.empty(indptr[-1], dtype=src.dtype)
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        p = indptr[i]
+        for j in range(src.shape[1]):
+            if src[r, j] != 0:
+                cols[p], vals[p] = j, src[r, j]
+                src[r, j] = 0
+                p += 1
+    return indptr, cols, vals
+
+
+@numba.njit(nogil=True, cache=True)
+def diff_csr(new, old):  # pragma: no cover
+    """(rows where ``new`` differs from ``old``, CSR of ``new - old`` on those rows)."""
+    counts = np.zeros(new.shape[0], dtype=np.int64)
+    changed = 0
+    for i in range(new.shape[0]):
+        n = 0
+        for j in range(new.shape[1]):
+            if new[i, j] != old[i, j]:
+                n += 1
+        counts[i] = n
+        if n:
+            changed += 1
+    rows = np.empty(changed, dtype=np.int64)
+    indptr = np.zeros(changed + 1, dtype=np.int64)
+    m = 0
+    for i in range(new.shape[0]):
+        if counts[i]:
+            rows[m] = i
+            indptr[m + 1] = indptr[m] + counts[i]
+            m += 1
+    cols = np.empty(indptr[-1], dtype=np.int32)
+    vals = np.empty(indptr[-1], dtype=new.dtype)
+    p = 0
+    for m in range(changed):
+        i = rows[m]
+        for j in range(new.shape[1]):
+            if new[i, j] != old[i, j]:
+                cols[p], vals[p] = j, new[i, j] - old[i, j]
+                p += 1
+    return rows, indptr, cols, vals
