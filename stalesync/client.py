@@ -144,8 +144,9 @@ class _CachedTable:
 
     def drain(self, rows: np.ndarray) -> np.ndarray | SparseRows:
         """Take the unsent increments of ``rows`` (dirty, distinct) out of the log: as a CSR
-        batch when the log holds few non-zeros (sparse increments to a dense table, like
-        LDA's at large K: the message and the shard's work are O(changes)), else dense."""
+        batch when only sparse increments, few for these rows, went in since the last drain
+        (the message and the shard's work are then O(changes), not O(rows x width)), else
+        dense."""
         if self.sparse:
             return self.pending.take_and_clear(rows)
         entries, self.pending_entries = self.pending_entries, 0

@@ -39,8 +39,8 @@ class SparseRows:
     @classmethod
     def diff(cls, new: np.ndarray, old: np.ndarray) -> tuple[np.ndarray, SparseRows]:
         """``(changed, new[changed] - old[changed])`` with the difference as CSR: the
-        increment that turns a read copy into a worker's result, built in one compiled pass
-        over the two arrays; it costs O(entries changed) to send and to apply."""
+        increment that turns a read copy into a worker's result, built by one compiled call
+        (no dense difference array); it costs O(entries changed) to send and to apply."""
         if new.shape != old.shape or new.ndim != 2:
             raise ValueError(f"SparseRows.diff needs two 2-d arrays of one shape, got "
                              f"{new.shape} and {old.shape}")
