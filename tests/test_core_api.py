@@ -14,6 +14,29 @@ from stalesync.metrics import RECORD_FIELDS
 from stalesync.plots import plot_run
 
 
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self, timeout=None):
+        return self.value
+
+
+class ZeroShard:
+    """A shard link for one-column tables: serves zeros at stamp 0, accepts clocks."""
+
+    last_answer = None
+
+    def read(self, worker, table, local, required):
+        return _Done((np.zeros((local.size, 1)), 0, 0.0, 0))
+
+    def clock(self, *args, **kwargs):
+        pass
+
+    def sync(self):
+        pass
+
+
 def counting_worker(ctx):
     for k in range(ctx.iterations):
         before = ctx.read("t")
@@ -198,28 +221,9 @@ def test_an_essp_push_older_than_the_sent_log_is_dropped_not_applied():
     from stalesync.server import Push
     from stalesync.tables import ShardMap
 
-    class Done:
-        def __init__(self, value):
-            self.value = value
-
-        def result(self, timeout=None):
-            return self.value
-
-    class Shard:  # serves zeros at stamp 0, accepts clocks
-        last_answer = None
-
-        def read(self, worker, table, local, required):
-            return Done((np.zeros((local.size, 1)), 0, 0.0, 0))
-
-        def clock(self, *args, **kwargs):
-            pass
-
-        def sync(self):
-            pass
-
     spec = ss.TableSpec("t", 1, 1)
     client = WorkerClient(0, {"t": spec}, {"t": ConsistencyModel.parse("essp", 100)},
-                          ShardMap(1), [Shard()], WorkerMetrics(0, 0.0))
+                          ShardMap(1), [ZeroShard()], WorkerMetrics(0, 0.0))
     client.read("t", [0])
     for _ in range(SENT_LOG_CLOCKS + 2):
         client.inc("t", [0], np.ones((1, 1)))
@@ -263,26 +267,7 @@ def test_essp_pushes_leave_the_shard_lock_free_and_a_late_older_push_is_ignored(
         shard.clock(1, {}, step=clock)
     assert delivered and all(took for _, _, took in delivered)
 
-    class Done:
-        def __init__(self, value):
-            self.value = value
-
-        def result(self, timeout=None):
-            return self.value
-
-    class Link:  # a shard link that never answers with newer values
-        last_answer = None
-
-        def read(self, worker, table, local, required):
-            return Done((np.zeros((local.size, 1)), 0, 0.0, 0))
-
-        def clock(self, *args, **kwargs):
-            pass
-
-        def sync(self):
-            pass
-
-    client = WorkerClient(0, {"t": spec}, models, ShardMap(1), [Link()], WorkerMetrics(0, 0.0))
+    client = WorkerClient(0, {"t": spec}, models, ShardMap(1), [ZeroShard()], WorkerMetrics(0, 0.0))
     client.read("t", [0])
     client.receive_push(Push("t", np.array([0]), np.full((1, 1), 5.0), stamp=2, own_clocks=0))
     client.receive_push(Push("t", np.array([0]), np.full((1, 1), 3.0), stamp=1, own_clocks=0))

@@ -177,15 +177,22 @@ def csr_to_dense(indptr, cols, vals, out):  # pragma: no cover
 
 
 @numba.njit(nogil=True, cache=True)
-def dense_to_csr(values):  # pragma: no cover
-    """The non-zeros of a dense batch as CSR."""
-    indptr = np.zeros(values.shape[0] + 1, dtype=np.int64)
-    for i in range(values.shape[0]):
+def _nonzero_indptr(values, rows):  # pragma: no cover
+    """CSR row pointers of the non-zeros of ``values[rows]``."""
+    indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    for i in range(rows.shape[0]):
         n = 0
         for j in range(values.shape[1]):
-            if values[i, j] != 0:
+            if values[rows[i], j] != 0:
                 n += 1
         indptr[i + 1] = indptr[i] + n
+    return indptr
+
+
+@numba.njit(nogil=True, cache=True)
+def dense_to_csr(values):  # pragma: no cover
+    """The non-zeros of a dense batch as CSR."""
+    indptr = _nonzero_indptr(values, np.arange(values.shape[0]))
     cols = np.empty(indptr[-1], dtype=np.int32)
     out = np.empty(indptr[-1], dtype=values.dtype)
     for i in range(values.shape[0]):
@@ -212,13 +219,7 @@ def csr_add_to_dense(dst, rows, indptr, cols, vals):  # pragma: no cover
 def take_and_zero_csr(src, rows):  # pragma: no cover
     """The non-zeros of ``src[rows]`` as CSR, zeroing them (draining an update log whose
     rows hold few non-zeros: the output is O(non-zeros), not O(rows x width))."""
-    indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-    for i in range(rows.shape[0]):
-        n = 0
-        for j in range(src.shape[1]):
-            if src[rows[i], j] != 0:
-                n += 1
-        indptr[i + 1] = indptr[i] + n
+    indptr = _nonzero_indptr(src, rows)
     cols = np.empty(indptr[-1], dtype=np.int32)
     vals = np.empty(indptr[-1], dtype=src.dtype)
     for i in range(rows.shape[0]):
