@@ -55,20 +55,21 @@ class Audit:
     def enabled(self) -> bool:
         return self.mode != "off"
 
-    def check(self, table: str, clock: int, bound: int | None, before: np.ndarray,
-              after: np.ndarray, waited: float, arrivals: list[int]) -> None:
-        """``before``/``after``: the stamps of the rows read, before the read and as
-        returned; ``bound``: the staleness in force (None: async, no bound); ``arrivals``:
-        each waiting shard's stamp when the read reached it."""
+    def check_read(self, table: str, clock: int, bound: int | None, low: int | None,
+                   before: np.ndarray | None, waited: float, arrivals: list[int]) -> None:
+        """``low``: the lowest stamp among the rows a read returned (None: no rows);
+        ``before``: their stamps before the read (needed only when it waited); ``bound``: the
+        staleness in force (None: async, no bound); ``arrivals``: each waiting shard's stamp
+        when the read reached it."""
         self.reads_checked += 1
         if bound is None:
             return
         required = max(clock - bound, 0)
-        if after.size and int(after.min()) < required:
+        if low is not None and low < required:
             self._problem("violation", f"worker {self.worker}, table {table!r}, clock {clock}:"
-                          f" a row with stamp {int(after.min())} was read under bound {bound}"
+                          f" a row with stamp {low} was read under bound {bound}"
                           f" (needs >= {required})")
-        if waited > 0 and (not (before < required).any()
+        if waited > 0 and (before is None or not (before < required).any()
                            or any(a >= required for a in arrivals)):
             self._problem("over_blocked", f"worker {self.worker}, table {table!r}, clock "
                           f"{clock}: the read waited {waited * 1e3:.1f} ms although its rows "

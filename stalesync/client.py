@@ -34,6 +34,15 @@ from .errors import (
     RowIndexError,
     UnknownTableError,
 )
+from .kernels.bookkeeping import (
+    ASYNC,
+    as_row_ids,
+    check_rows,
+    clear_dirty,
+    mark_dirty,
+    read_plan,
+    read_staleness,
+)
 from .kernels.rows import (
     all_finite,
     gather_rows,
@@ -41,7 +50,6 @@ from .kernels.rows import (
     scatter_add_rows_pair,
     scatter_rows,
     take_and_zero_rows,
-    unique_rows,
 )
 from .metrics import WorkerMetrics
 from .row_batch import SparseRows, as_dense
@@ -76,6 +84,13 @@ class _CachedTable:
     # a dense log: entries the sparse increments since the last flush added (an upper bound
     # of its non-zeros), or -1 once a dense increment came; decides how the log is drained
     pending_entries: int = 0
+    # the rows ``dirty`` flags, in the order they were first dirtied since the last drain
+    # (``n_dirty`` of them): a clock drains these without scanning the flags
+    dirty_list: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    n_dirty: int = 0
+    all_rows: np.ndarray | None = None  # read(table) with no rows: every row id, made once
+    missing: np.ndarray | None = None  # read_plan's output buffer (grown on demand)
+    seen: np.ndarray | None = None  # read_plan's per-row scratch flags
 
     @classmethod
     def create(cls, spec: TableSpec, model: ConsistencyModel, worker: int) -> _CachedTable:
@@ -95,6 +110,7 @@ class _CachedTable:
             fetched_at=np.full(spec.num_rows, -1, dtype=np.int64),
             pending=rows(),
             dirty=np.zeros(spec.num_rows, dtype=bool),
+            dirty_list=np.zeros(spec.num_rows, dtype=np.int64),
             last_read=None if spec.cache_rows is None else np.full(spec.num_rows, -1,
                                                                    dtype=np.int64),
             bounds=[(0, model.staleness)] if model.auto else None,
@@ -155,6 +171,24 @@ class _CachedTable:
             return SparseRows.take_and_zero(self.pending, rows)
         return take_and_zero_rows(self.pending, rows)
 
+    def mark_dirty(self, rows: np.ndarray) -> None:
+        self.n_dirty = mark_dirty(rows, self.dirty, self.dirty_list, self.n_dirty)
+
+    def take_dirty(self) -> np.ndarray:
+        """The dirty rows, sorted, and their flags cleared."""
+        rows = np.sort(self.dirty_list[: self.n_dirty])
+        clear_dirty(rows, self.dirty)
+        self.n_dirty = 0
+        return rows
+
+    def missing_buffer(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """read_plan's scratch: room for ``size`` row ids, and a flag per row."""
+        if self.missing is None or self.missing.size < size:
+            self.missing = np.empty(max(size, 16), dtype=np.int64)
+        if self.seen is None:
+            self.seen = np.zeros(self.spec.num_rows, dtype=bool)
+        return self.missing, self.seen
+
     def evict(self) -> int:
         """Bounded caches: drop the least recently read clean rows beyond ``cache_rows``;
         returns how many were dropped."""
@@ -212,6 +246,9 @@ class WorkerClient:
             name: _CachedTable.create(spec, models[name], worker_id)
             for name, spec in specs.items()
         }
+        # the tables whose clocks need more than a flush (fixed per job)
+        self._auto_tables = [t for t in self.tables.values() if t.bounds is not None]
+        self._bounded_tables = [t for t in self.tables.values() if t.spec.cache_rows is not None]
         self._inbox_lock = threading.Lock()
         self._ended = False
         self._aborted = False
@@ -257,31 +294,47 @@ class WorkerClient:
             )
 
     @staticmethod
-    def _rows(table: _CachedTable, rows) -> np.ndarray:
-        arr = np.asarray(rows)
-        if arr.dtype.kind not in "iu":
-            if arr.size == 0:
-                arr = arr.astype(np.int64)
-            else:
-                raise RowIndexError(
-                    f"table {table.spec.name!r}: row ids must be integers, got dtype {arr.dtype}"
-                )
-        arr = arr.astype(np.int64, copy=False).ravel()
-        if arr.size:
-            lo, hi = int(arr.min()), int(arr.max())
-            if lo < 0 or hi >= table.spec.num_rows:
-                bad = lo if lo < 0 else hi
-                raise RowIndexError(
-                    f"table {table.spec.name!r}: row {bad} is out of range "
-                    f"[0, {table.spec.num_rows})"
-                )
+    def _rows(table: _CachedTable, rows, checked: bool = False) -> np.ndarray:
+        """``rows`` as int64 ids; in range unless ``checked`` says the caller checks."""
+        try:
+            arr = as_row_ids(rows)
+        except TypeError as exc:
+            raise RowIndexError(
+                f"table {table.spec.name!r}: row ids must be integers, got dtype {exc}"
+            ) from None
+        if not checked:
+            bad = check_rows(arr, table.spec.num_rows)
+            if bad >= 0:
+                raise WorkerClient._out_of_range(table, int(arr[bad]))
         return arr
+
+    @staticmethod
+    def _out_of_range(table: _CachedTable, row: int) -> RowIndexError:
+        return RowIndexError(f"table {table.spec.name!r}: row {row} is out of range "
+                             f"[0, {table.spec.num_rows})")
 
     def _deltas(self, table: _CachedTable, rows: np.ndarray, deltas
                 ) -> np.ndarray | SparseRows:
         if isinstance(deltas, SparseRows):
             return self._sparse_deltas(table, rows, deltas)
         spec = table.spec
+        arr = deltas
+        if (type(arr) is np.ndarray and arr.dtype == spec.np_dtype
+                and arr.shape == (rows.size, spec.row_width) and arr.flags.c_contiguous):
+            pass  # the common case: already the table's dtype and shape
+        else:
+            arr = self._convert_deltas(spec, rows, deltas)
+        if not all_finite(arr):
+            bad_pos = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+            msg = f"table {spec.name!r}: increment for row {int(rows[bad_pos])} contains NaN or inf"
+            if self.nan_policy == "error":
+                raise IncrementError(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        return arr
+
+    @staticmethod
+    def _convert_deltas(spec: TableSpec, rows: np.ndarray, deltas) -> np.ndarray:
+        """Dense increments in the table's dtype and shape, or a clear error."""
         arr = np.asarray(deltas)
         if arr.dtype.kind not in "iufb":
             raise IncrementError(
@@ -300,14 +353,7 @@ class WorkerClient:
                     f"table {spec.name!r}: increments have shape {arr.shape}, "
                     f"expected {expected} (rows, row_width)"
                 )
-        arr = np.ascontiguousarray(arr, dtype=spec.np_dtype)
-        if not all_finite(arr):
-            bad_pos = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-            msg = f"table {spec.name!r}: increment for row {int(rows[bad_pos])} contains NaN or inf"
-            if self.nan_policy == "error":
-                raise IncrementError(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=4)
-        return arr
+        return np.ascontiguousarray(arr, dtype=spec.np_dtype)
 
     def _sparse_deltas(self, table: _CachedTable, rows: np.ndarray, deltas: SparseRows
                        ) -> SparseRows:
@@ -341,36 +387,45 @@ class WorkerClient:
         then gives a batch of one row)."""
         table = self._table(name)
         scalar = rows is not None and np.ndim(rows) == 0
-        idx = np.arange(table.spec.num_rows) if rows is None else self._rows(table, rows)
-        self._apply_pushes(table)
-        model = table.model_at(self.clock_count)
-        if model.bounded:
-            # never-fetched rows have stamp -1 and must be fetched even when c - s < 0
-            required = max(model.required_stamp(self.clock_count), 0)
-            missing = idx[table.stamp[idx] < required]
-        else:  # async: refresh every ``fetch_every`` clocks, never waiting
-            required = None
-            missing = idx[(table.fetched_at[idx] < 0)
-                          | (self.clock_count - table.fetched_at[idx] >= self.fetch_every)]
-        waited, arrivals = 0.0, []
-        audit = self.audit.enabled
-        before = table.stamp[idx] if audit and missing.size else None
+        if rows is None:
+            if table.all_rows is None:
+                table.all_rows = np.arange(table.spec.num_rows)
+            idx = table.all_rows
+        else:
+            idx = self._rows(table, rows, checked=True)  # read_plan checks the range
+        if table.model.pushes:
+            self._apply_pushes(table)
+        model = table.model if table.bounds is None else table.model_at(self.clock_count)
         clock = self.clock_count
-        fetched = None  # every row asked for, fetched now, in the order asked
-        if missing.size:
-            wanted = unique_rows(missing, table.spec.num_rows)
-            whole = wanted.size == idx.size  # all of idx missing, no row twice
-            waited, arrivals, fetched = self._fetch(table, idx if whole else wanted, required)
+        # never-fetched rows have stamp -1 and must be fetched even when c - s < 0
+        required = max(model.required_stamp(clock), 0) if model.bounded else ASYNC
+        buffer, seen = table.missing_buffer(idx.size)
+        n_missing = read_plan(idx, table.spec.num_rows, table.stamp, table.fetched_at,
+                              required, clock, self.fetch_every, buffer, seen)
+        if n_missing < 0:
+            raise self._out_of_range(table, int(idx[-1 - n_missing]))
+        waited, arrivals, fetched, before = 0.0, [], None, None
+        if n_missing:
+            missing = buffer[:n_missing].copy()  # distinct
+            if self.audit.enabled:
+                before = table.stamp[idx]
+            whole = n_missing == idx.size  # all of idx missing, no row twice
+            waited, arrivals, fetched = self._fetch(
+                table, idx if whole else missing, None if required == ASYNC else required)
             if not whole or sparse:
                 fetched = None
             if self.skip_ahead:  # backup workers: compute on the current step, never older
                 self.clock_count = max(self.clock_count, int(table.stamp[missing].max()))
-        stamps = table.stamp[idx]
-        if audit:
-            self.audit.check(name, clock, model.staleness if model.bounded else None,
-                             before if before is not None else stamps, stamps, waited,
-                             arrivals)
-        self.metrics.on_read(self.clock_count - stamps, waited)
+        metrics = self.metrics
+        counts = metrics.staleness_counts
+        total, top, low, fits = read_staleness(idx, table.stamp, self.clock_count, counts)
+        if not fits:
+            counts = metrics.grow_histogram(top)
+            total, top, low, fits = read_staleness(idx, table.stamp, self.clock_count, counts)
+        if self.audit.enabled:
+            self.audit.check_read(name, clock, model.staleness if model.bounded else None,
+                                  int(low) if idx.size else None, before, waited, arrivals)
+        metrics.on_read_stats(idx.size, total, top, waited)
         if table.last_read is not None:
             table.last_read[idx] = self.clock_count
         out = table.gather(idx, sparse) if fetched is None else fetched
@@ -473,7 +528,7 @@ class WorkerClient:
                 scatter_add_rows(table.pending, idx, arr)
             else:
                 scatter_add_rows_pair(table.pending, table.cache, idx, arr)
-        table.dirty[idx] = True
+        table.mark_dirty(idx)
 
     def inc_one(self, name: str, row: int, col: int, value) -> None:
         """Convenience for one element; do not use in hot loops."""
@@ -492,12 +547,12 @@ class WorkerClient:
         and advance its clock. Never blocks on other workers."""
         self._check_alive()
         self._send(finished=False, flush=(self.clock_count + 1) % self.push_every == 0)
-        auto = [t for t in self.tables.values() if t.bounds is not None]
+        auto = self._auto_tables
         if auto:
             self.metrics.bound = max(t.model_at(self.clock_count).staleness for t in auto)
             self._learn_bounds(auto)
         self.metrics.on_clock(self.clock_count, objective)
-        for table in self.tables.values():
+        for table in self._bounded_tables:
             self.metrics.evictions += table.evict()
         self.clock_count += 1
 
@@ -521,27 +576,26 @@ class WorkerClient:
     def _send(self, finished: bool, flush: bool = True) -> None:
         """One clock message per shard; with ``flush`` it carries the coalesced increments
         (Downpour's ``push_every`` holds them back, accumulating, between pushes)."""
-        per_shard: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [
-            {} for _ in range(self.shard_map.num_shards)
-        ]
+        num_shards = self.shard_map.num_shards
+        per_shard: list[dict[str, tuple[np.ndarray, np.ndarray]]] = (
+            [{}] if num_shards == 1 else [{} for _ in range(num_shards)])
         nbytes = 0
         for name, table in self.tables.items() if flush or finished else ():
-            rows = np.flatnonzero(table.dirty)
-            if not rows.size:
+            if not table.n_dirty:
                 continue
+            rows = table.take_dirty()
             deltas = table.drain(rows)
-            table.dirty[rows] = False
             encoded = None
             if table.feedback is not None:  # lossy, the rest kept for the next clock
                 deltas, encoded = table.feedback.step(rows, deltas, self.clock_count)
             if table.model.pushes:
                 table.sent.append((self.clock_count, rows, deltas))
-            for shard, pos, local in self.shard_map.split(rows):
-                if isinstance(pos, slice):  # one shard: all of them
-                    part = deltas
-                else:
+            if num_shards == 1:
+                per_shard[0][name] = (rows, deltas)
+            else:
+                for shard, pos, local in self.shard_map.split(rows):
                     part = deltas.take(pos) if isinstance(deltas, SparseRows) else deltas[pos]
-                per_shard[shard][name] = (local, part)
+                    per_shard[shard][name] = (local, part)
             dense = rows.size * (INDEX_BYTES + table.spec.row_nbytes)
             sent = rows.size * INDEX_BYTES + (deltas.nbytes if encoded is None else encoded)
             self.metrics.push_bytes += sent

@@ -42,6 +42,10 @@ class ClockPolicy:
     def stamp(self) -> int:
         raise NotImplementedError
 
+    def clock_of(self, worker: int) -> int:
+        """How many of ``worker``'s clocks the rows served now include."""
+        raise NotImplementedError
+
     def accept(self, stores: Mapping, worker: int, step: int,
                updates: Mapping[str, tuple[np.ndarray, np.ndarray]], finished: bool) -> None:
         raise NotImplementedError
@@ -53,18 +57,33 @@ class ClockPolicy:
 class EveryWorker(ClockPolicy):
     def __init__(self, num_workers: int) -> None:
         super().__init__(num_workers)
-        self.worker_clocks = np.zeros(num_workers, dtype=np.int64)
+        # Python ints, and their minimum kept up to date: a clock's bookkeeping on the shard
+        # is then a few integer operations (no array reduction per clock)
+        self._clocks = [0] * num_workers
+        self._min = 0
+
+    @property
+    def worker_clocks(self) -> np.ndarray:
+        return np.array(self._clocks, dtype=np.int64)
+
+    @worker_clocks.setter
+    def worker_clocks(self, clocks: np.ndarray) -> None:
+        self._clocks = [int(c) for c in clocks]
+        self._min = min(self._clocks)
 
     def stamp(self) -> int:
-        return int(self.worker_clocks.min())
+        return self._min
+
+    def clock_of(self, worker: int) -> int:
+        return self._clocks[worker]
 
     def accept(self, stores, worker, step, updates, finished) -> None:
         for name, (local_rows, increments) in updates.items():
             stores[name].apply(local_rows, increments)
-        if finished:
-            self.worker_clocks[worker] = FINISHED
-        else:
-            self.worker_clocks[worker] += 1
+        was = self._clocks[worker]
+        self._clocks[worker] = FINISHED if finished else was + 1
+        if was == self._min:
+            self._min = min(self._clocks)
 
 
 class FirstOf(ClockPolicy):
@@ -96,6 +115,9 @@ class FirstOf(ClockPolicy):
         self.step = int(live.min()) if live.size else self.step
 
     def stamp(self) -> int:
+        return self.step
+
+    def clock_of(self, worker: int) -> int:
         return self.step
 
     def accept(self, stores, worker, step, updates, finished) -> None:

@@ -94,23 +94,26 @@ class WorkerMetrics:
         self._stale_max = 0
         self.bound: int | None = None  # the staleness bound in force (reported per clock)
 
-    def on_read(self, staleness: np.ndarray, waited_s: float) -> None:
-        """Record the staleness of every row a read returned, and any time it blocked."""
-        if staleness.size:
-            top = int(staleness.max())
-            self._rows += int(staleness.size)
-            self._stale_sum += int(np.maximum(staleness, 0).sum())
-            self._stale_max = max(self._stale_max, top)
-            if top >= self.staleness_counts.size:
-                grown = np.zeros(max(top + 1, 2 * self.staleness_counts.size), dtype=np.int64)
-                grown[: self.staleness_counts.size] = self.staleness_counts
-                self.staleness_counts = grown
-            self.staleness_counts += np.bincount(
-                np.maximum(staleness, 0), minlength=self.staleness_counts.size
-            )
+    def on_read_stats(self, rows: int, stale_sum: int, stale_max: int,
+                      waited_s: float) -> None:
+        """Record a read of ``rows`` rows whose staleness summed to ``stale_sum`` (each
+        floored at 0) with the largest ``stale_max``; the client already added them to
+        ``staleness_counts`` (:func:`~stalesync.kernels.bookkeeping.read_staleness`)."""
+        if rows:
+            self._rows += rows
+            self._stale_sum += stale_sum
+            if stale_max > self._stale_max:
+                self._stale_max = stale_max
         if waited_s > 0:
             self.reads_blocked += 1
             self._wait += waited_s
+
+    def grow_histogram(self, top: int) -> np.ndarray:
+        """Room in ``staleness_counts`` for a staleness of ``top``; returns it."""
+        grown = np.zeros(max(top + 1, 2 * self.staleness_counts.size), dtype=np.int64)
+        grown[: self.staleness_counts.size] = self.staleness_counts
+        self.staleness_counts = grown
+        return grown
 
     @property
     def clock_wait_s(self) -> float:

@@ -178,7 +178,7 @@ class ServerShard:
                     rows=self.shard_map.global_rows(self.shard_id, local),
                     values=store.serve(local),
                     stamp=stamp,
-                    own_clocks=int(self.policy.worker_clocks[worker]),
+                    own_clocks=int(self.policy.clock_of(worker)),
                 )
                 pushes.append((int(worker), push))
         return pushes

@@ -13,6 +13,7 @@ table would take more than :data:`AUTO_SPARSE_BYTES` and increments are plain de
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -104,11 +105,11 @@ class TableSpec:
         """Increments are gradients that the shard's rule turns into updates."""
         return self.update.gradient
 
-    @property
-    def np_dtype(self) -> np.dtype:
+    @cached_property
+    def np_dtype(self) -> np.dtype:  # cached: every increment's check asks for it
         return np.dtype(self.dtype)
 
-    @property
+    @cached_property
     def row_nbytes(self) -> int:
         return self.row_width * self.np_dtype.itemsize
 

@@ -1,9 +1,35 @@
-"""Row-batch kernels shared by the server shards and the worker caches."""
+"""Row-batch kernels shared by the server shards and the worker caches.
+
+Each copying kernel exists twice: one that releases the GIL, for batches big enough that
+another worker can compute meanwhile, and its twin that holds it, for small batches, where a
+release and re-acquire costs more than the copy and hands the interpreter to another worker
+in the middle of a shard's critical section (two workers then queue on the shard lock
+instead of overlapping). :func:`releases_gil` decides.
+"""
 
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
+
+GIL_RELEASE_ELEMENTS = 1 << 15  # batches of at least this many elements release the GIL
+
+
+def releases_gil(elements: int) -> bool:
+    return elements >= GIL_RELEASE_ELEMENTS
+
+
+def gil_holding_twin(kernel):
+    """``kernel`` (a nogil dispatcher) compiled again, holding the GIL. The copy of its
+    Python function gets its own name, so numba's on-disk cache keeps the two apart."""
+    py = kernel.py_func
+    clone = types.FunctionType(py.__code__, py.__globals__, f"{py.__name__}_gil",
+                               py.__defaults__, py.__closure__)
+    clone.__qualname__ = f"{py.__qualname__}_gil"
+    options = {k: v for k, v in kernel.targetoptions.items() if k not in ("nogil", "nopython")}
+    return numba.njit(cache=True, **options)(clone)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -33,23 +59,30 @@ def _scatter_set(dst, rows, values):  # pragma: no cover - compiled
             dst[r, j] = values[i, j]
 
 
+_scatter_add_gil = gil_holding_twin(_scatter_add)
+_gather_gil = gil_holding_twin(_gather)
+_scatter_set_gil = gil_holding_twin(_scatter_set)
+
+
 def scatter_rows(dst: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
-    """``dst[rows] = values`` without holding the GIL (refreshing a worker's cache)."""
+    """``dst[rows] = values`` (refreshing a worker's cache)."""
     if rows.size:
-        _scatter_set(dst, rows, values)
+        big = releases_gil(rows.size * dst.shape[1])
+        (_scatter_set if big else _scatter_set_gil)(dst, rows, values)
 
 
 def scatter_add_rows(dst: np.ndarray, rows: np.ndarray, deltas: np.ndarray) -> None:
     """``dst[rows[i]] += deltas[i]`` for every i; repeated rows accumulate (unlike ``+=``)."""
     if rows.size:
-        _scatter_add(dst, rows, deltas)
+        big = releases_gil(rows.size * dst.shape[1])
+        (_scatter_add if big else _scatter_add_gil)(dst, rows, deltas)
 
 
 def gather_rows(src: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``src[rows]`` into a fresh array, without holding the GIL."""
+    """``src[rows]`` into a fresh array."""
     out = np.empty((rows.shape[0], src.shape[1]), dtype=src.dtype)
     if rows.size:
-        _gather(src, rows, out)
+        (_gather if releases_gil(out.size) else _gather_gil)(src, rows, out)
     return out
 
 
@@ -73,19 +106,24 @@ def _take_and_zero(src, rows, out):  # pragma: no cover - compiled
             src[r, j] = 0
 
 
+_scatter_add_pair_gil = gil_holding_twin(_scatter_add_pair)
+_take_and_zero_gil = gil_holding_twin(_take_and_zero)
+
+
 def scatter_add_rows_pair(
     dst_a: np.ndarray, dst_b: np.ndarray, rows: np.ndarray, deltas: np.ndarray
 ) -> None:
     """``scatter_add_rows`` into two same-shaped arrays in one pass (cache + update log)."""
     if rows.size:
-        _scatter_add_pair(dst_a, dst_b, rows, deltas)
+        big = releases_gil(deltas.size)
+        (_scatter_add_pair if big else _scatter_add_pair_gil)(dst_a, dst_b, rows, deltas)
 
 
 def take_and_zero_rows(src: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Return ``src[rows]`` and zero those rows, in one pass (draining the update log)."""
     out = np.empty((rows.shape[0], src.shape[1]), dtype=src.dtype)
     if rows.size:
-        _take_and_zero(src, rows, out)
+        (_take_and_zero if releases_gil(out.size) else _take_and_zero_gil)(src, rows, out)
     return out
 
 
@@ -99,12 +137,16 @@ def _all_finite(flat):  # pragma: no cover - compiled
     return acc == 0
 
 
+_all_finite_gil = gil_holding_twin(_all_finite)
+
+
 def all_finite(values: np.ndarray) -> bool:
     """``np.isfinite(values).all()`` in one pass without a boolean array of the same size
     (the check every float increment gets)."""
     if values.dtype.kind != "f" or values.size == 0:
         return True
-    return bool(_all_finite(np.ascontiguousarray(values).reshape(-1)))
+    kernel = _all_finite if releases_gil(values.size) else _all_finite_gil
+    return bool(kernel(np.ascontiguousarray(values).reshape(-1)))
 
 
 def unique_rows(rows: np.ndarray, num_rows: int) -> np.ndarray:

@@ -32,8 +32,9 @@ from ..snapshot import WorkerState, restore_metrics
 from ..tables import ShardMap, TableSpec
 from .backend import Handle, own
 from .barrier import SnapshotBarrier
-from .links import ShardLink, writable
+from .links import LocalShardLink, ShardLink, writable
 from .restore import assemble_tables, make_checkpoint, make_writer
+from .threads import LocalHandle
 
 
 class ShardHost:
@@ -128,7 +129,8 @@ class PSWorker:
                  coordinator: Handle | None) -> None:
         self.worker_id = worker_id
         self.setup = setup
-        self.links = [ShardLink(h) for h in shards]
+        self.links = [LocalShardLink(h.member) if isinstance(h, LocalHandle) else ShardLink(h)
+                      for h in shards]
         self.coordinator = coordinator
         self.client = WorkerClient(
             worker_id, setup.specs, setup.models, ShardMap(setup.num_shards), self.links,
