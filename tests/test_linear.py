@@ -146,7 +146,7 @@ def test_simuparallel_sgd_with_one_worker_is_plain_sgd_bit_for_bit(problem):
     spec = model.spec_
     order = np.random.default_rng(seed).permutation(Xtr.shape[0])  # rows as the fit lays them
     p = LinearProblem(Xtr[order], np.asarray(ytr)[order].astype(np.int64),
-                      np.zeros(Xtr.shape[0]), model.freq_, spec, 1, 0)
+                      np.zeros(Xtr.shape[0]), model.freq_, spec, 1)
     local = p.model_from(np.zeros((Xtr.shape[1] + 2, 1)))
 
     class Ctx:

@@ -50,7 +50,7 @@ class LinearCommand(AppCommand):
         flags.add("model", "--multi-class", choices=MULTI_CLASS, default="ovr")
         flags.add("model", "--hash-features", type=int, default=None,
                   help="hash the columns into this many buckets")
-        flags.add("parallelism", "--strategy", choices=STRATEGY_NAMES, default="ps",
+        flags.add("parallelism", "--strategy", choices=STRATEGY_NAMES, default="average",
                   help="how workers combine (docs/linear.md)")
         flags.add("parallelism", "--batch-size", type=int, default=64,
                   help="sync/downpour: examples per step; average: per local step")

@@ -4,6 +4,7 @@ every data-parallel strategy of :mod:`stalesync.strategies`."""
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from sklearn.utils.validation import validate_data
 
 from ...errors import ConfigError
 from ...kernels import linear as k
+from ...kernels.csr import take_rows
 from ...strategies import TABLE, StrategyConfig, make_strategy
 from ...tables import TableSpec
 from ..base import (
@@ -49,7 +51,7 @@ class LinearSGD(StalesyncEstimator):
                  l1_ratio: float = 0.15, fit_intercept: bool = True, epochs: int = 10,
                  learning_rate: str = "optimal", eta0: float = 0.01, power_t: float = 0.5,
                  average: bool = False, epsilon: float = 0.1, multi_class: str = "ovr",
-                 hash_features: int | None = None, strategy: str = "ps", workers: int = 1,
+                 hash_features: int | None = None, strategy: str = "average", workers: int = 1,
                  consistency: str = "ssp", staleness: int | None = 1,
                  clocks_per_epoch: int | None = None, batch_size: int = 64, lr: float = 0.1,
                  lr_decay: float = 0.0, backup_workers: int = 0, n_fetch: int = 1,
@@ -198,9 +200,11 @@ class LinearSGD(StalesyncEstimator):
         parts = np.array_split(rng.permutation(X.shape[0]), self.workers)
         # ps: small chunks, so that the workers' summed changes stay in SGD's linear regime
         clocks = self.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
-        # each worker's rows in a random order (its epochs shuffle blocks of them)
-        problems = [LinearProblem(X[p], labels[p], yvals[p], freq, spec, clocks,
-                                  self.seed + 7919 * w)
+        # each worker's rows in a random order (its epochs shuffle blocks of them), cut by
+        # one thread per worker
+        with ThreadPoolExecutor(self.workers) as pool:
+            rows = list(pool.map(take_rows, [X] * self.workers, parts))
+        problems = [LinearProblem(rows[w], labels[p], yvals[p], freq, spec, clocks)
                     for w, p in enumerate(parts)]
         d = X.shape[1]
         initial = np.zeros((d + 2, K)) if self._warm is None else self._warm
@@ -214,13 +218,12 @@ class LinearSGD(StalesyncEstimator):
         self.coef_ = np.ascontiguousarray(W.T)
         self.intercept_ = table[d].copy()
         self.n_iter_ = epochs
-        objective, _ = self._objective(X, labels, yvals)
+        objective, score = self._objective(X, labels, yvals, threads=self.workers)
         record = done.record
         record["final"] = {"train_objective": objective, **record["final"], "n_features": d,
                            "n_examples": int(X.shape[0])}
         if self._classify:
-            record["final"]["train_accuracy"] = float(np.mean(
-                self._predict_hashed(X) == labels))
+            record["final"]["train_accuracy"] = score / X.shape[0]
         self.run_record_ = record
         return self
 
@@ -238,13 +241,24 @@ class LinearSGD(StalesyncEstimator):
         out[d] = self.intercept_
         return out
 
-    def _objective(self, X: sp.csr_matrix, labels, yvals) -> tuple[float, float]:
-        """The primal objective: mean loss + alpha R(w), R as scikit-learn's SGD."""
+    def _objective(self, X: sp.csr_matrix, labels, yvals, threads: int = 1
+                   ) -> tuple[float, float]:
+        """The primal objective (mean loss + alpha R(w), R as scikit-learn's SGD) and the
+        correct predictions (classification) or summed squared error (regression); rows
+        are split over ``threads`` threads (the kernel releases the GIL)."""
         W = np.ascontiguousarray(self.coef_.T)
         mode = 1 if self.multi_class == "multinomial" else 0
-        total, score = k.objective_terms(X.indptr, X.indices, X.data, labels, yvals, W,
-                                         self.intercept_, k.LOSSES[self.loss], mode,
-                                         self._classify, float(self.epsilon))
+        cuts = np.linspace(0, X.shape[0], max(1, threads) + 1).astype(np.int64)
+
+        def terms(i: int) -> tuple[float, float]:
+            lo, hi = cuts[i], cuts[i + 1]
+            return k.objective_terms(X.indptr[lo:hi + 1], X.indices, X.data, labels[lo:hi],
+                                     yvals[lo:hi], W, self.intercept_, k.LOSSES[self.loss],
+                                     mode, self._classify, float(self.epsilon))
+
+        with ThreadPoolExecutor(cuts.size - 1) as pool:
+            parts = list(pool.map(terms, range(cuts.size - 1)))
+        total, score = sum(p[0] for p in parts), sum(p[1] for p in parts)
         alpha = 0.0 if self.penalty == "none" else self.alpha
         r = {"l2": 0.0, "l1": 1.0, "elasticnet": self.l1_ratio, "none": 0.0}[self.penalty]
         reg = alpha * (0.5 * (1 - r) * float((W * W).sum()) + r * float(np.abs(W).sum()))
@@ -412,7 +426,7 @@ class LinearRegressor(RegressorMixin, LinearSGD):
                  epochs: int = 10, learning_rate: str = "invscaling", eta0: float = 0.01,
                  power_t: float = 0.25, average: bool = False, epsilon: float = 0.1,
                  multi_class: str = "ovr", hash_features: int | None = None,
-                 strategy: str = "ps", workers: int = 1, consistency: str = "ssp",
+                 strategy: str = "average", workers: int = 1, consistency: str = "ssp",
                  staleness: int | None = 1, clocks_per_epoch: int | None = None,
                  batch_size: int = 64,
                  lr: float = 0.1, lr_decay: float = 0.0, backup_workers: int = 0,

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ...kernels import linear as k
+from ...kernels.csr import compact_columns
 
 SHUFFLE_BLOCK = 256  # rows per block of an epoch's order (see LinearProblem.shuffled)
 
@@ -65,6 +66,7 @@ class Chunk:
     labels: np.ndarray
     yvals: np.ndarray
     weight: np.ndarray  # per row: 1 / expected number of workers changing it this clock
+    table_rows: np.ndarray  # rows, then the bias and scale rows: what a clock reads
 
 
 @dataclass
@@ -88,7 +90,6 @@ class LinearProblem:
     freq: np.ndarray  # share of all examples with each feature (the L2 spread)
     spec: LinearSpec
     clocks_per_epoch: int
-    chunk_seed: int
     t: float = 0.0
     u: float = 0.0
     q: np.ndarray | None = None
@@ -143,25 +144,30 @@ class LinearProblem:
         return self.clocks_per_epoch
 
     def chunks(self) -> list[Chunk]:
+        """The epoch's chunks: consecutive runs of this worker's rows, which were put in a
+        random order when the problem was built (so each chunk is a random sample, cut
+        without copying or sorting the examples)."""
         if self._chunks is None:
-            order = np.random.default_rng(self.chunk_seed).permutation(self.num_examples)
-            self._chunks = [self._chunk(np.sort(part))
-                            for part in np.array_split(order, self.clocks_per_epoch)]
+            cuts = np.linspace(0, self.num_examples, self.clocks_per_epoch + 1).astype(np.int64)
+            scratch = np.full(self.spec.num_features, -1, dtype=np.int64)
+            self._chunks = [self._chunk(lo, hi, scratch)
+                            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]
         return self._chunks
 
-    def _chunk(self, examples: np.ndarray) -> Chunk:
-        sub = self.X[examples]
-        rows, local = np.unique(sub.indices, return_inverse=True)
+    def _chunk(self, lo: int, hi: int, scratch: np.ndarray) -> Chunk:
+        X = self.X
+        start, end = X.indptr[lo], X.indptr[hi]
+        rows, local = compact_columns(X.indices[start:end], scratch)
         # the chance that another worker's chunk of as many examples touches each row
-        touched = -np.expm1(examples.size * np.log1p(-np.minimum(self.freq[rows], 1 - 1e-12)))
+        touched = -np.expm1((hi - lo) * np.log1p(-np.minimum(self.freq[rows], 1 - 1e-12)))
         weight = 1.0 / np.maximum(1.0, self.spec.workers * touched)
-        return Chunk(rows.astype(np.int64), sub.indptr.astype(np.int64),
-                     local.astype(np.int64), sub.data, self.labels[examples],
-                     self.yvals[examples], weight)
+        table_rows = np.concatenate([rows, [self.spec.bias_row, self.spec.scale_row]])
+        return Chunk(rows, (X.indptr[lo:hi + 1] - start).astype(np.int64), local,
+                     X.data[start:end], self.labels[lo:hi], self.yvals[lo:hi], weight,
+                     table_rows)
 
     def chunk_rows(self, chunk: int) -> np.ndarray:
-        c = self.chunks()[chunk]
-        return np.concatenate([c.rows, [self.spec.bias_row, self.spec.scale_row]])
+        return self.chunks()[chunk].table_rows
 
     def chunk_deltas(self, chunk: int, values: np.ndarray, epoch: int,
                      rng: np.random.Generator) -> tuple[np.ndarray, float]:
