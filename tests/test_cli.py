@@ -33,7 +33,7 @@ def test_every_app_has_the_shared_flags_in_the_same_groups(app):
     titles = [g.title for g in parser._action_groups if g.title in GROUPS]
     assert titles == GROUPS
     text = parser.format_help()
-    assert "(default: 2)" in text  # --workers, and every other non-empty default
+    assert "(default: auto)" in text  # --workers, and every other non-empty default
 
 
 def test_parameter_server_apps_take_a_consistency_model_and_the_others_do_not():

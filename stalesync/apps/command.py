@@ -100,6 +100,27 @@ def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in STRATEGY_OPTIONS}
 
 
+def workers_value(text: str) -> int | str:
+    """``--workers``: a positive int or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'auto', got {text!r}"
+                                         ) from None
+
+
+def workers_line(record: dict) -> str | None:
+    """The summary line saying how many workers ran and why (``workers="auto"``)."""
+    decision = record.get("workers_decision")
+    if not decision:
+        return None
+    why = (f"auto: {decision['reason']}" if decision["requested"] == "auto"
+           else "as requested")
+    return f"workers: {decision['workers']} ({why})"
+
+
 def staleness_value(text: str) -> int | str:
     """``--staleness``: a non-negative int or ``auto``."""
     if text == "auto":
@@ -171,7 +192,8 @@ class AppCommand(ABC):
         self.add_model_arguments(flags)
         flags.add("training", "--epochs", type=int, default=self.epochs_default,
                   help=self.epochs_help)
-        flags.add("parallelism", "--workers", type=int, default=2, help="number of workers")
+        flags.add("parallelism", "--workers", type=workers_value, default="auto",
+                  help="number of workers, or auto: as many as pay, from measured costs")
         if self.parameter_server:
             flags.add("parallelism", "--consistency", default=self.consistency_default,
                       choices=KINDS, help="consistency model of the parameter-server tables")
@@ -259,8 +281,8 @@ class AppCommand(ABC):
         record["final"].update(final)
         from ..audit import verdict
 
-        audit = verdict(record)
-        for line in [*lines, audit] if audit else lines:
+        extra = [line for line in (workers_line(record), verdict(record)) if line]
+        for line in [*lines, *extra]:
             print(line)
         self.write_outputs(estimator, record, args)
         return 0

@@ -24,17 +24,21 @@ from ..base import (
     check_int,
 )
 from ..progress import Progress
+from ..workers import AUTO, Work, check_workers, decide, timed
 from .worker import COUNTS, SUMS, Points, centroids, make_worker
 
 INITS = ("k-means++", "random")
+PROBE_POINTS = 4096  # workers="auto" times assigning this many points
+CLOCK_WORK = 2**22  # multiply-adds a clock carries at least (a few milliseconds)
 
 
 class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
     """K-means clustering by mini-batches on the parameter server (Sculley 2010).
 
     The tables hold each cluster's sum of points and count; workers assign ``batch_size``
-    of their points per clock to the nearest (bounded-stale) centroids and move those
-    points' contributions between clusters, so the tables always hold the statistics of
+    of their points (or more, so that a clock carries at least 4 M multiply-adds) per
+    clock to the nearest (bounded-stale) centroids and move those points' contributions
+    between clusters, so the tables always hold the statistics of
     the current assignment (see :mod:`stalesync.apps.kmeans.worker`). Initial centroids by
     k-means++ (``init="k-means++"``, on a sample of at most ``init_size`` points) or
     ``random`` points. A worker stops after ``epochs`` passes or when at most ``tol`` of
@@ -53,7 +57,7 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
     def __init__(self, n_clusters: int = 8, *, epochs: int = 20, batch_size: int = 1024,
                  tol: float = 0.0, init: str | np.ndarray = "k-means++",
                  init_size: int | None = None,
-                 workers: int = 2, consistency: str = "ssp", staleness: int | None = 1,
+                 workers: int | str = "auto", consistency: str = "ssp", staleness: int | None = 1,
                  seed: int = 0) -> None:
         self.n_clusters = n_clusters
         self.epochs = epochs
@@ -75,7 +79,7 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         check_int(self.n_clusters, "n_clusters", 1)
         check_int(self.epochs, "epochs", 1)
         check_int(self.batch_size, "batch_size", 1)
-        check_int(self.workers, "workers", 1)
+        check_workers(self.workers)
         check_int(self.seed, "seed", 0)
         check_float(self.tol, "tol", 0, 1)
         if isinstance(self.init, str):
@@ -122,27 +126,32 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         if n < self.n_clusters:
             raise ConfigError(f"n_samples={n} should be >= n_clusters={self.n_clusters}",
                               param="n_clusters")
-        if n < self.workers:
+        if self.workers != AUTO and n < self.workers:
             raise ConfigError(f"{n} points cannot be split over {self.workers} workers",
                               param="workers")
         rng = np.random.default_rng(self.seed)
         init = self._initial_centroids(X, rng)
         order = rng.permutation(n)
-        parts = [Points.create(X, rows, self.batch_size)
-                 for rows in np.array_split(order, self.workers)]
+        per_point = self._probe(X, order, init)
+        batch = self._clock_points(d)
+        decision = decide(self.workers, Work(
+            per_point * n * self.epochs, self.epochs * -(-n // batch), split_clocks=True,
+            max_workers=n), resume=run.resume)
+        workers = decision.workers
+        parts = [Points.create(X, rows, batch) for rows in np.array_split(order, workers)]
         batches = max(p.num_batches for p in parts)
         for p in parts:  # every worker has the same number of clocks per epoch
             p.batch_size = -(-p.size // batches)
         K = self.n_clusters
         progress = Progress(desc="kmeans", epochs=self.epochs, clocks_per_epoch=batches,
-                            workers=self.workers, enabled=run.progress,
+                            workers=workers, enabled=run.progress,
                             objective="inertia/point", items_per_epoch=n, items="points")
         start = time.perf_counter()
         with progress, threadpool_limits(limits=1, user_api="blas"):
             result = job.run(
                 make_worker(init, self.epochs, self.tol),
                 [TableSpec(SUMS, K, d, "float64"), TableSpec(COUNTS, K, 1, "int64")],
-                data=parts, workers=self.workers, consistency=self.consistency,
+                data=parts, workers=workers, consistency=self.consistency,
                 staleness=None if self.consistency in ("bsp", "async") else self.staleness,
                 iterations=self.epochs * batches, seed=self.seed, app="kmeans",
                 on_clock=progress.on_clock, **run.job_options(self.seed))
@@ -153,6 +162,7 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         self.inertia_ = float(dist.sum())
         self.n_iter_ = int(max(r["epochs"] for r in result.worker_results))
         record = result.record
+        record["workers_decision"] = decision.as_record()
         record["epochs"] = self.n_iter_
         record["objective_name"] = "inertia per point (at assignment)"
         record["final"] = {"inertia": self.inertia_, "epochs": self.n_iter_,
@@ -161,6 +171,23 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
                            "clocks_per_epoch": batches}
         self.run_record_ = record
         return self
+
+    def _probe(self, X, order: np.ndarray, init: np.ndarray) -> float:
+        """Seconds of compute per point and epoch, timed on assigning a sample of the
+        points to the initial centres (a clock also adds its points to the sums: about as
+        much again)."""
+        sample = Points.create(X, np.sort(order[:PROBE_POINTS]), self.batch_size)
+        m = sample.size
+        labels, dist = np.empty(m, dtype=np.int64), np.empty(m)
+        return 2 * timed(sample.assign, 0, m, init, labels, dist) / m
+
+    def _clock_points(self, d: int) -> int:
+        """Points a worker assigns per clock: ``batch_size``, or more, so that a clock
+        carries at least CLOCK_WORK multiply-adds (points x features x clusters): a clock's
+        fixed cost in the table layer is tens of microseconds, and a clock of 1,024 digits
+        against 10 centres (0.7 M) was mostly that. Fixed by the data's shape, never by a
+        timing, so a seeded fit repeats and a snapshot resumes on the same clocks."""
+        return max(self.batch_size, -(-CLOCK_WORK // max(1, d * self.n_clusters)))
 
     def _assign(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Exact labels and squared distances under the centres (float64, in chunks)."""

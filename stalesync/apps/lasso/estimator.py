@@ -14,8 +14,20 @@ from ...metrics import build_run_record
 from ...scheduler.registry import schedule_kind
 from ..base import RunConfig, StalesyncEstimator, check_float, check_int
 from ..progress import Progress
+from ..workers import (
+    AUTO,
+    PARALLEL_EFFICIENCY,
+    PAYS,
+    Costs,
+    Decision,
+    available_cores,
+    check_workers,
+    timed,
+)
 from .app import prepare
 from .solver import SolveResult, SolverOptions, solve
+
+HANDOFFS_PER_ROUND = 3  # a scheduler round: schedule, push to the workers, pull their sums
 
 
 def check_data(X, y=None) -> tuple[Any, np.ndarray | None]:
@@ -37,17 +49,41 @@ class ScheduledLinearModel(StalesyncEstimator):
 
     def _check_params(self) -> None:
         check_float(self.alpha, "alpha", 0)
-        schedule_kind(self.schedule, self.workers)
-        for key in ("parallel", "workers", "max_iter", "chunks"):
+        workers = check_workers(self.workers)
+        schedule_kind(self.schedule, 1 if workers == AUTO else workers)
+        for key in ("parallel", "max_iter", "chunks"):
             check_int(getattr(self, key), key, 1)
         check_float(self.tol, "tol", 0, low_open=True)
         check_float(self.threshold, "threshold", 0, 1, high_open=True)
         check_int(self.seed, "seed", 0)
 
+    def _decide(self, X: Any) -> Decision:
+        """How many workers pay (``workers="auto"``): one worker sweeps coordinates in one
+        compiled call per check; several hand off rounds of ``parallel`` coordinates, each
+        round a few table hand-offs (measured per clock) against ``parallel`` columns of
+        compute. Timed: one pass of ``X^T v`` (an epoch's compute)."""
+        v = np.ones(X.shape[0])
+        epoch = timed(lambda: X.T @ v)
+        rounds = -(-X.shape[1] // self.parallel)
+        costs = Costs()
+        predicted = {1: epoch}
+        if available_cores() > 1:
+            predicted[2] = (epoch / (2 * PARALLEL_EFFICIENCY)
+                            + rounds * HANDOFFS_PER_ROUND * costs.clock_s(2))
+        if self.workers != AUTO:
+            return Decision(int(self.workers), self.workers, "as requested", epoch,
+                            {str(k): round(t, 6) for k, t in predicted.items()})
+        best = 2 if 2 in predicted and predicted[2] < PAYS * predicted[1] else 1
+        reason = (f"per epoch: {epoch:.3g} s of compute, predicted {predicted[1]:.3g} s on 1 "
+                  f"worker" + (f" vs {predicted[2]:.3g} s on 2 ({rounds} rounds)"
+                               if 2 in predicted else ""))
+        return Decision(best, AUTO, reason, epoch,
+                        {str(k): round(t, 6) for k, t in predicted.items()})
+
     def _options(self, run: RunConfig, check_every: int | None = None,
-                 max_seconds: float | None = None) -> SolverOptions:
+                 max_seconds: float | None = None, workers: int = 1) -> SolverOptions:
         return SolverOptions(
-            schedule=self.schedule, parallel=self.parallel, workers=self.workers, tol=self.tol,
+            schedule=self.schedule, parallel=self.parallel, workers=workers, tol=self.tol,
             max_iter=self.max_iter, threshold=self.threshold,
             eta=getattr(self, "eta", None), chunks=self.chunks, check_every=check_every,
             safeguard=getattr(self, "safeguard", True), seed=self.seed,
@@ -56,15 +92,16 @@ class ScheduledLinearModel(StalesyncEstimator):
 
     def _record(self, run: RunConfig, history: list[dict[str, Any]], wall: float,
                 rounds: int, updates: int, d: int, run_info: dict[str, Any],
-                final: dict[str, Any]) -> dict[str, Any]:
+                final: dict[str, Any], decision: Decision) -> dict[str, Any]:
         """The run record of a solve: one record per worker per convergence check."""
         records = []
-        prev_busy = np.zeros(self.workers)
-        prev_wait = np.zeros(self.workers)
+        workers = decision.workers
+        prev_busy = np.zeros(workers)
+        prev_wait = np.zeros(workers)
         for h in history:
             busy = np.asarray(h.get("busy_s", prev_busy))
             wait = np.asarray(h.get("wait_s", prev_wait))
-            for w in range(self.workers):
+            for w in range(workers):
                 records.append({"iteration": h["check"], "worker": w, "time_s": h["time_s"],
                                 "duration_s": float(busy[w] - prev_busy[w]),
                                 "wait_s": float(wait[w] - prev_wait[w]),
@@ -72,8 +109,9 @@ class ScheduledLinearModel(StalesyncEstimator):
             prev_busy, prev_wait = busy, wait
         record = build_run_record(
             app=self._app_name, strategy="scheduled", runtime=run.runtime, consistency="bsp",
-            staleness=0, workers=self.workers, clocks=rounds, epochs=updates / max(d, 1),
+            staleness=0, workers=workers, clocks=rounds, epochs=updates / max(d, 1),
             wall_time_s=wall, metrics=[], final=final, extra=run_info)
+        record["workers_decision"] = decision.as_record()
         record["records"] = records
         record["wait_s"] = float(sum(r["wait_s"] for r in records))
         record["bytes_sent"] = int(history[-1].get("bytes", 0)) if history else 0
@@ -107,7 +145,7 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
     _objective_name = "Lasso objective"
 
     def __init__(self, alpha: float = 1.0, *, fit_intercept: bool = True,
-                 schedule: str = "auto", parallel: int = 8, workers: int = 1,
+                 schedule: str = "auto", parallel: int = 8, workers: int | str = "auto",
                  tol: float = 1e-4, max_iter: int = 1000, threshold: float = 0.3,
                  eta: float | None = None, chunks: int = 2, warm_start: bool = False,
                  safeguard: bool = True, seed: int = 0) -> None:
@@ -150,6 +188,7 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
                 raise ConfigError(
                     f"warm start: coef_ has {self.coef_.shape[0]} features, X has {prep.d}")
             init = self.coef_
+        decision = self._decide(prep.X)
         progress = Progress(desc="lasso", epochs=self.max_iter, enabled=run.progress,
                             objective="objective", unit="epoch")
 
@@ -160,7 +199,8 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
                 on_check(entry)
 
         with progress:
-            result = solve(prep, self.alpha, init, self._options(run, check_every, max_seconds),
+            result = solve(prep, self.alpha, init,
+                           self._options(run, check_every, max_seconds, decision.workers),
                            on_check=checked)
         self._set_result(result, prep.x_mean, prep.y_mean)
         self.run_record_ = self._record(
@@ -175,7 +215,7 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
                 "rounds_per_s": result.rounds / max(
                     result.wall_s - result.run_info.get("startup_s", 0.0), 1e-12),
                 "checks": result.checks, "worker_busy_s": result.worker_busy_s,
-                "worker_shards": result.worker_shards})
+                "worker_shards": result.worker_shards}, decision)
         return self
 
     def _set_result(self, result: SolveResult, x_mean: np.ndarray, y_mean: float) -> None:

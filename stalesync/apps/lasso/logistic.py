@@ -248,8 +248,10 @@ class LogisticL1(ClassifierMixin, ScheduledLinearModel):
                               f"target is {y_type}.", param="y")
         self.classes_ = classes
         ys = np.where(y_raw == classes[1], 1.0, -1.0)
+        decision = self._decide(X)
         start = time.perf_counter()
-        res = solve_logistic(X, ys, float(self.alpha), self.fit_intercept, self._options(run))
+        res = solve_logistic(X, ys, float(self.alpha), self.fit_intercept,
+                             self._options(run, workers=decision.workers))
         wall = time.perf_counter() - start
         self.coef_ = res.coef[:-1].copy() if self.fit_intercept else res.coef.copy()
         self.intercept_ = float(res.coef[-1]) if self.fit_intercept else 0.0
@@ -261,7 +263,8 @@ class LogisticL1(ClassifierMixin, ScheduledLinearModel):
             res.updates, X.shape[1], res.run_info,
             {"n_samples": X.shape[0], "n_features": X.shape[1], "alpha": self.alpha,
              "objective": res.objective, "kkt_violation": res.violation,
-             "converged": res.converged, "updates": res.updates, "rounds": res.rounds})
+             "converged": res.converged, "updates": res.updates, "rounds": res.rounds},
+            decision)
         return self
 
     def decision_function(self, X) -> np.ndarray:

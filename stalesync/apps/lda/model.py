@@ -25,6 +25,7 @@ from ..base import (
     check_int,
 )
 from ..progress import Progress
+from ..workers import AUTO, Work, check_workers, decide, timed
 from .worker import (
     SAMPLERS,
     TOPIC_TOTAL,
@@ -36,6 +37,9 @@ from .worker import (
     joint_loglik,
     make_worker,
 )
+
+PROBE_TOKENS = 50_000  # workers="auto" times one sweep over this many tokens
+PROBE_MAX_TOPICS = 1000  # ... at no more topics than this (a dense K-wide row per word)
 
 
 def integer_counts(X: Any) -> Any:
@@ -92,7 +96,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         alpha: float = 0.1,
         beta: float = 0.01,
         epochs: int = 100,
-        workers: int = 2,
+        workers: int | str = "auto",
         consistency: str = "ssp",
         staleness: int | None = 1,
         docs_per_clock: float = 0.1,
@@ -124,7 +128,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
     def _check_params(self) -> None:
         check_int(self.n_topics, "n_topics", 1)
         check_int(self.epochs, "epochs", 1)
-        check_int(self.workers, "workers", 1)
+        check_workers(self.workers)
         check_int(self.seed, "seed", 0)
         if self.eval_every is not None:
             check_int(self.eval_every, "eval_every", 1)
@@ -159,21 +163,25 @@ class LDA(TransformerMixin, StalesyncEstimator):
         corpus = self._corpus(X, reset=True)
         if corpus.num_tokens == 0:
             raise DataFormatError("LDA: the corpus has no tokens")
-        if corpus.num_docs < self.workers:
+        if self.workers != AUTO and corpus.num_docs < self.workers:
             raise ConfigError(
                 f"{corpus.num_docs} documents cannot be split over {self.workers} workers",
                 param="workers")
         K, V = self.n_topics, corpus.num_words
+        chunks = clocks_per_sweep(self.docs_per_clock)
+        word_topic_spec = TableSpec(WORD_TOPIC, V, K, "int32", storage=self.storage)
+        decision = decide(self.workers, Work(
+            self._probe(corpus) * corpus.num_tokens * self.epochs, self.epochs * chunks,
+            max_workers=corpus.num_docs), resume=run.resume)
+        workers = decision.workers
         rng = np.random.default_rng(self.seed)
         parts = [
-            Partition.create(c, K, self.docs_per_clock, rng) for c in corpus.partition(self.workers)
+            Partition.create(c, K, self.docs_per_clock, rng) for c in corpus.partition(workers)
         ]
-        word_topic_spec = TableSpec(WORD_TOPIC, V, K, "int32", storage=self.storage)
         if word_topic_spec.sparse:  # never the dense V x K form (at K = 10,000: gigabytes)
             word_topic = sum(p.word_topic_sparse(V, K) for p in parts).tocsr()
         else:
             word_topic = sum(p.word_topic(V, K) for p in parts)
-        chunks = clocks_per_sweep(self.docs_per_clock)
         clocks = self.epochs * chunks
         docs_per_chunk = max(p.num_docs for p in parts) / chunks
         sampler = (choose_sampler(K, corpus.num_tokens / corpus.num_docs, docs_per_chunk)
@@ -182,7 +190,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
                       self.eval_every or chunks, corpus.num_tokens, sampler,
                       sparse_rows=word_topic_spec.sparse)
         progress = Progress(desc="lda", epochs=self.epochs, clocks_per_epoch=chunks,
-                            workers=self.workers, enabled=run.progress,
+                            workers=workers, enabled=run.progress,
                             objective="loglik/token", reduce="sum",
                             items_per_epoch=corpus.num_tokens, items="tokens", unit="sweep")
         start = time.perf_counter()
@@ -190,7 +198,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
             result = job.run(
                 make_worker(hyper),
                 [word_topic_spec, TableSpec(TOPIC_TOTAL, 1, K, "int64")],
-                data=parts, workers=self.workers, consistency=self.consistency,
+                data=parts, workers=workers, consistency=self.consistency,
                 staleness=None if self.consistency in ("bsp", "async") else self.staleness,
                 iterations=clocks, seed=self.seed, app="lda", on_clock=progress.on_clock,
                 objective_reduce="sum",
@@ -211,6 +219,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         )
         self.loglik_per_token_ = self.loglik_ / corpus.num_tokens
         record = result.record
+        record["workers_decision"] = decision.as_record()
         resumed_clocks = record.get("resumed_from_clock", 0)
         swept = corpus.num_tokens * (clocks - resumed_clocks) / chunks
         record["epochs"] = self.epochs
@@ -230,6 +239,31 @@ class LDA(TransformerMixin, StalesyncEstimator):
         }
         self.run_record_ = record
         return self
+
+    def _probe(self, corpus: Corpus) -> float:
+        """Seconds of sampling per token and sweep (for ``workers="auto"``), timed on the
+        first documents of the corpus (up to PROBE_TOKENS tokens) against their own counts.
+        A table too wide to probe densely is probed at PROBE_MAX_TOPICS topics with F+LDA,
+        whose cost grows with the topics a document uses, not with K."""
+        ends = corpus.doc_ptr[1:]
+        docs = max(1, int(np.searchsorted(ends, PROBE_TOKENS, side="right")))
+        sample = corpus.subset(np.arange(min(docs, corpus.num_docs)))
+        K = min(self.n_topics, PROBE_MAX_TOPICS)
+        part = Partition.create(sample, K, 1.0, np.random.default_rng([self.seed, 17]))
+        rows = part.chunk_table_rows(0)
+        wt = np.ascontiguousarray(part.word_topic_sparse(corpus.num_words, K)[rows].toarray())
+        nk = wt.sum(axis=0, dtype=np.int64)
+        mean_len = corpus.num_tokens / corpus.num_docs
+        sampler = (choose_sampler(K, mean_len) if self.sampler == "auto" and K == self.n_topics
+                   else "sparse" if self.sampler == "auto" else self.sampler)
+        beta = float(self.beta)
+
+        def sweep() -> None:
+            SAMPLERS[sampler](part.tok_row, part.tok_doc, part.tok_base, part.z, 0,
+                              sample.num_tokens, part.lists, wt, nk, float(self.alpha), beta,
+                              corpus.num_words * beta)
+
+        return timed(sweep) / max(sample.num_tokens, 1)
 
     # -- results ------------------------------------------------------------------------
     @property

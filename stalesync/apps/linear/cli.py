@@ -112,7 +112,7 @@ class LinearCommand(AppCommand):
         final: dict[str, Any] = {}
         text = (f"linear[{args.strategy}] {args.loss}/{args.penalty} alpha={args.alpha:g}: "
                 f"train objective {f['train_objective']:.6g}, {args.epochs} epochs, "
-                f"{f['examples_per_s']:.3g} examples/s, {args.workers} worker(s)")
+                f"{f['examples_per_s']:.3g} examples/s, {model.run_record_['workers']} worker(s)")
         if test is not None:
             Xt, yt = test
             if model._classify:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from ..base import (
     check_int,
 )
 from ..sgd_job import run_sgd_job
+from ..workers import AUTO, Work, check_workers, decide, timed
 from .problem import LinearProblem, LinearSpec, LocalModel, feature_frequency, hash_columns
 
 PENALTIES = ("l2", "l1", "elasticnet", "none")
@@ -36,6 +38,7 @@ LEARNING_RATES = ("optimal", "constant", "invscaling")
 MULTI_CLASS = ("ovr", "multinomial")
 SAMPLE_FOR_ETA = 1000  # examples Bottou's step-size search tries (t0 "chosen on a sample")
 PS_CHUNK = 256  # ps: examples per worker per clock when clocks_per_epoch is not given
+PROBE_EXAMPLES = 2000  # workers="auto" times one SGD pass over this many examples
 
 
 class LinearSGD(StalesyncEstimator):
@@ -51,7 +54,8 @@ class LinearSGD(StalesyncEstimator):
                  l1_ratio: float = 0.15, fit_intercept: bool = True, epochs: int = 10,
                  learning_rate: str = "optimal", eta0: float = 0.01, power_t: float = 0.5,
                  average: bool = False, epsilon: float = 0.1, multi_class: str = "ovr",
-                 hash_features: int | None = None, strategy: str = "average", workers: int = 1,
+                 hash_features: int | None = None, strategy: str = "average",
+                 workers: int | str = "auto",
                  consistency: str = "ssp", staleness: int | None = 1,
                  clocks_per_epoch: int | None = None, batch_size: int = 64, lr: float = 0.1,
                  lr_decay: float = 0.0, backup_workers: int = 0, n_fetch: int = 1,
@@ -112,7 +116,7 @@ class LinearSGD(StalesyncEstimator):
         check_float(self.power_t, "power_t", 0)
         check_float(self.epsilon, "epsilon", 0)
         check_int(self.epochs, "epochs", 1)
-        check_int(self.workers, "workers", 1)
+        check_workers(self.workers)
         if self.clocks_per_epoch is not None:
             check_int(self.clocks_per_epoch, "clocks_per_epoch", 1)
         check_int(self.seed, "seed", 0)
@@ -162,7 +166,7 @@ class LinearSGD(StalesyncEstimator):
             power_t=float(self.power_t), epsilon=float(self.epsilon),
             fit_intercept=bool(self.fit_intercept),
             intercept_decay=0.01 if X.nnz < 0.5 * X.shape[0] * X.shape[1] else 1.0,
-            average_from=0 if self.average else -1, t_step=t_step, workers=self.workers)
+            average_from=0 if self.average else -1, t_step=t_step, workers=int(t_step))
         if spec.schedule == 0:
             spec = _with_t0(spec, choose_t0(X, labels, yvals, spec, self.seed))
         return spec
@@ -189,28 +193,33 @@ class LinearSGD(StalesyncEstimator):
     def _fit(self, X, y, run: RunConfig, epochs: int, reset: bool) -> LinearSGD:
         X, y = self._features(X, reset, y)
         labels, yvals, K, mode = self._targets(y)
-        if X.shape[0] < self.workers:
+        if self.workers != AUTO and X.shape[0] < self.workers:
             raise ConfigError(f"{X.shape[0]} examples cannot be split over {self.workers} "
                               "workers", param="workers")
         strategy = make_strategy(self._strategy_config())
-        spec = self._spec(X, K, mode, labels, yvals, float(self.workers))
+        spec = self._spec(X, K, mode, labels, yvals, 1.0)
+        decision = decide(self.workers, self._work(X, labels, yvals, spec, epochs),
+                          resume=run.resume)
+        workers = decision.workers
+        if workers > 1:  # every worker's steps count towards the schedule
+            spec = replace(spec, t_step=float(workers), workers=workers)
         freq = feature_frequency(X)
         self.spec_, self.freq_ = spec, freq  # the kernels' settings, the L2 spread
         rng = np.random.default_rng(self.seed)
-        parts = np.array_split(rng.permutation(X.shape[0]), self.workers)
+        parts = np.array_split(rng.permutation(X.shape[0]), workers)
         # ps: small chunks, so that the workers' summed changes stay in SGD's linear regime
         clocks = self.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
         # each worker's rows in a random order (its epochs shuffle blocks of them), cut by
         # one thread per worker
-        with ThreadPoolExecutor(self.workers) as pool:
-            rows = list(pool.map(take_rows, [X] * self.workers, parts))
+        with ThreadPoolExecutor(workers) as pool:
+            rows = list(pool.map(take_rows, [X] * workers, parts))
         problems = [LinearProblem(rows[w], labels[p], yvals[p], freq, spec, clocks)
                     for w, p in enumerate(parts)]
         d = X.shape[1]
         initial = np.zeros((d + 2, K)) if self._warm is None else self._warm
         done = run_sgd_job(strategy, problems,
                            TableSpec(TABLE, d + 2, K, "float64", update=strategy.table_update()),
-                           initial, epochs, workers=self.workers, consistency=self.consistency,
+                           initial, epochs, workers=workers, consistency=self.consistency,
                            staleness=self.staleness, seed=self.seed, run=run, app="linear",
                            items_per_epoch=X.shape[0])
         table = done.result.tables[TABLE]
@@ -218,14 +227,47 @@ class LinearSGD(StalesyncEstimator):
         self.coef_ = np.ascontiguousarray(W.T)
         self.intercept_ = table[d].copy()
         self.n_iter_ = epochs
-        objective, score = self._objective(X, labels, yvals, threads=self.workers)
+        objective, score = self._objective(X, labels, yvals, threads=workers)
         record = done.record
+        record["workers_decision"] = decision.as_record()
         record["final"] = {"train_objective": objective, **record["final"], "n_features": d,
                            "n_examples": int(X.shape[0])}
         if self._classify:
             record["final"]["train_accuracy"] = score / X.shape[0]
         self.run_record_ = record
         return self
+
+    def _work(self, X: sp.csr_matrix, labels, yvals, spec: LinearSpec, epochs: int) -> Work:
+        """The fit's compute, timed on one SGD pass over a sample of the rows, and its
+        clocks (for ``workers="auto"``)."""
+        n = X.shape[0]
+        sample = X[: min(n, PROBE_EXAMPLES)]
+        m = sample.shape[0]
+        d, K = spec.num_features, spec.outputs
+
+        def one_pass() -> None:
+            model = LocalModel(np.zeros((d, K)), np.zeros(K),
+                               np.array([1.0, 0.0, 0.0, 0.0, 0.0]), np.zeros((0, 0)),
+                               np.zeros(0))
+            k.sgd_epoch(sample.indptr, sample.indices, sample.data, labels[:m], yvals[:m],
+                        np.arange(m, dtype=np.int64), model.V, model.bias, model.state,
+                        model.A, model.bias_sum, np.zeros((d, K)), spec.loss, spec.mode,
+                        spec.classify, spec.alpha, spec.l1_ratio, spec.schedule, spec.eta0,
+                        spec.t0, spec.power_t, spec.epsilon, spec.intercept_decay, -1,
+                        spec.fit_intercept, 1.0)
+
+        compute = timed(one_pass) * n / m * epochs
+        name, b = self.strategy, self.batch_size
+        if name == "average" and self.average_every == 0 or name == "hogwild":
+            return Work(compute, 1 if name == "average" else epochs, max_workers=n)
+        if name == "average":
+            steps = -(-epochs * n // (self.average_every * b))
+        elif name == "ps":
+            steps = epochs * (self.clocks_per_epoch or max(1, n // PS_CHUNK))
+        else:
+            steps = epochs * -(-n // b)
+        return Work(compute, steps, split_clocks=not (name == "ps" and self.clocks_per_epoch),
+                    max_workers=n)
 
     def _predict_hashed(self, X: sp.csr_matrix) -> np.ndarray:
         """Class indices for features already validated (and hashed)."""
@@ -426,7 +468,8 @@ class LinearRegressor(RegressorMixin, LinearSGD):
                  epochs: int = 10, learning_rate: str = "invscaling", eta0: float = 0.01,
                  power_t: float = 0.25, average: bool = False, epsilon: float = 0.1,
                  multi_class: str = "ovr", hash_features: int | None = None,
-                 strategy: str = "average", workers: int = 1, consistency: str = "ssp",
+                 strategy: str = "average", workers: int | str = "auto",
+                 consistency: str = "ssp",
                  staleness: int | None = 1, clocks_per_epoch: int | None = None,
                  batch_size: int = 64,
                  lr: float = 0.1, lr_decay: float = 0.0, backup_workers: int = 0,

@@ -87,7 +87,8 @@ class MFCommand(AppCommand):
         model.run_record_["data"] = {"source": str(args.data), "train": len(train),
                                      "test": len(test) if test is not None else 0}
         test_text = f", test RMSE {f['test_rmse']:.4f}" if f["test_rmse"] is not None else ""
-        return [f"mf[{args.mode}] {args.workers} worker(s), rank {args.rank}, {args.epochs} "
+        workers = model.run_record_["workers"]
+        return [f"mf[{args.mode}] {workers} worker(s), rank {args.rank}, {args.epochs} "
                 f"epochs: final train RMSE {f['train_rmse']:.4f}{test_text}, "
                 f"{f['ratings_per_s'] / 1e6:.1f}M ratings/s"], {}
 

@@ -21,7 +21,7 @@ from sklearn.utils import check_array
 from ...data.ratings import Ratings, from_sparse
 from ...errors import ConfigError, DataFormatError, NotFittedError, StalesyncError
 from ...kernels.mf import predict as predict_kernel
-from ...kernels.mf import warm_up
+from ...kernels.mf import sgd_pass, warm_up
 from ..base import (
     RunConfig,
     StalesyncEstimator,
@@ -31,11 +31,13 @@ from ..base import (
     check_int,
 )
 from ..progress import Progress
+from ..workers import Work, available_cores, check_workers, decide, timed
 from .blocks import block_data, train_blocks
 from .sgd import Monitor, SGDConfig, TrainOutcome, Triples
 from .ssp import train_ssp
 
 MODES = ("ssp", "blocks", "fugue")
+PROBE_RATINGS = 100_000  # workers="auto" times an SGD pass over this many ratings
 UNKNOWN = ("error", "mean")
 __all__ = ["MatrixFactorization", "NotFittedError", "UnknownIdError"]
 
@@ -77,7 +79,7 @@ class MatrixFactorization(RegressorMixin, StalesyncEstimator):
     def __init__(self, rank: int = 32, epochs: int = 20, lr: float = 0.01,
                  lr_schedule: str = "inverse", lr_decay: float = 0.1, reg: float = 0.05,
                  reg_bias: float = 0.01, biases: bool = True, init_std: float = 0.1,
-                 mode: str = "ssp", workers: int = 1, consistency: str | None = None,
+                 mode: str = "ssp", workers: int | str = "auto", consistency: str | None = None,
                  staleness: int | None = None, clocks_per_epoch: int | None = None,
                  num_blocks: int | None = None, max_extra_passes: int = 2,
                  unknown: str = "error", dtype: str = "float32", seed: int = 0) -> None:
@@ -115,7 +117,7 @@ class MatrixFactorization(RegressorMixin, StalesyncEstimator):
         check_choice(self.dtype, "dtype", ("float32", "float64"))
         check_int(self.rank, "rank", 1)
         check_int(self.epochs, "epochs", 1)
-        check_int(self.workers, "workers", 1)
+        check_workers(self.workers)
         check_int(self.seed, "seed", 0)
         check_int(self.max_extra_passes, "max_extra_passes", 0)
         check_float(self.lr, "lr", 0, low_open=True)
@@ -162,8 +164,9 @@ class MatrixFactorization(RegressorMixin, StalesyncEstimator):
         monitor = Monitor(cfg.epochs, self.mu_, test, self.scale_, progress)
         P0, Q0 = cfg.init_factors(data.n_users, data.n_items, self.dtype)
         warm_up(self.dtype)
+        decision = decide(self.workers, self._work(train, P0, Q0, cfg), resume=run.resume)
         with progress:
-            outcome = self._train(train, P0, Q0, cfg, monitor, run, trace)
+            outcome = self._train(train, P0, Q0, cfg, monitor, run, trace, decision.workers)
         self.P_, self.Q_ = outcome.P, outcome.Q
         self._seen_from(train, data.n_users)
         self.history_ = monitor.history
@@ -171,22 +174,38 @@ class MatrixFactorization(RegressorMixin, StalesyncEstimator):
         self.updates_ = outcome.updates
         self.train_time_s_ = outcome.train_time_s
         record = outcome.record
+        record["workers_decision"] = decision.as_record()
         record["final"] = self._final(train, test, outcome)
         record["history"] = self.history_
         record["objective_name"] = "running train RMSE (per worker)"
         self.run_record_ = record
         return self
 
-    def _train(self, train: Triples, P0: np.ndarray, Q0: np.ndarray, cfg: SGDConfig,
-               monitor: Monitor, run: RunConfig, trace: bool) -> TrainOutcome:
+    def _work(self, train: Triples, P0: np.ndarray, Q0: np.ndarray, cfg: SGDConfig) -> Work:
+        """The fit's compute, timed on an SGD pass (step size 0: nothing changes) over a
+        random sample of the ratings, and its clocks (for ``workers="auto"``)."""
+        n = len(train)
+        pick = np.random.default_rng(cfg.seed).choice(n, size=min(n, PROBE_RATINGS),
+                                                       replace=False)
+        users, items, ratings = train.users[pick], train.items[pick], train.ratings[pick]
+        seconds = timed(lambda: sgd_pass(users, items, ratings, P0, Q0, mu=self.mu_, lr=0.0,
+                                         reg=0.0, reg_bias=0.0, use_bias=cfg.biases))
         if self.mode == "ssp":
-            return train_ssp(train, P0, Q0, self.mu_, cfg, monitor, workers=self.workers,
+            clocks = cfg.epochs * (self.clocks_per_epoch or 1)
+        else:  # a sub-round per block of a worker's rows
+            clocks = cfg.epochs * int(self.num_blocks or available_cores())
+        return Work(seconds * n / pick.size * cfg.epochs, clocks, max_workers=n)
+
+    def _train(self, train: Triples, P0: np.ndarray, Q0: np.ndarray, cfg: SGDConfig,
+               monitor: Monitor, run: RunConfig, trace: bool, workers: int) -> TrainOutcome:
+        if self.mode == "ssp":
+            return train_ssp(train, P0, Q0, self.mu_, cfg, monitor, workers=workers,
                              consistency=self.consistency or "ssp",
                              staleness=self.staleness, clocks_per_epoch=self.clocks_per_epoch
                              or 1, run=run)
-        d = int(self.num_blocks or self.workers)
+        d = int(self.num_blocks or workers)
         blocked = block_data(train, P0.shape[0], Q0.shape[0], d, cfg.seed)
-        return train_blocks(blocked, P0, Q0, self.mu_, cfg, monitor, workers=self.workers,
+        return train_blocks(blocked, P0, Q0, self.mu_, cfg, monitor, workers=workers,
                             mode="dsgd" if self.mode == "blocks" else "fugue",
                             max_extra_passes=int(self.max_extra_passes), trace=trace, run=run)
 

@@ -92,7 +92,8 @@ class NNCommand(AppCommand):
         f = model.run_record_["final"]
         text = (f"nn[{args.strategy}] {args.arch} ({f['parameters']:,} parameters): train "
                 f"accuracy {f['train_accuracy']:.4f}, {args.epochs} epochs, "
-                f"{f['examples_per_s']:.3g} examples/s, {args.workers} worker(s), "
+                f"{f['examples_per_s']:.3g} examples/s, "
+                f"{model.run_record_['workers']} worker(s), "
                 f"{model.run_record_['wall_time_s']:.1f} s")
         final: dict[str, Any] = {}
         if test is not None:

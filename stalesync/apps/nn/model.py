@@ -17,6 +17,7 @@ from ..base import (
     check_choice,
     check_int,
 )
+from ..workers import AUTO, Work, check_workers, decide, timed
 from . import networks
 from .problem import NNSpec
 from .training import Plan, make_plan, train
@@ -47,7 +48,8 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
 
     def __init__(self, arch: str = "mlp", *, hidden: int = 256, epochs: int = 5,
                  lr: float = 0.05, batch_size: int = 64, strategy: str = "average",
-                 workers: int = 1, consistency: str = "ssp", staleness: int | str | None = 1,
+                 workers: int | str = "auto", consistency: str = "ssp",
+                 staleness: int | str | None = 1,
                  clocks_per_epoch: int | None = None, average_every: int = 50,
                  backup_workers: int = 0, n_fetch: int = 1, n_push: int = 1,
                  server_update: str = "sgd", threads: int = 2, compress: str = "none",
@@ -71,9 +73,9 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         self.compress = compress
         self.seed = seed
 
-    def _plan(self) -> Plan:
+    def _plan(self, workers: int) -> Plan:
         return make_plan(
-            self.strategy, lr=self.lr, batch_size=self.batch_size, workers=self.workers,
+            self.strategy, lr=self.lr, batch_size=self.batch_size, workers=workers,
             consistency=self.consistency, staleness=self.staleness,
             clocks_per_epoch=self.clocks_per_epoch, average_every=self.average_every,
             backup_workers=self.backup_workers, n_fetch=self.n_fetch, n_push=self.n_push,
@@ -84,7 +86,8 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         check_choice(self.arch, "arch", networks.ARCHS)
         check_int(self.hidden, "hidden", 1)
         check_int(self.epochs, "epochs", 1)
-        self._plan()
+        workers = check_workers(self.workers)
+        self._plan(1 if workers == AUTO else workers)
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, *, run: RunConfig | dict | None = None) -> NeuralNetClassifier:
@@ -121,18 +124,51 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         net = networks.build(self.arch, X.shape[1], self.classes_.size, self.hidden,
                              self.seed)
         initial = networks.get_flat(net) if warm is None else np.array(warm, np.float32)
+        decision = decide(self.workers, self._work(net, X, labels, epochs), resume=run.resume)
         spec = NNSpec(self.arch, X.shape[1], int(self.classes_.size), self.hidden,
-                      initial.shape[0], float(self.lr), self.batch_size, self.workers,
+                      initial.shape[0], float(self.lr), self.batch_size, decision.workers,
                       self.seed)
-        trained = train(spec, initial, X, labels, self._plan(), epochs, run)
+        trained = train(spec, initial, X, labels, self._plan(decision.workers), epochs, run)
         self.params_ = trained.params
         self._net = None
         record = trained.record
+        record["workers_decision"] = decision.as_record()
         record["objective_name"] = record["objective_name"].replace("loss", "cross-entropy")
         record["final"] = {"train_accuracy": float(np.mean(self._predict_index(X) == labels)),
                            **record["final"], "arch": self.arch}
         self.run_record_ = record
         return self
+
+    def _work(self, net: Any, X: np.ndarray, labels: np.ndarray, epochs: int) -> Work:
+        """The fit's compute, timed on a forward and backward pass of one batch, and its
+        clocks (for ``workers="auto"``)."""
+        import torch
+
+        b = min(self.batch_size, X.shape[0])
+        xb, yb = torch.from_numpy(X[:b]), torch.from_numpy(labels[:b])
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step() -> None:
+            net.zero_grad()
+            loss_fn(net(xb), yb).backward()
+
+        steps = epochs * -(-X.shape[0] // b)
+        compute = timed(step, repeats=3) * steps
+        net.zero_grad()
+        per_epoch = -(-X.shape[0] // b)
+        most = per_epoch
+        if self.strategy == "average":
+            clocks = -(-steps // max(self.average_every, 1))
+            # each worker's models must meet within an epoch: it takes at least
+            # average_every local steps per epoch (fewer: averaging a few steps of
+            # diverged models loses more than the second worker gains)
+            most = per_epoch // max(self.average_every, 1)
+        elif self.strategy == "hogwild":
+            clocks = epochs
+        else:
+            clocks = steps
+        return Work(compute, clocks, split_clocks=self.strategy != "hogwild",
+                    max_workers=max(1, most))
 
     # -- predicting ---------------------------------------------------------------------------
     def _network(self) -> Any:

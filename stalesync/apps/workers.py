@@ -1,0 +1,208 @@
+"""``workers="auto"``: run as many workers as pay, decided from measured costs.
+
+A fit on ``w`` workers is predicted to take
+
+    compute / (w x PARALLEL_EFFICIENCY)  +  clocks x clock_cost(w)  +  start_cost(w)
+
+- ``compute``: the app's compiled work for the whole fit on one worker, *measured*: the app
+  times its own kernel on a sample of the user's data and scales it (:class:`Work`);
+- ``clocks``: the clocks (or scheduler rounds) each worker runs;
+- ``clock_cost(w)``: the seconds one clock costs each of ``w`` workers, and
+  ``start_cost(w)``: starting and stopping a job of ``w`` workers, both *measured* once per
+  process by a tiny job on this machine (the table layer's bookkeeping is Python, so it
+  serialises on the GIL and grows with ``w``; a fine-grained job cannot hide it).
+
+The smallest ``w`` (up to the cores this process may use) whose prediction beats every
+smaller one by :data:`PAYS` is chosen. An explicit ``workers=N`` is obeyed; when its
+predicted overhead exceeds its compute a one-line warning says so, with the figures. The
+decision goes into the run record (``workers_decision``) and the command's summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+AUTO = "auto"
+PAYS = 0.9  # another worker must cut the predicted time by 10%
+PARALLEL_EFFICIENCY = 0.85  # compiled kernels on 2 cores: measured 1.79-2.01x, memory-bound less
+PROBE_CLOCKS = 150
+
+
+class OverheadWarning(UserWarning):
+    """An explicit worker count whose coordination costs more than its compute."""
+
+
+@dataclass(frozen=True)
+class Work:
+    """What an app measured about one fit before it starts."""
+
+    compute_s: float  # one worker's compiled compute for the whole fit
+    clocks: int  # clocks (or rounds) each worker runs when it works alone
+    split_clocks: bool = False  # the clocks are shared out (w workers run clocks / w each)
+    max_workers: int | None = None  # e.g. fewer examples than cores
+
+    def predict(self, workers: int, costs: Costs) -> float:
+        efficiency = 1.0 if workers == 1 else PARALLEL_EFFICIENCY
+        clocks = -(-self.clocks // workers) if self.split_clocks else self.clocks
+        return (self.compute_s / (workers * efficiency)
+                + clocks * costs.clock_s(workers) + costs.start_s(workers))
+
+
+@dataclass(frozen=True)
+class Decision:
+    workers: int
+    requested: int | str
+    reason: str
+    compute_s: float
+    predicted_s: dict[str, float]
+
+    def as_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_workers(value: Any, name: str = "workers") -> int | str:
+    """``"auto"`` or a positive int (a clear error otherwise)."""
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer or 'auto', got {value!r}",
+                          param=name)
+    return int(value)
+
+
+class Costs:
+    """This process's measured per-clock and start-up costs of the embedded runtime, by
+    worker count (measured on first use, then kept)."""
+
+    _lock = threading.Lock()
+    _measured: dict[int, tuple[float, float]] = {}
+
+    @classmethod
+    def get(cls, workers: int) -> tuple[float, float]:
+        with cls._lock:
+            if workers not in cls._measured:
+                cls._measured[workers] = _measure(workers)
+            return cls._measured[workers]
+
+    def clock_s(self, workers: int) -> float:
+        return self.get(workers)[0]
+
+    def start_s(self, workers: int) -> float:
+        return self.get(workers)[1]
+
+
+def _measure(workers: int) -> tuple[float, float]:
+    """(seconds per clock per worker, job start + stop seconds) of a tiny job: read 16 rows,
+    add to them, clock; the median of the workers' steady-state loops."""
+    from ..job import run
+    from ..tables import TableSpec
+
+    rows = np.arange(16)
+    delta = np.ones((16, 16))
+    loops: list[float] = []
+    lock = threading.Lock()
+
+    def worker(ctx) -> None:
+        for k in range(PROBE_CLOCKS + 10):
+            if k == 10:
+                t0 = time.perf_counter()
+            ctx.read("t", rows)
+            ctx.inc("t", rows, delta)
+            ctx.clock()
+        with lock:
+            loops.append((time.perf_counter() - t0) / PROBE_CLOCKS)
+
+    best = (np.inf, np.inf)
+    for _ in range(2):  # the first run of a process also compiles and warms up
+        loops.clear()
+        start = time.perf_counter()
+        run(worker, [TableSpec("t", 16, 16)], workers=workers, consistency="ssp",
+            staleness=1, audit="off")
+        wall = time.perf_counter() - start
+        per_clock = float(np.median(loops))
+        start_s = max(0.0, wall - per_clock * (PROBE_CLOCKS + 10))
+        best = (min(best[0], per_clock), min(best[1], start_s))
+    return best
+
+
+def snapshot_workers(resume: str | os.PathLike | None) -> int | None:
+    """The worker count of the snapshot a fit resumes from (a resumed run must keep it),
+    or None."""
+    if resume is None:
+        return None
+    from ..snapshot import latest_snapshot
+
+    found = latest_snapshot(resume)
+    if found is None:
+        return None
+    try:
+        workers = json.loads((found / "meta.json").read_text(encoding="utf-8")).get("workers")
+    except (OSError, ValueError):
+        return None
+    return workers if isinstance(workers, int) and workers > 0 else None
+
+
+def decide(requested: int | str, work: Work, costs: Costs | None = None,
+           resume: str | os.PathLike | None = None) -> Decision:
+    """The worker count of a fit (see the module docstring). ``resume``: the snapshot a
+    fit resumes from, whose worker count ``auto`` keeps."""
+    if requested == AUTO and (held := snapshot_workers(resume)) is not None:
+        return Decision(held, AUTO, "the worker count of the snapshot resumed from",
+                        work.compute_s, {})
+    costs = costs or Costs()
+    cores = available_cores()
+    limit = max(1, min(cores, work.max_workers or cores))
+    if requested != AUTO:
+        n = int(requested)
+        clocks = -(-work.clocks // n) if work.split_clocks else work.clocks
+        overhead = clocks * costs.clock_s(n) + costs.start_s(n)
+        if n > 1 and overhead > work.compute_s / n:
+            warnings.warn(
+                f"{n} workers: coordination is predicted to cost {overhead:.3g} s against "
+                f"{work.compute_s / n:.3g} s of compute per worker ({clocks} clocks); "
+                "workers='auto' would pick fewer", OverheadWarning, stacklevel=3)
+        return Decision(n, requested, "as requested", work.compute_s,
+                        {str(n): round(work.predict(n, costs), 6)})
+    predicted = {1: work.predict(1, costs)}
+    best = 1
+    for w in range(2, limit + 1):
+        predicted[w] = work.predict(w, costs)
+        if predicted[w] < PAYS * predicted[best]:
+            best = w
+    if best == 1 and limit == 1:
+        reason = "one core available" if cores == 1 else "one worker's worth of data"
+    elif best == 1:
+        reason = (f"a second worker does not pay: {work.compute_s:.3g} s of compute, "
+                  f"predicted {predicted[1]:.3g} s on 1 worker vs {predicted[2]:.3g} s on 2")
+    else:
+        reason = (f"{work.compute_s:.3g} s of compute: predicted {predicted[best]:.3g} s on "
+                  f"{best} workers vs {predicted[1]:.3g} s on 1")
+    return Decision(best, AUTO, reason, work.compute_s,
+                    {str(w): round(t, 6) for w, t in predicted.items()})
+
+
+def timed(fn, *args: Any, repeats: int = 2) -> float:
+    """The fastest of ``repeats`` calls of ``fn(*args)`` (the first may compile)."""
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - t0)
+    return float(best)

@@ -1,0 +1,100 @@
+"""workers="auto": the worker count comes from measured costs, and says why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stalesync.apps.workers import (
+    AUTO,
+    Costs,
+    OverheadWarning,
+    Work,
+    available_cores,
+    check_workers,
+    decide,
+)
+from stalesync.errors import ConfigError
+
+needs_two_cores = pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores")
+
+
+class FixedCosts(Costs):
+    """Costs with known figures: 50 us a clock alone, 150 us each with two workers."""
+
+    def clock_s(self, workers: int) -> float:
+        return 50e-6 if workers == 1 else 150e-6
+
+    def start_s(self, workers: int) -> float:
+        return 1e-3 * workers
+
+
+@needs_two_cores
+def test_decision_follows_the_predicted_times():
+    costs = FixedCosts()
+    # 1 ms of compute over 100 clocks: a second worker adds 15 ms of clock cost
+    small = decide(AUTO, Work(1e-3, 100), costs)
+    assert small.workers == 1
+    assert small.predicted_s["1"] == pytest.approx(1e-3 + 100 * 50e-6 + 1e-3)
+    # 10 s of compute over the same clocks: two workers nearly halve it
+    large = decide(AUTO, Work(10.0, 100), costs)
+    assert large.workers == 2
+    assert large.predicted_s["2"] < 0.9 * large.predicted_s["1"]
+    assert "2 workers" in large.reason
+    # shared-out clocks are counted per worker
+    split = Work(10.0, 1000, split_clocks=True)
+    assert split.predict(2, costs) == pytest.approx(10.0 / (2 * 0.85) + 500 * 150e-6 + 2e-3)
+    # never more workers than the work can use
+    assert decide(AUTO, Work(10.0, 100, max_workers=1), costs).workers == 1
+
+
+@needs_two_cores
+def test_explicit_workers_are_obeyed_and_a_loss_is_said_once():
+    with pytest.warns(OverheadWarning, match="coordination is predicted to cost"):
+        decision = decide(2, Work(1e-4, 1000), FixedCosts())
+    assert decision.workers == 2 and decision.reason == "as requested"
+
+
+def test_measured_costs_are_positive_and_kept():
+    first = Costs.get(1)
+    assert first[0] > 0 and first[1] >= 0
+    assert Costs.get(1) == first  # measured once per process
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True])
+def test_a_bad_worker_count_is_refused(bad):
+    with pytest.raises(ConfigError, match="workers must be a positive integer or 'auto'"):
+        check_workers(bad)
+
+
+@needs_two_cores
+def test_mf_auto_picks_one_worker_on_a_tiny_problem_and_two_on_a_large_one():
+    from stalesync.apps.mf import MatrixFactorization
+
+    rng = np.random.default_rng(0)
+
+    def ratings(n: int) -> np.ndarray:
+        return np.c_[rng.integers(0, 20_000, n), rng.integers(0, 5_000, n),
+                     rng.integers(1, 6, n)].astype(np.float64)
+
+    tiny = MatrixFactorization(epochs=2).fit(ratings(200))
+    large = MatrixFactorization(epochs=5, rank=32).fit(ratings(1_000_000))
+    for model, workers in ((tiny, 1), (large, 2)):
+        decision = model.run_record_["workers_decision"]
+        assert model.run_record_["workers"] == workers == decision["workers"]
+        assert decision["requested"] == "auto"
+        # the choice is the one the measured figures predict to be faster
+        predicted = decision["predicted_s"]
+        assert (predicted["2"] < 0.9 * predicted["1"]) == (workers == 2)
+
+
+def test_the_command_says_how_many_workers_ran_and_why(tmp_path, capsys):
+    from stalesync.cli import main
+
+    data = tmp_path / "ratings.csv"
+    rng = np.random.default_rng(1)
+    rows = np.c_[rng.integers(0, 50, 300), rng.integers(0, 40, 300), rng.integers(1, 6, 300)]
+    data.write_text("\n".join(f"{u},{i},{r}" for u, i, r in rows))
+    assert main(["mf", "--data", str(data), "--epochs", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "workers: 1 (auto: " in out
