@@ -38,10 +38,10 @@ from .kernels.bookkeeping import (
     ASYNC,
     as_row_ids,
     check_rows,
-    clear_dirty,
     mark_dirty,
     read_plan,
     read_staleness,
+    take_dirty,
 )
 from .kernels.rows import (
     all_finite,
@@ -175,9 +175,8 @@ class _CachedTable:
         self.n_dirty = mark_dirty(rows, self.dirty, self.dirty_list, self.n_dirty)
 
     def take_dirty(self) -> np.ndarray:
-        """The dirty rows, sorted, and their flags cleared."""
-        rows = np.sort(self.dirty_list[: self.n_dirty])
-        clear_dirty(rows, self.dirty)
+        """The dirty rows (in the order first dirtied), their flags cleared."""
+        rows = take_dirty(self.dirty_list, self.n_dirty, self.dirty)
         self.n_dirty = 0
         return rows
 

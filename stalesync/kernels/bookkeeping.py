@@ -98,9 +98,13 @@ def mark_dirty(rows, dirty, dirty_list, count):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def clear_dirty(rows, dirty):  # pragma: no cover - compiled
-    for i in range(rows.shape[0]):
+def take_dirty(dirty_list, count, dirty):  # pragma: no cover - compiled
+    """The ``count`` listed dirty rows (a copy, in the order first dirtied), their flags
+    cleared."""
+    rows = dirty_list[:count].copy()
+    for i in range(count):
         dirty[rows[i]] = False
+    return rows
 
 
 def as_row_ids(rows) -> np.ndarray:
