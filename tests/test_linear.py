@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -196,6 +197,33 @@ def test_hogwild_loses_no_update_when_examples_touch_disjoint_features():
     sign = np.where(y == 1, 1.0, -1.0)
     expected = 0.1 * X.multiply(sign[:, None]).sum(axis=0).A1
     np.testing.assert_allclose(hog.coef_[0], expected)
+
+
+@pytest.mark.parametrize("in_helper", [True, False])
+def test_a_hogwild_thread_that_raises_fails_the_fit_naming_it(monkeypatch, in_helper):
+    """A helper thread's exception is not printed and forgotten (the fit then 'succeeded'
+    without that thread's updates): it reaches the caller, with a note naming the thread,
+    once the other threads have stopped; so does one in the calling thread."""
+    from stalesync.apps.linear import problem as linear_problem
+
+    real = linear_problem.k.hogwild_epoch
+    calls = []
+
+    def failing(*args):
+        name = threading.current_thread().name
+        calls.append(name)
+        if (name == "hogwild-1") == in_helper:
+            raise FloatingPointError("injected in one thread")
+        return real(*args)
+
+    monkeypatch.setattr(linear_problem.k, "hogwild_epoch", failing)
+    X, y = sparse_problem(n=400)
+    with pytest.raises(FloatingPointError, match="injected in one thread") as caught:
+        LinearClassifier(strategy="hogwild", workers=1, threads=2, epochs=2, seed=0).fit(X, y)
+    where = "helper thread hogwild-1" if in_helper else "the calling thread"
+    notes = getattr(caught.value, "__notes__", [])
+    assert any(where in note and "of 2 hogwild threads" in note for note in notes), notes
+    assert len(calls) == 2 and "hogwild-1" in calls  # the first epoch's two threads, no more
 
 
 def test_hogwild_converges_with_two_threads(problem):

@@ -4,6 +4,7 @@ answer, SimuParallelSGD with one worker bit for bit, save/load, options and the 
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def test_simuparallel_sgd_with_one_worker_is_plain_sgd(data):
     the table's float32 rounding of ``base + (model - base)``)."""
     Xtr, ytr, _, _ = data
     model = NeuralNetClassifier(hidden=16, epochs=2, strategy="average", average_every=0,
-                                seed=3).fit(Xtr, ytr)
+                                workers=1, seed=3).fit(Xtr, ytr)
     net = networks.build("mlp", Xtr.shape[1], 4, 16, 3)
     rows = networks.get_flat(net).shape[0]
     spec = NNSpec("mlp", Xtr.shape[1], 4, 16, rows, 0.05, 64, 1, 3)
@@ -204,6 +205,28 @@ def test_allreduce_workers_stay_identical_and_equal_sgd_on_the_joined_batches(da
                     p.data.add_(g, alpha=-0.1)
     np.testing.assert_allclose(model.params_, networks.get_flat(net), rtol=0, atol=2e-6)
     assert model.score(Xte, yte) >= 0.9
+
+
+def test_a_hogwild_helper_thread_that_raises_fails_the_fit_naming_it(monkeypatch):
+    """HOGWILD! threads on one network: a helper thread's exception reaches the caller with
+    a note naming the thread (it used to be printed, and the fit succeeded without it)."""
+    real = NNProblem._sgd
+    calls = []
+
+    def failing(self, net, examples):
+        calls.append(threading.current_thread().name)
+        if threading.current_thread().name == "hogwild-1":
+            raise FloatingPointError("injected in a helper thread")
+        return real(self, net, examples)
+
+    monkeypatch.setattr(NNProblem, "_sgd", failing)
+    X, y = blobs(n=200)
+    with pytest.raises(FloatingPointError, match="injected in a helper thread") as caught:
+        NeuralNetClassifier(hidden=8, epochs=2, strategy="hogwild", workers=1, threads=2,
+                            seed=0).fit(X, y)
+    notes = getattr(caught.value, "__notes__", [])
+    assert any("helper thread hogwild-1" in note for note in notes), notes
+    assert len(calls) == 2 and "hogwild-1" in calls  # the first epoch's two threads
 
 
 @pytest.mark.parametrize("compress,points", [

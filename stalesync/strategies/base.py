@@ -22,6 +22,7 @@ Each states its guarantee in ``docs/linear.md``; tests check them exactly.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -151,3 +152,32 @@ def epoch_rng(ctx: Any, epoch: int, *within: int) -> np.random.Generator:
     """A generator per (job seed, worker, epoch[, position within it]): reruns after a
     restore draw the same."""
     return np.random.default_rng([ctx.seed, ctx.worker_id, 9173, epoch, *within])
+
+
+def run_threads(work: Callable[[int], Any], threads: int, name: str = "hogwild") -> None:
+    """``work(0)`` on the calling thread and ``work(1) .. work(threads - 1)`` on helper
+    threads (HOGWILD!), all joined before this returns. An exception in any of them reaches
+    the caller: once every thread has stopped, the first one raised is re-raised here with a
+    note naming its thread (a helper that died must not leave the fit to succeed without
+    its updates)."""
+    errors: list[tuple[int, BaseException]] = []
+
+    def guarded(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
+            errors.append((i, exc))
+
+    pool = [threading.Thread(target=guarded, args=(i,), name=f"{name}-{i}", daemon=True)
+            for i in range(1, threads)]
+    for t in pool:
+        t.start()
+    guarded(0)
+    for t in pool:
+        t.join()
+    if errors:
+        i, exc = errors[0]
+        where = "the calling thread" if i == 0 else f"helper thread {name}-{i}"
+        more = f"; {len(errors) - 1} other thread(s) raised too" if len(errors) > 1 else ""
+        exc.add_note(f"raised in {where} ({i} of {threads} {name} threads){more}")
+        raise exc

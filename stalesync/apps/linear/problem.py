@@ -12,7 +12,6 @@ computed. The other strategies keep ``log a = 0`` and store the weights themselv
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +19,7 @@ import scipy.sparse as sp
 
 from ...kernels import linear as k
 from ...kernels.csr import compact_columns
+from ...strategies.base import run_threads
 
 SHUFFLE_BLOCK = 256  # rows per block of an epoch's order (see LinearProblem.shuffled)
 
@@ -290,12 +290,7 @@ class LinearProblem:
                                         spec.epsilon, spec.intercept_decay,
                                         spec.fit_intercept)
 
-        pool = [threading.Thread(target=run, args=(i,)) for i in range(1, threads)]
-        for t in pool:
-            t.start()
-        run(0)
-        for t in pool:
-            t.join()
+        run_threads(run, threads)  # a thread that raises reaches the caller
         self.t += examples.size * spec.t_step
         self.examples_seen += examples.size
         return float(sum(losses))

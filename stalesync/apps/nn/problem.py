@@ -15,12 +15,12 @@ thread's forward and backward read the weights as the others leave them.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ...strategies.base import run_threads
 from . import networks
 
 
@@ -176,12 +176,6 @@ class NNProblem:
         def run(i: int) -> None:
             losses[i] = self._sgd(model, parts[i])
 
-        pool = [threading.Thread(target=run, args=(i,), daemon=True)
-                for i in range(1, threads)]
-        for t in pool:
-            t.start()
-        run(0)
-        for t in pool:
-            t.join()
+        run_threads(run, threads)  # a thread that raises reaches the caller
         self.examples_seen += examples.size
         return float(sum(losses))
