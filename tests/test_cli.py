@@ -156,3 +156,57 @@ def test_an_address_where_nothing_listens_fails_in_seconds():
         check_reachable(f"ray://127.0.0.1:{port}")
     assert time.monotonic() - start < 30  # Ray alone: over 2 minutes
     assert check_reachable("auto") is None  # other forms are Ray's to resolve
+
+
+@pytest.fixture
+def libsvm(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6))
+    y = (X[:, 0] + 0.2 * rng.normal(size=120) > 0).astype(int)
+    path = tmp_path / "small.svm"
+    path.write_text("".join(f"{label} " + " ".join(f"{j + 1}:{v:.4f}" for j, v in enumerate(row))
+                            + "\n" for label, row in zip(y, X, strict=True)))
+    return path
+
+
+@pytest.mark.parametrize("app,args,flag,runs", [
+    ("linear", ["--strategy", "average", "--consistency", "ssp", "--staleness", "7"],
+     "--consistency 'ssp'", "'average' runs bsp"),
+    ("linear", ["--strategy", "sync", "--staleness", "2"], "--staleness 2", "runs bsp"),
+    ("linear", ["--strategy", "downpour", "--consistency", "bsp"], "--consistency 'bsp'",
+     "'downpour' runs async"),
+    ("linear", ["--strategy", "hogwild", "--staleness", "auto"], "--staleness 'auto'",
+     "runs bsp"),
+    ("nn", ["--strategy", "allreduce", "--consistency", "essp"], "--consistency 'essp'",
+     "runs bsp"),
+    ("nn", ["--strategy", "average", "--staleness", "1"], "--staleness 1", "runs bsp"),
+])
+def test_strategies_refuse_a_consistency_they_would_ignore(libsvm, capsys, monkeypatch, app,
+                                                           args, flag, runs):
+    """Only ps takes --consistency/--staleness: the others used to run their own model
+    without a word. Refused in one line naming the flag, before any data is read, even
+    when the value typed is the default one."""
+    import stalesync.data.load as load
+
+    def must_not_load(*a, **k):
+        raise AssertionError("data was loaded before the options were checked")
+
+    monkeypatch.setattr(load, "load_features", must_not_load)
+    assert main([app, "--data", str(libsvm), *args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"stalesync {app}: error: {flag} is ignored"), err
+    assert runs in err and "strategy 'ps'" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("args,consistency", [
+    (["--strategy", "average", "--consistency", "bsp", "--staleness", "0"], "bsp"),
+    (["--strategy", "downpour", "--consistency", "async"], "async"),
+    (["--strategy", "hogwild"], "bsp"),  # the defaults are not a choice the user made
+    (["--strategy", "ps", "--consistency", "essp", "--staleness", "2"], "essp"),
+])
+def test_strategies_take_the_consistency_they_run(libsvm, tmp_path, args, consistency):
+    out = tmp_path / "run.json"
+    assert main(["linear", "--data", str(libsvm), *args, "--epochs", "1", "--workers", "2",
+                 "--metrics-out", str(out), "--no-progress"]) == 0
+    record = json.loads(out.read_text())
+    assert record["consistency"] == consistency

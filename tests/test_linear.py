@@ -16,6 +16,7 @@ from stalesync.apps.base import RunConfig
 from stalesync.apps.linear import LinearClassifier, LinearRegressor
 from stalesync.apps.linear.problem import LinearProblem
 from stalesync.cli import main
+from stalesync.errors import ConfigError
 from stalesync.strategies.base import epoch_rng
 
 
@@ -197,6 +198,33 @@ def test_hogwild_loses_no_update_when_examples_touch_disjoint_features():
     sign = np.where(y == 1, 1.0, -1.0)
     expected = 0.1 * X.multiply(sign[:, None]).sum(axis=0).A1
     np.testing.assert_allclose(hog.coef_[0], expected)
+
+
+@pytest.mark.parametrize("strategy,options,param", [
+    ("average", {"consistency": "essp"}, "consistency"),
+    ("average", {"consistency": "ssp", "staleness": 7}, "staleness"),
+    ("sync", {"staleness": "auto"}, "staleness"),
+    ("hogwild", {"consistency": "async"}, "consistency"),
+    ("downpour", {"consistency": "bsp", "staleness": 0}, "consistency"),
+])
+def test_estimator_refuses_a_consistency_its_strategy_would_ignore(strategy, options, param):
+    X, y = sparse_problem(n=200)
+    model = LinearClassifier(strategy=strategy, workers=2, epochs=1, **options)
+    with pytest.raises(ConfigError, match=f"{param} .* is ignored: strategy '{strategy}' runs"
+                       ) as caught:
+        model.fit(X, y)
+    assert caught.value.param == param
+
+
+@pytest.mark.parametrize("strategy,options,runs", [
+    ("average", {}, "bsp"), ("average", {"consistency": "bsp", "staleness": 0}, "bsp"),
+    ("downpour", {"consistency": "async", "staleness": None}, "async"),
+    ("ps", {"consistency": "essp", "staleness": 3}, "essp"),
+])
+def test_estimator_takes_the_consistency_its_strategy_runs(strategy, options, runs):
+    X, y = sparse_problem(n=200)
+    model = LinearClassifier(strategy=strategy, workers=2, epochs=1, **options).fit(X, y)
+    assert model.run_record_["consistency"] == runs
 
 
 @pytest.mark.parametrize("in_helper", [True, False])

@@ -207,6 +207,20 @@ def test_allreduce_workers_stay_identical_and_equal_sgd_on_the_joined_batches(da
     assert model.score(Xte, yte) >= 0.9
 
 
+@pytest.mark.parametrize("strategy,options,param", [
+    ("allreduce", {"consistency": "essp"}, "consistency"),
+    ("sync", {"staleness": 3}, "staleness"),
+    ("downpour", {"consistency": "bsp", "staleness": 0}, "consistency"),
+])
+def test_a_consistency_the_strategy_would_ignore_is_refused(strategy, options, param):
+    X, y = blobs(n=64)
+    model = NeuralNetClassifier(hidden=4, epochs=1, strategy=strategy, workers=2, **options)
+    with pytest.raises(ConfigError, match=f"{param} .* is ignored: strategy '{strategy}'"
+                       ) as caught:
+        model.fit(X, y)
+    assert caught.value.param == param
+
+
 def test_a_hogwild_helper_thread_that_raises_fails_the_fit_naming_it(monkeypatch):
     """HOGWILD! threads on one network: a helper thread's exception reaches the caller with
     a note naming the thread (it used to be printed, and the fit succeeded without it)."""

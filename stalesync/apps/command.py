@@ -46,6 +46,16 @@ class HelpFormatter(argparse.HelpFormatter):
         return text
 
 
+class Given(argparse._StoreAction):
+    """Stores the value and notes in ``args.given_`` that the user typed the flag (so a
+    default is told apart from the same value given on purpose)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None
+                 ) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace.given_ = frozenset(getattr(namespace, "given_", frozenset()) | {self.dest})
+
+
 class Flags:
     """Adds arguments to the shared groups and remembers which flag sets which parameter."""
 
@@ -196,8 +206,11 @@ class AppCommand(ABC):
                   help="number of workers, or auto: as many as pay, from measured costs")
         if self.parameter_server:
             flags.add("parallelism", "--consistency", default=self.consistency_default,
-                      choices=KINDS, help="consistency model of the parameter-server tables")
+                      choices=KINDS, action=Given,
+                      help="consistency model of the parameter-server tables (SGD apps: "
+                      "--strategy ps; the other strategies run their own)")
             flags.add("parallelism", "--staleness", type=staleness_value, default=None,
+                      action=Given,
                       help="SSP/ESSP staleness bound s (default 1; bsp is 0), or 'auto': "
                       "tuned during the run within [0, --max-staleness]")
             flags.add("parallelism", "--max-staleness", type=int, default=None, metavar="S",
@@ -248,6 +261,11 @@ class AppCommand(ABC):
         if getattr(args, "max_staleness", None) is not None and args.staleness != "auto":
             raise ConfigError("--max-staleness is the ceiling of --staleness auto",
                               param="max_staleness")
+        if self.parameter_server and getattr(args, "strategy", None) is not None:
+            from ..strategies.base import check_strategy_consistency
+
+            check_strategy_consistency(args.strategy, args.consistency, args.staleness,
+                                       given=getattr(args, "given_", frozenset()))
         estimator = self.make_estimator(args)
         estimator.check_params()
         run = self.run_config(args)

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import job
 from ..job import JobResult
+from ..strategies.base import check_strategy_consistency
 from ..tables import TableSpec
 from .base import RunConfig
 from .progress import Progress
@@ -28,6 +29,7 @@ def run_sgd_job(strategy: Any, problems: list[Any], table: TableSpec, initial: n
                 epochs: int, *, workers: int, consistency: str, staleness: Any, seed: int,
                 run: RunConfig, app: str, items_per_epoch: int) -> SGDRun:
     """Train ``problems`` (one per worker) for ``epochs`` epochs from ``initial``."""
+    check_strategy_consistency(strategy.name, consistency, staleness)
     clocks = strategy.clocks(problems, epochs)
     progress = Progress(desc=f"{app}[{strategy.name}]", epochs=epochs,
                         clocks_per_epoch=max(clocks // epochs, 1), workers=workers,

@@ -119,6 +119,40 @@ class StrategyConfig:
             raise ConfigError("n_fetch/n_push apply to strategy='downpour'", param="n_fetch")
 
 
+# the consistency model each strategy runs whatever it is given (None: the one asked for);
+# ``allreduce`` is the NN app's collective (no tables), synchronous like bsp
+RUNS: dict[str, str | None] = {"ps": None, "sync": "bsp", "average": "bsp", "hogwild": "bsp",
+                               "downpour": "async", "allreduce": "bsp"}
+UNSET_CONSISTENCY, UNSET_STALENESS = "ssp", 1  # the estimators' defaults: taken as not set
+
+
+def check_strategy_consistency(strategy: str, consistency: Any, staleness: Any,
+                               given: frozenset[str] | set[str] | None = None) -> None:
+    """Refuse a ``consistency`` / ``staleness`` that ``strategy`` would ignore (only ``ps``
+    takes any; the others run their own synchronisation), naming the parameter. What the
+    strategy runs is accepted (``bsp``, with staleness 0; ``async`` for downpour).
+
+    ``given``: the parameters the user set (the CLI knows); None (the estimators): values
+    other than the estimators' defaults (``ssp``, 1; staleness None) count as set."""
+    runs = RUNS.get(strategy)
+    if runs is None:
+        return
+    if given is None:
+        set_consistency = consistency != UNSET_CONSISTENCY
+        set_staleness = staleness is not None and (
+            isinstance(staleness, bool) or staleness != UNSET_STALENESS)
+    else:
+        set_consistency, set_staleness = "consistency" in given, "staleness" in given
+    why = (f"strategy {strategy!r} runs {runs} whatever it is given (consistency and "
+           "staleness apply to strategy 'ps')")
+    if set_consistency and consistency != runs:
+        raise ConfigError(f"consistency {consistency!r} is ignored: {why}",
+                          param="consistency")
+    honoured = runs == "bsp" and not isinstance(staleness, bool) and staleness == 0
+    if set_staleness and not honoured:
+        raise ConfigError(f"staleness {staleness!r} is ignored: {why}", param="staleness")
+
+
 class Strategy(ABC):
     """Builds a job: the parameter table, the job options, and the worker program."""
 

@@ -12,6 +12,7 @@ import numpy as np
 from ...compression import parse as parse_compressor
 from ...errors import ConfigError
 from ...strategies import TABLE, StrategyConfig, make_strategy
+from ...strategies.base import check_strategy_consistency
 from ...tables import TableSpec
 from ..base import RunConfig, check_consistency, check_float, check_int
 from ..sgd_job import run_sgd_job
@@ -59,6 +60,7 @@ def make_plan(strategy: str, *, lr: float, batch_size: int, workers: int, consis
     if clocks_per_epoch is not None:
         check_int(clocks_per_epoch, "clocks_per_epoch", 1)
     check_consistency(consistency, staleness)
+    check_strategy_consistency(strategy, consistency, staleness)
     parse_compressor(compress)
     config = None
     if strategy != ALLREDUCE:
