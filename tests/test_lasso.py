@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -296,3 +297,20 @@ def test_l1_logistic_matches_sklearn(workers):
     np.testing.assert_allclose(model.predict_proba(X).sum(axis=1), 1.0)
     with pytest.raises(ConfigError, match="Only binary classification"):
         LogisticL1().fit(X, np.arange(n) % 3)
+
+
+def test_blocks_on_two_workers_reach_the_sequential_optimum_and_never_go_uphill():
+    """``blocks`` (each worker sweeps its own columns against a copy of the residual; the
+    copies merge at each check along the best of the steps 1, 1/2): when both blocks hold
+    near-copies of the same columns each explains the whole residual and the full step
+    overshoots; the merge must still descend at every check."""
+    A, y, _ = make_correlated_lasso(40, 100, group_size=10, rho=0.9, n_informative=10, seed=3)
+    X = np.hstack([A, A + 0.01 * np.random.default_rng(4).normal(size=A.shape)])
+    alpha = 0.05 * alpha_max(X, y)
+    one = Lasso(alpha=alpha, workers=1).fit(X, y)
+    two = Lasso(alpha=alpha, workers=2, schedule="blocks").fit(X, y)
+    assert two.run_record_["workers"] == 2 and one.converged_ and two.converged_
+    assert two.objective_ == pytest.approx(one.objective_, rel=1e-4)
+    objectives = [h["objective"] for h in two.history_]
+    assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(objectives))
+    assert two.result_.parallel == 2  # never fell back to one block at a time

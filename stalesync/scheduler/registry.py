@@ -37,19 +37,26 @@ KINDS = {
                                "one variable at a time, in order; with one worker the app "
                                "sweeps its working set in one compiled call per check",
                                sweeps=True),
+    "blocks": ScheduleKind("blocks", False, False,
+                           "each worker sweeps its own block of variables, compiled, and the "
+                           "blocks' changes meet at each check (Jacobi over blocks)",
+                           sweeps=True),
 }
-AUTO = "auto"  # sequential sweeps on one worker (where the app has them), else STRADS
+AUTO = "auto"  # compiled sweeps (where the app has them), else STRADS
 SCHEDULES = (AUTO, *KINDS)
 ALIASES = {"shotgun": "random", "round-robin": "cyclic", "priority+dependency":
            "priority-dependency", "strads": "priority-dependency"}
 
 
 def resolve(name: str, workers: int = 1, can_sweep: bool = False) -> str:
-    """The schedule a name means: ``auto`` is ``sequential`` for one worker of an app that
-    sweeps (nothing to coordinate; scikit-learn's exact algorithm, compiled) and STRADS's
+    """The schedule a name means: for an app that sweeps, ``auto`` is ``sequential`` on one
+    worker (nothing to coordinate; scikit-learn's exact algorithm, compiled) and ``blocks``
+    on several (one hand-off per check, not per coordinate); STRADS's
     ``priority-dependency`` otherwise; aliases map to their schedule."""
     if name == AUTO:
-        return "sequential" if workers == 1 and can_sweep else "priority-dependency"
+        if can_sweep:
+            return "sequential" if workers == 1 else "blocks"
+        return "priority-dependency"
     return ALIASES.get(name, name)
 
 

@@ -27,6 +27,7 @@ from ...scheduler import ColumnCorrelation, Driver, make_schedule
 from ...scheduler.registry import schedule_kind
 from ..base import RunConfig
 from .app import GapReport, LassoApp, Prepared, gap_report, make_shards, predicted_changes
+from .blocks import column_blocks, solve_blocks
 
 STALL_CHECKS = 50  # stop after this many checks with neither a new low gap nor a lower objective
 
@@ -109,6 +110,28 @@ def sweep(drv: Driver, app: LassoApp, predicted: np.ndarray, budget: int, tol: f
     drv.stats.rounds += 1
 
 
+def _solve_blocks(prep: Prepared, app: LassoApp, opts: SolverOptions,
+                  on_check: Callable[[dict[str, Any]], None] | None) -> SolveResult:
+    """The ``blocks`` schedule (:mod:`.blocks`): one column block per worker."""
+    blocks = column_blocks(prep, opts.workers)
+    start = time.perf_counter()
+    with open_driver(app, blocks, opts) as drv:
+        report, history, checks, serial = solve_blocks(
+            drv, app, blocks, tol=opts.tol, budget=opts.max_iter * prep.d,
+            max_seconds=opts.max_seconds, safeguard=opts.safeguard,
+            stall_checks=STALL_CHECKS, on_check=on_check)
+        stats = drv.stats
+        run_info = {**drv.recovery.record(), "startup_s": drv.startup_s}
+    tol_abs = opts.tol * float(prep.y @ prep.y)
+    return SolveResult(
+        coef=app.coef.copy(), objective=report.objective, gap=report.gap,
+        converged=bool(report.gap <= tol_abs), checks=checks, updates=stats.updates,
+        rounds=stats.rounds, parallel=1 if serial else len(blocks),
+        wall_s=time.perf_counter() - start, history=history,
+        worker_busy_s=stats.busy_s.tolist(), worker_wait_s=stats.wait_s.tolist(),
+        worker_shards=stats.shards_done.tolist(), run_info=run_info)
+
+
 def solve(prep: Prepared, alpha: float, coef_init: np.ndarray | None, opts: SolverOptions,
           columns: ColumnCorrelation | None = None,
           on_check: Callable[[dict[str, Any]], None] | None = None) -> SolveResult:
@@ -118,11 +141,22 @@ def solve(prep: Prepared, alpha: float, coef_init: np.ndarray | None, opts: Solv
     d = prep.d
     coef = np.zeros(d) if coef_init is None else np.array(coef_init, dtype=np.float64)
     app = LassoApp(prep, alpha, coef)
+    kind = schedule_kind(opts.schedule, opts.workers, can_sweep=True)
+    run = RunConfig.coerce(opts.run)
+    if kind.name == "blocks":
+        if run.snapshot_every or run.resume is not None:
+            if opts.schedule != "auto":
+                raise ConfigError("schedule='blocks' takes no snapshots (it runs one "
+                                  "hand-off per check); use priority-dependency",
+                                  param="schedule")
+            kind = schedule_kind("priority-dependency")  # snapshots are taken per round
+        elif opts.workers > 1:
+            return _solve_blocks(prep, app, opts, on_check)
+        else:
+            kind = schedule_kind("sequential")
     parts = 1 if opts.workers == 1 else opts.workers * opts.chunks
     shards = make_shards(prep, parts, app.coef)
-    kind = schedule_kind(opts.schedule, opts.workers, can_sweep=True)
     # every row on one worker: no rounds (snapshots are taken between rounds: keep them)
-    run = RunConfig.coerce(opts.run)
     sweeping = (kind.sweeps and len(shards) == 1 and not run.snapshot_every
                 and run.resume is None)
     if kind.needs_columns and columns is None:
