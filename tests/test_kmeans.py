@@ -76,14 +76,26 @@ def test_tables_equal_the_statistics_of_the_final_assignment(blobs, consistency,
 
 def test_inertia_is_within_one_percent_of_sklearn_kmeans():
     """From the same k-means++ centres (a fixed seed), both reach a Lloyd fixed point; the
-    same one, within 1% (which fixed point a run finds depends on the start)."""
+    same one (which fixed point a run finds depends on the start). Measured: our runs land
+    within 0.1% of sklearn's from this start (seeds, stragglers, CPU load, bsp or ssp), and
+    sklearn's own Lloyd from perturbed starts within 0.05%; one full-suite run once landed
+    1.28% over it. So: the median of three seeded runs within 0.5% (one stray run cannot fail
+    it, a systematic regression does), and every run no worse than the worst fixed point
+    sklearn's Lloyd reaches from five other k-means++ starts (3.4% over, measured), which a
+    run that has not converged, or does not move its centres to the means, exceeds."""
     X, _ = make_blobs(n_samples=4000, centers=20, n_features=10, cluster_std=2.5,
                       random_state=7)
     start, _ = kmeans_plusplus(X, 20, random_state=0)
-    ours = KMeans(20, init=start, epochs=30, batch_size=500, workers=2, seed=0).fit(X)
-    ref = SkKMeans(20, init=start, n_init=1).fit(X)
-    assert ours.inertia_ <= 1.01 * ref.inertia_, (ours.inertia_, ref.inertia_)
-    assert ours.inertia_ == pytest.approx(-ours.score(X))
+    ref = SkKMeans(20, init=start, n_init=1).fit(X).inertia_
+    worst_fixed_point = max(SkKMeans(20, n_init=1, random_state=s).fit(X).inertia_
+                            for s in range(1, 6))
+    fits = [KMeans(20, init=start, epochs=30, batch_size=500, workers=2, seed=seed).fit(X)
+            for seed in range(3)]
+    inertias = [m.inertia_ for m in fits]
+    assert np.median(inertias) <= 1.005 * ref, (inertias, ref)
+    assert max(inertias) <= worst_fixed_point, (inertias, worst_fixed_point)
+    for m in fits:
+        assert m.inertia_ == pytest.approx(-m.score(X))
 
 
 def test_beats_minibatch_kmeans_at_equal_passes():
