@@ -12,11 +12,13 @@ so an interrupted run leaves no half-written file.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import re
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import ConfigError, StalesyncError
@@ -24,8 +26,44 @@ from .errors import ConfigError, StalesyncError
 APPS = ("lda", "mf", "lasso", "kmeans", "linear", "nn")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``stalesync <cmd>: error: <what>; see stalesync <cmd>
+    --help`` (not the whole usage first), naming the closest flag or choice to a misspelt
+    one."""
+
+    absent: dict[str, str] = {}  # flags this command lacks on purpose, and why
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {self.suggest(message)}; see {self.prog} --help\n")
+
+    def flags(self) -> list[str]:
+        return [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+
+    def suggest(self, message: str) -> str:
+        """``message`` with 'did you mean ...?' for unknown flags and invalid choices."""
+        if message.startswith("unrecognized arguments: "):
+            words = [w.split("=", 1)[0] for w in message.split()[2:] if w.startswith("--")]
+            why = [self.absent[w] for w in words if w in self.absent]
+            if why:
+                return f"{message} ({why[0]})"
+            guesses = [(w, m[0]) for w in words
+                       if (m := difflib.get_close_matches(w, self.flags(), n=1, cutoff=0.6))]
+            if len(guesses) == 1:
+                message += f" (did you mean {guesses[0][1]}?)"
+            elif guesses:
+                message += f" (did you mean {', '.join(f'{m} for {w}' for w, m in guesses)}?)"
+            return message
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if choice:
+            options = re.findall(r"'([^']*)'", choice.group(2))
+            match = difflib.get_close_matches(choice.group(1), options, n=1, cutoff=0.6)
+            if match:
+                message += f" (did you mean {match[0]!r}?)"
+        return message
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="stalesync",
         description="Train iterative ML programs on a bounded-staleness parameter server "
         "or a model-parallel scheduler.",
@@ -61,7 +99,11 @@ def interrupted_message(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's error, with its flags to suggest from
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        where = sub.choices.get(getattr(args, "command", None) or "", parser)
+        where.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -25,11 +25,15 @@ def subparser(name: str):
     return sub.choices[name]
 
 
+TEST_FLAGS = {"--test", "--test-fraction"}
+
+
 @pytest.mark.parametrize("app", APPS)
 def test_every_app_has_the_shared_flags_in_the_same_groups(app):
     parser = subparser(app)
     flags = {s for a in parser._actions for s in a.option_strings}
-    assert set(SHARED) <= flags, set(SHARED) - flags
+    shared = set(SHARED) - TEST_FLAGS if app == "lasso" else set(SHARED)  # no test set
+    assert shared <= flags, shared - flags
     titles = [g.title for g in parser._action_groups if g.title in GROUPS]
     assert titles == GROUPS
     text = parser.format_help()
@@ -210,3 +214,67 @@ def test_strategies_take_the_consistency_they_run(libsvm, tmp_path, args, consis
                  "--metrics-out", str(out), "--no-progress"]) == 0
     record = json.loads(out.read_text())
     assert record["consistency"] == consistency
+
+
+def test_help_lists_only_flags_the_command_takes_and_every_flag_has_help_and_its_default():
+    """lasso refuses a test set, so its help does not offer one; every option says what it
+    does; a default is shown where there is one, 0 included, but not for a --no-x switch
+    (``--no-biases (default: True)`` read as if the switch were on)."""
+    import argparse
+
+    lasso = subparser("lasso")
+    assert not TEST_FLAGS & {s for a in lasso._actions for s in a.option_strings}
+    for app in APPS:
+        parser = subparser(app)
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            assert action.help, (app, action.option_strings)
+            switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+            shown = "(default: %(default)s)" in formatter._get_help_string(action)
+            assert shown == (action.default is not None and not switch
+                             and not action.required), (app, action.option_strings)
+    mf = " ".join(subparser("mf").format_help().split())
+    assert "--rank RANK latent factors per user and per item (default: 32)" in mf
+    assert "--no-biases fit factors only training:" in mf  # no "(default: True)"
+    for app in ("lda", "kmeans"):
+        text = " ".join(subparser(app).format_help().split())
+        assert "for testing (0: none) (default: 0.0)" in text
+
+
+def test_lasso_refuses_a_test_set_naming_why(capsys):
+    for flags in (["--test", "t.svm"], ["--test-fraction", "0.2"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["lasso", "--data", "synthetic", *flags, "--no-progress"])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err == (f"stalesync lasso: error: unrecognized arguments: {' '.join(flags)} "
+                       "(lasso takes no test set: it reports the training objective (R2 on "
+                       "the training data)); see stalesync lasso --help\n")
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["lda", "--data", "x", "--consistency", "weird"],
+     "stalesync lda: error: argument --consistency: invalid choice: 'weird' (choose from "
+     "'bsp', 'ssp', 'essp', 'async'); see stalesync lda --help"),
+    (["linear", "--data", "x", "--strategy", "averge"],
+     "stalesync linear: error: argument --strategy: invalid choice: 'averge' (choose from "
+     "'ps', 'sync', 'downpour', 'average', 'hogwild') (did you mean 'average'?); see "
+     "stalesync linear --help"),
+    (["mf", "--data", "x", "--epcohs", "3"],
+     "stalesync mf: error: unrecognized arguments: --epcohs 3 (did you mean --epochs?); see "
+     "stalesync mf --help"),
+    (["kmeans", "--data", "x", "--clustres=4", "--tol", "0", "--sede", "2"],
+     "stalesync kmeans: error: unrecognized arguments: --clustres=4 --sede 2 (did you mean "
+     "--clusters for --clustres, --seed for --sede?); see stalesync kmeans --help"),
+    (["lda", "--topics", "3"],
+     "stalesync lda: error: the following arguments are required: --data; see stalesync lda "
+     "--help"),
+])
+def test_usage_errors_are_one_line_with_the_closest_flag_or_choice(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == expected + "\n" and captured.out == ""

@@ -5,12 +5,13 @@ its data, build its estimator and summarise a fit. Everything else is here, the 
 every app:
 
 - the flag vocabulary and ``--help`` groups, in this order: *data* (``--data``,
-  ``--format``, ``--test``, ``--test-fraction``), *model* (the app's own), *training*
-  (``--epochs``), *parallelism* (``--workers``; ``--consistency``, ``--staleness`` for
-  parameter-server apps), *runtime* (``--runtime``, ``--address``, ``--shards``,
-  ``--stragglers``, ``--snapshot-every``, ``--snapshot-dir``, ``--resume``,
-  ``--max-recoveries``), *output* (``--metrics-out``, ``--plot``, ``--save-model``,
-  ``--seed``, ``--no-progress``); every flag shows its default;
+  ``--format``, ``--test``, ``--test-fraction`` where the app scores a test set), *model*
+  (the app's own), *training* (``--epochs``), *parallelism* (``--workers``;
+  ``--consistency``, ``--staleness`` for parameter-server apps), *runtime* (``--runtime``,
+  ``--address``, ``--shards``, ``--stragglers``, ``--snapshot-every``, ``--snapshot-dir``,
+  ``--resume``, ``--max-recoveries``), *output* (``--metrics-out``, ``--plot``,
+  ``--save-model``, ``--seed``, ``--no-progress``); every flag shows its default (a
+  ``--no-x`` switch says what it does instead);
 - before any data is loaded: every estimator parameter, the run settings and every output
   path are checked, and an error names the flag (``--topics``), not the parameter;
 - after the fit: the summary lines, the run record (``--metrics-out``), the plot
@@ -36,11 +37,15 @@ GROUPS = ("data", "model", "training", "parallelism", "runtime", "output")
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Shows every option's default, except the empty ones (None, False)."""
+    """Shows every option's default (0 included), except None and a switch's (``--no-x``
+    says what it does; its stored True/False would read backwards)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        shown = action.default not in (None, False, argparse.SUPPRESS) and not action.required
+        switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                     argparse._StoreConstAction))
+        shown = (action.default is not None and action.default is not argparse.SUPPRESS
+                 and not switch and not action.required)
         if shown and "%(default)" not in text and action.option_strings:
             text += f"{' ' if text else ''}(default: %(default)s)"
         return text
@@ -154,6 +159,8 @@ class AppCommand(ABC):
     epochs_default = 10
     epochs_help = "passes over the training data"
     test_fraction_default = 0.0
+    test_flags = True  # --test / --test-fraction (an app that takes no test set: False)
+    no_test_why = ""  # test_flags False: why, for the error when one is given
 
     # -- what an app provides -------------------------------------------------------------
     def add_data_arguments(self, flags: Flags) -> None:
@@ -195,10 +202,16 @@ class AppCommand(ABC):
             formatter_class=HelpFormatter)
         flags = Flags(parser)
         self.add_data_arguments(flags)
-        flags.add("data", "--test", default=None,
-                  help="a separate test file (instead of --test-fraction)")
-        flags.add("data", "--test-fraction", type=float, default=self.test_fraction_default,
-                  help="hold out this share of the training data for testing")
+        if self.test_flags:
+            flags.add("data", "--test", default=None,
+                      help="a separate test file (instead of --test-fraction)")
+            flags.add("data", "--test-fraction", type=float,
+                      default=self.test_fraction_default,
+                      help="hold out this share of the training data for testing (0: none)")
+        else:
+            parser.set_defaults(test=None, test_fraction=0.0)
+            parser.absent = dict.fromkeys(("--test", "--test-fraction"),
+                                          f"{self.name} takes no test set: {self.no_test_why}")
         self.add_model_arguments(flags)
         flags.add("training", "--epochs", type=int, default=self.epochs_default,
                   help=self.epochs_help)

@@ -23,7 +23,8 @@ class KMeansCommand(AppCommand):
         from ...data.load import FEATURE_FORMATS
 
         flags.add("data", "--data", required=True, help=self.data_help)
-        flags.add("data", "--format", default="auto", choices=FEATURE_FORMATS)
+        flags.add("data", "--format", default="auto", choices=FEATURE_FORMATS,
+                  help="input format (auto: by content and extension)")
         flags.add("data", "--target", default="none",
                   help="CSV label column (name or index), or none")
 
@@ -32,7 +33,8 @@ class KMeansCommand(AppCommand):
 
         flags.add("model", "--clusters", dest="n_clusters", type=int, default=8,
                   help="number of clusters K")
-        flags.add("model", "--init", choices=INITS, default="k-means++")
+        flags.add("model", "--init", choices=INITS, default="k-means++",
+                  help="starting centres: k-means++ seeding or random points")
         flags.add("model", "--tol", type=float, default=0.0,
                   help="stop when at most this share of points changed cluster in a pass")
         flags.add("parallelism", "--batch-size", type=int, default=1024,

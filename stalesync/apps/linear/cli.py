@@ -27,7 +27,8 @@ class LinearCommand(AppCommand):
         from ...data.load import FEATURE_FORMATS
 
         flags.add("data", "--data", required=True, help=self.data_help)
-        flags.add("data", "--format", default="auto", choices=FEATURE_FORMATS)
+        flags.add("data", "--format", default="auto", choices=FEATURE_FORMATS,
+                  help="input format (auto: by content and extension)")
         flags.add("data", "--target", default="-1",
                   help="CSV label column: name or index")
 
@@ -38,7 +39,8 @@ class LinearCommand(AppCommand):
 
         flags.add("model", "--loss", choices=CLASSIFICATION + REGRESSION, default="hinge",
                   help="hinge: linear SVM; log_loss: logistic; regression losses fit y")
-        flags.add("model", "--penalty", choices=PENALTIES, default="l2")
+        flags.add("model", "--penalty", choices=PENALTIES, default="l2",
+                  help="regularisation (elasticnet: --l1-ratio mix of l1 and l2)")
         flags.add("model", "--alpha", type=float, default=1e-4, help="regularisation strength")
         flags.add("model", "--l1-ratio", type=float, default=0.15, help="elasticnet mix")
         flags.add("model", "--learning-rate", choices=LEARNING_RATES, default="optimal",
@@ -47,7 +49,8 @@ class LinearCommand(AppCommand):
                   help="step size (constant, invscaling)")
         flags.add("model", "--average", action="store_true",
                   help="averaged SGD (with --strategy average)")
-        flags.add("model", "--multi-class", choices=MULTI_CLASS, default="ovr")
+        flags.add("model", "--multi-class", choices=MULTI_CLASS, default="ovr",
+                  help="ovr: one model per class; multinomial: softmax (--loss log_loss)")
         flags.add("model", "--hash-features", type=int, default=None,
                   help="hash the columns into this many buckets")
         flags.add("parallelism", "--strategy", choices=STRATEGY_NAMES, default="average",

@@ -34,10 +34,14 @@ class MFCommand(AppCommand):
 
         flags.add("model", "--mode", choices=MODES, default="ssp",
                   help="ssp: data-parallel on tables; blocks: DSGD; fugue: no-wait blocks")
-        flags.add("model", "--rank", type=int, default=32)
+        flags.add("model", "--rank", type=int, default=32,
+                  help="latent factors per user and per item")
         flags.add("model", "--lr", type=float, default=0.01, help="initial step size")
-        flags.add("model", "--lr-schedule", choices=LR_SCHEDULES, default="inverse")
-        flags.add("model", "--lr-decay", type=float, default=0.1)
+        flags.add("model", "--lr-schedule", choices=LR_SCHEDULES, default="inverse",
+                  help="step size per epoch: constant lr, inverse lr / (1 + decay epoch), "
+                  "exponential lr decay^epoch")
+        flags.add("model", "--lr-decay", type=float, default=0.1,
+                  help="the schedule's decay")
         flags.add("model", "--reg", type=float, default=0.05, help="L2 on factors")
         flags.add("model", "--reg-bias", type=float, default=0.01, help="L2 on biases")
         flags.add("model", "--no-biases", dest="biases", action="store_false",

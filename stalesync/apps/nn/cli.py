@@ -26,7 +26,8 @@ class NNCommand(AppCommand):
         from ...data.load import FEATURE_FORMATS
 
         flags.add("data", "--data", required=True, help=self.data_help)
-        flags.add("data", "--format", default="auto", choices=FEATURE_FORMATS)
+        flags.add("data", "--format", default="auto", choices=FEATURE_FORMATS,
+                  help="input format (auto: by content and extension)")
         flags.add("data", "--target", default="-1", help="CSV label column: name or index")
         flags.add("data", "--train-size", type=int, default=None,
                   help="use only the first N training examples")
