@@ -128,7 +128,7 @@ def test_clock_records_stay_bounded_and_keep_their_totals():
     rng = np.random.default_rng(3)
     stale = rng.integers(0, 3, size=(3 * MAX_RECORDS, 4))
     for k in range(3 * MAX_RECORDS):
-        m.on_read(stale[k], 0.001)
+        m.on_read_stats(stale[k].size, int(stale[k].sum()), int(stale[k].max()), 0.001)
         m.on_clock(k, float(k))
     assert len(m.records) <= MAX_RECORDS
     assert sum(r.get("clocks", 1) for r in m.records) == 3 * MAX_RECORDS
