@@ -3,9 +3,11 @@
 One worker does, per clock: read a batch of rows, add an increment to each, clock. The
 ceiling is the same work on one numpy array (``v = A[rows]; A[rows] += d``). Under BSP every
 clock must refetch every row from the server (the worst case); SSP(s=3) refetches every 4th
-clock. Reports the ratio ours/numpy per row width and batch size (median of several runs).
+clock. Reports the ratio ours/numpy per row width and batch size (median of several runs),
+and first the fixed cost of a clock: microseconds per clock per worker of a read of 10 rows +
+inc + clock, at 1 and 2 workers under BSP, SSP(2) and Async.
 
-    python bench/core_overhead.py [--quick]
+    python bench/core_overhead.py [--quick] [--clock-cost-only]
 """
 
 from __future__ import annotations
@@ -74,10 +76,52 @@ def stalesync_run(width: int, batch: int, clocks: int, consistency: str,
     return timed["loop"], time.perf_counter() - t0 - timed["loop"]
 
 
+def clock_cost(workers: int, consistency: str, clocks: int = 2000) -> list[float]:
+    """Microseconds per clock of each worker: read 10 rows of a 10 x 100 float64 table, add
+    to them, clock (the fixed cost of the table layer; timed inside the workers, after 100
+    warm-up clocks)."""
+    rows = np.arange(10)
+    delta = np.ones((10, 100))
+    out: dict[int, float] = {}
+
+    def worker(ctx):
+        for k in range(clocks + 100):
+            if k == 100:
+                t0 = time.perf_counter()
+            ctx.read("t", rows)
+            ctx.inc("t", rows, delta)
+            ctx.clock()
+        out[ctx.worker_id] = (time.perf_counter() - t0) / clocks * 1e6
+
+    ss.run(worker, [ss.TableSpec("t", 10, 100, "float64")], workers=workers,
+           consistency=consistency, staleness=2 if consistency == "ssp" else None)
+    return [out[w] for w in range(workers)]
+
+
+def clock_costs(repeats: int) -> list[dict]:
+    rows = []
+    for consistency in ("bsp", "ssp", "async"):
+        for workers in (1, 2):
+            runs = [clock_cost(workers, consistency) for _ in range(repeats)]
+            per_worker = statistics.median(statistics.mean(r) for r in runs)
+            rows.append({"consistency": consistency, "workers": workers,
+                         "us_per_clock_per_worker": per_worker})
+            print(f"clock cost {consistency:5s} x{workers}: {per_worker:.1f} us per clock per "
+                  "worker (read 10 rows + inc + clock)", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--clock-cost-only", action="store_true",
+                        help="only the per-clock cost at 1 and 2 workers")
     args = parser.parse_args()
+    costs = clock_costs(3 if args.quick else 5)
+    if args.clock_cost_only:
+        path = write_json("core_clock_cost", {"clock_cost": costs})
+        print(f"wrote {path}")
+        return
     widths = [10, 100, 1000]
     batches = [100, 1000, 10_000] if args.quick else [100, 1000, 10_000, 100_000]
     repeats = 3 if args.quick else 5
@@ -109,7 +153,8 @@ def main() -> None:
                 f"  audit +{100 * entry['audit_cost']:.1f}%",
                 flush=True,
             )
-    path = write_json("core_overhead", {"repeats": repeats, "results": rows})
+    path = write_json("core_overhead", {"repeats": repeats, "results": rows,
+                                        "clock_cost": costs})
     plot(rows, widths)
     print(f"wrote {path} and {figure_path('core_overhead')}")
 

@@ -41,6 +41,7 @@ from .kernels.bookkeeping import (
     mark_dirty,
     read_plan,
     read_staleness,
+    release_gil,
     take_dirty,
 )
 from .kernels.rows import (
@@ -545,6 +546,9 @@ class WorkerClient:
         """End this worker's iteration: send coalesced increments (one message per shard)
         and advance its clock. Never blocks on other workers."""
         self._check_alive()
+        # the one point of a clock where this worker holds no lock: hand the interpreter
+        # to another worker that waits for it here, not inside the shard's critical section
+        release_gil()
         self._send(finished=False, flush=(self.clock_count + 1) % self.push_every == 0)
         auto = self._auto_tables
         if auto:

@@ -1,0 +1,275 @@
+"""Does a second worker pay? Every app at its defaults, on a small and a large problem, with
+``workers`` = 1, 2 and ``auto``, side by side in one run.
+
+For each problem the 1-worker fit sets the quality to reach (LDA: log-likelihood per token;
+MF: train RMSE; k-means: inertia; linear: training objective; Lasso: objective; NN: train
+accuracy). Each fit is timed whole (``fit`` as a user calls it: partitioning, probing and
+the final evaluation included), after one warm-up fit that compiles the kernels; the
+median of ``--repeats``. A multi-worker run *reaches* the target when its final quality is
+within the app's tolerance of the 1-worker run's; its speedup is ``t(1) / t(w)``.
+
+Problems (``--only NAME`` runs a subset):
+- lda: reuters (395 documents, 84K tokens) and NYT (8,447 articles, 1.2M tokens), 100 sweeps
+- mf: MovieLens 100K, and a synthetic 6,000 x 4,000 rank-10 matrix with 5M ratings
+- kmeans: digits (1,797 x 64) and digits tiled with jitter to 500K points, K = 10
+- linear: clothing reviews (23,486 x 13,602 sparse) and the same tiled 50x (1.17M rows)
+- lasso: diabetes (442 x 10) and a synthetic sparse 2,000 x 100,000 problem
+- nn: digits (1,797 x 64) and Fashion-MNIST (60,000 x 784)
+
+    python bench/scaling.py [--repeats 2] [--only lda mf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import figure_path, write_json  # noqa: E402
+
+from stalesync.apps.workers import OverheadWarning  # noqa: E402
+
+SLOW_S = 30.0
+
+
+@dataclass
+class Problem:
+    app: str
+    name: str
+    size: str  # "small" or "large"
+    fit: Callable[[Any], Any]  # workers -> fitted model
+    quality: Callable[[Any], float]
+    higher_is_better: bool
+    tolerance: float  # relative (absolute for accuracy)
+
+
+def lda_problems() -> list[Problem]:
+    from stalesync.apps.lda import LDA
+    from stalesync.data.datasets import load_dataset
+
+    out = []
+    for name, size in (("reuters", "small"), ("nyt", "large")):
+        corpus = load_dataset(name)
+        out.append(Problem("lda", f"{name} ({corpus.num_tokens:,} tokens)", size,
+                           lambda w, c=corpus: LDA(workers=w).fit(c),
+                           lambda m: m.loglik_per_token_, True, 0.005))
+    return out
+
+
+def mf_problems() -> list[Problem]:
+    from stalesync.apps.mf import MatrixFactorization
+    from stalesync.data.ratings import load_movielens_100k
+
+    ml = load_movielens_100k()
+    small = np.c_[ml.users, ml.items, ml.values].astype(np.float64)
+    rng = np.random.default_rng(0)
+    n_users, n_items, n = 6000, 4000, 5_000_000
+    P, Q = rng.normal(size=(n_users, 10)), rng.normal(size=(n_items, 10))
+    u, i = rng.integers(0, n_users, n), rng.integers(0, n_items, n)
+    r = np.clip(3 + 0.4 * np.einsum("ij,ij->i", P[u], Q[i]) + rng.normal(0, 0.5, n), 1, 5)
+    large = np.c_[u, i, r]
+
+    def rmse(m) -> float:
+        return m.run_record_["final"]["train_rmse"]
+
+    return [Problem("mf", "MovieLens 100K", "small",
+                    lambda w: MatrixFactorization(workers=w).fit(small), rmse, False, 0.01),
+            Problem("mf", "synthetic 6Kx4K, 5M ratings", "large",
+                    lambda w: MatrixFactorization(workers=w).fit(large), rmse, False, 0.01)]
+
+
+def kmeans_problems() -> list[Problem]:
+    from sklearn.datasets import load_digits
+
+    from stalesync.apps.kmeans import KMeans
+
+    X = load_digits().data
+    rng = np.random.default_rng(0)
+    big = np.tile(X, (500_000 // X.shape[0] + 1, 1))[:500_000]
+    big = big + rng.normal(0, 0.5, big.shape)
+    return [Problem("kmeans", f"digits {X.shape[0]}x64", "small",
+                    lambda w: KMeans(n_clusters=10, workers=w).fit(X),
+                    lambda m: m.inertia_, False, 0.01),
+            Problem("kmeans", "digits + jitter 500,000x64", "large",
+                    lambda w: KMeans(n_clusters=10, workers=w).fit(big),
+                    lambda m: m.inertia_, False, 0.01)]
+
+
+def linear_problems() -> list[Problem]:
+    from stalesync.apps.linear import LinearClassifier
+    from stalesync.data.load import load_features
+
+    X, y = load_features("clothing-recommend")
+    X = sp.csr_matrix(X, dtype=np.float64)
+    big, ybig = sp.vstack([X] * 50).tocsr(), np.tile(y, 50)
+
+    def objective(m) -> float:
+        return m.run_record_["final"]["train_objective"]
+
+    return [Problem("linear", f"clothing {X.shape[0]:,} rows", "small",
+                    lambda w: LinearClassifier(workers=w).fit(X, y), objective, False, 0.02),
+            Problem("linear", f"clothing x50 {big.shape[0]:,} rows", "large",
+                    lambda w: LinearClassifier(workers=w).fit(big, ybig), objective, False,
+                    0.02)]
+
+
+def lasso_problems() -> list[Problem]:
+    from sklearn.datasets import load_diabetes
+
+    from stalesync.apps.lasso import Lasso, alpha_max
+
+    X, y = load_diabetes(return_X_y=True)
+    rng = np.random.default_rng(0)
+    n, d = 2000, 100_000
+    Xs = sp.random(n, d, density=0.002, format="csc", random_state=1, dtype=np.float64)
+    beta = np.zeros(d)
+    beta[rng.choice(d, 200, replace=False)] = rng.normal(0, 2, 200)
+    ys = np.asarray(Xs @ beta).ravel() + rng.normal(0, 0.1, n)
+    a_small, a_large = 0.01 * alpha_max(X, y), 0.01 * alpha_max(Xs, ys)
+    return [Problem("lasso", "diabetes 442x10", "small",
+                    lambda w: Lasso(alpha=a_small, workers=w).fit(X, y),
+                    lambda m: m.objective_, False, 1e-3),
+            Problem("lasso", "sparse 2,000x100,000", "large",
+                    lambda w: Lasso(alpha=a_large, workers=w).fit(Xs, ys),
+                    lambda m: m.objective_, False, 1e-3)]
+
+
+def nn_problems() -> list[Problem]:
+    from sklearn.datasets import load_digits
+
+    from stalesync.apps.nn import NeuralNetClassifier
+    from stalesync.data.load import load_features
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    F, fy = load_features("fashion-mnist")
+
+    def accuracy(m) -> float:
+        return m.run_record_["final"]["train_accuracy"]
+
+    return [Problem("nn", "digits 1,797x64", "small",
+                    lambda w: NeuralNetClassifier(workers=w).fit(X, y), accuracy, True, 0.01),
+            Problem("nn", "Fashion-MNIST 60,000x784", "large",
+                    lambda w: NeuralNetClassifier(workers=w).fit(F, fy), accuracy, True,
+                    0.01)]
+
+
+APPS = {"lda": lda_problems, "mf": mf_problems, "kmeans": kmeans_problems,
+        "linear": linear_problems, "lasso": lasso_problems, "nn": nn_problems}
+
+
+def reached(p: Problem, target: float, value: float) -> bool:
+    if p.app == "nn":
+        return value >= target - p.tolerance
+    slack = p.tolerance * abs(target)
+    return value >= target - slack if p.higher_is_better else value <= target + slack
+
+
+def measure(p: Problem, workers: Any, repeats: int) -> dict[str, Any]:
+    times, model = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model = p.fit(workers)
+        times.append(time.perf_counter() - t0)
+        if times[-1] > SLOW_S:  # a slow configuration is timed once
+            break
+    return {"seconds": statistics.median(times), "runs": times,
+            "quality": float(p.quality(model)), "workers_ran": model.run_record_["workers"],
+            "decision": model.run_record_.get("workers_decision")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", nargs="+", choices=sorted(APPS), default=list(APPS))
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", OverheadWarning)
+    rows = []
+    for app in args.only:
+        for p in APPS[app]():
+            p.fit(1)  # compile and warm up
+            one = measure(p, 1, args.repeats)
+            row = {"app": p.app, "problem": p.name, "size": p.size, "1": one}
+            for w in (2, "auto"):
+                res = measure(p, w, args.repeats)
+                res["reached"] = reached(p, one["quality"], res["quality"])
+                res["speedup"] = one["seconds"] / res["seconds"]
+                row[str(w)] = res
+            rows.append(row)
+            print(f"{p.app:7s} {p.size:5s} {p.name:32s} 1w {one['seconds']:7.3f} s "
+                  f"q={one['quality']:.5g} | 2w {row['2']['seconds']:7.3f} s "
+                  f"x{row['2']['speedup']:.2f} q={row['2']['quality']:.5g}"
+                  f"{'' if row['2']['reached'] else ' (not reached)'} | auto->"
+                  f"{row['auto']['workers_ran']} {row['auto']['seconds']:7.3f} s "
+                  f"x{row['auto']['speedup']:.2f}", flush=True)
+    summary = summarize(rows)
+    print(summary["text"])
+    path = write_json("scaling", {"repeats": args.repeats, "results": rows,
+                                  "summary": summary["figures"]})
+    plot(rows)
+    print(f"wrote {path} and {figure_path('scaling')}")
+
+
+def summarize(rows: list[dict]) -> dict[str, Any]:
+    large = [r for r in rows if r["size"] == "large"]
+    small = [r for r in rows if r["size"] == "small"]
+    worst_large = min(large, key=lambda r: r["2"]["speedup"]) if large else None
+    auto_small = [(r, r["auto"]["seconds"] / min(r["1"]["seconds"], r["2"]["seconds"]))
+                  for r in small]
+    worst_auto = max(auto_small, key=lambda x: x[1]) if auto_small else None
+    figures = {
+        "large_2w_speedup": {r["app"]: round(r["2"]["speedup"], 3) for r in large},
+        "large_2w_reached": {r["app"]: r["2"]["reached"] for r in large},
+        "small_auto_vs_best": {r["app"]: round(x, 3) for r, x in auto_small},
+    }
+    lines = []
+    if worst_large:
+        lines.append(f"worst large-problem 2-worker speedup: {worst_large['app']} "
+                     f"x{worst_large['2']['speedup']:.2f}")
+    if worst_auto:
+        lines.append(f"worst small-problem auto / best of 1 and 2 workers: "
+                     f"{worst_auto[0]['app']} {worst_auto[1]:.2f}")
+    return {"figures": figures, "text": "\n".join(lines)}
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, size in zip(axes, ("small", "large"), strict=True):
+        sel = [r for r in rows if r["size"] == size]
+        x = np.arange(len(sel))
+        for k, (key, label) in enumerate((("2", "2 workers"), ("auto", "auto"))):
+            vals = [r[key]["speedup"] for r in sel]
+            bars = ax.bar(x + (k - 0.5) * 0.35, vals, 0.35, label=label)
+            for bar, r in zip(bars, sel, strict=True):
+                if not r[key]["reached"]:
+                    bar.set_hatch("//")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.axhline(1.7, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(x, [r["app"] for r in sel])
+        ax.set_title(f"{size} problems")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("speedup over 1 worker")
+    axes[0].legend()
+    fig.suptitle("every app at its defaults, embedded runtime, 2 cores "
+                 "(hatched: the 1-worker quality not reached)")
+    fig.tight_layout()
+    fig.savefig(figure_path("scaling"), dpi=100)
+
+
+if __name__ == "__main__":
+    main()
