@@ -23,6 +23,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from _common import figure_path, write_json  # noqa: E402
 
 import stalesync as ss  # noqa: E402
+from stalesync.apps.workers import clock_loop  # noqa: E402
 
 CLOCKS = 8
 
@@ -85,13 +86,7 @@ def clock_cost(workers: int, consistency: str, clocks: int = 2000) -> list[float
     out: dict[int, float] = {}
 
     def worker(ctx):
-        for k in range(clocks + 100):
-            if k == 100:
-                t0 = time.perf_counter()
-            ctx.read("t", rows)
-            ctx.inc("t", rows, delta)
-            ctx.clock()
-        out[ctx.worker_id] = (time.perf_counter() - t0) / clocks * 1e6
+        out[ctx.worker_id] = 1e6 * clock_loop(ctx, "t", rows, delta, clocks, warm_up=100)
 
     ss.run(worker, [ss.TableSpec("t", 10, 100, "float64")], workers=workers,
            consistency=consistency, staleness=2 if consistency == "ssp" else None)

@@ -17,6 +17,7 @@ Problems (``--only NAME`` runs a subset):
 - nn: digits (1,797 x 64) and Fashion-MNIST (60,000 x 784)
 
     python bench/scaling.py [--repeats 2] [--only lda mf]
+    python bench/scaling.py --render    # the table of docs/scaling.md from the result file
 """
 
 from __future__ import annotations
@@ -188,11 +189,34 @@ def measure(p: Problem, workers: Any, repeats: int) -> dict[str, Any]:
             "decision": model.run_record_.get("workers_decision")}
 
 
+def render(path: Path) -> str:
+    """The docs' table (docs/scaling.md) from a result file."""
+    import json
+
+    rows = json.loads(path.read_text())["results"]
+    lines = ["| app | problem | 1 worker | 2 workers | 2w speedup | auto | auto speedup |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        one, two, auto = r["1"], r["2"], r["auto"]
+        mark = "" if two["reached"] else " (quality not reached)"
+        lines.append(
+            f"| {r['app']} | {r['problem']} ({r['size']}) | {one['seconds']:.3g} s | "
+            f"{two['seconds']:.3g} s{mark} | {two['speedup']:.2f}x | "
+            f"{auto['workers_ran']} worker(s), {auto['seconds']:.3g} s | "
+            f"{auto['speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", nargs="+", choices=sorted(APPS), default=list(APPS))
+    parser.add_argument("--render", action="store_true",
+                        help="print the docs' table from bench/results/scaling.json and exit")
     args = parser.parse_args()
+    if args.render:
+        print(render(figure_path("scaling").with_suffix(".json")))
+        return
     warnings.simplefilter("ignore", OverheadWarning)
     rows = []
     for app in args.only:

@@ -108,6 +108,23 @@ class Costs:
         return self.get(workers)[1]
 
 
+def clock_loop(ctx: Any, table: str, rows: np.ndarray, delta: np.ndarray, clocks: int,
+               warm_up: int) -> float:
+    """Seconds per clock of ``clocks`` read + inc + clock steps on ``rows`` of ``table``,
+    after ``warm_up`` untimed ones (what the table layer costs a clock; also
+    ``bench/core_overhead.py``'s loop)."""
+    for _ in range(warm_up):
+        ctx.read(table, rows)
+        ctx.inc(table, rows, delta)
+        ctx.clock()
+    t0 = time.perf_counter()
+    for _ in range(clocks):
+        ctx.read(table, rows)
+        ctx.inc(table, rows, delta)
+        ctx.clock()
+    return (time.perf_counter() - t0) / clocks
+
+
 def _measure(workers: int) -> tuple[float, float]:
     """(seconds per clock per worker, job start + stop seconds) of a tiny job: read 16 rows,
     add to them, clock; the median of the workers' steady-state loops."""
@@ -120,14 +137,9 @@ def _measure(workers: int) -> tuple[float, float]:
     lock = threading.Lock()
 
     def worker(ctx) -> None:
-        for k in range(PROBE_CLOCKS + 10):
-            if k == 10:
-                t0 = time.perf_counter()
-            ctx.read("t", rows)
-            ctx.inc("t", rows, delta)
-            ctx.clock()
+        seconds = clock_loop(ctx, "t", rows, delta, PROBE_CLOCKS, warm_up=10)
         with lock:
-            loops.append((time.perf_counter() - t0) / PROBE_CLOCKS)
+            loops.append(seconds)
 
     best = (np.inf, np.inf)
     for _ in range(2):  # the first run of a process also compiles and warms up

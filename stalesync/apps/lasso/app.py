@@ -17,6 +17,7 @@ sparse data centring is implicit, see :mod:`stalesync.kernels.lasso`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -212,6 +213,17 @@ class GapReport:
     objective: float
     gap: float  # in scikit-learn's unscaled units (compare with tol * ||y_c||^2)
     grads: np.ndarray  # X_c^T r for every column
+
+
+def check_entry(drv: Any, app: LassoApp, report: GapReport, index: int, elapsed: float,
+                parallel: int) -> dict[str, Any]:
+    """One convergence check's entry of a solve's history (and of ``on_check``)."""
+    stats = drv.stats
+    return {"check": index, "updates": stats.updates, "rounds": stats.rounds,
+            "passes": index + 1, "time_s": elapsed, "objective": report.objective,
+            "gap": report.gap, "parallel": parallel, "nnz": int(np.count_nonzero(app.coef)),
+            "busy_s": stats.busy_s.tolist(), "wait_s": stats.wait_s.tolist(),
+            "bytes": stats.bytes_pushed}
 
 
 def gap_report(app: LassoApp, stats: list[np.ndarray]) -> GapReport:

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from ...kernels import lasso as k
 from ...scheduler.driver import balanced_chunks
-from .app import GapReport, LassoApp, Prepared, gap_report, predicted_changes
+from .app import GapReport, LassoApp, Prepared, check_entry, gap_report, predicted_changes
 
 SWEEP_PASSES = 3  # most passes over a block's working set between two checks
 
@@ -136,13 +136,8 @@ def solve_blocks(drv: Any, app: LassoApp, blocks: list[ColumnBlock], *, tol: flo
             grads[block.cols] = g
         stats = np.concatenate([grads, [k.sum_sq(s), k.dot(s, y), float(s.sum())]])
         report = gap_report(app, [stats])
-        entry = {"check": len(history), "updates": drv.stats.updates,
-                 "rounds": drv.stats.rounds, "passes": len(history) + 1,
-                 "time_s": time.perf_counter() - start, "objective": report.objective,
-                 "gap": report.gap, "parallel": 1 if serial else len(blocks),
-                 "nnz": int(np.count_nonzero(app.coef)),
-                 "busy_s": drv.stats.busy_s.tolist(), "wait_s": drv.stats.wait_s.tolist(),
-                 "bytes": drv.stats.bytes_pushed}
+        entry = check_entry(drv, app, report, len(history), time.perf_counter() - start,
+                            1 if serial else len(blocks))
         history.append(entry)
         if on_check is not None:
             on_check(entry)

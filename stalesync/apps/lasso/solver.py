@@ -26,7 +26,15 @@ from ...errors import ConfigError
 from ...scheduler import ColumnCorrelation, Driver, make_schedule
 from ...scheduler.registry import schedule_kind
 from ..base import RunConfig
-from .app import GapReport, LassoApp, Prepared, gap_report, make_shards, predicted_changes
+from .app import (
+    GapReport,
+    LassoApp,
+    Prepared,
+    check_entry,
+    gap_report,
+    make_shards,
+    predicted_changes,
+)
 from .blocks import column_blocks, solve_blocks
 
 STALL_CHECKS = 50  # stop after this many checks with neither a new low gap nor a lower objective
@@ -187,13 +195,8 @@ def solve(prep: Prepared, alpha: float, coef_init: np.ndarray | None, opts: Solv
             if adaptive:  # next check once the working set had a few updates each
                 working = int(np.count_nonzero(predicted))
                 check_every = int(min(d, max(4 * working, 16 * parallel, 64)))
-            entry = {"check": len(history), "updates": drv.stats.updates,
-                     "rounds": drv.stats.rounds, "passes": len(history) + 1,
-                     "time_s": time.perf_counter() - start,
-                     "objective": report.objective, "gap": report.gap, "parallel": parallel,
-                     "nnz": int(np.count_nonzero(app.coef)),
-                     "busy_s": drv.stats.busy_s.tolist(), "wait_s": drv.stats.wait_s.tolist(),
-                     "bytes": drv.stats.bytes_pushed}
+            entry = check_entry(drv, app, report, len(history), time.perf_counter() - start,
+                                parallel)
             history.append(entry)
             if on_check is not None:
                 on_check(entry)
