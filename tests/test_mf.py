@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stalesync.apps.base import RunConfig
 from stalesync.apps.mf import MatrixFactorization, NotFittedError, UnknownIdError
@@ -429,3 +431,24 @@ def test_movielens_100k_reaches_rmse_below_095():
         model = MatrixFactorization(rank=32, epochs=20, mode=mode, workers=2, seed=0)
         model.fit(train, eval_set=test)
         assert model.run_record_["final"]["test_rmse"] < 0.95, mode
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-3, 60), min_size=1, max_size=80), st.booleans())
+def test_ids_are_compacted_as_np_unique_does(ids, as_float):
+    """The O(n) id compaction (whole non-negative ids) and its fallback give exactly
+    ``np.unique(..., return_inverse=True)``; the counting sort of the seen items is the
+    stable argsort."""
+    from stalesync.apps.mf.estimator import dense_ids
+    from stalesync.kernels.csr import group_by
+
+    raw = np.array(ids, dtype=np.float64 if as_float else np.int64)
+    got, inverse = dense_ids(raw)
+    want, want_inverse = np.unique(raw, return_inverse=True)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(inverse, want_inverse)
+    order, indptr = group_by(want_inverse, want.size)
+    np.testing.assert_array_equal(order, np.argsort(want_inverse, kind="stable"))
+    np.testing.assert_array_equal(np.diff(indptr), np.bincount(want_inverse,
+                                                               minlength=want.size))

@@ -69,3 +69,23 @@ def compact_columns(indices, scratch):  # pragma: no cover - compiled
     for c in range(count):
         scratch[columns[c]] = -1
     return columns[order], local
+
+
+@numba.njit(nogil=True, cache=True)
+def group_by(keys, num_keys):  # pragma: no cover - compiled
+    """A stable counting sort of ``keys`` (ints in ``[0, num_keys)``): ``(order, indptr)``
+    with ``keys[order]`` ascending, equal keys in their original order, and key ``k``'s
+    positions ``order[indptr[k]:indptr[k + 1]]``. O(n + num_keys), where a comparison sort
+    takes O(n log n)."""
+    indptr = np.zeros(num_keys + 1, dtype=np.int64)
+    for i in range(keys.shape[0]):
+        indptr[keys[i] + 1] += 1
+    for k in range(num_keys):
+        indptr[k + 1] += indptr[k]
+    fill = indptr[:-1].copy()
+    order = np.empty(keys.shape[0], dtype=np.int64)
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        order[fill[k]] = i
+        fill[k] += 1
+    return order, indptr

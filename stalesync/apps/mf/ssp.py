@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ... import job
+from ...kernels.csr import compact_columns
 from ...kernels.mf import sgd_pass
 from ...scheduler.blocks import partition_ids
 from ...tables import TableSpec
@@ -34,9 +35,11 @@ class Chunk:
     ratings: np.ndarray
 
 
-def make_chunk(t: Triples) -> Chunk:
-    user_rows, lu = np.unique(t.users, return_inverse=True)
-    item_rows, li = np.unique(t.items, return_inverse=True)
+def make_chunk(t: Triples, user_scratch: np.ndarray, item_scratch: np.ndarray) -> Chunk:
+    """The chunk of ratings ``t``; the scratch arrays (all -1, one slot per user and per
+    item) let the rows be compacted in O(ratings) instead of sorted."""
+    user_rows, lu = compact_columns(t.users, user_scratch)
+    item_rows, li = compact_columns(t.items, item_scratch)
     return Chunk(user_rows.astype(np.int64), item_rows.astype(np.int64), lu.astype(np.int32),
                  li.astype(np.int32), t.ratings)
 
@@ -47,12 +50,14 @@ def partition(train: Triples, n_users: int, workers: int, clocks_per_epoch: int,
     counts = np.bincount(train.users, minlength=n_users)
     owner = partition_ids(n_users, workers, seed, weights=counts)[train.users]
     rng = np.random.default_rng([seed, 11])
+    users = np.full(n_users, -1, dtype=np.int64)
+    items = np.full(int(train.items.max()) + 1 if len(train) else 0, -1, dtype=np.int64)
     parts = []
     for w in range(workers):
         mine = np.flatnonzero(owner == w)
         mine = mine[rng.permutation(mine.size)]
         pieces = np.array_split(mine, clocks_per_epoch)
-        parts.append([make_chunk(train.take(p)) for p in pieces])
+        parts.append([make_chunk(train.take(p), users, items) for p in pieces])
     return parts
 
 
