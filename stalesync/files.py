@@ -63,11 +63,39 @@ def check_output_path(path: PathLike, what: str, *, suffixes: Sequence[str] | No
     return p
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where the system shows it (Linux's
+    ``/proc/self/status``); elsewhere set and put back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def output_mode(path: PathLike | None = None, *, directory: bool = False) -> int:
+    """The permissions an output gets: those of the ``path`` it replaces, if any, else what
+    ``open`` / ``mkdir`` would give a new one under the user's umask (0644 / 0755 under
+    the usual 022). ``mkstemp`` and ``mkdtemp`` make 0600 / 0700, private to the user."""
+    if path is not None:
+        try:
+            return Path(path).stat().st_mode & 0o7777
+        except OSError:
+            pass
+    return (0o777 if directory else 0o666) & ~umask()
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path`` and rename it: never half-written."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, output_mode(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -85,6 +113,7 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, output_mode(path, directory=True))
         yield tmp
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .files import PathLike
+from .files import PathLike, output_mode
 from .metrics import objective_curve
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
@@ -22,6 +22,7 @@ def save_figure(fig: Any, path: PathLike, dpi: int = 100) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, output_mode(path))
         fig.savefig(tmp, dpi=dpi, format="jpeg" if fmt == "jpg" else fmt)
         os.replace(tmp, path)
     except BaseException:

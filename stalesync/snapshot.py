@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, StalesyncError
-from .files import pack_arrays, unpack_arrays
+from .files import output_mode, pack_arrays, unpack_arrays
 
 FORMAT = "stalesync-snapshot"
 VERSION = 1
@@ -172,6 +172,7 @@ def write_snapshot(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{snapshot_name(clock)}.", suffix=".tmp", dir=root))
     try:
+        os.chmod(tmp, output_mode(directory=True))
         _write_npz(tmp / "tables.npz", pack_arrays(tables))  # sparse tables as CSR parts
         for w, state in enumerate(workers):
             _write_npz(tmp / f"worker-{w:04d}.npz", state.arrays)

@@ -3,8 +3,16 @@ answers (before any work starts) or the run it makes."""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
+
+import pytest
+from lda_fixtures import planted_corpus
+
+from stalesync.cli import main
+from stalesync.data.writers import write_ldac
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,3 +30,41 @@ def test_doc_snippets_import_the_run_config_they_use():
                                                        block, re.M):
                 missing.append(f"{page.name}: {block.splitlines()[0]}")
     assert not missing, missing
+
+
+# -- the permissions of what a run writes ------------------------------------------------------
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_outputs_take_the_users_umask(tmp_path, umask_022):
+    """Run record, saved model and snapshots are readable by others under umask 022 (0644
+    files, 0755 folders) as any file the user makes; they were 0600 / 0700."""
+    corpus, _ = planted_corpus(num_docs=30, seed=0)
+    data = tmp_path / "docs.ldac"
+    write_ldac(corpus, data)
+    run, model, snaps = tmp_path / "run.json", tmp_path / "model", tmp_path / "snaps"
+    assert main(["lda", "--data", str(data), "--topics", "3", "--epochs", "2",
+                 "--workers", "1", "--metrics-out", str(run), "--save-model", str(model),
+                 "--snapshot-every", "1", "--snapshot-dir", str(snaps), "--show-topics", "0",
+                 "--no-progress"]) == 0
+    snapshots = [p for p in snaps.iterdir() if p.is_dir()]
+    assert snapshots
+    written = [run, model, *model.iterdir(), *snapshots,
+               *(f for s in snapshots for f in s.iterdir())]
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))
+             for p in written}
+    assert modes == {name: oct(0o755 if (tmp_path / name).is_dir() else 0o644)
+                     for name in modes}
+
+
+def test_a_plot_takes_the_users_umask(tmp_path, umask_022):
+    from matplotlib.figure import Figure
+
+    from stalesync.plots import save_figure
+
+    save_figure(Figure(figsize=(1, 1)), tmp_path / "run.svg")
+    assert stat.S_IMODE((tmp_path / "run.svg").stat().st_mode) == 0o644
