@@ -112,6 +112,10 @@ class JobConfig:
             raise ConfigError(f"max_recoveries must be an int >= 0, got {self.max_recoveries!r}")
         if self.address is not None and self.runtime != "ray":
             raise ConfigError("address is only used with runtime='ray'")
+        if self.address is not None:
+            from .runtime.address import check_address_format
+
+            check_address_format(self.address)
 
     def _check_policy_options(self) -> None:
         for name in ("backup_workers", "fetch_every", "push_every"):

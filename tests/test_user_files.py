@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,65 @@ def test_a_plot_takes_the_users_umask(tmp_path, umask_022):
 
     save_figure(Figure(figsize=(1, 1)), tmp_path / "run.svg")
     assert stat.S_IMODE((tmp_path / "run.svg").stat().st_mode) == 0o644
+
+
+# -- --runtime ray: Ray and --address checked before the data ------------------------------------
+@pytest.fixture
+def no_data(monkeypatch):
+    """Fails the test if any data is read (every check must come first)."""
+    import stalesync.data.load as load
+
+    def must_not_load(*a, **k):
+        raise AssertionError("data was loaded before the options were checked")
+
+    for name in ("load_corpus", "load_features"):
+        monkeypatch.setattr(load, name, must_not_load)
+
+
+def one_line_error(capsys, argv: list[str], *expected: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+@pytest.mark.parametrize("address,why", [
+    ("not-a-host:xx", "the port 'xx' is not a number"),
+    ("localhost", "is not a cluster address"),
+    ("ray://head:0", "the port '0' is not a number in 1-65535"),
+])
+def test_a_malformed_address_is_one_line_before_the_data(tmp_path, capsys, no_data, address,
+                                                         why):
+    """Ray's ValueError ('Invalid address format') came after the data had loaded; the form
+    is checked without Ray."""
+    for app in ("lda", "linear"):
+        err = one_line_error(capsys, [app, "--data", str(tmp_path / "x.csv"), "--runtime",
+                                      "ray", "--address", address, "--no-progress"],
+                             f"--address {address!r}", why)
+        assert err.startswith(f"stalesync {app}: error: ")
+
+
+def test_missing_ray_is_said_before_the_data(tmp_path, capsys, no_data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray: ImportError
+    one_line_error(capsys, ["lda", "--data", str(tmp_path / "x.csv"), "--runtime", "ray",
+                            "--no-progress"],
+                   "--runtime 'ray' needs Ray, which is not installed",
+                   "pip install 'stalesync[ray]'")
+
+
+def test_address_auto_with_no_cluster_is_one_line_before_the_data(tmp_path, capsys, no_data,
+                                                                  monkeypatch):
+    """Was a 41-line ConnectionError after the data had loaded. (Ray's discovery is told
+    that nothing runs here, whatever this test session started.)"""
+    ray = pytest.importorskip("ray")
+    from ray._private import services
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: set())
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir=None: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    one_line_error(capsys, ["lda", "--data", str(tmp_path / "x.csv"), "--runtime", "ray",
+                            "--address", "auto", "--no-progress"],
+                   "--address 'auto': no Ray cluster is running", "ray start --head")

@@ -66,6 +66,10 @@ class RunConfig:
                               param="runtime")
         if self.address is not None and self.runtime != "ray":
             raise ConfigError("address is only used with runtime='ray'", param="address")
+        if self.address is not None:
+            from ..runtime.address import check_address_format
+
+            check_address_format(self.address)
         check_int(self.shards, "shards", 1)
         check_int(self.max_recoveries, "max_recoveries", 0)
         if self.max_staleness is not None:

@@ -301,6 +301,10 @@ class AppCommand(ABC):
             if not Path(args.resume).expanduser().is_dir():
                 raise ConfigError(f"--resume: {args.resume} is not a directory")
         self.check_args(args)
+        if run.runtime == "ray":  # last, as it imports Ray: Ray is installed and a cluster
+            from ..runtime.address import check_ray  # answers at --address
+
+            check_ray(run.address)
         return estimator, run
 
     def main(self, args: argparse.Namespace) -> int:

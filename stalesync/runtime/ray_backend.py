@@ -280,7 +280,12 @@ class _Session:
                 common = {"include_dashboard": False, "logging_level": logging.WARNING}
                 if address:
                     check_reachable(address)
-                    ray.init(address=address, **common)
+                    try:
+                        ray.init(address=address, **common)
+                    except (ConnectionError, ValueError) as exc:  # no cluster, bad form
+                        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                        raise ConfigError(f"address {address!r}: {why}",
+                                          param="address") from None
                 else:
                     # address="local": a new instance even when another Ray runs here
                     with _loopback_node():
