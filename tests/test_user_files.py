@@ -9,6 +9,7 @@ import stat
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from lda_fixtures import planted_corpus
 
@@ -131,3 +132,35 @@ def test_address_auto_with_no_cluster_is_one_line_before_the_data(tmp_path, caps
     one_line_error(capsys, ["lda", "--data", str(tmp_path / "x.csv"), "--runtime", "ray",
                             "--address", "auto", "--no-progress"],
                    "--address 'auto': no Ray cluster is running", "ray start --head")
+
+
+# -- lda --data ratings.csv ---------------------------------------------------------------------
+def ratings_csv(path: Path, header: bool = True, rows: int = 300) -> Path:
+    rng = np.random.default_rng(0)
+    lines = ["userId,movieId,rating,timestamp"] if header else []
+    lines += [f"{rng.integers(1, 60)},{rng.integers(1, 400)},{rng.integers(1, 11) / 2},"
+              f"{rng.integers(8 * 10**8, 9 * 10**8)}" for _ in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_lda_refuses_a_table_of_numbers_naming_what_it_reads(tmp_path, capsys, header):
+    """A ratings CSV was read as text: its header became one 4-word document and the rest
+    empty ones (exit 0, garbage topics; with 2 workers an IndexError in lda/worker.py)."""
+    data = ratings_csv(tmp_path / "ratings.csv", header)
+    err = one_line_error(capsys, ["lda", "--data", str(data), "--no-progress"],
+                         f"{data}: a CSV table of numbers (4 columns", "not documents",
+                         "UCI docword", "LDA-C", "libsvm-style", "text")
+    assert ("userId, movieId" in err) == header
+
+
+@pytest.mark.filterwarnings("ignore:2 workers. coordination")
+def test_lda_runs_when_a_worker_gets_only_empty_documents(tmp_path, capsys):
+    """Token-balanced partitions can leave a worker nothing but empty documents; its
+    partition was an IndexError."""
+    data = tmp_path / "docs.txt"
+    data.write_text("apple banana cherry apple banana\n" + "\n" * 20)
+    assert main(["lda", "--data", str(data), "--topics", "2", "--epochs", "1", "--workers",
+                 "2", "--show-topics", "0", "--no-progress"]) == 0
+    assert "log-likelihood per token" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from .corpus import Corpus
 from .datasets import DATASETS, load_dataset
 from .readers import FORMATS, READERS
 from .scan import PathLike
-from .sniff import sniff_format
+from .sniff import numeric_table, sniff_format
 
 __all__ = ["load_corpus", "load_features", "FEATURE_FORMATS", "FEATURE_DATASETS"]
 
@@ -38,6 +38,12 @@ def load_corpus(path_or_name: PathLike, format: str = "auto", **options) -> Corp
         raise ConfigError(f"{path_or_name}: no such file or directory, and not a built-in "
                           f"dataset ({', '.join(DATASETS)})")
     fmt = sniff_format(p) if format == "auto" else format
+    table = numeric_table(p) if format == "auto" and fmt == "text" else None
+    if table:
+        raise DataFormatError(
+            f"{p}: {table}, not documents; LDA reads documents: UCI docword.NAME.txt with "
+            "vocab.NAME.txt, LDA-C ('N id:count ...'), libsvm-style ('label word:count ...') "
+            "or text (one document per line; --format text reads this file so)")
     if fmt not in READERS:
         raise ConfigError(f"unknown corpus format {format!r}; choose from auto, "
                           f"{', '.join(FORMATS)}")

@@ -86,7 +86,8 @@ class Partition:
         chunk_of_token = np.repeat(np.arange(chunk_ptr.size - 1), np.diff(chunk_ptr))
         order = np.lexsort((local, chunk_of_token))  # chunk-major, then word
         words, chunks = local[order], chunk_of_token[order]
-        first = np.r_[True, (words[1:] != words[:-1]) | (chunks[1:] != chunks[:-1])]
+        first = np.ones(words.size, dtype=bool)  # a partition may hold no tokens
+        first[1:] = (words[1:] != words[:-1]) | (chunks[1:] != chunks[:-1])
         run = np.cumsum(first) - 1  # global index of the token's (chunk, word) run
         run_chunk = chunks[first]
         chunk_row_ptr = np.searchsorted(run_chunk, np.arange(chunk_ptr.size))
