@@ -3,6 +3,7 @@ answers (before any work starts) or the run it makes."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import stat
@@ -164,3 +165,35 @@ def test_lda_runs_when_a_worker_gets_only_empty_documents(tmp_path, capsys):
     assert main(["lda", "--data", str(data), "--topics", "2", "--epochs", "1", "--workers",
                  "2", "--show-topics", "0", "--no-progress"]) == 0
     assert "log-likelihood per token" in capsys.readouterr().out
+
+
+# -- linear --data ratings.csv: the last column taken for the label ---------------------------
+class Trained(Exception):
+    """Raised in place of a fit: the command got past every check."""
+
+
+@pytest.fixture
+def no_fit(monkeypatch):
+    def fit(self, *a, **k):
+        raise Trained
+
+    for app in ("linear", "nn"):
+        command = importlib.import_module(f"stalesync.apps.{app}.cli").COMMAND
+        monkeypatch.setattr(type(command), "fit", fit)
+
+
+def test_linear_refuses_a_label_column_of_too_many_classes_naming_it(tmp_path, capsys, no_fit):
+    """The timestamp column became the label (64,285 classes in the user's file): two
+    minutes of training, then a 38 GiB allocation. Refused before training, naming the
+    column and the ways out."""
+    data = ratings_csv(tmp_path / "ratings.csv", rows=400)
+    one_line_error(capsys, ["linear", "--data", str(data), "--no-progress"],
+                   f"{data}: the label column 'timestamp' (column 4 of 4) has 400 distinct "
+                   "values in 400 rows", "too many classes", "--target",
+                   "--loss squared_error")
+    bare = ratings_csv(tmp_path / "bare.csv", header=False, rows=400)
+    one_line_error(capsys, ["nn", "--data", str(bare), "--no-progress"],
+                   "the label column (column 4 of 4) has 400 distinct values", "--target")
+    for ok in (["--target", "rating"], ["--loss", "squared_error"]):  # what it suggests
+        with pytest.raises(Trained):
+            main(["linear", "--data", str(data), *ok, "--no-progress"])

@@ -115,6 +115,23 @@ def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in STRATEGY_OPTIONS}
 
 
+def check_classes(y: np.ndarray, args: argparse.Namespace, source: str, hint: str) -> None:
+    """Refuse a label column with more distinct values than a classifier can mean (over
+    max(100, 5% of the rows)): a timestamp or an id taken for the label, that would train
+    for minutes and then fail allocating a model per class. ``hint``: what to do instead."""
+    from ..data.load import describe_labels
+    from ..errors import DataFormatError
+
+    rows = int(np.shape(y)[0])
+    limit = max(100, rows // 20)
+    classes = int(np.unique(y).size)
+    if classes > limit:
+        column = describe_labels(source, args.format, args.target)
+        raise DataFormatError(
+            f"{source}: {column} has {classes:,} distinct values in {rows:,} rows, too many "
+            f"classes for a classifier (at most {limit:,} here); {hint}")
+
+
 def workers_value(text: str) -> int | str:
     """``--workers``: a positive int or ``auto``."""
     if text == "auto":

@@ -104,6 +104,24 @@ def load_features(path_or_name: PathLike, format: str = "auto",
     return load_table(p, format, target)
 
 
+def describe_labels(path_or_name: PathLike, format: str = "auto",
+                    target: str | int | None = -1) -> str:
+    """Where :func:`load_features` took the labels from, as a message names them: ``the
+    label column 'timestamp' (column 4 of 4)`` of a CSV, the first field of a libsvm line,
+    ``y`` of a ``.npz``, the labels file beside IDX images."""
+    p = Path(path_or_name)
+    if not p.is_file():
+        return "the labels"
+    fmt = _feature_format(p) if format == "auto" else format
+    if fmt == "npz":
+        return "the labels (array 'y')"
+    if fmt == "idx":
+        return "the labels (the labels file)"
+    from .tabular import label_column
+
+    return label_column(p, fmt, -1 if target is None else target)
+
+
 def _feature_format(p: Path) -> str:
     name = p.name.lower()
     if name.endswith(".npz"):

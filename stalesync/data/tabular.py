@@ -82,27 +82,7 @@ def load_csv(path: str | os.PathLike, target: str | int | None = -1, delimiter: 
     index (default: the last), or None (every column is a feature, y is None). A first line
     with any non-numeric field is a header."""
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"{path}: no such file")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        first = f.readline().strip()
-    if not first:
-        raise DataFormatError(f"{path}, line 1: empty file or empty first line")
-    fields = [x.strip().strip('"') for x in first.split(delimiter)]
-    header = not all(_is_number(x) for x in fields)
-    if target is None or (isinstance(target, str) and target.lower() == "none"):
-        col = None
-    elif isinstance(target, str) and not target.lstrip("-").isdigit():
-        if not header:
-            raise DataFormatError(f"{path}: target {target!r} named but the file has no header")
-        if target not in fields:
-            raise DataFormatError(f"{path}, line 1: no column {target!r}; columns: {fields}")
-        col = fields.index(target)
-    else:
-        col = int(target)
-        if not -len(fields) <= col < len(fields):
-            raise DataFormatError(f"{path}: target column {col} but lines have {len(fields)}")
-        col %= len(fields)
+    fields, header, col = _target_column(path, target, delimiter)
     try:
         data = np.loadtxt(path, delimiter=delimiter, skiprows=int(header), dtype=np.float64,
                           ndmin=2)
@@ -125,6 +105,46 @@ def load_csv(path: str | os.PathLike, target: str | int | None = -1, delimiter: 
     return np.asfortranarray(X), y
 
 
+def _target_column(path: Path, target: str | int | None, delimiter: str
+                   ) -> tuple[list[str], bool, int | None]:
+    """(the first line's fields, whether it is a header, the label column's index or None)."""
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline().strip()
+    if not first:
+        raise DataFormatError(f"{path}, line 1: empty file or empty first line")
+    fields = [x.strip().strip('"') for x in first.split(delimiter)]
+    header = not all(_is_number(x) for x in fields)
+    if target is None or (isinstance(target, str) and target.lower() == "none"):
+        col = None
+    elif isinstance(target, str) and not target.lstrip("-").isdigit():
+        if not header:
+            raise DataFormatError(f"{path}: target {target!r} named but the file has no header")
+        if target not in fields:
+            raise DataFormatError(f"{path}, line 1: no column {target!r}; columns: {fields}")
+        col = fields.index(target)
+    else:
+        col = int(target)
+        if not -len(fields) <= col < len(fields):
+            raise DataFormatError(f"{path}: target column {col} but lines have {len(fields)}")
+        col %= len(fields)
+    return fields, header, col
+
+
+def label_column(path: str | os.PathLike, fmt: str = "auto", target: str | int = -1) -> str:
+    """The labels of a table, as a message names them: ``the label column 'timestamp'
+    (column 4 of 4)`` of a CSV, ``the label (the first field of each line)`` of libsvm."""
+    path = Path(path)
+    if _table_format(path, fmt) != "csv":
+        return "the label (the first field of each line)"
+    fields, header, col = _target_column(path, target, _delimiter(path))
+    if col is None:
+        return "no column"
+    name = f" {fields[col]!r}" if header else ""
+    return f"the label column{name} (column {col + 1} of {len(fields)})"
+
+
 def _csv_problem(message: str, header: bool) -> str:
     """numpy counts data rows from 0 (after the header); turn that into a file line."""
     m = re.search(r"at row (\d+), column (\d+)", message)
@@ -138,10 +158,19 @@ def load_table(path: str | os.PathLike, fmt: str = "auto", target: str | int = -
     """Dispatch on ``fmt`` (``svmlight``/``libsvm``, ``csv``, or ``auto`` by extension:
     ``.csv``/``.tsv`` are CSV, anything else libsvm)."""
     path = Path(path)
-    if fmt == "auto":
-        fmt = "csv" if path.suffix.lower() in (".csv", ".tsv") else "svmlight"
+    fmt = _table_format(path, fmt)
     if fmt in ("svmlight", "libsvm"):
         return load_svmlight(path)
     if fmt == "csv":
-        return load_csv(path, target, "\t" if path.suffix.lower() == ".tsv" else ",")
+        return load_csv(path, target, _delimiter(path))
     raise DataFormatError(f"{path}: unknown format {fmt!r}; use svmlight, libsvm or csv")
+
+
+def _table_format(path: Path, fmt: str) -> str:
+    if fmt == "auto":
+        return "csv" if path.suffix.lower() in (".csv", ".tsv") else "svmlight"
+    return fmt
+
+
+def _delimiter(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","

@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from ..command import AppCommand, Flags, add_strategy_flags, holdout, strategy_options
+from ..command import (
+    AppCommand,
+    Flags,
+    add_strategy_flags,
+    check_classes,
+    holdout,
+    strategy_options,
+)
 
 
 class LinearCommand(AppCommand):
@@ -86,6 +93,10 @@ class LinearCommand(AppCommand):
         if y is None:
             raise DataFormatError(f"{args.data}: no labels (give --target for a CSV)")
         _check_labels(y, args.data)
+        if self.classifies(args):
+            check_classes(y, args, args.data, "name the label column with --target NAME or "
+                          "INDEX, or fit it as a number with a regression loss (--loss "
+                          "squared_error)")
         if args.test is not None:
             Xt, yt = load_features(args.test, args.format, args.target)
             if yt is None:
@@ -104,6 +115,12 @@ class LinearCommand(AppCommand):
             tr, te = (np.sort(i) for i in holdout(X.shape[0], args.test_fraction, args.seed))
             return (X[tr], y[tr]), (X[te], y[te])
         return (X, y), None
+
+    @staticmethod
+    def classifies(args: argparse.Namespace) -> bool:
+        from ...kernels.linear import CLASSIFICATION
+
+        return args.loss in CLASSIFICATION
 
     def fit(self, estimator: Any, train: Any, test: Any, run: Any,
             args: argparse.Namespace) -> None:

@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from ..command import AppCommand, Flags, add_strategy_flags, holdout, strategy_options
+from ..command import (
+    AppCommand,
+    Flags,
+    add_strategy_flags,
+    check_classes,
+    holdout,
+    strategy_options,
+)
 
 
 class NNCommand(AppCommand):
@@ -73,6 +80,7 @@ class NNCommand(AppCommand):
             return np.asarray(X, dtype=np.float32), np.asarray(y)
 
         X, y = dense(args.data)
+        check_classes(y, args, args.data, "name the label column with --target NAME or INDEX")
         if args.train_size is not None:
             X, y = X[:args.train_size], y[:args.train_size]
         if args.test is not None:
