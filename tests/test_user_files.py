@@ -197,3 +197,87 @@ def test_linear_refuses_a_label_column_of_too_many_classes_naming_it(tmp_path, c
     for ok in (["--target", "rating"], ["--loss", "squared_error"]):  # what it suggests
         with pytest.raises(Trained):
             main(["linear", "--data", str(data), *ok, "--no-progress"])
+
+
+# -- a folder as --data ---------------------------------------------------------------------------
+def uci_folder(folder: Path, name: str = "tiny", extra: bool = True) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / f"docword.{name}.txt").write_text(
+        "5\n4\n7\n1 1 2\n1 2 1\n2 3 4\n3 4 2\n4 1 1\n5 2 3\n5 3 1\n")
+    (folder / f"vocab.{name}.txt").write_text("apple\nbanana\ncherry\ndate\n")
+    if extra:
+        (folder / "readme.txt").write_text("The tiny corpus: five documents, four words.\n")
+    return folder
+
+
+def test_lda_reads_a_folder_holding_a_uci_corpus(tmp_path, capsys):
+    """Every file in it was read as a text document (the counts, the vocabulary and the
+    readme: 3 documents of words like 'apple' and 'tiny'), exit 0."""
+    folder = uci_folder(tmp_path / "tiny")
+    assert main(["lda", "--data", str(folder), "--topics", "2", "--epochs", "1",
+                 "--workers", "1", "--show-topics", "0", "--no-progress"]) == 0
+    assert "corpus: 5 documents, 4 words, 14 tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda d: (uci_folder(d, "kos"), uci_folder(d, "nips")),
+     ["a folder holding 2 UCI corpora (docword.kos.txt, docword.nips.txt)"]),
+    (lambda d: (d / "vocab.kos.txt").write_text("apple\n"),
+     ["is a folder (vocab.kos.txt)", "docword.NAME.txt"]),
+    (lambda d: (d / "notes.md").write_text("x"),
+     ["is a folder (1 file(s), none of them .txt)", "LDA reads one corpus file"]),
+])
+def test_lda_refuses_a_folder_it_cannot_read_as_one_corpus(tmp_path, capsys, make, expected):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    make(folder)
+    one_line_error(capsys, ["lda", "--data", str(folder), "--no-progress"], str(folder),
+                   *expected)
+
+
+@pytest.mark.parametrize("app", ["linear", "nn", "kmeans"])
+def test_feature_apps_refuse_a_folder_without_an_idx_set(tmp_path, capsys, app):
+    """They said 'no such file' for a folder that exists."""
+    folder = uci_folder(tmp_path / "tiny")
+    one_line_error(capsys, [app, "--data", str(folder), "--no-progress"],
+                   f"{folder} is a folder; a feature table is one file",
+                   "train-images-idx3-ubyte[.gz]")
+
+
+def mnist_folder(folder: Path, train: int = 240, test: int = 60, gz: bool = True) -> Path:
+    """An MNIST-shaped IDX set of 8x8 uint8 'digits' of 3 classes, as downloaded."""
+    from stalesync.data.idx import write_idx
+
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    for stem, n in (("train", train), ("t10k", test)):
+        y = rng.integers(0, 3, n).astype(np.uint8)
+        X = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
+        for i, c in enumerate(y):
+            X[i, 2 * c:2 * c + 3] = 255
+        write_idx(folder / f"{stem}-images-idx3-ubyte{suffix}", X)
+        write_idx(folder / f"{stem}-labels-idx1-ubyte{suffix}", y)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def torch():
+    """PyTorch, imported once for the nn commands (1.5 s, not theirs)."""
+    return pytest.importorskip("torch")
+
+
+def test_nn_trains_on_a_folder_holding_an_mnist_idx_set_and_tests_on_its_t10k(tmp_path,
+                                                                                  capsys, torch):
+    """As on the built-in fashion-mnist: train-* to train, t10k-* to test."""
+    folder = mnist_folder(tmp_path / "mnist")
+    assert main(["nn", "--data", str(folder), "--epochs", "1", "--workers", "1",
+                 "--no-progress"]) == 0
+    assert "test accuracy" in (out := capsys.readouterr().out) and "(60 examples)" in out
+
+
+def test_kmeans_reads_the_train_set_of_a_folder_holding_an_mnist_idx_set(tmp_path, capsys):
+    folder = mnist_folder(tmp_path / "mnist", gz=False)
+    assert main(["kmeans", "--data", str(folder), "--clusters", "3", "--epochs", "1",
+                 "--workers", "1", "--no-progress"]) == 0
+    assert "3 clusters of 240 points x 64 features" in capsys.readouterr().out

@@ -93,9 +93,10 @@ def read_idx_pair(images: str | os.PathLike,
         raise DataFormatError(f"{images}: an image file has >= 2 dimensions, got {X.ndim}")
     X = X.reshape(X.shape[0], -1)
     if labels is None:
-        guess = images.with_name(images.name.replace("images", "labels").replace("idx3",
-                                                                                 "idx1"))
-        labels = guess if guess != images and guess.is_file() else None
+        name = images.name.replace("images", "labels").replace("idx3", "idx1")
+        base = name.removesuffix(".gz")
+        guesses = [images.with_name(n) for n in (name, base, base + ".gz")]
+        labels = next((g for g in guesses if g != images and g.is_file()), None)
     if labels is None:
         return X, None
     y = read_idx(labels)
@@ -105,3 +106,46 @@ def read_idx_pair(images: str | os.PathLike,
         raise DataFormatError(f"{images} holds {X.shape[0]} images but {labels} holds "
                               f"{y.shape[0]} labels")
     return X, y
+
+
+SPLIT_PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
+
+
+def image_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """The IDX image files in ``folder`` (``*images*idx3*ubyte[.gz]``, as MNIST and
+    Fashion-MNIST name them), by name without ``.gz``; where a file is there both
+    compressed and not, the uncompressed one."""
+    found: dict[str, Path] = {}
+    for f in sorted(Path(folder).iterdir()):
+        base = f.name.removesuffix(".gz")
+        key = base.lower()
+        if "images" in key and "idx3" in key and key.endswith("ubyte") and f.is_file():
+            if base not in found or not f.name.endswith(".gz"):
+                found[base] = f
+    return found
+
+
+def folder_images(folder: str | os.PathLike, split: str = "train") -> Path | None:
+    """The images file of ``split`` (``train``: ``train-*``; ``test``: ``t10k-*`` or
+    ``test-*``) in a folder holding an MNIST-style IDX set; the only one if there is one;
+    None if there is none. Several with none of the split's name, or more than one with
+    it, is an error listing them."""
+    files = image_files(folder)
+    if len(files) <= 1:
+        return next(iter(files.values()), None)
+    picked = [f for base, f in files.items() if base.lower().startswith(SPLIT_PREFIXES[split])]
+    if len(picked) == 1:
+        return picked[0]
+    raise DataFormatError(f"{folder}: a folder holding {len(files)} IDX image files "
+                          f"({', '.join(f.name for f in files.values())}) and not one "
+                          f"{split} set; give the images file itself")
+
+
+def folder_test_images(folder: str | os.PathLike) -> Path | None:
+    """The test images of a folder that holds both a train and a test IDX set (MNIST's
+    ``train-*`` and ``t10k-*``), else None."""
+    files = image_files(folder)
+    test = [f for base, f in files.items() if base.lower().startswith(SPLIT_PREFIXES["test"])]
+    train = [f for base, f in files.items()
+             if base.lower().startswith(SPLIT_PREFIXES["train"])]
+    return test[0] if len(test) == 1 and len(train) == 1 else None

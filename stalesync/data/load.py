@@ -37,6 +37,8 @@ def load_corpus(path_or_name: PathLike, format: str = "auto", **options) -> Corp
             return load_dataset(str(path_or_name), **options)
         raise ConfigError(f"{path_or_name}: no such file or directory, and not a built-in "
                           f"dataset ({', '.join(DATASETS)})")
+    if p.is_dir():
+        p, format = _corpus_in_folder(p, format)
     fmt = sniff_format(p) if format == "auto" else format
     table = numeric_table(p) if format == "auto" and fmt == "text" else None
     if table:
@@ -49,6 +51,32 @@ def load_corpus(path_or_name: PathLike, format: str = "auto", **options) -> Corp
                           f"{', '.join(FORMATS)}")
     _check_options(fmt, READERS[fmt], options)
     return READERS[fmt](p, **options)
+
+
+CORPUS_FOLDER = ("a folder holding one UCI docword.NAME.txt[.gz] (with its vocab.NAME.txt), "
+                 "or .txt files (one document each)")
+
+
+def _corpus_in_folder(folder: Path, format: str) -> tuple[Path, str]:
+    """(what to read, its format) for a folder given as a corpus: the UCI ``docword`` file
+    in it (its vocabulary beside it is found by the reader), or the folder itself as
+    ``.txt`` documents; an error for anything else (a folder of ``docword``, ``vocab`` and
+    other files was read as text documents, the counts and vocabulary included)."""
+    names = sorted(f.name for f in folder.iterdir() if f.is_file())
+    docword = [n for n in names if n.lower().startswith("docword.")]
+    vocab = [n for n in names if n.lower().startswith("vocab.")]
+    if len(docword) > 1:
+        raise DataFormatError(f"{folder}: a folder holding {len(docword)} UCI corpora "
+                              f"({', '.join(docword)}); give one of them as the file to read")
+    if docword and format in ("auto", "uci"):
+        return folder / docword[0], "uci"
+    texts = [n for n in names if n.endswith(".txt") and n not in vocab]
+    if not docword and not vocab and texts and format in ("auto", "text"):
+        return folder, "text"
+    what = (f"{', '.join((docword + vocab)[:3])}" if docword or vocab
+            else f"{len(names)} file(s), none of them .txt" if names else "empty")
+    raise DataFormatError(f"{folder} is a folder ({what}); LDA reads one corpus file (UCI "
+                          "docword, LDA-C, libsvm-style or text) or " + CORPUS_FOLDER)
 
 
 def _check_options(fmt: str, reader, options: dict) -> None:
@@ -68,12 +96,15 @@ def _check_options(fmt: str, reader, options: dict) -> None:
 
 
 def load_features(path_or_name: PathLike, format: str = "auto",
-                  target: str | int | None = -1) -> tuple[Any, np.ndarray | None]:
+                  target: str | int | None = -1, split: str = "train"
+                  ) -> tuple[Any, np.ndarray | None]:
     """``(X, y or None)`` of a feature table: libsvm/svmlight (sparse), CSV (``target``: the
     label column by name or index, None for none), ``.npz`` (arrays ``X`` [and ``y``], or a
     scipy sparse matrix from ``save_npz``), IDX images (labels from the ``labels`` file
     beside them), or a built-in dataset (``fashion-mnist``, ``fashion-mnist-test``,
-    ``adult``, ``clothing-recommend``)."""
+    ``adult``, ``clothing-recommend``). A folder holding an MNIST-style IDX set is read as
+    that set (``split``: ``train`` picks ``train-*``, ``test`` picks ``t10k-*`` / ``test-*``
+    where both are there); any other folder is an error."""
     name = str(path_or_name)
     p = Path(path_or_name)
     if not p.exists():
@@ -91,6 +122,8 @@ def load_features(path_or_name: PathLike, format: str = "auto",
     if format not in FEATURE_FORMATS:
         raise ConfigError(f"unknown format {format!r}; choose one of {FEATURE_FORMATS}",
                           param="format")
+    if p.is_dir():
+        p, format = _features_in_folder(p, format, split), "idx"
     if format == "auto":
         format = _feature_format(p)
     if format == "npz":
@@ -102,6 +135,23 @@ def load_features(path_or_name: PathLike, format: str = "auto",
     from .tabular import load_table
 
     return load_table(p, format, target)
+
+
+FEATURE_FOLDER = ("a folder holding an MNIST-style IDX set (train-images-idx3-ubyte[.gz] with "
+                  "train-labels-idx1-ubyte[.gz])")
+
+
+def _features_in_folder(folder: Path, format: str, split: str) -> Path:
+    """The IDX images file to read for a folder given as a feature table, or an error
+    saying what a folder may hold."""
+    from .idx import folder_images
+
+    images = folder_images(folder, split) if format in ("auto", "idx") else None
+    if images is None:
+        raise DataFormatError(f"{folder} is a folder; a feature table is one file (libsvm / "
+                              f"svmlight, CSV, .npz or IDX images): give one file or "
+                              + FEATURE_FOLDER)
+    return images
 
 
 def describe_labels(path_or_name: PathLike, format: str = "auto",

@@ -54,7 +54,7 @@ class KMeansCommand(AppCommand):
         target = None if str(args.target).lower() == "none" else args.target
         X, y = load_features(args.data, args.format, target)
         if args.test is not None:
-            return (X, y), load_features(args.test, args.format, target)
+            return (X, y), load_features(args.test, args.format, target, "test")
         if args.test_fraction:
             tr, te = holdout(X.shape[0], args.test_fraction, args.seed)
             pick = (lambda v, i: None if v is None else v[i])  # noqa: E731

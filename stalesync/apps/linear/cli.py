@@ -98,7 +98,7 @@ class LinearCommand(AppCommand):
                           "INDEX, or fit it as a number with a regression loss (--loss "
                           "squared_error)")
         if args.test is not None:
-            Xt, yt = load_features(args.test, args.format, args.target)
+            Xt, yt = load_features(args.test, args.format, args.target, "test")
             if yt is None:
                 raise DataFormatError(f"{args.test}: no labels")
             if Xt.shape[1] > X.shape[1]:

@@ -4,6 +4,7 @@ any data-parallel strategy."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,8 +73,8 @@ class NNCommand(AppCommand):
         from ...data.load import load_features
         from ...errors import DataFormatError
 
-        def dense(name: str) -> tuple[np.ndarray, np.ndarray]:
-            X, y = load_features(name, args.format, args.target)
+        def dense(name: Any, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+            X, y = load_features(name, args.format, args.target, split)
             if y is None:
                 raise DataFormatError(f"{name}: no labels (give --target for a CSV)")
             X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
@@ -84,9 +85,15 @@ class NNCommand(AppCommand):
         if args.train_size is not None:
             X, y = X[:args.train_size], y[:args.train_size]
         if args.test is not None:
-            return (X, y), dense(args.test)
+            return (X, y), dense(args.test, "test")
         if args.data == "fashion-mnist" and not args.test_fraction:
             return (X, y), dense("fashion-mnist-test")
+        if Path(args.data).is_dir() and not args.test_fraction:
+            from ...data.idx import folder_test_images
+
+            test_images = folder_test_images(args.data)  # MNIST's t10k-* beside train-*
+            if test_images is not None:
+                return (X, y), dense(test_images)
         if args.test_fraction:
             tr, te = holdout(X.shape[0], args.test_fraction, args.seed)
             return (X[tr], y[tr]), (X[te], y[te])
