@@ -294,20 +294,26 @@ class SparseRowStore:
             return
         if isinstance(increments, SparseRows):
             vals = increments.vals.astype(self.spec.np_dtype, copy=False)
-            need = sparse_rows.room_needed_csr(self.length, self.cap, local_rows,
-                                               increments.indptr)
-            if self.top + need > self.cols.size:
-                self._grow(need)
+            self._reserve(lambda cap: sparse_rows.room_needed_csr(
+                self.length, cap, local_rows, increments.indptr))
             self.top = sparse_rows.apply_csr(self.start, self.length, self.cap, self.cols,
                                              self.vals, self.pos, self.top, local_rows,
                                              increments.indptr, increments.cols, vals)
             return
         increments = np.ascontiguousarray(increments, dtype=self.spec.np_dtype)
-        need = sparse_rows.room_needed(self.length, self.cap, local_rows, increments)
-        if self.top + need > self.cols.size:
-            self._grow(need)
+        self._reserve(lambda cap: sparse_rows.room_needed(self.length, cap, local_rows,
+                                                          increments))
         self.top = sparse_rows.apply(self.start, self.length, self.cap, self.cols,
                                      self.vals, self.pos, self.top, local_rows, increments)
+
+    def _reserve(self, room_needed) -> None:
+        """Room in the pool for a batch: ``room_needed(cap)`` bounds the entries the batch
+        may take given the rows' room ``cap``. A growth compacts the pool, and compaction
+        gives every row only the room its entries need (none to a cleared row), so a row
+        that fitted its old room may have to move: the growth budgets for rows with no
+        room at all."""
+        if self.top + room_needed(self.cap) > self.cols.size:
+            self._grow(room_needed(np.zeros_like(self.cap)))
 
     def assign(self, local_rows: np.ndarray, values: np.ndarray | SparseRows) -> None:
         """Set the rows to ``values`` (distinct rows)."""

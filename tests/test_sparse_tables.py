@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import stalesync as ss
 from stalesync.snapshot import load_snapshot
@@ -161,3 +163,58 @@ def test_sparse_increments_to_a_dense_table_travel_as_csr():
     expected[rows[:3], rows[:3] % width] += 2.0
     expected[1] += 1.0
     np.testing.assert_array_equal(result.tables["t"], expected)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(["add", "assign", "clear"]),
+                          st.lists(st.integers(0, 4), min_size=1, max_size=5, unique=True),
+                          st.integers(1, 2**20)),
+                min_size=1, max_size=25))
+def test_a_sparse_row_store_never_writes_past_its_pool(ops):
+    """Rows cleared (a bounded cache's evictions, a fetch's assign) keep their room until a
+    compaction takes it back: an add that grows the pool must budget for that, or the rows
+    it then moves run past the pool's end (heap corruption: a worker aborted in the
+    guarantee tests). After every operation the pool holds every row's slice and the rows
+    equal a dense reference."""
+    from stalesync.tables import SparseRowStore, TableSpec
+
+    store = SparseRowStore(TableSpec("t", 5, 5, "int64", storage="sparse"), 5)
+    dense = np.zeros((5, 5), dtype=np.int64)
+    for op, rows, bits in ops:
+        rows = np.array(rows, dtype=np.int64)
+        values = np.array([[(bits >> (4 * i + j)) & 1 for j in range(5)]
+                           for i in range(rows.size)], dtype=np.int64)
+        if op == "clear":
+            store.clear(rows)
+            dense[rows] = 0
+        elif op == "assign":
+            store.assign(rows, values)
+            dense[rows] = values
+        else:
+            store.add(rows, values)
+            dense[rows] += values
+        assert store.top <= store.cols.size
+        assert np.all(store.start + store.cap <= store.cols.size)
+        np.testing.assert_array_equal(store.to_dense(), dense)
+
+
+def test_a_growth_budgets_for_the_room_a_compaction_takes_from_cleared_rows():
+    """The sequence that ran past the pool (found by a random search with numba's bounds
+    checks on): the last assign's rows fitted their old room, the growth's compaction took
+    the room of the cleared ones, and they moved past the new pool's end."""
+    from stalesync.tables import SparseRowStore, TableSpec
+
+    store = SparseRowStore(TableSpec("t", 5, 5, "int64", storage="sparse"), 5)
+    dense = np.zeros((5, 5), dtype=np.int64)
+    ops = [("add", [0], [[0, 0, 0, 1, 0]]), ("add", [3], [[1, 1, 0, 0, 1]]),
+           ("add", [0, 2, 4], [[1, 0, 0, 0, 1], [0, 0, 0, 0, 0], [1, 0, 1, 0, 0]]),
+           ("assign", [0, 1, 3, 4], [[1, 0, 1, 1, 0], [0, 1, 1, 0, 0], [1, 1, 1, 0, 0],
+                                     [0, 1, 1, 1, 0]]),
+           ("assign", [0, 1, 2, 3, 4], [[0, 0, 1, 0, 1], [0, 0, 0, 1, 0], [0, 0, 1, 0, 0],
+                                        [0, 1, 0, 0, 1], [1, 1, 0, 0, 0]])]
+    for op, rows, values in ops:
+        rows, values = np.array(rows), np.array(values, dtype=np.int64)
+        getattr(store, op)(rows, values)
+        dense[rows] = values if op == "assign" else dense[rows] + values
+        assert store.top <= store.cols.size
+        np.testing.assert_array_equal(store.to_dense(), dense)

@@ -143,7 +143,7 @@ def gather_csr(start, length, cols, vals, rows):  # pragma: no cover
 
 @numba.njit(nogil=True, cache=True)
 def room_needed_csr(length, cap, rows, indptr):  # pragma: no cover
-    """:func:`room_needed` for a CSR batch (repeated rows allowed: counted together)."""
+    """:func:`room_needed` for a CSR batch (of distinct rows)."""
     total = 0
     for i in range(rows.shape[0]):
         r = rows[i]
