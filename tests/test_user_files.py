@@ -4,6 +4,7 @@ answers (before any work starts) or the run it makes."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import stat
@@ -281,3 +282,37 @@ def test_kmeans_reads_the_train_set_of_a_folder_holding_an_mnist_idx_set(tmp_pat
     assert main(["kmeans", "--data", str(folder), "--clusters", "3", "--epochs", "1",
                  "--workers", "1", "--no-progress"]) == 0
     assert "3 clusters of 240 points x 64 features" in capsys.readouterr().out
+
+
+# -- nn on MNIST as downloaded (0-255 pixels), and a fit that diverges ---------------------------
+def test_nn_on_idx_files_as_downloaded_learns(tmp_path, capsys, torch):
+    """IDX pixels reach the network scaled to [0, 1] as the built-in Fashion-MNIST's are;
+    raw 0-255 pixels stayed at chance (0.3 here) or diverged to NaN."""
+    from stalesync.data.load import load_features
+
+    folder = mnist_folder(tmp_path / "mnist")
+    train, test = (folder / f"{s}-images-idx3-ubyte.gz" for s in ("train", "t10k"))
+    X, _ = load_features(train)
+    assert X.dtype == np.float32 and X.max() == 1.0
+    assert main(["nn", "--data", str(train), "--test", str(test), "--epochs", "2",
+                 "--workers", "1", "--metrics-out", str(tmp_path / "run.json"),
+                 "--no-progress"]) == 0
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["final"]["test_accuracy"] >= 0.9, capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:2 workers. coordination")
+@pytest.mark.parametrize("strategy", ["average", "ps", "sync"])
+def test_nn_says_when_the_loss_diverges_and_what_to_change(tmp_path, capsys, torch,
+                                                           strategy):
+    """Features far too large for the step: ps said "table 'params': increment for row 0
+    contains NaN or inf", average and sync trained NaN weights to chance accuracy, exit 0.
+    (hogwild takes the same check, but whether its racing threads reach NaN varies.)"""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "features.npz"
+    np.savez(data, X=(rng.random((200, 16)) * 1e19).astype(np.float32),
+             y=rng.integers(0, 3, 200))
+    one_line_error(capsys, ["nn", "--data", str(data), "--strategy", strategy, "--epochs",
+                            "1", "--workers", "2", "--no-progress"],
+                   "became nan", "the steps diverged", "Scale the features",
+                   "lower --lr (now 0.05)")

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..files import atomic_write_bytes
 from .fetch import DatasetUnavailableError, cache_dir
-from .idx import read_idx_pair
+from .idx import read_idx_pair, scaled_images
 
 PACKAGE = "dataset-fashion-mnist"
 INSTALLED = Path("/usr/share/datasets/fashion-mnist")
@@ -146,4 +146,4 @@ def load_fashion_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     stem = SPLITS[split]
     X, y = read_idx_pair(folder / f"{stem}-images-idx3-ubyte.gz",
                          folder / f"{stem}-labels-idx1-ubyte.gz")
-    return (X.astype(np.float32) / np.float32(255.0)), y.astype(np.int64)
+    return scaled_images(X), y.astype(np.int64)

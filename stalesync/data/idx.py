@@ -70,6 +70,15 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="))
 
 
+def scaled_images(X: np.ndarray) -> np.ndarray:
+    """8-bit pixels (0-255, IDX type 0x08) as float32 in [0, 1], as the built-in
+    Fashion-MNIST is given to every app; other types as they are. A network fed raw
+    0-255 pixels diverges at the default step size."""
+    if X.dtype == np.uint8:
+        return X.astype(np.float32) / np.float32(255.0)
+    return X
+
+
 def write_idx(path: str | os.PathLike, arr: np.ndarray) -> None:
     """Write ``arr`` as IDX (gzip-compressed when the name ends in ``.gz``)."""
     arr = np.ascontiguousarray(arr)

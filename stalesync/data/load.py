@@ -100,9 +100,10 @@ def load_features(path_or_name: PathLike, format: str = "auto",
                   ) -> tuple[Any, np.ndarray | None]:
     """``(X, y or None)`` of a feature table: libsvm/svmlight (sparse), CSV (``target``: the
     label column by name or index, None for none), ``.npz`` (arrays ``X`` [and ``y``], or a
-    scipy sparse matrix from ``save_npz``), IDX images (labels from the ``labels`` file
-    beside them), or a built-in dataset (``fashion-mnist``, ``fashion-mnist-test``,
-    ``adult``, ``clothing-recommend``). A folder holding an MNIST-style IDX set is read as
+    scipy sparse matrix from ``save_npz``), IDX images (8-bit pixels scaled to [0, 1], as
+    in the built-in Fashion-MNIST; labels from the ``labels`` file beside them), or a
+    built-in dataset (``fashion-mnist``, ``fashion-mnist-test``, ``adult``,
+    ``clothing-recommend``). A folder holding an MNIST-style IDX set is read as
     that set (``split``: ``train`` picks ``train-*``, ``test`` picks ``t10k-*`` / ``test-*``
     where both are there); any other folder is an error."""
     name = str(path_or_name)
@@ -129,9 +130,10 @@ def load_features(path_or_name: PathLike, format: str = "auto",
     if format == "npz":
         return _read_feature_npz(p)
     if format == "idx":
-        from .idx import read_idx_pair
+        from .idx import read_idx_pair, scaled_images
 
-        return read_idx_pair(p)
+        X, y = read_idx_pair(p)
+        return scaled_images(X), y
     from .tabular import load_table
 
     return load_table(p, format, target)

@@ -15,11 +15,13 @@ thread's forward and backward read the weights as the others leave them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ...errors import ConfigError
 from ...strategies.base import run_threads
 from . import networks
 
@@ -110,8 +112,27 @@ class NNProblem:
             with torch.no_grad():
                 for p, g in zip(params, grads, strict=True):
                     p.data.add_(g, alpha=-lr)
-            total += float(loss.detach()) * idx.size
+            total += self._finite(float(loss.detach())) * idx.size
         return total
+
+    def _finite(self, loss: float) -> float:
+        """``loss``, or the error of a diverged fit when it is NaN or infinite."""
+        if not math.isfinite(loss):
+            self._diverged(f"the training loss became {loss}")
+        return loss
+
+    def _finite_values(self, values: np.ndarray, what: str) -> np.ndarray:
+        if not np.isfinite(values).all():
+            self._diverged(f"the network's {what} became NaN or infinite")
+        return values
+
+    def _diverged(self, what: str) -> None:
+        """One line with what to change (the table's 'increment for row 9 contains NaN or
+        inf', and a fit that ended at chance accuracy, said neither)."""
+        raise ConfigError(
+            f"{what}: the steps diverged. Scale the features (pixels 0-255: divide by 255; "
+            f"other columns: standardise them) or lower lr (now {self.spec.lr:g})",
+            param="lr")
 
     # -- ps: chunks of local steps -----------------------------------------------------------
     def num_chunks(self) -> int:
@@ -132,7 +153,8 @@ class NNProblem:
         net = self.model_from(values)
         loss = self._sgd(net, examples[rng.permutation(examples.size)])
         self.examples_seen += examples.size
-        change = networks.get_flat(net) - np.asarray(values, dtype=np.float32)
+        change = self._finite_values(networks.get_flat(net), "weights") - np.asarray(
+            values, dtype=np.float32)
         return change / self.spec.workers, loss / max(examples.size, 1)
 
     # -- sync / downpour: gradients ------------------------------------------------------------
@@ -150,8 +172,10 @@ class NNProblem:
                        ) -> tuple[np.ndarray, float]:
         net = self.model_from(values)
         loss, grads = self._loss_and_grads(net, batch)
+        value = self._finite(float(loss.detach()))
         self.examples_seen += batch.size
-        return networks.flat_grads(grads, self.spec.rows), float(loss.detach())
+        return self._finite_values(networks.flat_grads(grads, self.spec.rows),
+                                   "gradient"), value
 
     # -- average / hogwild: a full local model -------------------------------------------------
     def model_from(self, values: np.ndarray) -> Any:
@@ -160,7 +184,7 @@ class NNProblem:
         return net
 
     def model_values(self, model: Any) -> np.ndarray:
-        return networks.get_flat(model)
+        return self._finite_values(networks.get_flat(model), "weights")
 
     def local_steps(self, model: Any, examples: np.ndarray) -> float:
         self.examples_seen += examples.size
