@@ -236,6 +236,13 @@ def main() -> None:
                   f"{'' if row['2']['reached'] else ' (not reached)'} | auto->"
                   f"{row['auto']['workers_ran']} {row['auto']['seconds']:7.3f} s "
                   f"x{row['auto']['speedup']:.2f}", flush=True)
+    path = figure_path("scaling").with_suffix(".json")
+    if set(args.only) != set(APPS) and path.exists():  # a subset re-measured: keep the rest
+        import json
+
+        kept = [r for r in json.loads(path.read_text())["results"] if r["app"] not in args.only]
+        rows = sorted(kept + rows, key=lambda r: (list(APPS).index(r["app"]),
+                                                   r["size"] != "small"))
     summary = summarize(rows)
     print(summary["text"])
     path = write_json("scaling", {"repeats": args.repeats, "results": rows,
