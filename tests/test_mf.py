@@ -109,6 +109,8 @@ def test_each_regulariser_reaches_the_kernel_and_shrinks_only_its_part(split, mo
     opts = {**FAST, "epochs": 8, "workers": 2, "mode": mode}
     if mode == "fugue":  # no timing-dependent extra passes: the runs compare like for like
         opts["max_extra_passes"] = 0
+    if mode == "ssp":  # BSP: the three fits see the same interleaving (under SSP the bias
+        opts["consistency"] = "bsp"  # fit's factor norm once came out 15% below the free one)
 
     def norms(reg, reg_bias):
         m = MatrixFactorization(**{**opts, "reg": reg, "reg_bias": reg_bias}).fit(train)
