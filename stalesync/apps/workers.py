@@ -171,6 +171,16 @@ def snapshot_workers(resume: str | os.PathLike | None) -> int | None:
     return workers if isinstance(workers, int) and workers > 0 else None
 
 
+def fewest_that_pay(predicted: dict[int, float]) -> int:
+    """The worker count to run, from predicted seconds by count: each further worker must
+    cut the prediction of the best so far by :data:`PAYS`."""
+    best = 1
+    for w in sorted(predicted):
+        if w > 1 and predicted[w] < PAYS * predicted[best]:
+            best = w
+    return best
+
+
 def decide(requested: int | str, work: Work, costs: Costs | None = None,
            resume: str | os.PathLike | None = None) -> Decision:
     """The worker count of a fit (see the module docstring). ``resume``: the snapshot a
@@ -192,12 +202,8 @@ def decide(requested: int | str, work: Work, costs: Costs | None = None,
                 "workers='auto' would pick fewer", OverheadWarning, stacklevel=3)
         return Decision(n, requested, "as requested", work.compute_s,
                         {str(n): round(work.predict(n, costs), 6)})
-    predicted = {1: work.predict(1, costs)}
-    best = 1
-    for w in range(2, limit + 1):
-        predicted[w] = work.predict(w, costs)
-        if predicted[w] < PAYS * predicted[best]:
-            best = w
+    predicted = {w: work.predict(w, costs) for w in range(1, limit + 1)}
+    best = fewest_that_pay(predicted)
     if best == 1 and limit == 1:
         reason = "one core available" if cores == 1 else "one worker's worth of data"
     elif best == 1:

@@ -149,15 +149,6 @@ def all_finite(values: np.ndarray) -> bool:
     return bool(kernel(np.ascontiguousarray(values).reshape(-1)))
 
 
-def unique_rows(rows: np.ndarray, num_rows: int) -> np.ndarray:
-    """Sorted distinct row ids; a mark array beats sorting when the batch is a big share."""
-    if rows.size * 16 >= num_rows:
-        mark = np.zeros(num_rows, dtype=bool)
-        mark[rows] = True
-        return np.flatnonzero(mark)
-    return np.unique(rows)
-
-
 @numba.njit(nogil=True, cache=True)
 def _changed_rows(new, old, changed):  # pragma: no cover - compiled
     count = 0

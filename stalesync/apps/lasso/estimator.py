@@ -17,11 +17,11 @@ from ..progress import Progress
 from ..workers import (
     AUTO,
     PARALLEL_EFFICIENCY,
-    PAYS,
     Costs,
     Decision,
     available_cores,
     check_workers,
+    fewest_that_pay,
     timed,
 )
 from .app import prepare
@@ -81,7 +81,7 @@ class ScheduledLinearModel(StalesyncEstimator):
         if self.workers != AUTO:
             return Decision(int(self.workers), self.workers, "as requested", epoch,
                             {str(k): round(t, 6) for k, t in predicted.items()})
-        best = 2 if 2 in predicted and predicted[2] < PAYS * predicted[1] else 1
+        best = fewest_that_pay(predicted)
         reason = (f"per epoch: {epoch:.3g} s of compute, predicted {predicted[1]:.3g} s on 1 "
                   f"worker" + (f" vs {predicted[2]:.3g} s on 2" if 2 in predicted else ""))
         return Decision(best, AUTO, reason, epoch,

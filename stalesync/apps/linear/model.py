@@ -258,7 +258,7 @@ class LinearSGD(StalesyncEstimator):
 
         compute = timed(one_pass) * n / m * epochs
         name, b = self.strategy, self.batch_size
-        if name == "average" and self.average_every == 0 or name == "hogwild":
+        if (name == "average" and self.average_every == 0) or name == "hogwild":
             return Work(compute, 1 if name == "average" else epochs, max_workers=n)
         if name == "average":
             steps = -(-epochs * n // (self.average_every * b))

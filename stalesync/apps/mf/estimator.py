@@ -20,7 +20,7 @@ from sklearn.utils import check_array
 
 from ...data.ratings import Ratings, from_sparse
 from ...errors import ConfigError, DataFormatError, NotFittedError, StalesyncError
-from ...kernels.csr import group_by
+from ...kernels.csr import compact_columns, group_by
 from ...kernels.mf import predict as predict_kernel
 from ...kernels.mf import sgd_pass, warm_up
 from ..base import (
@@ -360,7 +360,7 @@ def as_ratings(X: Any, y: Any, name: str) -> Ratings:
 def dense_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(raw, return_inverse=True)``: the sorted distinct ids and each entry's
     index among them. Whole non-negative ids below ``8 x len(raw)`` (every ratings file's
-    ids) are compacted in O(n) through a presence table instead of sorted (on 5M ratings,
+    ids) are compacted in O(n) by the CSR column kernel instead of sorted (on 5M ratings,
     ~0.1 s instead of ~1 s a column)."""
     raw = np.ascontiguousarray(raw)
     if raw.size and raw.dtype.kind in "iuf":
@@ -368,9 +368,6 @@ def dense_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if low >= 0 and high < 8 * raw.size:
             whole = raw.astype(np.int64)
             if raw.dtype.kind != "f" or np.array_equal(whole, raw):
-                present = np.zeros(int(high) + 1, dtype=bool)
-                present[whole] = True
-                ids = np.flatnonzero(present)
-                index = np.cumsum(present) - 1
-                return ids.astype(raw.dtype), index[whole]
+                ids, index = compact_columns(whole, np.full(int(high) + 1, -1, np.int64))
+                return ids.astype(raw.dtype), index
     return np.unique(raw, return_inverse=True)
