@@ -263,8 +263,9 @@ def test_input_forms_and_validation(split):
     train, _ = split
     triples = np.column_stack([train.user_ids[train.users], train.item_ids[train.items],
                                train.values])
-    a = MatrixFactorization(**{**FAST, "epochs": 3}).fit(triples)
-    b = MatrixFactorization(**{**FAST, "epochs": 3}).fit(triples[:, :2], triples[:, 2])
+    one = {**FAST, "epochs": 3, "workers": 1}  # deterministic: the forms must agree
+    a = MatrixFactorization(**one).fit(triples)
+    b = MatrixFactorization(**one).fit(triples[:, :2], triples[:, 2])
     np.testing.assert_allclose(a.P_, b.P_)
     r2 = 1 - a.rmse(triples) ** 2 / triples[:, 2].var()  # R^2, as scikit-learn regressors
     assert a.score(triples) == pytest.approx(r2, rel=1e-5)
@@ -311,7 +312,7 @@ def test_ssp_mode_resumes_from_a_snapshot_exactly(split, tmp_path):
     """One worker is deterministic: resuming from the clock-4 snapshot must end with the
     very factors of the uninterrupted run (the snapshot holds the tables exactly)."""
     train, test = split
-    opts = {**FAST, "epochs": 8}
+    opts = {**FAST, "epochs": 8, "workers": 1}
     reference = MatrixFactorization(**opts)
     reference.fit(train, eval_set=test, run=RunConfig(snapshot_every=4,
                                                       snapshot_dir=str(tmp_path)))
