@@ -48,7 +48,7 @@ class Problem:
     app: str
     name: str
     size: str  # "small" or "large"
-    fit: Callable[[Any], Any]  # workers -> fitted model
+    fit: Callable[..., Any]  # (workers, run=None) -> fitted model
     quality: Callable[[Any], float]
     higher_is_better: bool
     tolerance: float  # relative (absolute for accuracy)
@@ -62,7 +62,7 @@ def lda_problems() -> list[Problem]:
     for name, size in (("reuters", "small"), ("nyt", "large")):
         corpus = load_dataset(name)
         out.append(Problem("lda", f"{name} ({corpus.num_tokens:,} tokens)", size,
-                           lambda w, c=corpus: LDA(workers=w).fit(c),
+                           lambda w, run=None, c=corpus: LDA(workers=w).fit(c, run=run),
                            lambda m: m.loglik_per_token_, True, 0.005))
     return out
 
@@ -83,10 +83,12 @@ def mf_problems() -> list[Problem]:
     def rmse(m) -> float:
         return m.run_record_["final"]["train_rmse"]
 
-    return [Problem("mf", "MovieLens 100K", "small",
-                    lambda w: MatrixFactorization(workers=w).fit(small), rmse, False, 0.01),
-            Problem("mf", "synthetic 6Kx4K, 5M ratings", "large",
-                    lambda w: MatrixFactorization(workers=w).fit(large), rmse, False, 0.01)]
+    def fit(ratings: np.ndarray) -> Callable[..., Any]:
+        return lambda w, run=None: MatrixFactorization(workers=w).fit(ratings, run=run)
+
+    return [Problem("mf", "MovieLens 100K", "small", fit(small), rmse, False, 0.01),
+            Problem("mf", "synthetic 6Kx4K, 5M ratings", "large", fit(large), rmse, False,
+                    0.01)]
 
 
 def kmeans_problems() -> list[Problem]:
@@ -98,11 +100,12 @@ def kmeans_problems() -> list[Problem]:
     rng = np.random.default_rng(0)
     big = np.tile(X, (500_000 // X.shape[0] + 1, 1))[:500_000]
     big = big + rng.normal(0, 0.5, big.shape)
-    return [Problem("kmeans", f"digits {X.shape[0]}x64", "small",
-                    lambda w: KMeans(n_clusters=10, workers=w).fit(X),
+    def fit(points: np.ndarray) -> Callable[..., Any]:
+        return lambda w, run=None: KMeans(n_clusters=10, workers=w).fit(points, run=run)
+
+    return [Problem("kmeans", f"digits {X.shape[0]}x64", "small", fit(X),
                     lambda m: m.inertia_, False, 0.01),
-            Problem("kmeans", "digits + jitter 500,000x64", "large",
-                    lambda w: KMeans(n_clusters=10, workers=w).fit(big),
+            Problem("kmeans", "digits + jitter 500,000x64", "large", fit(big),
                     lambda m: m.inertia_, False, 0.01)]
 
 
@@ -117,11 +120,13 @@ def linear_problems() -> list[Problem]:
     def objective(m) -> float:
         return m.run_record_["final"]["train_objective"]
 
-    return [Problem("linear", f"clothing {X.shape[0]:,} rows", "small",
-                    lambda w: LinearClassifier(workers=w).fit(X, y), objective, False, 0.02),
-            Problem("linear", f"clothing x50 {big.shape[0]:,} rows", "large",
-                    lambda w: LinearClassifier(workers=w).fit(big, ybig), objective, False,
-                    0.02)]
+    def fit(rows: Any, labels: np.ndarray) -> Callable[..., Any]:
+        return lambda w, run=None: LinearClassifier(workers=w).fit(rows, labels, run=run)
+
+    return [Problem("linear", f"clothing {X.shape[0]:,} rows", "small", fit(X, y), objective,
+                    False, 0.02),
+            Problem("linear", f"clothing x50 {big.shape[0]:,} rows", "large", fit(big, ybig),
+                    objective, False, 0.02)]
 
 
 def lasso_problems() -> list[Problem]:
@@ -137,11 +142,12 @@ def lasso_problems() -> list[Problem]:
     beta[rng.choice(d, 200, replace=False)] = rng.normal(0, 2, 200)
     ys = np.asarray(Xs @ beta).ravel() + rng.normal(0, 0.1, n)
     a_small, a_large = 0.01 * alpha_max(X, y), 0.01 * alpha_max(Xs, ys)
-    return [Problem("lasso", "diabetes 442x10", "small",
-                    lambda w: Lasso(alpha=a_small, workers=w).fit(X, y),
+    def fit(alpha: float, rows: Any, target: np.ndarray) -> Callable[..., Any]:
+        return lambda w, run=None: Lasso(alpha=alpha, workers=w).fit(rows, target, run=run)
+
+    return [Problem("lasso", "diabetes 442x10", "small", fit(a_small, X, y),
                     lambda m: m.objective_, False, 1e-3),
-            Problem("lasso", "sparse 2,000x100,000", "large",
-                    lambda w: Lasso(alpha=a_large, workers=w).fit(Xs, ys),
+            Problem("lasso", "sparse 2,000x100,000", "large", fit(a_large, Xs, ys),
                     lambda m: m.objective_, False, 1e-3)]
 
 
@@ -158,10 +164,11 @@ def nn_problems() -> list[Problem]:
     def accuracy(m) -> float:
         return m.run_record_["final"]["train_accuracy"]
 
-    return [Problem("nn", "digits 1,797x64", "small",
-                    lambda w: NeuralNetClassifier(workers=w).fit(X, y), accuracy, True, 0.01),
-            Problem("nn", "Fashion-MNIST 60,000x784", "large",
-                    lambda w: NeuralNetClassifier(workers=w).fit(F, fy), accuracy, True,
+    def fit(rows: np.ndarray, labels: np.ndarray) -> Callable[..., Any]:
+        return lambda w, run=None: NeuralNetClassifier(workers=w).fit(rows, labels, run=run)
+
+    return [Problem("nn", "digits 1,797x64", "small", fit(X, y), accuracy, True, 0.01),
+            Problem("nn", "Fashion-MNIST 60,000x784", "large", fit(F, fy), accuracy, True,
                     0.01)]
 
 

@@ -29,17 +29,19 @@ def runtime(request):
     return request.param
 
 
-def dead(actors, within_s: float = 20.0) -> bool:
-    """Every actor is gone (a kill takes effect asynchronously: ask until it has)."""
+def idle(hosts, within_s: float = 20.0) -> bool:
+    """Every node host is gone or holds no member and runs no call (a kill takes effect
+    asynchronously: ask until it has)."""
     import time
 
     import ray
 
     deadline = time.monotonic() + within_s
-    for actor in actors:
+    for host in hosts:
         while True:
             try:
-                ray.get(actor.ping.remote(), timeout=5)
+                if ray.get(host.holding.remote(), timeout=5) == 0:
+                    break
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 break
             if time.monotonic() > deadline:
@@ -52,7 +54,7 @@ def assert_nothing_left(runtime: str, threads_before: int, actors) -> None:
     if runtime == "embedded":
         assert threading.active_count() == threads_before
     else:
-        assert actors and dead(actors)
+        assert actors and idle(actors)
 
 
 # -- the worker pool itself ----------------------------------------------------------------

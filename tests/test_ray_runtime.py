@@ -273,6 +273,60 @@ def test_repeated_failures_give_up_and_keep_the_snapshot(ray_cluster, tmp_path):
     np.testing.assert_array_equal(latest.tables[gc.TABLE], expected)
 
 
+def where_worker(ctx: ss.WorkerContext):
+    """Increments row ``worker`` by 1 per clock; reports its process, node and links."""
+    while ctx.clock_count < ctx.iterations:
+        ctx.read("t", np.arange(4))
+        ctx.inc("t", [ctx.worker_id], np.ones((1, 1), dtype=np.int64))
+        ctx.clock()
+    import os
+
+    links = tuple(type(link).__name__ for link in ctx._client.shards)
+    return os.getpid(), ray.get_runtime_context().get_node_id(), links
+
+
+@pytest.fixture(scope="module")
+def two_nodes(ray_cluster):
+    """Two added nodes advertising ``node_slot``; removed after the module."""
+    nodes = [ray_cluster.add_node(num_cpus=2, resources={"node_slot": 4}) for _ in range(2)]
+    ray_cluster.wait_for_nodes()
+    yield [n.node_id for n in nodes]
+    for node in nodes:
+        ray_cluster.remove_node(node)
+
+
+ON_TWO_NODES = {"shard": {"resources": {"node_slot": 1}},
+                "worker": {"resources": {"node_slot": 1}}}
+
+
+def test_one_host_process_per_node(two_nodes):
+    """4 workers and 2 shards on two nodes: one process per node holds that node's workers
+    and shard; a worker reaches its own node's shard directly and the other through Ray;
+    every increment arrives exactly once."""
+    result = ss.run(where_worker, [ss.TableSpec("t", 4, 1, "int64")], workers=4, shards=2,
+                    iterations=12, consistency="ssp", staleness=1, runtime="ray",
+                    ray_options=ON_TWO_NODES)
+    pids, nodes, links = zip(*result.worker_results, strict=True)
+    assert set(nodes) == set(two_nodes)
+    assert [nodes[0] == nodes[1], nodes[2] == nodes[3], nodes[0] != nodes[2]] == [True] * 3
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[0] != pids[2]
+    # shard i lives with workers 2i, 2i + 1 (the shard map puts row r on shard r % 2)
+    assert links[0] == links[1] == ("LocalShardLink", "ShardLink")
+    assert links[2] == links[3] == ("ShardLink", "LocalShardLink")
+    np.testing.assert_array_equal(result.tables["t"][:, 0], [12] * 4)
+
+
+@pytest.mark.parametrize("consistency,staleness,seed", [("ssp", 1, 21), ("essp", 1, 22),
+                                                         ("async", 0, 23)])
+def test_guarantee_holds_across_two_nodes(two_nodes, consistency, staleness, seed):
+    scenario = Scenario(workers=4, iterations=8, rows=6, consistency=consistency,
+                        staleness=staleness, shards=2, seed=seed, max_delay_ms=3.0,
+                        slow_worker=seed % 4)
+    result, logs, plan = run_probe(scenario, ray_options=ON_TWO_NODES)
+    assert violations(scenario, logs, plan) == []
+    assert exact_sum_violations(result, plan) == []
+
+
 @pytest.mark.slow
 def test_multi_node_placement_and_node_loss(ray_cluster, tmp_path):
     """Shards on one node, workers on two others; the node of worker 0 is removed mid-run."""
@@ -314,6 +368,42 @@ def node_loss_run(ray_cluster, tmp_path, seed: int, at_iteration: int) -> dict:
     assert len(set(placement["workers"])) == 2
     assert shard_node.node_id not in placement["workers"]
     assert removed.is_set() and result.record["recoveries"] >= 1
+    # no replacement awaited: the lost node's worker runs on the node that is left
+    membership = result.record["membership"]
+    assert membership[0]["nodes"] == 2 and membership[-1]["nodes"] == 1
+    assert membership[-1]["reason"] == "member lost"
     assert exact_sum_violations(result, plan) == []
     assert violations(scenario, logs, plan) == []
     return {"recoveries": result.record["recoveries"]}
+
+
+@pytest.mark.slow
+def test_a_node_that_joins_is_used_from_the_next_snapshot(ray_cluster, tmp_path):
+    """Elastic growth: 4 workers start on the one node that qualifies; a second joins
+    mid-run; the job stops after its next snapshot, spreads over both, and every planned
+    increment arrives exactly once."""
+    first = ray_cluster.add_node(num_cpus=2, resources={"grow_slot": 4})
+    ray_cluster.wait_for_nodes()
+    joined = []
+
+    def hook(worker, iteration, objective):  # in the driver's poll: the workers go on
+        if iteration >= 4 and not joined:
+            joined.append(ray_cluster.add_node(num_cpus=2, resources={"grow_slot": 4}))
+
+    scenario = Scenario(workers=4, iterations=300, rows=6, consistency="ssp", staleness=1,
+                        shards=2, seed=31, max_delay_ms=40.0)
+    opts = {"shard": {"resources": {"grow_slot": 1}},
+            "worker": {"resources": {"grow_slot": 1}}}
+    try:
+        result, logs, plan = run_probe(scenario, on_clock=hook, ray_options=opts,
+                                       snapshot_every=3, snapshot_dir=str(tmp_path))
+    finally:
+        for node in [first, *joined]:
+            ray_cluster.remove_node(node)
+    membership = result.record["membership"]
+    assert [m["nodes"] for m in membership] == [1, 2]
+    assert membership[1]["reason"] == "node joined"
+    assert membership[1]["from_clock"] % 3 == 0 and membership[1]["from_clock"] > 0
+    assert result.record["recoveries"] == 0
+    assert exact_sum_violations(result, plan) == []
+    assert violations(scenario, logs, plan) == []

@@ -186,3 +186,30 @@ def test_storage_is_declared_and_checked():
         TableSpec("t", 10, 4, cache_rows=0)
     with pytest.raises(ConfigError, match="compress works on dense tables only"):
         TableSpec("t", 10, 4, compress="topk:0.5", cache_rows=2)
+
+
+def test_a_kernel_sent_to_another_process_keeps_its_on_disk_cache(tmp_path):
+    """A worker program (a closure over a kernel) unpickled in a fresh process, as a Ray
+    host does: the kernel it calls must be that module's own cached dispatcher, not one
+    rebuilt from the Python function (which compiles again: seconds per kernel)."""
+    import subprocess
+    import sys
+
+    import cloudpickle
+
+    from stalesync.kernels.lda_dense import sweep_dense
+
+    def program():
+        return sweep_dense
+
+    (tmp_path / "program.pkl").write_bytes(cloudpickle.dumps(program))
+    check = (
+        "import pickle, sys\n"
+        "from stalesync.kernels import lda_dense\n"
+        "from numba.core.caching import NullCache\n"
+        "kernel = pickle.loads(open(sys.argv[1], 'rb').read())()\n"
+        "print(kernel is lda_dense.sweep_dense, isinstance(kernel._cache, NullCache))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", check, str(tmp_path / "program.pkl")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]

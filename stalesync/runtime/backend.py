@@ -10,8 +10,10 @@ once, waits for all of them, and stops everything on the first error.
   plain objects in this process. ``call`` runs on the caller's thread; ``map`` runs each
   member on its own long-lived thread (compiled kernels release the GIL, so every thread
   gets a core).
-- :class:`~stalesync.runtime.ray_backend.RayBackend`: every member is a threaded Ray actor;
-  ``call`` is an actor call, arguments and results travel through Ray's object store.
+- :class:`~stalesync.runtime.ray_backend.RayBackend`: one threaded Ray actor per node hosts
+  the members placed there; members on one node call each other directly, and a call from
+  another node (or the driver) is an actor call whose arguments and results travel through
+  Ray's object store.
 
 Everything above this module (the parameter server, the model-parallel scheduler, block
 rotation) is written once against this interface. A member that is lost (its actor or node
@@ -109,6 +111,15 @@ class Group(ABC):
     def ping(self, timeout: float) -> None:  # noqa: B027 - in-process members never vanish
         """Raise :class:`WorkerLostError` if a member is gone or does not answer."""
 
+    def nodes(self) -> list[str] | None:
+        """The node each member was placed on (None: one process, no nodes)."""
+        return None
+
+    def could_spread(self) -> bool:
+        """A node has joined that this group's members could use (they share fewer nodes
+        than there are members); the group would spread over it if placed again."""
+        return False
+
 
 class Backend(ABC):
     """Hosts groups of members; a context manager that releases what it started."""
@@ -118,10 +129,12 @@ class Backend(ABC):
 
     @abstractmethod
     def host(self, role: str, factories: Sequence[Factory], *, cpus: float = 0,
-             concurrency: int = 1, near_driver: bool = False) -> Group:
-        """Start one member per factory. ``cpus``: the cores a member reserves (Ray);
-        ``concurrency``: how many calls it serves at once (Ray threaded actors);
-        ``near_driver``: place it on the driver's node (it writes the driver's files)."""
+             concurrency: int = 1, near_driver: bool = False,
+             own_process: bool = False) -> Group:
+        """Start one member per factory. ``cpus``: the cores a member needs on its node
+        (Ray); ``concurrency``: how many calls it serves at once; ``near_driver``: place it
+        on the driver's node (it writes the driver's files); ``own_process``: each member
+        needs a process of its own (a ``torch.distributed`` rank)."""
 
     def share(self, value: Any) -> Any:
         """``value`` in the form that is cheapest to pass to many calls (Ray: put it in the

@@ -29,7 +29,7 @@ from ..snapshot import Snapshot, SnapshotDirLock, latest_snapshot
 from ..tables import ShardMap
 from .backend import Backend, Group, WorkerLostError, make_backend
 from .members import Coordinator, PSWorker, ShardHost, WorkerSetup
-from .recovery import Recovery
+from .recovery import Recovery, Regroup
 from .restore import (
     as_table,
     assemble_tables,
@@ -42,6 +42,7 @@ from .restore import (
 )
 
 PING_TIMEOUT_S = 60.0  # a member that does not answer a ping for this long counts as lost
+SPREAD_CHECK_S = 2.0  # how often a job with snapshots looks for nodes that joined
 
 
 @dataclass
@@ -86,6 +87,9 @@ class ParameterServer:
         self.recovery = Recovery(config.max_recoveries, bool(config.snapshot_every),
                                  self.snapshot_dir)
         self.groups: _Groups | None = None
+        self.membership: list[dict[str, Any]] = []  # per attempt: from which clock, where
+        self._spread_checked = 0.0
+        self._regroup_after: int | None = None  # snapshots written when a node was seen
         self.auto_tables = [name for name, m in self.models.items() if m.auto]
         self.controller = None
         if self.auto_tables:
@@ -114,25 +118,37 @@ class ParameterServer:
                 parts = [backend.share(d) for d in data] if data is not None else None
                 wall_start = time.time()
                 snap = self.resume
+                reason = "start" if snap is None else "resume"
                 while True:
                     try:
-                        return self._attempt(backend, fn, parts, snap, wall_start)
+                        return self._attempt(backend, fn, parts, snap, wall_start, reason)
+                    except Regroup:
+                        snap, reason = self._newest_snapshot(), "node joined"
                     except WorkerLostError as lost:
                         self.recovery.allow(lost)
-                        snap = self._recovery_point()
+                        snap, reason = self._recovery_point(), "member lost"
             finally:
                 ParameterServer.active = None
 
-    def _recovery_point(self) -> Snapshot | None:
+    def _newest_snapshot(self) -> Snapshot | None:
         path = latest_snapshot(self.snapshot_dir, run_id=self.run_id)
-        snap = load_resume(self.config, path) if path is not None else self.resume
+        return load_resume(self.config, path) if path is not None else self.resume
+
+    def _recovery_point(self) -> Snapshot | None:
+        snap = self._newest_snapshot()
         self.recovery.restarted(0 if snap is None else snap.clock)
         return snap
 
     def _attempt(self, backend: Backend, fn: Any, parts: list[Any] | None,
-                 snap: Snapshot | None, wall_start: float) -> Outcome:
+                 snap: Snapshot | None, wall_start: float, reason: str) -> Outcome:
         try:
             self.groups = self._start(backend, snap)
+            nodes = self.groups.workers.nodes()
+            if nodes is not None:
+                self.membership.append({
+                    "from_clock": 0 if snap is None else snap.clock, "reason": reason,
+                    "nodes": len(set(nodes)), "worker_nodes": [n[:12] for n in nodes]})
+            self._regroup_after = None
             return self._drive(self.groups, fn, parts, snap, wall_start)
         finally:
             if self.groups is not None:
@@ -197,6 +213,8 @@ class ParameterServer:
         results = [r for r, _ in runs]
         metrics = [m for _, m in runs]
         extra: dict[str, Any] = self.recovery.record()
+        if self.membership:
+            extra["membership"] = self.membership
         if self.resume is not None:
             extra["resumed_from_clock"] = self.resume.clock
         if groups.coordinator is not None:
@@ -226,10 +244,13 @@ class ParameterServer:
                 "dropped_gradients": int(sum(sum(s["dropped"]) for s in stats))}
 
     def _poll(self, groups: _Groups) -> None:
-        """Forward progress events to ``on_clock``; check that the members are alive."""
+        """Forward progress events to ``on_clock``; check that the members are alive and
+        whether a node joined."""
         for group in (groups.shards, groups.coordinator):
             if group is not None:
                 group.ping(PING_TIMEOUT_S)
+        if groups.coordinator is not None:
+            self._maybe_regroup(groups)
         on_clock, on_record = self.config.on_clock, self.config.on_record
         if on_clock is None and on_record is None and self.controller is None:
             return
@@ -246,6 +267,21 @@ class ParameterServer:
             bound = self.controller.decide()
             if bound is not None:
                 self._set_bound(groups, bound)
+
+    def _maybe_regroup(self, groups: _Groups) -> None:
+        """Elastic growth: once a node the workers could use has joined, stop right after
+        the next snapshot and place the members again from it (:class:`Regroup`). A lost
+        node needs nothing here: recovery places the members on the nodes that are left."""
+        if self._regroup_after is None:
+            now = time.monotonic()
+            if now - self._spread_checked < SPREAD_CHECK_S:
+                return
+            self._spread_checked = now
+            if groups.workers.could_spread():
+                self._regroup_after = len(groups.coordinator.map("written")[0])
+        elif len(groups.coordinator.map("written")[0]) > self._regroup_after:
+            self._abort(groups)
+            raise Regroup("a node joined: placing the members again from the snapshot")
 
     def _set_bound(self, groups: _Groups, bound: int) -> None:
         """staleness="auto": shard 0 schedules the new bound, the other shards adopt it."""

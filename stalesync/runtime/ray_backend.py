@@ -1,9 +1,19 @@
-"""The Ray backend: every member is a threaded Ray actor.
+"""The Ray backend: one host process per node, members as objects inside it.
 
-A member is built inside a :class:`HostActor` from its factory (put in the object store
-once, so a member rebuilt after a loss is made from the same bytes). ``handle.call`` is one
-actor call; the actor is threaded (``max_concurrency``), so a shard serves reads while
-another thread applies clocks, and a worker takes pushes while its program computes.
+A job places one :class:`NodeHost` actor on each node it uses (Bösen's one process per
+machine). The members placed on a node (its workers, its server shards, the snapshot
+coordinator on the driver's node) are built inside that node's host from their factories
+(put in the object store once, so a member rebuilt after a loss is made from the same
+bytes) and run there as threads: members of one node call each other directly, exactly as
+on the embedded runtime, and only calls between nodes, and the driver's, are Ray actor
+calls. A host is threaded (``max_concurrency``), so a shard serves a remote read while
+another thread applies clocks. Members that need a process of their own (a
+``torch.distributed`` rank: ``own_process=True``) each get a dedicated host.
+
+Placement: a role's members go to the alive nodes that have the CPUs it asks for (at least
+one) and the custom resources named in ``ray_options[role]["resources"]``, consecutive
+members on one node, nodes used evenly; the coordinator (``near_driver``) on the driver's
+node.
 
 Errors: a call whose actor (or any actor it called in turn) died raises
 :class:`~stalesync.runtime.backend.WorkerLostError`; any other remote error is re-raised as
@@ -13,7 +23,8 @@ Session: a job connects to ``address`` (probed first: nothing there fails in sec
 after Ray's minutes of retries) or starts a local Ray on loopback only, with the dashboard
 off (:func:`_loopback_node`); a local Ray started here is shut down when the last job using
 it ends. A job inside an existing session (``ray.init`` done by the caller) leaves it
-running.
+running. The node hosts belong to the session: the next job of the process reuses them
+(modules imported, kernels loaded).
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ import contextlib
 import logging
 import os
 import threading
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,6 +58,7 @@ from .backend import (
     invoke,
     own,
 )
+from .threads import LocalHandle
 
 log = logging.getLogger("stalesync.ray")
 
@@ -107,51 +121,203 @@ class Frozen:
         return (ray.cloudpickle.loads, (self.data,))
 
 
-class HostActor:
-    """Holds one member; every call goes through :meth:`invoke`."""
+HOST_CONCURRENCY = 256  # calls a host serves at once: parked reads, runs, pushes, polls
+DROP_GRACE_S = 2.0  # a dropped group's calls still running after this: the host is killed
 
-    def __init__(self, factory: Factory) -> None:
-        self.member = factory()
+_LOCAL: dict[tuple[str, int], Any] = {}  # (group, index) -> member, in a host's process
 
-    def invoke(self, method: Method, *args: Any) -> Any:
-        return invoke(self.member, method, args)
+
+class NodeHost:
+    """The process that holds a job's members on one node (Bösen's one process per machine).
+
+    Members live in :data:`_LOCAL`; a :class:`NodeHandle` unpickled in this process to a
+    member that lives here becomes a :class:`~.threads.LocalHandle`, so members on the
+    same node call each other directly (a worker's client gets a
+    :class:`~.links.LocalShardLink` to a shard on its node) and only calls between nodes
+    (and the driver's) go through Ray. Every call runs on one of the actor's threads."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def build(self, group: str, index: int, factory: Factory) -> str:
+        _LOCAL[(group, index)] = factory()
+        return self.ping()
+
+    def invoke(self, group: str, index: int, method: Method, *args: Any) -> Any:
+        member = _LOCAL.get((group, index))
+        if member is None:
+            raise WorkerLostError(f"{group} {index}: not on this host any more")
+        with self.lock:
+            self.running[group] = self.running.get(group, 0) + 1
+        try:
+            return invoke(member, method, args)
+        finally:
+            with self.lock:
+                self.running[group] -= 1
+
+    def drop(self, group: str, grace_s: float = DROP_GRACE_S) -> int:
+        """Forget a group's members; how many of its calls are still running after
+        ``grace_s`` (a member stuck in a call)."""
+        for key in [k for k in _LOCAL if k[0] == group]:
+            del _LOCAL[key]
+        deadline = time.monotonic() + grace_s
+        while self.running.get(group, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.running.pop(group, 0)
+
+    def holding(self) -> int:
+        """Members held plus calls running (0: nothing of any job is left here)."""
+        with self.lock:
+            return len(_LOCAL) + sum(self.running.values())
 
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
 
-class RayHandle:
-    """A member's actor; picklable, so members can call each other."""
+class NodeHandle:
+    """A member in a :class:`NodeHost`; picklable, and local where the member is."""
 
-    __slots__ = ("actor", "what")
+    __slots__ = ("host", "group", "index", "what")
 
-    def __init__(self, actor: Any, what: str) -> None:
-        self.actor, self.what = actor, what
+    def __init__(self, host: Any, group: str, index: int, what: str) -> None:
+        self.host, self.group, self.index, self.what = host, group, index, what
+
+    def submit(self, method: Method, *args: Any) -> Any:
+        return self.host.invoke.remote(self.group, self.index, method, *args)
 
     def call(self, method: Method, *args: Any) -> RayFuture:
-        return RayFuture(self.actor.invoke.remote(method, *args), self.what)
+        return RayFuture(self.submit(method, *args), self.what)
 
     def cast(self, method: Method, *args: Any) -> None:
-        self.actor.invoke.remote(method, *args)  # fire and forget
+        self.submit(method, *args)  # fire and forget
 
     def __reduce__(self):
-        return (RayHandle, (self.actor, self.what))
+        return (handle_for, (self.host, self.group, self.index, self.what))
 
 
-class RayGroup(Group):
-    def __init__(self, role: str, factories: Sequence[Factory], options: dict[str, Any]) -> None:
+def handle_for(host: Any, group: str, index: int, what: str) -> NodeHandle | LocalHandle:
+    """The handle a process should use for a member: direct when it lives here."""
+    member = _LOCAL.get((group, index))
+    return LocalHandle(member) if member is not None else NodeHandle(host, group, index, what)
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def eligible_nodes(role: str, cpus: float, options: dict[str, Any], wait: bool = True
+                   ) -> list[str]:
+    """Nodes a member of ``role`` may live on: alive, with the CPUs it asks for (at least
+    one: a shard lives with workers, as in Bösen) and every custom resource named in
+    ``ray_options[role]["resources"]``; the driver's node first, then by id. Waits up to
+    :data:`START_TIMEOUT_S` for one to appear (a cluster still starting)."""
+    needs = dict(options.get("resources") or {})
+    needs["CPU"] = max(float(options.get("num_cpus", cpus)), 1.0)
+    here = ray.get_runtime_context().get_node_id()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        ids = sorted((n["NodeID"] for n in alive_nodes()
+                      if all(n["Resources"].get(k, 0) >= v for k, v in needs.items())),
+                     key=lambda node: (node != here, node))
+        if ids or not wait:
+            return ids
+        if time.monotonic() > deadline:
+            raise RecoveryError(
+                f"Ray could not place the job's {role}s within {START_TIMEOUT_S:.0f} s: no "
+                f"alive node has {needs} (see ray_options)")
+        time.sleep(0.5)
+
+
+def spread(nodes: Sequence[str], count: int) -> list[str]:
+    """Member i's node: consecutive members share a node, nodes used evenly."""
+    return [nodes[i * len(nodes) // count] for i in range(count)] if count else []
+
+
+class Hosts:
+    """The job's node hosts, one per node, started when a member is first placed there and
+    replaced when found dead (after a node or process loss)."""
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, Any] = {}
+
+    def on(self, node: str) -> Any:
+        host = self.by_node.get(node)
+        if host is not None:
+            try:
+                ray.get(host.ping.remote(), timeout=PING_S)
+                return host
+            except Exception:  # noqa: BLE001 - dead, silent or of an ended session
+                self.by_node.pop(node, None)
+                kill_actor(host)
+        host = start_host(node)
+        self.by_node[node] = host
+        return host
+
+    def forget(self, host: Any) -> None:
+        for node, known in list(self.by_node.items()):
+            if known == host:
+                del self.by_node[node]
+        kill_actor(host)
+
+    def close(self) -> None:
+        for host in self.by_node.values():
+            kill_actor(host)
+        self.by_node = {}
+
+
+PING_S = 10.0
+
+
+def start_host(node: str | None, options: dict[str, Any] | None = None) -> Any:
+    """A :class:`NodeHost` actor pinned to ``node`` (or placed by ``options``)."""
+    opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": HOST_CONCURRENCY}
+    if node is not None:
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    opts.update(options or {})
+    return ray.remote(NodeHost).options(**opts).remote()
+
+
+def kill_actor(actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+class NodeGroup(Group):
+    """A role's members, each in the host of the node it was placed on; or, for members
+    that need a process of their own (a ``torch.distributed`` rank), each in a dedicated
+    host."""
+
+    def __init__(self, role: str, factories: Sequence[Factory], hosts: Hosts,
+                 place: Callable[..., list[str]], own_process: dict[str, Any] | None) -> None:
         self.role = role
-        self.options = options
+        self.hosts = hosts
+        self.place = place
+        self.own_process = own_process
         self.factory_refs = [ray.put(f) for f in factories]
-        self.handles: list[RayHandle] = []
+        self.handles: list[NodeHandle] = []
+        self.key = ""
+        self.placed: list[str] = []
         self._start()
 
     def _start(self) -> None:
-        cls = ray.remote(HostActor).options(**self.options)
-        actors = [cls.remote(ref) for ref in self.factory_refs]
-        self.handles = [RayHandle(a, f"{self.role} {i}") for i, a in enumerate(actors)]
+        self.key = f"{self.role}-{uuid.uuid4().hex[:12]}"
+        n = len(self.factory_refs)
+        if self.own_process is not None:
+            hosts = [start_host(None, self.own_process) for _ in range(n)]
+            self.placed = []
+        else:
+            self.placed = self.place()
+            hosts = [self.hosts.on(node) for node in self.placed]
+        self.handles = [NodeHandle(h, self.key, i, f"{self.role} {i}")
+                        for i, h in enumerate(hosts)]
         try:
-            ray.get([a.ping.remote() for a in actors], timeout=START_TIMEOUT_S)
+            ray.get([h.host.build.remote(self.key, i, ref)
+                     for i, (h, ref) in enumerate(zip(self.handles, self.factory_refs,
+                                                         strict=True))],
+                    timeout=START_TIMEOUT_S)
         except LOST as exc:
             raise WorkerLostError(f"a {self.role} died while starting: {exc}") from exc
         except rex.RayTaskError as exc:  # the factory raised: the program's own error
@@ -166,11 +332,25 @@ class RayGroup(Group):
 
     @property
     def actors(self) -> list[Any]:
-        return [h.actor for h in self.handles]
+        """Each member's host actor (members on one node share it)."""
+        return [h.host for h in self.handles]
+
+    def nodes(self) -> list[str] | None:
+        return list(self.placed) or None
+
+    def could_spread(self) -> bool:
+        used = set(self.placed)
+        if not used or len(used) >= len(self.handles):
+            return False
+        return bool(set(self.place(wait=False)) - used)
 
     def ping(self, timeout: float) -> list[str]:
         """Node id of every member; :class:`WorkerLostError` if one is gone or silent."""
-        return resolve([a.ping.remote() for a in self.actors], f"{self.role} ping", timeout)
+        hosts = {id(h.host): h.host for h in self.handles}
+        answers = resolve([h.ping.remote() for h in hosts.values()], f"{self.role} ping",
+                          timeout)
+        nodes = dict(zip(hosts, answers, strict=True))
+        return [nodes[id(h.host)] for h in self.handles]
 
     def map(self, method: Method, args: Sequence[Sequence[Any]] | None = None, *,
             poll: Callable[[], None] | None = None,
@@ -178,7 +358,7 @@ class RayGroup(Group):
             overlap: Callable[[], None] | None = None) -> list[Any]:
         n = len(self.handles)
         args = [()] * n if args is None else list(args)
-        pending = {h.actor.invoke.remote(method, *a): i
+        pending = {h.submit(method, *a): i
                    for i, (h, a) in enumerate(zip(self.handles, args, strict=True))}
         results: list[Any] = [None] * n
         errors: list[BaseException | None] = [None] * n
@@ -210,11 +390,21 @@ class RayGroup(Group):
         return results
 
     def kill(self) -> None:
-        for handle in self.handles:
+        """Dedicated hosts are killed; shared hosts forget the members, and a host where
+        one is still stuck in a call is killed (it is replaced when next needed)."""
+        hosts = {id(h.host): h.host for h in self.handles}
+        if self.own_process is not None:
+            for host in hosts.values():
+                kill_actor(host)
+            return
+        drops = {key: host.drop.remote(self.key) for key, host in hosts.items()}
+        for key, ref in drops.items():
             try:
-                ray.kill(handle.actor, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+                stuck = ray.get(ref, timeout=DROP_GRACE_S + PING_S)
+            except (*LOST, rex.GetTimeoutError, rex.RayTaskError):
+                stuck = 1
+            if stuck:
+                self.hosts.forget(hosts[key])
 
     def rebuild(self) -> None:
         self.kill()
@@ -267,38 +457,56 @@ def _loopback_node():
 
 class _Session:
     """A process-wide, reference-counted connection: the first job connects (or starts a
-    local Ray at 127.0.0.1), the last one to leave shuts down what was started here."""
+    local Ray at 127.0.0.1), the last one to leave shuts down what was started here.
+
+    The node hosts belong to the session, not to a job: the next job of this process
+    finds them started, their modules imported and their kernels loaded (a job drops its
+    members when it ends). They end with a session started here, or with the caller's own
+    session (``ray.shutdown``, or this process's exit)."""
 
     lock = threading.Lock()
     users = 0
     owned = False
+    hosts: Hosts | None = None
+    hosts_of: str | None = None  # the Ray job (one per ray.init) the hosts belong to
 
     @classmethod
-    def enter(cls, address: str | None, cpus: int | None) -> None:
+    def enter(cls, address: str | None, cpus: int | None) -> Hosts:
         with cls.lock:
-            if cls.users == 0 and not ray.is_initialized():
-                common = {"include_dashboard": False, "logging_level": logging.WARNING}
-                if address:
-                    check_reachable(address)
-                    try:
-                        ray.init(address=address, **common)
-                    except (ConnectionError, ValueError) as exc:  # no cluster, bad form
-                        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                        raise ConfigError(f"address {address!r}: {why}",
-                                          param="address") from None
-                else:
-                    # address="local": a new instance even when another Ray runs here
-                    with _loopback_node():
-                        ray.init(address="local", num_cpus=cpus or os.cpu_count() or 1,
-                                 **common)
-                cls.owned = True
+            cls._connect(address, cpus)
             cls.users += 1
+            job = ray.get_runtime_context().get_job_id()
+            if cls.hosts is None or cls.hosts_of != job:
+                cls.hosts, cls.hosts_of = Hosts(), job
+            return cls.hosts
+
+    @classmethod
+    def _connect(cls, address: str | None, cpus: int | None) -> None:
+        if cls.users == 0 and not ray.is_initialized():
+            common = {"include_dashboard": False, "logging_level": logging.WARNING}
+            if address:
+                check_reachable(address)
+                try:
+                    ray.init(address=address, **common)
+                except (ConnectionError, ValueError) as exc:  # no cluster, bad form
+                    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise ConfigError(f"address {address!r}: {why}",
+                                      param="address") from None
+            else:
+                # address="local": a new instance even when another Ray runs here
+                with _loopback_node():
+                    ray.init(address="local", num_cpus=cpus or os.cpu_count() or 1,
+                             **common)
+            cls.owned = True
 
     @classmethod
     def leave(cls) -> None:
         with cls.lock:
             cls.users -= 1
             if cls.users == 0 and cls.owned:
+                if cls.hosts is not None:
+                    cls.hosts.close()
+                cls.hosts = cls.hosts_of = None
                 ray.shutdown()
                 cls.owned = False
 
@@ -314,20 +522,25 @@ class RayBackend(Backend):
                  cpus: int | None = None) -> None:
         self.address = address
         self.ray_options = ray_options or {}
-        self.groups: list[RayGroup] = []
-        _Session.enter(address, cpus)
+        self.groups: list[NodeGroup] = []
+        self.hosts = _Session.enter(address, cpus)
         self._open = True
 
     def host(self, role: str, factories: Sequence[Factory], *, cpus: float = 0,
-             concurrency: int = 1, near_driver: bool = False) -> RayGroup:
-        options: dict[str, Any] = {"num_cpus": cpus, "max_concurrency": concurrency}
-        if near_driver:
-            node = ray.get_runtime_context().get_node_id()
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-        else:
-            options["scheduling_strategy"] = "SPREAD"
-        options.update(self.ray_options.get(role, {}))
-        group = RayGroup(role, factories, options)
+             concurrency: int = 1, near_driver: bool = False,
+             own_process: bool = False) -> NodeGroup:
+        options = self.ray_options.get(role, {})
+        count = len(factories)
+
+        def place(wait: bool = True) -> list[str]:
+            if near_driver:
+                return [ray.get_runtime_context().get_node_id()] * count
+            return spread(eligible_nodes(role, cpus, options, wait), count)
+
+        dedicated = None
+        if own_process:
+            dedicated = {"num_cpus": cpus, "scheduling_strategy": "SPREAD", **options}
+        group = NodeGroup(role, factories, self.hosts, place, dedicated)
         self.groups.append(group)
         return group
 

@@ -18,6 +18,12 @@ from .backend import WorkerLostError
 log = logging.getLogger("stalesync.recovery")
 
 
+class Regroup(WorkerLostError):
+    """Not a failure: a node joined, so the job stops right after a snapshot and places
+    its members again from it (counted in the run record's ``membership``, not in
+    ``recoveries``)."""
+
+
 class Recovery:
     """How many losses a job survived, from which points, and when each was noticed."""
 

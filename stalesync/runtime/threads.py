@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..errors import ConfigError
 from .backend import (
     POLL_S,
     Backend,
@@ -175,7 +176,10 @@ class ThreadBackend(Backend):
         self.groups: list[ThreadGroup] = []
 
     def host(self, role: str, factories: Sequence[Factory], *, cpus: float = 0,
-             concurrency: int = 1, near_driver: bool = False) -> ThreadGroup:
+             concurrency: int = 1, near_driver: bool = False,
+             own_process: bool = False) -> ThreadGroup:
+        if own_process:
+            raise ConfigError(f"the {role}s need a process each: use runtime='ray'")
         group = ThreadGroup(role, factories)
         self.groups.append(group)
         return group

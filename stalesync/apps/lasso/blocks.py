@@ -60,12 +60,14 @@ class ColumnBlock:
             k.push_dense(self.x, s, local, out)
         return out
 
-    def sweep(self, s: np.ndarray, coef: np.ndarray, working: np.ndarray, threshold: float,
+    def sweep(self, s: np.ndarray, values: np.ndarray, working: np.ndarray, threshold: float,
               passes: int, tol: float) -> tuple[np.ndarray, np.ndarray, int]:
-        """Sweep the block's ``working`` columns (local ids) from residual ``s`` and the
-        block's coefficients ``coef``: ``(new coefficients, change of s, updates)``."""
+        """Sweep the block's ``working`` columns (local ids, coefficients ``values``) from
+        residual ``s``: ``(their new coefficients, change of s, updates)``. Only the working
+        set travels: on Ray a round then moves O(n + working set), not the block."""
         mine = s.copy()
-        coef = coef.copy()
+        coef = np.zeros(self.cols.size)
+        coef[working] = values
         if self.sparse:
             updates, _ = k.sweep_csc(self.indptr, self.indices, self.data, mine,
                                      float(mine.sum()), coef, self.norm2, self.mu, working,
@@ -73,7 +75,7 @@ class ColumnBlock:
         else:
             updates = k.sweep_dense(self.x, mine, coef, self.norm2, working, threshold,
                                     passes, tol)
-        return coef, mine - s, int(updates)
+        return coef[working], mine - s, int(updates)
 
 
 def column_blocks(prep: Prepared, parts: int) -> list[ColumnBlock]:
@@ -157,15 +159,16 @@ def solve_blocks(drv: Any, app: LassoApp, blocks: list[ColumnBlock], *, tol: flo
         order = [[b.index] for b in blocks] if serial else [[b.index for b in blocks]]
         for group in order:  # all blocks at once (Jacobi), or one after another
             base = s
-            coefs = [app.coef[b.cols] for b in blocks]  # what travels: not the app's data
-            results = drv.map(lambda b, base=base, group=group, coefs=coefs: (
-                b.sweep(base, coefs[b.index], jobs[b.index], threshold, passes, tol)
+            # what travels: each block's working set and its coefficients, not the data
+            values = [app.coef[b.cols[j]] for b, j in zip(blocks, jobs, strict=True)]
+            results = drv.map(lambda b, base=base, group=group, values=values: (
+                b.sweep(base, values[b.index], jobs[b.index], threshold, passes, tol)
                 if b.index in group else None))
-            done = [(block, res) for block, res in zip(blocks, results, strict=True)
-                    if res is not None]
-            step = merge_step(app, s, [(b.cols, c, ds) for b, (c, ds, _) in done])
-            for block, (coef, ds, updates) in done:
-                app.coef[block.cols] += step * (coef - app.coef[block.cols])
+            done = [(block.cols[jobs[block.index]], res)
+                    for block, res in zip(blocks, results, strict=True) if res is not None]
+            step = merge_step(app, s, [(cols, c, ds) for cols, (c, ds, _) in done])
+            for cols, (coef, ds, updates) in done:
+                app.coef[cols] += step * (coef - app.coef[cols])
                 s = s + step * ds
                 drv.stats.updates += updates
             drv.stats.rounds += 1

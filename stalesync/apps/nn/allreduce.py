@@ -138,7 +138,7 @@ def fit_on_backend(backend: Any, spec: NNSpec, shares: list[tuple[np.ndarray, np
     world = len(shares)
     start = time.perf_counter()
     group = backend.host("allreduce-worker", [partial(RankMember, r) for r in range(world)],
-                         cpus=1, concurrency=1)
+                         cpus=1, concurrency=1, own_process=True)
     try:
         host, port = group.map("endpoint")[0]  # rank 0's node hosts the rendezvous
         ranks = group.map("train", [(world, host, port, spec, shares[r], epochs, initial,
