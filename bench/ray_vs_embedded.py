@@ -15,6 +15,7 @@
 Medians of ``--repeats``; writes ``bench/results/ray_vs_embedded.{json,png}``.
 
     python bench/ray_vs_embedded.py [--repeats 2] [--only lda kmeans] [--skip-readme]
+    python bench/ray_vs_embedded.py --render   # the tables of docs/ray.md from the results
 """
 
 from __future__ import annotations
@@ -134,7 +135,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", nargs="+", choices=sorted(APPS), default=list(APPS))
     parser.add_argument("--skip-readme", action="store_true")
+    parser.add_argument("--render", action="store_true",
+                        help="print the docs' tables from the result file and exit")
     args = parser.parse_args()
+    if args.render:
+        print(render(json.loads(figure_path("ray_vs_embedded").with_suffix(".json")
+                                .read_text())))
+        return
     warnings.simplefilter("ignore", OverheadWarning)
     payload: dict[str, Any] = {"repeats": args.repeats, "cores": os.cpu_count()}
     if not args.skip_readme:
@@ -144,6 +151,33 @@ def main() -> None:
     path = write_json("ray_vs_embedded", payload)
     plot(payload)
     print(f"wrote {path} and {figure_path('ray_vs_embedded')}")
+
+
+def render(payload: dict[str, Any]) -> str:
+    """docs/ray.md's tables from a result file."""
+    lines = []
+    job = payload.get("readme_job")
+    if job:
+        emb, ray_ = job["median"]["embedded"], job["median"]["ray"]
+        lines += ["| README LDA job | embedded | Ray | Ray / embedded |", "|---|---|---|---|"]
+        for key, label in [("steady_tokens_per_s", "tokens/s at steady state"),
+                           ("whole_job_tokens_per_s", "tokens/s over the whole job")]:
+            lines.append(f"| {label} | {emb[key] / 1e6:.2f}M | {ray_[key] / 1e6:.2f}M | "
+                         f"{ray_[key] / emb[key]:.2f}x |")
+        lines.append(f"| first clock after the job starts | {emb['first_clock_s']:.2f} s | "
+                     f"{ray_['first_clock_s']:.2f} s | |")
+        lines.append(f"| the command's wall time | {emb['command_s']:.1f} s | "
+                     f"{ray_['command_s']:.1f} s | {emb['command_s'] / ray_['command_s']:.2f}x |")
+        lines.append("")
+    probs = payload["problems"]
+    lines += [f"Ray session start: {probs['ray_start_s']:.1f} s.", "",
+              "| app | problem | embedded | Ray, first fit | Ray, warm | first / (embedded "
+              "+ start) | warm / embedded |", "|---|---|---|---|---|---|---|"]
+    for r in probs["rows"]:
+        lines.append(f"| {r['app']} | {r['problem']} ({r['size']}) | {r['embedded_s']:.3g} s | "
+                     f"{r['ray_cold_s']:.3g} s | {r['ray_warm_s']:.3g} s | "
+                     f"{r['cold_ratio']:.2f}x | {r['warm_ratio']:.2f}x |")
+    return "\n".join(lines)
 
 
 def plot(payload: dict[str, Any]) -> None:

@@ -38,6 +38,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError, RecoveryError
 
 try:
@@ -105,6 +107,24 @@ class RayFuture:
 
 
 INLINE_BYTES = 256 << 10  # share(): below this, pass frozen bytes inline
+
+
+def array_bytes(value: Any, depth: int = 0) -> int:
+    """The bytes of the numpy arrays (and scipy sparse matrices) in ``value``, looking a
+    few levels into containers and objects: a cheap lower bound of its pickled size."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if depth > 3:
+        return 0
+    if hasattr(value, "data") and hasattr(value, "indices") and hasattr(value, "nnz"):
+        return array_bytes(value.data) + array_bytes(value.indices)  # scipy sparse
+    if isinstance(value, dict):
+        return sum(array_bytes(v, depth + 1) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(array_bytes(v, depth + 1) for v in value[:64])
+    if hasattr(value, "__dict__"):
+        return sum(array_bytes(v, depth + 1) for v in vars(value).values())
+    return 0
 
 
 class Frozen:
@@ -546,7 +566,10 @@ class RayBackend(Backend):
 
     def share(self, value: Any) -> Any:
         """Small values travel inline as bytes frozen now (a put costs about a millisecond
-        here, as much as the call); large ones go to the object store once."""
+        here, as much as the call); large ones go to the object store once (without being
+        serialised first just to learn their size: a data partition is hundreds of MB)."""
+        if array_bytes(value) >= INLINE_BYTES:
+            return ray.put(value)
         data = ray.cloudpickle.dumps(value)
         return Frozen(data) if len(data) < INLINE_BYTES else ray.put(value)
 
