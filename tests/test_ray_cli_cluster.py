@@ -109,3 +109,23 @@ def test_a_job_on_a_cluster_started_with_ray_start(user_cluster, tmp_path):
     counts = np.asarray(model.word_topic_.sum(axis=1)).ravel()  # exact: every token once
     np.testing.assert_array_equal(counts, np.bincount(corpus.words,
                                                       minlength=corpus.num_words))
+
+
+def test_a_missing_token_is_named_in_one_line(user_cluster, tmp_path):
+    """The cluster runs with token authentication; a driver without the token gets one
+    line that says so and where the token goes (Ray's own: 20 s of retries, then a page)."""
+    address, env = user_cluster
+    wrong = tmp_path / "other-token"
+    wrong.write_text(secrets.token_hex(32))
+    corpus, _ = planted_corpus(num_docs=20, seed=4)
+    data = tmp_path / "docs.ldac"
+    write_ldac(corpus, data)
+    done = subprocess.run(
+        [sys.executable, "-m", "stalesync.cli", "lda", "--data", str(data), "--runtime", "ray",
+         "--address", address, "--no-progress"],
+        env={**env, "RAY_AUTH_TOKEN_PATH": str(wrong)}, capture_output=True, text=True,
+        timeout=300, cwd=tmp_path)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert "authentication token" in last and "RAY_AUTH_TOKEN_PATH" in last, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr

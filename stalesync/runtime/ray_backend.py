@@ -475,6 +475,26 @@ def _loopback_node():
         ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
+TOKEN_HINT = (
+    "the cluster requires its authentication token and this process has none or another "
+    "one: copy the token of the head (`ray get-auth-token` there) to ~/.ray/auth_token "
+    "here, or point RAY_AUTH_TOKEN_PATH at a file holding it (docs/ray.md)")
+
+
+def connect_failure(address: str, exc: BaseException) -> str:
+    """One line for a failed connection: a missing or wrong token said as such (Ray's own
+    message is a page about auth modes), else the first line of Ray's message."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 5:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(e, rex.AuthenticationError) or "InvalidAuthToken" in str(e)
+           for e in chain):
+        return f"address {address!r}: {TOKEN_HINT}"
+    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"address {address!r}: {why}"
+
+
 class _Session:
     """A process-wide, reference-counted connection: the first job connects (or starts a
     local Ray at 127.0.0.1), the last one to leave shuts down what was started here.
@@ -508,10 +528,8 @@ class _Session:
                 check_reachable(address)
                 try:
                     ray.init(address=address, **common)
-                except (ConnectionError, ValueError) as exc:  # no cluster, bad form
-                    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise ConfigError(f"address {address!r}: {why}",
-                                      param="address") from None
+                except (ConnectionError, ValueError, rex.AuthenticationError) as exc:
+                    raise ConfigError(connect_failure(address, exc), param="address") from None
             else:
                 # address="local": a new instance even when another Ray runs here
                 with _loopback_node():
