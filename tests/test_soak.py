@@ -63,7 +63,8 @@ APPS = {
     "linear": (lambda: LinearClassifier(epochs=4, strategy="ps", workers=1,
                                         clocks_per_epoch=3, seed=3),
                _linear_data, lambda m: [m.coef_, m.intercept_]),
-    "kmeans": (lambda: KMeans(n_clusters=3, epochs=4, batch_size=100, workers=1, seed=3),
+    # one clock per epoch here (a clock carries at least CLOCK_WORK multiply-adds)
+    "kmeans": (lambda: KMeans(n_clusters=3, epochs=10, batch_size=100, workers=1, seed=3),
                lambda: (make_blobs(n_samples=500, centers=3, random_state=2)[0],),
                lambda m: [m.cluster_centers_]),
 }
