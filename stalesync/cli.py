@@ -18,6 +18,8 @@ import re
 import signal
 import sys
 import threading
+import warnings
+from functools import partial
 from typing import Any, NoReturn
 
 from . import __version__
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     handled = (signal.SIGINT, signal.SIGTERM)  # both stop the run the same way
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _interrupt) for sig in handled}
+    formatter = warnings.formatwarning  # a warning is one line naming the command
+    warnings.formatwarning = partial(_warning_line, args.command)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -126,9 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stalesync {args.command}: error: {text}", file=sys.stderr)
         return 2
     finally:
+        warnings.formatwarning = formatter
         if threading.current_thread() is threading.main_thread():
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _warning_line(command: str, message: Warning | str, category: type[Warning], *_: object,
+                  **__: object) -> str:
+    return f"stalesync {command}: warning: {message}\n"
 
 
 if __name__ == "__main__":  # pragma: no cover

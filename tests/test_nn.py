@@ -18,6 +18,8 @@ from stalesync.apps.nn.problem import NNProblem, NNSpec  # noqa: E402
 from stalesync.cli import main  # noqa: E402
 from stalesync.errors import ConfigError  # noqa: E402
 
+SGD64 = {"optimizer": "sgd", "batch_size": 64}  # the plain SGD these tests compare against
+
 
 def blobs(n=2400, side=12, classes=4, seed=0):
     """Grey ``side x side`` images: one bright square per class at its own place, plus
@@ -42,7 +44,7 @@ def single_process(data):
     """Test accuracy of plain SGD in one process (one worker, no averaging: tested below
     to be plain SGD) at the epochs and step the strategies get."""
     Xtr, ytr, Xte, yte = data
-    model = NeuralNetClassifier(hidden=32, epochs=3, lr=0.1, average_every=0, seed=1)
+    model = NeuralNetClassifier(hidden=32, epochs=3, lr=0.1, average_every=0, seed=1, **SGD64)
     return model.fit(Xtr, ytr).score(Xte, yte)
 
 
@@ -60,7 +62,7 @@ def test_every_strategy_is_within_a_point_of_single_process_sgd(data, single_pro
                                                                   strategy, extra):
     Xtr, ytr, Xte, yte = data
     model = NeuralNetClassifier(hidden=32, epochs=3, strategy=strategy, seed=1,
-                                **{"lr": 0.1, **extra})
+                                **{"lr": 0.1, **SGD64, **extra})
     model.fit(Xtr, ytr)
     assert single_process >= 0.95  # the task is learnt at all
     assert model.score(Xte, yte) >= single_process - 0.01, strategy
@@ -79,7 +81,7 @@ def test_compressed_strategies_stay_close_and_send_less(data, single_process, st
     Xtr, ytr, Xte, yte = data
     fit = lambda c: NeuralNetClassifier(  # noqa: E731
         hidden=32, epochs=3, lr=0.1, strategy=strategy, workers=2, compress=c,
-        seed=1).fit(Xtr, ytr)
+        seed=1, **SGD64).fit(Xtr, ytr)
     dense, packed = fit("none"), fit(compress)
     assert packed.score(Xte, yte) >= single_process - points / 100, compress
     assert packed.run_record_["bytes_sent"] < 0.6 * dense.run_record_["bytes_sent"]
@@ -98,7 +100,7 @@ def test_simuparallel_sgd_with_one_worker_is_plain_sgd(data):
     the table's float32 rounding of ``base + (model - base)``)."""
     Xtr, ytr, _, _ = data
     model = NeuralNetClassifier(hidden=16, epochs=2, strategy="average", average_every=0,
-                                workers=1, seed=3).fit(Xtr, ytr)
+                                workers=1, seed=3, **SGD64).fit(Xtr, ytr)
     net = networks.build("mlp", Xtr.shape[1], 4, 16, 3)
     rows = networks.get_flat(net).shape[0]
     spec = NNSpec("mlp", Xtr.shape[1], 4, 16, rows, 0.05, 64, 1, 3)
@@ -167,7 +169,7 @@ def test_cli_trains_and_reports_test_accuracy(data, tmp_path, capsys):
 
 def test_partial_fit_continues_from_the_current_parameters(data):
     Xtr, ytr, Xte, yte = data
-    model = NeuralNetClassifier(hidden=16, seed=0)
+    model = NeuralNetClassifier(hidden=16, seed=0, **SGD64)
     model.partial_fit(Xtr[:200], ytr[:200], classes=[0, 1, 2, 3])
     first = model.params_.copy()
     model.partial_fit(Xtr, ytr)
@@ -255,7 +257,7 @@ def test_compressed_allreduce_stays_close_identical_and_sends_less(data, single_
     the workers stay bit-identical, and error feedback keeps the accuracy."""
     Xtr, ytr, Xte, yte = data
     model = NeuralNetClassifier(hidden=32, epochs=3, lr=0.1, strategy="allreduce",
-                                workers=2, compress=compress, seed=1).fit(Xtr, ytr)
+                                workers=2, compress=compress, seed=1, **SGD64).fit(Xtr, ytr)
     final = model.run_record_["final"]
     assert final["identical_parameters"] is True
     assert model.score(Xte, yte) >= single_process - points / 100, compress
@@ -344,7 +346,7 @@ def test_fit_with_class_indices_and_cross_entropy_matches_the_estimator(data):
 
     Xtr, ytr, _, _ = data
     est = NeuralNetClassifier(hidden=16, epochs=2, lr=0.1, strategy="ps", workers=1,
-                              seed=3).fit(Xtr, ytr)
+                              seed=3, **SGD64).fit(Xtr, ytr)
     net = networks.build("mlp", Xtr.shape[1], 4, 16, 3)
     result = stalesync.nn.fit(net, torch.nn.functional.cross_entropy, Xtr, ytr, strategy="ps",
                               workers=1, epochs=2, lr=0.1, seed=3)
@@ -367,3 +369,31 @@ def test_fit_checks_the_module_loss_and_data_before_any_work():
         stalesync.nn.fit(net, torch.nn.MSELoss(), X, y[:49])
     with pytest.raises(ConfigError, match="strategy"):
         stalesync.nn.fit(net, torch.nn.MSELoss(), X, y, strategy="gossip")
+
+
+def test_default_adam_learns_where_sgd_would_not_and_keeps_its_moments_in_snapshots(
+        data, tmp_path):
+    """The default local steps are Adam (as MLPClassifier's), refused where workers take no
+    local steps; a crash-and-resume run with Adam ends where the uninterrupted one does
+    (the moments travel in the snapshot)."""
+    from stalesync.apps.base import RunConfig
+    from stalesync.apps.nn.model import ChanceWarning
+
+    Xtr, ytr, Xte, yte = data
+    opts = dict(hidden=32, strategy="ps", workers=1, clocks_per_epoch=4, seed=2)
+    reference = NeuralNetClassifier(**opts).fit(Xtr, ytr)
+    assert reference.score(Xte, yte) >= 0.95
+    snaps = tmp_path / "snaps"
+    NeuralNetClassifier(**opts).fit(Xtr, ytr, run=RunConfig(snapshot_every=3,
+                                                             snapshot_dir=str(snaps)))
+    from stalesync.snapshot import list_snapshots
+
+    clock, path = list_snapshots(snaps)[0]
+    resumed = NeuralNetClassifier(**opts).fit(Xtr, ytr, run=RunConfig(resume=str(path)))
+    assert resumed.run_record_["resumed_from_clock"] == clock > 0
+    np.testing.assert_array_equal(resumed.params_, reference.params_)
+    with pytest.raises(ConfigError, match="optimizer='adam' is for the workers' local"):
+        NeuralNetClassifier(strategy="hogwild", optimizer="adam").fit(Xtr, ytr)
+    flat = np.zeros_like(Xtr)  # nothing to learn: the fit says so
+    with pytest.warns(ChanceWarning, match="no better than always predicting"):
+        NeuralNetClassifier(hidden=4, epochs=1, workers=1).fit(flat, ytr)

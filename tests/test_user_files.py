@@ -8,6 +8,7 @@ import json
 import os
 import re
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -313,6 +314,24 @@ def test_nn_says_when_the_loss_diverges_and_what_to_change(tmp_path, capsys, tor
     np.savez(data, X=(rng.random((200, 16)) * 1e19).astype(np.float32),
              y=rng.integers(0, 3, 200))
     one_line_error(capsys, ["nn", "--data", str(data), "--strategy", strategy, "--epochs",
-                            "1", "--workers", "2", "--no-progress"],
+                            "1", "--workers", "2", "--optimizer", "sgd", "--batch-size", "64",
+                            "--no-progress"],
                    "became nan", "the steps diverged", "Scale the features",
                    "lower --lr (now 0.05)")
+
+
+def test_nn_says_when_it_learnt_nothing(tmp_path, capsys, torch):
+    """A fit that ends at chance accuracy (here: features that carry nothing, at a scale
+    where Adam's bounded steps do not diverge) said nothing; now one warning line says so
+    and what to change."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "features.npz"
+    np.savez(data, X=np.full((200, 16), 1e19, dtype=np.float32), y=rng.integers(0, 3, 200))
+    done = subprocess.run([sys.executable, "-m", "stalesync.cli", "nn", "--data", str(data),
+                           "--epochs", "1", "--workers", "1", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    lines = [line for line in err.splitlines() if "no better than" in line]
+    assert len(lines) == 1 and lines[0].startswith("stalesync nn: warning: train accuracy")
+    assert "scale the features" in lines[0]

@@ -47,8 +47,11 @@ class NNCommand(AppCommand):
         flags.add("model", "--model", dest="arch", choices=ARCHS, default="mlp",
                   help="mlp: two hidden ReLU layers; cnn: LeNet-style, square images")
         flags.add("model", "--hidden", type=int, default=256, help="hidden units per layer")
-        flags.add("model", "--lr", type=float, default=0.05, help="SGD step (local or shard)")
-        flags.add("model", "--batch-size", type=int, default=64, help="examples per step")
+        flags.add("model", "--optimizer", choices=("auto", "sgd", "adam"), default="auto",
+                  help="the local steps' rule: auto is adam for average and ps, sgd otherwise")
+        flags.add("model", "--lr", type=float, default=None,
+                  help="step size, local or on the shard (default: 0.001 adam, 0.05 sgd)")
+        flags.add("model", "--batch-size", type=int, default=200, help="examples per step")
         flags.add("parallelism", "--strategy", choices=(*STRATEGY_NAMES, "allreduce"),
                   default="average", help="how workers combine (docs/nn.md)")
         add_strategy_flags(flags, examples_per_clock=512, average_every=50, server_update="sgd")
@@ -64,7 +67,8 @@ class NNCommand(AppCommand):
 
             raise ConfigError("--train-size must be >= 1", param="train_size")
         return NeuralNetClassifier(
-            arch=args.arch, hidden=args.hidden, epochs=args.epochs, lr=args.lr,
+            arch=args.arch, hidden=args.hidden, epochs=args.epochs, optimizer=args.optimizer,
+            lr=args.lr,
             batch_size=args.batch_size, strategy=args.strategy, workers=args.workers,
             consistency=args.consistency, staleness=args.staleness,
             compress=args.compress, seed=args.seed, **strategy_options(args))

@@ -3,6 +3,7 @@ any strategy of :mod:`stalesync.strategies` through the parameter server."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,44 @@ from .problem import NNSpec
 from .training import Plan, make_plan, train
 
 PREDICT_BATCH = 4096
+OPTIMIZERS = ("auto", "sgd", "adam")
+LOCAL_STEPS = ("average", "ps")  # the strategies whose workers take local steps
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
+
+
+def resolve_optimizer(strategy: str, optimizer: str, lr: float | None) -> tuple[str, float]:
+    """The local steps' rule and step size: ``auto`` is Adam (scikit-learn's
+    ``MLPClassifier`` default) where workers take local steps, else plain SGD; ``lr=None``
+    is that rule's default (Adam 0.001, SGD 0.05)."""
+    check_choice(optimizer, "optimizer", OPTIMIZERS)
+    local = strategy in LOCAL_STEPS
+    if optimizer == "auto":
+        optimizer = "adam" if local else "sgd"
+    elif optimizer == "adam" and not local:
+        raise ConfigError(
+            f"optimizer='adam' is for the workers' local steps (strategy 'average' or 'ps'); "
+            f"strategy {strategy!r} steps with plain SGD or the shard's server_update",
+            param="optimizer")
+    return optimizer, DEFAULT_LR[optimizer] if lr is None else lr
+
+
+class ChanceWarning(UserWarning):
+    """A fit that ended no better than always predicting the most frequent class."""
+
+
+CHANCE_MARGIN = 0.02  # train accuracy within this of the majority class: learnt nothing
+
+
+def warn_if_chance(accuracy: float, labels: np.ndarray, lr: float) -> None:
+    """Say so, with what to change, when the network learnt nothing (unscaled features
+    trained to chance accuracy without a word)."""
+    majority = float(np.bincount(labels).max() / labels.size)
+    if labels.size >= 50 and accuracy <= majority + CHANCE_MARGIN:
+        warnings.warn(
+            f"train accuracy {accuracy:.3f} is no better than always predicting the most "
+            f"frequent class ({majority:.3f}): scale the features (pixels 0-255: divide by "
+            f"255; other columns: standardise them), train more epochs, or change lr (now "
+            f"{lr:g})", ChanceWarning, stacklevel=3)
 
 
 class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
@@ -35,8 +74,11 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
     ``ps`` (chunks of local steps, changes averaged through the table under any
     consistency model), ``sync`` (synchronous SGD with ``backup_workers``), ``downpour``
     (asynchronous, ``n_fetch`` / ``n_push``, the shard applies ``server_update``) or
-    ``hogwild`` (``threads`` lock-free threads per worker). ``lr`` is the SGD step, local
-    or on the shard. ``compress`` (``topk:R``, ``dgc:R[:M]``, ``qsgd:B``, ``sign``, ``powersgd:R``)
+    ``hogwild`` (``threads`` lock-free threads per worker). ``optimizer``: the local
+    steps' rule, ``auto`` (Adam for ``average`` and ``ps``, as scikit-learn's
+    ``MLPClassifier``; plain SGD for the others), ``adam`` or ``sgd``; ``lr`` its step
+    size (default: 0.001 for Adam, 0.05 for SGD, local or on the shard). ``compress``
+    (``topk:R``, ``dgc:R[:M]``, ``qsgd:B``, ``sign``, ``powersgd:R``)
     encodes what each worker sends per clock, with error feedback
     (:mod:`stalesync.compression`). Inputs are float features (scale them: e.g. pixels /
     255).
@@ -47,7 +89,8 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
     _model_info = ("n_features_in_",)
 
     def __init__(self, arch: str = "mlp", *, hidden: int = 256, epochs: int = 5,
-                 lr: float = 0.05, batch_size: int = 64, strategy: str = "average",
+                 optimizer: str = "auto", lr: float | None = None, batch_size: int = 200,
+                 strategy: str = "average",
                  workers: int | str = "auto", consistency: str = "ssp",
                  staleness: int | str | None = 1,
                  clocks_per_epoch: int | None = None, average_every: int = 50,
@@ -57,6 +100,7 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         self.arch = arch
         self.hidden = hidden
         self.epochs = epochs
+        self.optimizer = optimizer
         self.lr = lr
         self.batch_size = batch_size
         self.strategy = strategy
@@ -74,8 +118,9 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         self.seed = seed
 
     def _plan(self, workers: int) -> Plan:
+        _, lr = resolve_optimizer(self.strategy, self.optimizer, self.lr)
         return make_plan(
-            self.strategy, lr=self.lr, batch_size=self.batch_size, workers=workers,
+            self.strategy, lr=lr, batch_size=self.batch_size, workers=workers,
             consistency=self.consistency, staleness=self.staleness,
             clocks_per_epoch=self.clocks_per_epoch, average_every=self.average_every,
             backup_workers=self.backup_workers, n_fetch=self.n_fetch, n_push=self.n_push,
@@ -125,18 +170,20 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
                              self.seed)
         initial = networks.get_flat(net) if warm is None else np.array(warm, np.float32)
         decision = decide(self.workers, self._work(net, X, labels, epochs), resume=run.resume)
+        optimizer, lr = resolve_optimizer(self.strategy, self.optimizer, self.lr)
         spec = NNSpec(self.arch, X.shape[1], int(self.classes_.size), self.hidden,
-                      initial.shape[0], float(self.lr), self.batch_size, decision.workers,
-                      self.seed)
+                      initial.shape[0], float(lr), self.batch_size, decision.workers,
+                      self.seed, optimizer=optimizer)
         trained = train(spec, initial, X, labels, self._plan(decision.workers), epochs, run)
         self.params_ = trained.params
         self._net = None
         record = trained.record
         record["workers_decision"] = decision.as_record()
         record["objective_name"] = record["objective_name"].replace("loss", "cross-entropy")
-        record["final"] = {"train_accuracy": float(np.mean(self._predict_index(X) == labels)),
-                           **record["final"], "arch": self.arch}
+        accuracy = float(np.mean(self._predict_index(X) == labels))
+        record["final"] = {"train_accuracy": accuracy, **record["final"], "arch": self.arch}
         self.run_record_ = record
+        warn_if_chance(accuracy, labels, lr)
         return self
 
     def _work(self, net: Any, X: np.ndarray, labels: np.ndarray, epochs: int) -> Work:

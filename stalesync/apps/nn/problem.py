@@ -41,6 +41,7 @@ class NNSpec:
     seed: int
     factory: Any = None  # a user's network: a callable returning a fresh copy (else arch)
     loss: Any = None  # a user's loss(output, target) (else cross-entropy)
+    optimizer: str = "sgd"  # the local steps' rule: "sgd" or "adam" (average, ps)
 
 
 class NNProblem:
@@ -55,10 +56,12 @@ class NNProblem:
         self.chunk_seed = chunk_seed
         self.examples_seen = 0
         self._net: Any = None
+        self._optimizer: Any = None  # Adam's moments, kept with this worker
+        self._optimizer_net: Any = None
         self._chunks: list[np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # the network is rebuilt where it runs
-        return {**self.__dict__, "_net": None}
+        return {**self.__dict__, "_net": None, "_optimizer": None, "_optimizer_net": None}
 
     # -- shape ---------------------------------------------------------------------------
     @property
@@ -86,10 +89,37 @@ class NNProblem:
         return rng.permutation(self.num_examples)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"seen": np.array([self.examples_seen])}
+        """What a snapshot keeps of this worker: examples seen and Adam's moments (a
+        resumed run then steps exactly as the uninterrupted one)."""
+        out = {"seen": np.array([self.examples_seen])}
+        if self._optimizer is not None:
+            params = list(self._optimizer_net.parameters())
+            states = [self._optimizer.state.get(p, {}) for p in params]
+            if all(states):
+                out["adam_step"] = np.array([float(st["step"]) for st in states])
+                out["adam_m"] = np.concatenate([st["exp_avg"].numpy().ravel() for st in states])
+                out["adam_v"] = np.concatenate([st["exp_avg_sq"].numpy().ravel()
+                                                for st in states])
+        return out
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.examples_seen = int(state["seen"][0])
+        if "adam_step" not in state:
+            return
+        torch = networks.torch_module()
+        net = self.net
+        self._optimizer = torch.optim.Adam(net.parameters(), lr=self.spec.lr)
+        self._optimizer_net = net
+        offset = 0
+        for p, step in zip(net.parameters(), state["adam_step"], strict=True):
+            n = p.numel()
+            self._optimizer.state[p] = {
+                "step": torch.tensor(float(step)),
+                "exp_avg": torch.from_numpy(state["adam_m"][offset:offset + n].copy()
+                                            ).view_as(p).to(p.dtype),
+                "exp_avg_sq": torch.from_numpy(state["adam_v"][offset:offset + n].copy()
+                                               ).view_as(p).to(p.dtype)}
+            offset += n
 
     # -- the arithmetic --------------------------------------------------------------------
     def _loss_and_grads(self, net: Any, idx: np.ndarray) -> tuple[Any, list[Any]]:
@@ -100,8 +130,11 @@ class NNProblem:
         return loss, list(torch.autograd.grad(loss, list(net.parameters())))
 
     def _sgd(self, net: Any, order: np.ndarray) -> float:
-        """Plain SGD over ``order`` in mini-batches; the sum of the batches' losses (each
-        at the weights it saw) over their examples."""
+        """Local steps over ``order`` in mini-batches (plain SGD, or Adam whose moments
+        stay with this worker across clocks and averagings); the sum of the batches' losses
+        (each at the weights it saw) over their examples."""
+        if self.spec.optimizer == "adam":
+            return self._adam(net, order)
         torch = networks.torch_module()
         total = 0.0
         b, lr = self.spec.batch_size, self.spec.lr
@@ -112,6 +145,23 @@ class NNProblem:
             with torch.no_grad():
                 for p, g in zip(params, grads, strict=True):
                     p.data.add_(g, alpha=-lr)
+            total += self._finite(float(loss.detach())) * idx.size
+        return total
+
+    def _adam(self, net: Any, order: np.ndarray) -> float:
+        torch = networks.torch_module()
+        if self._optimizer is None or self._optimizer_net is not net:
+            self._optimizer = torch.optim.Adam(net.parameters(), lr=self.spec.lr)
+            self._optimizer_net = net
+        opt, loss_fn, b = self._optimizer, networks.loss_for(self.spec), self.spec.batch_size
+        total = 0.0
+        for start in range(0, order.size, b):
+            idx = order[start:start + b]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(torch.from_numpy(self.X[idx])),
+                           torch.from_numpy(self.labels[idx]))
+            loss.backward()
+            opt.step()
             total += self._finite(float(loss.detach())) * idx.size
         return total
 
