@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .files import PathLike, output_mode
 from .metrics import objective_curve
@@ -32,30 +36,23 @@ def save_figure(fig: Any, path: PathLike, dpi: int = 100) -> None:
         plt.close(fig)
 
 
+QUALITY_KEYS = (("train_accuracy", "train"), ("test_accuracy", "test"))
+
+
 def plot_run(record: dict[str, Any], path: PathLike, title: str | None = None) -> None:
-    """Objective vs time and the observed-staleness histogram of one run."""
+    """The panels a run record has data for: objective vs time; the app's quality over
+    time (MF's train and test RMSE per epoch) or at the end (a classifier's train and test
+    accuracy); the observed-staleness histogram (jobs that read through tables); the
+    bound schedule of ``staleness="auto"``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    auto = record.get("staleness_auto")
-    fig, axes = plt.subplots(1, 3 if auto else 2, figsize=(16 if auto else 11, 4))
-    ax1, ax2 = axes[0], axes[1]
-    times, values = objective_curve(record)
-    if times.size:
-        ax1.plot(times, values, marker=".")
-    ax1.set_xlabel("wall time (s)")
-    ax1.set_ylabel(record.get("objective_name", "objective"))
-    ax1.set_title("objective vs time")
-    ax1.grid(alpha=0.3)
-    hist = record["observed_staleness"]["histogram"]
-    ax2.bar(range(len(hist)), hist)
-    ax2.set_xlabel("observed staleness (clocks)")
-    ax2.set_ylabel("rows read")
-    ax2.set_title(f"staleness, mean {record['observed_staleness']['mean']:.2f}")
-    if auto:
-        plot_bound_schedule(axes[2], auto, record.get("clocks") or 0)
+    panels = run_panels(record)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+    for ax, panel in zip(np.atleast_1d(axes), panels, strict=True):
+        panel(ax)
     model = record["consistency"]
     if record.get("strategy", "ps") == "ps" and model in ("ssp", "essp"):
         model = f"{model} s={record['staleness']}"
@@ -68,8 +65,74 @@ def plot_run(record: dict[str, Any], path: PathLike, title: str | None = None) -
     save_figure(fig, path)
 
 
+def run_panels(record: dict[str, Any]) -> list[Callable[[Any], None]]:
+    """One drawing function per panel, in order (see :func:`plot_run`)."""
+    panels: list[Callable[[Any], None]] = [partial(_objective_panel, record)]
+    history = [h for h in record.get("history") or [] if "train_rmse" in h]
+    final = record.get("final") or {}
+    if history:
+        panels.append(partial(_rmse_panel, history))
+    elif any(isinstance(final.get(key), int | float) for key, _ in QUALITY_KEYS):
+        panels.append(partial(_accuracy_panel, final))
+    staleness = record.get("observed_staleness") or {}
+    if sum(staleness.get("histogram") or []) > 0:  # scheduled jobs read no tables
+        panels.append(partial(_staleness_panel, staleness))
+    auto = record.get("staleness_auto")
+    if auto:
+        panels.append(partial(plot_bound_schedule, auto=auto, clocks=record.get("clocks") or 0))
+    return panels
+
+
+def _objective_panel(record: dict[str, Any], ax: Any) -> None:
+    times, values = objective_curve(record)
+    if times.size:
+        ax.plot(times, values, marker=".")
+    ax.set_xlabel("wall time (s)")
+    ax.set_ylabel(record.get("objective_name", "objective"))
+    ax.set_title("objective vs time")
+    ax.grid(alpha=0.3)
+
+
+def _rmse_panel(history: list[dict[str, Any]], ax: Any) -> None:
+    times = [h["time_s"] for h in history]
+    ax.plot(times, [h["train_rmse"] for h in history], marker=".", label="train")
+    if all("test_rmse" in h for h in history):
+        ax.plot(times, [h["test_rmse"] for h in history], marker=".", label="test")
+    ax.set_xlabel("wall time (s)")
+    ax.set_ylabel("RMSE")
+    ax.set_title("RMSE per epoch")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _accuracy_panel(final: dict[str, Any], ax: Any) -> None:
+    shown = [(label, float(final[key])) for key, label in QUALITY_KEYS
+             if isinstance(final.get(key), int | float)]
+    bars = ax.bar([label for label, _ in shown], [v for _, v in shown])
+    ax.bar_label(bars, fmt="%.4f")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title("accuracy at the end")
+
+
+def _staleness_panel(staleness: dict[str, Any], ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    hist = staleness["histogram"]
+    ax.bar(range(len(hist)), hist)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("observed staleness (clocks)")
+    ax.set_ylabel("rows read")
+    ax.set_title(f"staleness, mean {staleness['mean']:.2f}")
+
+
 def plot_bound_schedule(ax: Any, auto: dict[str, Any], clocks: int) -> None:
     """staleness="auto": the bound in force at each clock, per table (a step plot)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     for table, schedule in auto["schedules"].items():
         starts = [int(c) for c, _ in schedule] + [max(clocks, int(schedule[-1][0]) + 1)]
         bounds = [int(b) for _, b in schedule]

@@ -187,6 +187,35 @@ def test_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _record(**extra):
+    base = {"app": "x", "strategy": "ps", "consistency": "bsp", "staleness": 0,
+            "runtime": "embedded", "workers": 1, "clocks": 3,
+            "records": [{"iteration": i, "worker": 0, "time_s": 0.1 * i, "objective": 1.0 / (i + 1)}
+                        for i in range(3)],
+            "observed_staleness": {"histogram": [5, 2], "mean": 0.3}}
+    return {**base, **extra}
+
+
+@pytest.mark.parametrize("extra,panels", [
+    ({}, ["_objective_panel", "_staleness_panel"]),
+    # a scheduled job (Lasso) reads no tables: no empty staleness panel
+    ({"strategy": "scheduled", "observed_staleness": {"histogram": [], "mean": 0.0}},
+     ["_objective_panel"]),
+    ({"final": {"train_accuracy": 0.91, "test_accuracy": 0.88}},
+     ["_objective_panel", "_accuracy_panel", "_staleness_panel"]),
+    ({"history": [{"epoch": e, "time_s": e, "train_rmse": 1.0 - e / 10, "test_rmse": 1.1}
+                  for e in range(3)]},
+     ["_objective_panel", "_rmse_panel", "_staleness_panel"]),
+])
+def test_a_run_plot_has_the_panels_its_record_has_data_for(tmp_path, extra, panels):
+    from stalesync.plots import run_panels
+
+    record = _record(**extra)
+    assert [p.func.__name__ for p in run_panels(record)] == panels
+    plot_run(record, tmp_path / "run.png")
+    assert (tmp_path / "run.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_pauses_can_be_limited_to_chosen_workers():
     stragglers = Stragglers(pause_prob=1.0, pause_s=0.01, pause_workers=(1,))
     assert stragglers.for_worker(0).extra_seconds(0.0) == 0.0
