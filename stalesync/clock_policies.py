@@ -6,7 +6,13 @@ increment the policy accepted for clocks ``< m``). Two policies:
 
 - :class:`EveryWorker` (the default): a clock completes when every worker has sent it; the
   stamp is the minimum worker clock. Increments are applied when they arrive (they commute).
-  This is what SSP/ESSP/BSP/Async build on.
+  This is what SSP/ESSP/Async build on.
+- :class:`InWorkerOrder` (every table BSP): as :class:`EveryWorker`, but a clock's
+  increments are held until every worker has sent that clock and then applied in worker
+  order. A BSP read at clock ``c`` then sees exactly the increments of clocks ``< c``, summed
+  in the same order on every run: a seeded BSP job with any number of workers is
+  bit-reproducible, floats included (applied on arrival, a fast worker's next clock could
+  be seen or not, and float sums depended on arrival order).
 - :class:`FirstOf` (synchronous SGD with backup workers, TensorFlow's SyncReplicasOptimizer):
   clock ``c`` is *step* ``c``. The first ``n`` gradients of the current step that arrive are
   summed; when the ``n``-th arrives, their mean goes through each table's update rule, the
@@ -84,6 +90,24 @@ class EveryWorker(ClockPolicy):
         self._clocks[worker] = FINISHED if finished else was + 1
         if was == self._min:
             self._min = min(self._clocks)
+
+
+class InWorkerOrder(EveryWorker):
+    """BSP, reproducible (see the module docstring)."""
+
+    def __init__(self, num_workers: int) -> None:
+        super().__init__(num_workers)
+        self._held: dict[int, dict[int, Mapping]] = {}  # clock -> worker -> its increments
+
+    def accept(self, stores, worker, step, updates, finished) -> None:
+        clock = self._clocks[worker]
+        if updates:
+            self._held.setdefault(clock, {})[worker] = updates
+        super().accept(stores, worker, step, {}, finished)
+        for done in sorted(c for c in self._held if c < self._min):
+            for _, held in sorted(self._held.pop(done).items()):
+                for name, (local_rows, increments) in held.items():
+                    stores[name].apply(local_rows, increments)
 
 
 class FirstOf(ClockPolicy):
@@ -167,7 +191,7 @@ def _add_rows(sums: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
         np.add.at(sums, rows, values)
 
 
-def make_policy(num_workers: int, backup_workers: int) -> ClockPolicy:
+def make_policy(num_workers: int, backup_workers: int, all_bsp: bool = False) -> ClockPolicy:
     if backup_workers:
         return FirstOf(num_workers, num_workers - backup_workers)
-    return EveryWorker(num_workers)
+    return InWorkerOrder(num_workers) if all_bsp else EveryWorker(num_workers)

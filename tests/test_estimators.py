@@ -77,6 +77,26 @@ def test_check_estimator(name):
     assert passed, "no check ran"
 
 
+DEFAULTS = {"LDA": LDA, "MatrixFactorization": MatrixFactorization, "Lasso": Lasso,
+            "LogisticL1": LogisticL1, "KMeans": KMeans, "LinearClassifier": LinearClassifier,
+            "LinearRegressor": LinearRegressor}
+if NeuralNetClassifier is not None:
+    DEFAULTS["NeuralNetClassifier"] = NeuralNetClassifier
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_check_estimator_on_the_defaults(name):
+    """As a user constructs them (``workers="auto"``, each app's own epochs and
+    consistency): the idempotence and pipeline checks repeat a seeded fit exactly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(DEFAULTS[name](), on_fail=None)
+    not_applicable = ESTIMATORS[name][1]
+    details = {r["check_name"]: str(r["exception"])[:300] for r in results
+               if r["status"] == "failed" and r["check_name"] not in not_applicable}
+    assert not details, details
+
+
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))
 def test_unfitted_use_raises_sklearns_not_fitted_error(name):
     estimator = clone(ESTIMATORS[name][0])

@@ -358,12 +358,8 @@ def node_loss_run(ray_cluster, tmp_path, seed: int, at_iteration: int) -> dict:
                         shards=2, seed=seed, max_delay_ms=15.0)
     opts = {"shard": {"resources": {"shard_slot": 1}},
             "worker": {"resources": {"worker_slot": 1}, "scheduling_strategy": "SPREAD"}}
-    try:
-        result, logs, plan = run_probe(scenario, on_clock=hook, ray_options=opts,
-                                       snapshot_every=3, snapshot_dir=str(tmp_path))
-    finally:
-        for node in [shard_node, *worker_nodes]:
-            ray_cluster.remove_node(node)
+    result, logs, plan = probe_on_nodes(ray_cluster, [shard_node, *worker_nodes], scenario,
+                                        hook, opts, tmp_path)
     assert set(placement["shards"]) == {shard_node.node_id}
     assert len(set(placement["workers"])) == 2
     assert shard_node.node_id not in placement["workers"]
@@ -377,29 +373,34 @@ def node_loss_run(ray_cluster, tmp_path, seed: int, at_iteration: int) -> dict:
     return {"recoveries": result.record["recoveries"]}
 
 
+def probe_on_nodes(ray_cluster, nodes: list, scenario: Scenario, hook, opts: dict, tmp_path):
+    """The probe with snapshots every 3 clocks on added ``nodes`` (the hook may add more to
+    the list), which are removed afterwards whatever happens."""
+    try:
+        return run_probe(scenario, on_clock=hook, ray_options=opts, snapshot_every=3,
+                         snapshot_dir=str(tmp_path))
+    finally:
+        for node in nodes:
+            ray_cluster.remove_node(node)
+
+
 @pytest.mark.slow
 def test_a_node_that_joins_is_used_from_the_next_snapshot(ray_cluster, tmp_path):
     """Elastic growth: 4 workers start on the one node that qualifies; a second joins
     mid-run; the job stops after its next snapshot, spreads over both, and every planned
     increment arrives exactly once."""
-    first = ray_cluster.add_node(num_cpus=2, resources={"grow_slot": 4})
+    nodes = [ray_cluster.add_node(num_cpus=2, resources={"grow_slot": 4})]
     ray_cluster.wait_for_nodes()
-    joined = []
 
     def hook(worker, iteration, objective):  # in the driver's poll: the workers go on
-        if iteration >= 4 and not joined:
-            joined.append(ray_cluster.add_node(num_cpus=2, resources={"grow_slot": 4}))
+        if iteration >= 4 and len(nodes) == 1:
+            nodes.append(ray_cluster.add_node(num_cpus=2, resources={"grow_slot": 4}))
 
     scenario = Scenario(workers=4, iterations=300, rows=6, consistency="ssp", staleness=1,
                         shards=2, seed=31, max_delay_ms=40.0)
     opts = {"shard": {"resources": {"grow_slot": 1}},
             "worker": {"resources": {"grow_slot": 1}}}
-    try:
-        result, logs, plan = run_probe(scenario, on_clock=hook, ray_options=opts,
-                                       snapshot_every=3, snapshot_dir=str(tmp_path))
-    finally:
-        for node in [first, *joined]:
-            ray_cluster.remove_node(node)
+    result, logs, plan = probe_on_nodes(ray_cluster, nodes, scenario, hook, opts, tmp_path)
     membership = result.record["membership"]
     assert [m["nodes"] for m in membership] == [1, 2]
     assert membership[1]["reason"] == "node joined"

@@ -98,3 +98,18 @@ def test_the_command_says_how_many_workers_ran_and_why(tmp_path, capsys):
     assert main(["mf", "--data", str(data), "--epochs", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "workers: 1 (auto: " in out
+
+
+def test_a_second_worker_never_halves_the_clocks_of_one_clock_per_epoch(monkeypatch):
+    """k-means on a small set runs one clock per epoch on every worker (a clock carries at
+    least CLOCK_WORK): splitting the points does not split those clocks, and a cost
+    measured cheaper for 2 workers than for 1 is noise, not taken at its word."""
+    from stalesync.apps import workers as w
+
+    work = w.Work(0.001, clocks=20, split_clocks=True, min_clocks=20)
+    assert work.clocks_per_worker(2) == 20
+    assert w.Work(0.001, clocks=20, split_clocks=True).clocks_per_worker(2) == 10
+    monkeypatch.setattr(w.Costs, "_measured", {1: (1e-4, 2e-3), 2: (5e-5, 1e-3)})
+    costs = w.Costs()
+    assert costs.clock_s(2) == 1e-4 and costs.start_s(2) == 2e-3
+    assert w.decide(w.AUTO, work, costs).workers == 1

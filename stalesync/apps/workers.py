@@ -50,10 +50,16 @@ class Work:
     clocks: int  # clocks (or rounds) each worker runs when it works alone
     split_clocks: bool = False  # the clocks are shared out (w workers run clocks / w each)
     max_workers: int | None = None  # e.g. fewer examples than cores
+    min_clocks: int = 0  # shared out, each worker still runs this many (one per epoch)
+
+    def clocks_per_worker(self, workers: int) -> int:
+        if not self.split_clocks:
+            return self.clocks
+        return max(self.min_clocks, -(-self.clocks // workers))
 
     def predict(self, workers: int, costs: Costs) -> float:
         efficiency = 1.0 if workers == 1 else PARALLEL_EFFICIENCY
-        clocks = -(-self.clocks // workers) if self.split_clocks else self.clocks
+        clocks = self.clocks_per_worker(workers)
         return (self.compute_s / (workers * efficiency)
                 + clocks * costs.clock_s(workers) + costs.start_s(workers))
 
@@ -101,11 +107,13 @@ class Costs:
                 cls._measured[workers] = _measure(workers)
             return cls._measured[workers]
 
+    # a further worker never makes a clock or a job start cheaper: a measurement that says
+    # so is noise (the two are timed a moment apart, on a machine that may be busy)
     def clock_s(self, workers: int) -> float:
-        return self.get(workers)[0]
+        return max(self.get(w)[0] for w in range(1, workers + 1))
 
     def start_s(self, workers: int) -> float:
-        return self.get(workers)[1]
+        return max(self.get(w)[1] for w in range(1, workers + 1))
 
 
 def clock_loop(ctx: Any, table: str, rows: np.ndarray, delta: np.ndarray, clocks: int,
@@ -193,7 +201,7 @@ def decide(requested: int | str, work: Work, costs: Costs | None = None,
     limit = max(1, min(cores, work.max_workers or cores))
     if requested != AUTO:
         n = int(requested)
-        clocks = -(-work.clocks // n) if work.split_clocks else work.clocks
+        clocks = work.clocks_per_worker(n)
         overhead = clocks * costs.clock_s(n) + costs.start_s(n)
         if n > 1 and overhead > work.compute_s / n:
             warnings.warn(

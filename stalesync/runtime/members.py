@@ -37,6 +37,11 @@ from .restore import assemble_tables, make_checkpoint, make_writer
 from .threads import LocalHandle
 
 
+def all_bsp(models: dict[str, ConsistencyModel]) -> bool:
+    """Every table is BSP: the shard applies clocks in worker order (reproducible)."""
+    return bool(models) and all(m.kind == "bsp" for m in models.values())
+
+
 class ShardHost:
     """One shard as a backend member (see the module docstring)."""
 
@@ -44,7 +49,8 @@ class ShardHost:
                  models: dict[str, ConsistencyModel], num_workers: int,
                  backup_workers: int = 0) -> None:
         self.shard = ServerShard(shard_id, ShardMap(num_shards), specs, models, num_workers,
-                                 self._push, make_policy(num_workers, backup_workers))
+                                 self._push, make_policy(num_workers, backup_workers,
+                                                         all_bsp=all_bsp(models)))
         self.workers: list[Handle] = []
         # clock messages received per worker: clocks and reads wait for the earlier ones
         self._received = np.zeros(num_workers, dtype=np.int64)

@@ -136,7 +136,7 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         batch = self._clock_points(d)
         decision = decide(self.workers, Work(
             per_point * n * self.epochs, self.epochs * -(-n // batch), split_clocks=True,
-            max_workers=n), resume=run.resume)
+            max_workers=n, min_clocks=self.epochs), resume=run.resume)
         workers = decision.workers
         parts = [Points.create(X, rows, batch) for rows in np.array_split(order, workers)]
         batches = max(p.num_batches for p in parts)
