@@ -339,6 +339,7 @@ def node_loss_run(ray_cluster, tmp_path, seed: int, at_iteration: int) -> dict:
     worker_nodes = [ray_cluster.add_node(num_cpus=2, resources={"worker_slot": 2})
                     for _ in range(2)]
     ray_cluster.wait_for_nodes()
+    nodes = [shard_node, *worker_nodes]  # removed after the run, but the one removed during it
     placement = {}
     removed = threading.Event()
 
@@ -352,14 +353,13 @@ def node_loss_run(ray_cluster, tmp_path, seed: int, at_iteration: int) -> dict:
             victim = placement["workers"][0]
             node = next(n for n in worker_nodes if n.node_id == victim)
             ray_cluster.remove_node(node)
-            worker_nodes.remove(node)
+            nodes.remove(node)
 
     scenario = Scenario(workers=2, iterations=30, rows=6, consistency="ssp", staleness=1,
                         shards=2, seed=seed, max_delay_ms=15.0)
     opts = {"shard": {"resources": {"shard_slot": 1}},
             "worker": {"resources": {"worker_slot": 1}, "scheduling_strategy": "SPREAD"}}
-    result, logs, plan = probe_on_nodes(ray_cluster, [shard_node, *worker_nodes], scenario,
-                                        hook, opts, tmp_path)
+    result, logs, plan = probe_on_nodes(ray_cluster, nodes, scenario, hook, opts, tmp_path)
     assert set(placement["shards"]) == {shard_node.node_id}
     assert len(set(placement["workers"])) == 2
     assert shard_node.node_id not in placement["workers"]
