@@ -247,6 +247,9 @@ def test_cli_fits_a_csv_and_writes_the_run_record(tmp_path, diabetes, capsys):
     assert set(record) >= set(RECORD_FIELDS)
     assert record["app"] == "lasso" and record["workers"] == 2
     assert record["strategy"] == "scheduled" and record["clocks"] > 0
+    from stalesync.plots import run_panels  # no empty staleness panel: it reads no tables
+
+    assert [p.func.__name__ for p in run_panels(record)] == ["_objective_panel"]
     ref = sklearn_fit(X, y, 0.1)
     want = objective(X, y, ref.coef_, ref.intercept_, 0.1)
     assert record["final"]["objective"] == pytest.approx(want, rel=1e-6)

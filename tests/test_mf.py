@@ -406,6 +406,9 @@ def test_cli_trains_and_writes_the_run_record(tmp_path, mode, capsys):
     record = json.loads(out.read_text())
     baseline = float(r.values.std())  # predicting the mean
     assert record["final"]["test_rmse"] < 0.5 * baseline and record["data"]["train"] > 0
+    from stalesync.plots import run_panels  # the plot shows train and test RMSE
+
+    assert "_rmse_panel" in [p.func.__name__ for p in run_panels(record)]
     assert png.stat().st_size > 0 and model.exists()
     assert "test RMSE" in capsys.readouterr().out
 

@@ -161,6 +161,9 @@ def test_cli_trains_and_reports_test_accuracy(data, tmp_path, capsys):
     assert "test accuracy" in text
     record = json.loads(out.read_text())
     assert record["app"] == "nn" and record["final"]["test_accuracy"] >= 0.9
+    from stalesync.plots import run_panels  # the plot shows the accuracy
+
+    assert "_accuracy_panel" in [p.func.__name__ for p in run_panels(record)]
     with pytest.raises(SystemExit):  # argparse's own choice check
         main(["nn", "--data", str(path), "--model", "resnet", "--no-progress"])
     assert main(["nn", "--data", str(path), "--lr", "0", "--no-progress"]) == 2
