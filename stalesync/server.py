@@ -130,8 +130,10 @@ class ServerShard:
 
     def set_bound(self, table: str, bound: int) -> list[tuple[int, int]]:
         """Use ``bound`` for ``table`` from the clock after the highest one any worker is at,
-        so no worker is inside a clock whose bound changes; returns the schedule (shard 0
-        decides, the other shards :meth:`adopt_bounds` it)."""
+        so no worker is inside a clock whose bound changes; returns the schedule. Only shard
+        0 holds schedules: a worker waits for its answer to each clock, so the schedule it
+        learns there is exact for the clock it begins next, and every read it sends states
+        the stamp that bound requires."""
         with self._cond:
             clocks = self.policy.worker_clocks
             live = clocks[clocks < FINISHED]
@@ -145,24 +147,6 @@ class ServerShard:
                                      bound))
                 self._cond.notify_all()  # a looser bound may release parked reads
             return list(schedule)
-
-    def adopt_bounds(self, table: str, schedule: list[tuple[int, int]]) -> None:
-        """Take shard 0's schedule. A worker this shard has seen further along than shard 0
-        had may already be in a clock whose bound changed: each read is served against
-        the tighter of its own and this shard's view, so the guarantee holds either way."""
-        with self._cond:
-            self.bounds[table] = [tuple(x) for x in schedule]
-            self._cond.notify_all()
-
-    def _required(self, table: str, required: int | None, reader_clock: int | None
-                  ) -> int | None:
-        """The stamp a read needs: the reader's, and never less than the bound in force at
-        its clock asks (an auto table)."""
-        if required is None or reader_clock is None or table not in self.bounds:
-            return required
-        from .staleness import bound_at
-
-        return max(required, reader_clock - bound_at(self.bounds[table], reader_clock))
 
     def _fresh_pushes(self, stamp: int) -> list[tuple[int, Push]]:
         """ESSP: every subscribed worker's rows as of ``stamp`` (taken under the lock)."""
@@ -186,7 +170,6 @@ class ServerShard:
     # -- reads --------------------------------------------------------------------------
     def read(
         self, worker: int, table: str, local_rows: np.ndarray, required_stamp: int | None,
-        reader_clock: int | None = None,
     ) -> tuple[np.ndarray, int, float, int]:
         """Return (values, stamp, seconds waited, stamp when the read arrived) of
         ``local_rows``.
@@ -196,7 +179,6 @@ class ServerShard:
         """
         waited = 0.0
         with self._cond:
-            required_stamp = self._required(table, required_stamp, reader_clock)
             arrival = self.min_clock
             if required_stamp is not None and arrival < required_stamp:
                 t0 = time.perf_counter()

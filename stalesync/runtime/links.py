@@ -92,7 +92,7 @@ class LocalShardLink:
 
     def read(self, worker: int, table: str, local_rows: np.ndarray,
              required: int | None) -> Future:
-        return Done(self.shard.read(worker, table, local_rows, required, self.sent))
+        return Done(self.shard.read(worker, table, local_rows, required))
 
 
 def writable(values: Any) -> Any:

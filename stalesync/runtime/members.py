@@ -86,13 +86,10 @@ class ShardHost:
     def read(self, worker: int, table: str, local_rows: np.ndarray, required: int | None,
              clocks_sent: int) -> tuple[np.ndarray, int, float, int]:
         self._wait_for(worker, clocks_sent)  # clocks_sent is the reader's current clock
-        return self.shard.read(worker, table, local_rows, required, clocks_sent)
+        return self.shard.read(worker, table, local_rows, required)
 
     def set_bound(self, table: str, bound: int) -> list[tuple[int, int]]:
         return self.shard.set_bound(table, bound)
-
-    def adopt_bounds(self, table: str, schedule: list[tuple[int, int]]) -> None:
-        self.shard.adopt_bounds(table, schedule)
 
     def bounds(self) -> dict | None:
         return self.shard.bounds_view()

@@ -284,12 +284,11 @@ class ParameterServer:
             raise Regroup("a node joined: placing the members again from the snapshot")
 
     def _set_bound(self, groups: _Groups, bound: int) -> None:
-        """staleness="auto": shard 0 schedules the new bound, the other shards adopt it."""
-        first, *others = groups.shards.handles
+        """staleness="auto": shard 0 schedules the new bound (the workers learn it from
+        their clock answers; the other shards serve each read the stamp it asks for)."""
+        first = groups.shards.handles[0]
         for table in self.auto_tables:
-            schedule = first.call("set_bound", table, bound).result(PING_TIMEOUT_S)
-            for future in [h.call("adopt_bounds", table, schedule) for h in others]:
-                future.result(PING_TIMEOUT_S)
+            first.call("set_bound", table, bound).result(PING_TIMEOUT_S)
 
     def _abort(self, groups: _Groups) -> None:
         """A worker failed: wake every parked read and barrier, stop every other worker."""
