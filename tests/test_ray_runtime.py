@@ -408,3 +408,23 @@ def test_a_node_that_joins_is_used_from_the_next_snapshot(ray_cluster, tmp_path)
     assert result.record["recoveries"] == 0
     assert exact_sum_violations(result, plan) == []
     assert violations(scenario, logs, plan) == []
+
+
+def test_a_job_refuses_a_cluster_other_than_the_one_this_process_is_connected_to(
+        ray_cluster):
+    """A process connected to one cluster ran a job given another one's address on the
+    first without a word; now that is refused, naming both. The same cluster named through
+    loopback (Ray reports the machine's address) is the one it is connected to."""
+    from stalesync.errors import ConfigError
+
+    host, port = ray_cluster.address.rsplit(":", 1)
+    other = f"{host}:{int(port) + 1}"
+    with pytest.raises(ConfigError, match=f"{other}.*already connected to the Ray cluster "
+                                          f"at .*:{port}; pass that address") as info:
+        ss.run(det_worker, DET_TABLES, data=[{}, {}], runtime="ray", address=other, **DET_OPTS)
+    assert info.value.param == "address"
+    reference = ss.run(det_worker, DET_TABLES, **DET_OPTS)
+    for same in (f"127.0.0.1:{port}", ray_cluster.address, "auto"):
+        result = ss.run(det_worker, DET_TABLES, data=[{}, {}], runtime="ray", address=same,
+                        **DET_OPTS)
+        assert np.array_equal(result.tables["t"], reference.tables["t"])

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -495,6 +496,26 @@ def connect_failure(address: str, exc: BaseException) -> str:
     return f"address {address!r}: {why}"
 
 
+def same_cluster(address: str, connected: str) -> bool:
+    """Whether ``address`` names the cluster whose GCS is at ``connected`` (Ray reports
+    the machine's address for a cluster reached through loopback; ``auto`` and Ray Client
+    ``ray://`` addresses name whatever the process is connected to)."""
+    if address == "auto" or address.startswith("ray://"):
+        return True
+
+    def endpoint(text: str) -> tuple[str, str]:
+        host, _, port = text.rpartition(":")
+        try:
+            ip = socket.gethostbyname(host)
+        except OSError:
+            ip = host
+        if ip.startswith("127.") or ip == ray.util.get_node_ip_address():
+            ip = "this machine"
+        return ip, port
+
+    return endpoint(address) == endpoint(connected)
+
+
 class _Session:
     """A process-wide, reference-counted connection: the first job connects (or starts a
     local Ray at 127.0.0.1), the last one to leave shuts down what was started here.
@@ -522,6 +543,13 @@ class _Session:
 
     @classmethod
     def _connect(cls, address: str | None, cpus: int | None) -> None:
+        if address and ray.is_initialized():
+            connected = ray.get_runtime_context().gcs_address
+            if not same_cluster(address, connected):
+                raise ConfigError(
+                    f"address {address!r}: this process is already connected to the Ray "
+                    f"cluster at {connected}; pass that address, or call ray.shutdown() "
+                    "first", param="address")
         if cls.users == 0 and not ray.is_initialized():
             common = {"include_dashboard": False, "logging_level": logging.WARNING}
             if address:
