@@ -226,8 +226,8 @@ def run(
         consistency=config.model.kind,
         staleness="auto" if config.model.auto else config.model.staleness,
         workers=config.workers,
-        clocks=config.iterations
-        or max((m.records[-1]["iteration"] + 1 for m in outcome.metrics if m.records), default=0),
+        clocks=max((m.records[-1]["iteration"] + 1 for m in outcome.metrics if m.records),
+                   default=config.iterations or 0),  # run, not planned (workers may stop early)
         wall_time_s=wall,
         metrics=outcome.metrics,
         extra=outcome.extra,

@@ -220,3 +220,14 @@ def test_cli_clusters_a_libsvm_file_and_reports_against_its_labels(tmp_path, blo
     loaded = KMeans.load(model_dir)
     assert loaded.cluster_centers_.shape == (6, 8)
     assert loaded.inertia_ == pytest.approx(record["final"]["inertia"])
+
+
+def test_the_run_record_counts_the_clocks_run_when_workers_stop_early():
+    """Workers that converge at ``tol`` stop before ``epochs``: the record said the clocks
+    planned (30) where two ran."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.05, (500, 2)) for c in ([0, 0], [5, 5], [0, 5])])
+    for workers in (1, 2):
+        record = KMeans(3, epochs=30, tol=0.01, workers=workers, seed=0).fit(X).run_record_
+        ran = {r["iteration"] for r in record["records"]}
+        assert record["clocks"] == len(ran) == max(ran) + 1 < 30, (workers, record["clocks"])
