@@ -49,6 +49,7 @@ class JobConfig:
     address: str | None = None
     ray_options: dict[str, dict[str, Any]] | None = None
     max_recoveries: int = 3
+    min_nodes: int = 1  # Ray: the fewest nodes the workers run on (elastic floor)
     # consistent snapshots every k clocks into snapshot_dir; resume from a snapshot (dir)
     snapshot_every: int | None = None
     snapshot_dir: str | None = None
@@ -112,10 +113,11 @@ class JobConfig:
             raise ConfigError(f"max_recoveries must be an int >= 0, got {self.max_recoveries!r}")
         if self.address is not None and self.runtime != "ray":
             raise ConfigError("address is only used with runtime='ray'")
-        if self.address is not None:
-            from .runtime.address import check_address_format
+        from .runtime.address import check_address_format, check_min_nodes
 
+        if self.address is not None:
             check_address_format(self.address)
+        check_min_nodes(self.min_nodes, self.runtime, self.workers)
 
     def _check_policy_options(self) -> None:
         for name in ("backup_workers", "fetch_every", "push_every"):
@@ -191,7 +193,7 @@ def run(
     :mod:`stalesync.snapshot`), ``backup_workers`` (synchronous steps taking the first
     ``workers - backup_workers`` gradients, :mod:`stalesync.clock_policies`),
     ``fetch_every``/``push_every`` (async client cadence), and for ``runtime="ray"``:
-    ``address``, ``ray_options``, ``max_recoveries``. ``final(result)`` fills the run
+    ``address``, ``ray_options``, ``max_recoveries``, ``min_nodes``. ``final(result)`` fills the run
     record's ``final`` object.
     """
     unknown = set(options) - set(JobConfig.__dataclass_fields__)

@@ -14,8 +14,8 @@ from stalesync.data.writers import write_ldac
 
 SHARED = ("--data", "--format", "--test", "--test-fraction", "--epochs", "--workers",
           "--runtime", "--address", "--stragglers", "--snapshot-every", "--snapshot-dir",
-          "--resume", "--max-recoveries", "--metrics-out", "--plot", "--save-model", "--seed",
-          "--no-progress")
+          "--resume", "--max-recoveries", "--min-nodes", "--metrics-out", "--plot",
+          "--save-model", "--seed", "--no-progress")
 GROUPS = ["data", "model", "training", "parallelism", "runtime", "output"]
 
 
@@ -63,6 +63,8 @@ def ldac(tmp_path):
     (["--shards", "0"], "--shards must be positive"),
     (["--snapshot-every", "3"], "--snapshot-dir"),
     (["--address", "1.2.3.4:6379"], "--address"),
+    (["--min-nodes", "2"], "--min-nodes (the fewest nodes to run on) applies to the Ray runtime"),
+    (["--min-nodes", "0"], "--min-nodes must be a positive int"),
 ])
 def test_option_errors_name_the_flag_before_any_data_is_read(ldac, capsys, monkeypatch, args,
                                                               flag):

@@ -293,6 +293,9 @@ def test_allreduce_refuses_what_it_cannot_do(data):
     with pytest.raises(ConfigError, match="no snapshots"):
         NeuralNetClassifier(strategy="allreduce", workers=2).fit(
             Xtr, ytr, run={"snapshot_every": 5, "snapshot_dir": "unused"})
+    with pytest.raises(ConfigError, match="min_nodes does not apply"):  # before Ray starts
+        NeuralNetClassifier(strategy="allreduce", workers=2).fit(
+            Xtr, ytr, run={"runtime": "ray", "min_nodes": 2})
 
 
 # -- a user's own module: stalesync.nn.fit ----------------------------------------------------

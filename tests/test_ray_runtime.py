@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ import guarantee_checker as gc  # noqa: E402
 from guarantee_checker import ReadLog, Scenario, exact_sum_violations, violations  # noqa: E402
 
 import stalesync as ss  # noqa: E402
+import stalesync.runtime.ray_backend as rb  # noqa: E402
 from stalesync.errors import RecoveryError  # noqa: E402
 from stalesync.runtime.ps import ParameterServer  # noqa: E402
 from stalesync.snapshot import list_snapshots, load_snapshot  # noqa: E402
@@ -333,8 +335,11 @@ def test_multi_node_placement_and_node_loss(ray_cluster, tmp_path):
     node_loss_run(ray_cluster, tmp_path, seed=9, at_iteration=6)
 
 
-def node_loss_run(ray_cluster, tmp_path, seed: int, at_iteration: int) -> dict:
-    """One run on three added nodes; returns its recoveries (asserts the invariants)."""
+def node_loss_run(ray_cluster, tmp_path, seed: int, at_iteration: int,
+                  min_nodes: int = 1) -> dict:
+    """One run on three added nodes; returns its recoveries (asserts the invariants). With
+    ``min_nodes=2`` a node that can take the lost one's worker joins a second after the
+    loss: the job waits for it instead of going on with one."""
     shard_node = ray_cluster.add_node(num_cpus=2, resources={"shard_slot": 4})
     worker_nodes = [ray_cluster.add_node(num_cpus=2, resources={"worker_slot": 2})
                     for _ in range(2)]
@@ -342,6 +347,18 @@ def node_loss_run(ray_cluster, tmp_path, seed: int, at_iteration: int) -> dict:
     nodes = [shard_node, *worker_nodes]  # removed after the run, but the one removed during it
     placement = {}
     removed = threading.Event()
+
+    waited: list[int] = []  # qualifying nodes when a placement under the floor began
+    placing = rb.eligible_nodes
+
+    def eligible(role, cpus, options, wait=True, at_least=1):
+        """The recovery's placement, on the driver's main thread (Ray adds nodes only
+        there): when it finds too few nodes, a replacement starts; the real placement then
+        waits until it is up."""
+        if wait and at_least > 1 and removed.is_set() and not waited:
+            waited.append(len(placing(role, cpus, options, wait=False)))
+            nodes.append(ray_cluster.add_node(num_cpus=2, resources={"worker_slot": 2}))
+        return placing(role, cpus, options, wait, at_least)
 
     def hook(worker, iteration, objective):
         runtime = ParameterServer.active
@@ -359,26 +376,66 @@ def node_loss_run(ray_cluster, tmp_path, seed: int, at_iteration: int) -> dict:
                         shards=2, seed=seed, max_delay_ms=15.0)
     opts = {"shard": {"resources": {"shard_slot": 1}},
             "worker": {"resources": {"worker_slot": 1}, "scheduling_strategy": "SPREAD"}}
-    result, logs, plan = probe_on_nodes(ray_cluster, nodes, scenario, hook, opts, tmp_path)
+    with mock.patch.object(rb, "eligible_nodes", eligible):
+        result, logs, plan = probe_on_nodes(ray_cluster, nodes, scenario, hook, opts,
+                                            tmp_path, min_nodes=min_nodes)
     assert set(placement["shards"]) == {shard_node.node_id}
     assert len(set(placement["workers"])) == 2
     assert shard_node.node_id not in placement["workers"]
     assert removed.is_set() and result.record["recoveries"] >= 1
-    # no replacement awaited: the lost node's worker runs on the node that is left
     membership = result.record["membership"]
-    assert membership[0]["nodes"] == 2 and membership[-1]["nodes"] == 1
-    assert membership[-1]["reason"] == "member lost"
+    assert membership[0]["nodes"] == 2 and membership[-1]["reason"] == "member lost"
+    # min_nodes=1: no replacement awaited, the lost node's worker runs on the node left;
+    # min_nodes=2: the job waited for the node that joined and ended on two again
+    assert membership[-1]["nodes"] == min_nodes
+    assert waited == ([1] if min_nodes > 1 else [])
     assert exact_sum_violations(result, plan) == []
     assert violations(scenario, logs, plan) == []
     return {"recoveries": result.record["recoveries"]}
 
 
-def probe_on_nodes(ray_cluster, nodes: list, scenario: Scenario, hook, opts: dict, tmp_path):
+def test_min_nodes_waits_for_a_node_after_a_loss(ray_cluster, tmp_path):
+    node_loss_run(ray_cluster, tmp_path, seed=10, at_iteration=6, min_nodes=2)
+
+
+def test_min_nodes_fails_in_one_line_when_too_few_nodes_qualify(ray_cluster, monkeypatch):
+    """Below the floor a job waits (NODE_WAIT_S, shortened here) for nodes, then stops
+    with a line saying what is missing; it never starts on fewer."""
+    from stalesync.errors import ConfigError
+
+    node = ray_cluster.add_node(num_cpus=2, resources={"lonely_slot": 4})
+    ray_cluster.wait_for_nodes()
+    monkeypatch.setattr(rb, "NODE_WAIT_S", 1.0)
+    try:
+        with pytest.raises(RecoveryError, match=r"workers need at least 2 nodes \(min_nodes\) "
+                                                r"and 1 qualified for 1 s: start another node"):
+            ss.run(det_worker, DET_TABLES, data=[{}, {}], runtime="ray", min_nodes=2,
+                   ray_options={"worker": {"resources": {"lonely_slot": 1}}}, **DET_OPTS)
+    finally:
+        ray_cluster.remove_node(node)
+    with pytest.raises(ConfigError, match="min_nodes"):
+        ss.run(det_worker, DET_TABLES, runtime="ray", min_nodes=3, **DET_OPTS)  # 2 workers
+    # the estimators pass it on: a parameter-server app and a scheduled one, on the one node
+    from stalesync.apps.base import RunConfig
+    from stalesync.apps.kmeans import KMeans
+    from stalesync.apps.lasso import Lasso
+
+    X = np.random.default_rng(0).normal(size=(200, 20))
+    floor = len(rb.alive_nodes()) + 1  # one more than the cluster has now
+    run = RunConfig(runtime="ray", min_nodes=floor)
+    for fit in (lambda: KMeans(3, workers=floor, seed=0).fit(X, run=run),
+                lambda: Lasso(alpha=0.1, workers=floor).fit(X, X[:, 0], run=run)):
+        with pytest.raises(RecoveryError, match=rf"need at least {floor} nodes \(min_nodes\)"):
+            fit()
+
+
+def probe_on_nodes(ray_cluster, nodes: list, scenario: Scenario, hook, opts: dict, tmp_path,
+                   **job):
     """The probe with snapshots every 3 clocks on added ``nodes`` (the hook may add more to
     the list), which are removed afterwards whatever happens."""
     try:
         return run_probe(scenario, on_clock=hook, ray_options=opts, snapshot_every=3,
-                         snapshot_dir=str(tmp_path))
+                         snapshot_dir=str(tmp_path), **job)
     finally:
         for node in nodes:
             ray_cluster.remove_node(node)

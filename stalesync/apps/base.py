@@ -45,7 +45,9 @@ class RunConfig:
     on Ray a lost worker is recovered from the newest, at most ``max_recoveries`` times.
     ``progress``: a progress bar on stderr. ``tensorboard``: stream scalars to event files
     in this directory while training (:mod:`stalesync.tensorboard`). ``max_staleness``: the
-    ceiling of an estimator's ``staleness="auto"`` (default 8).
+    ceiling of an estimator's ``staleness="auto"`` (default 8). ``min_nodes`` (Ray): the
+    fewest nodes the workers run on; after a node loss the job waits for a node rather
+    than go below it (:mod:`stalesync.runtime.ray_backend`).
     """
 
     runtime: str = "embedded"
@@ -59,6 +61,7 @@ class RunConfig:
     progress: bool = False
     tensorboard: str | None = None
     max_staleness: int | None = None  # the ceiling of staleness="auto" (default 8)
+    min_nodes: int = 1
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -72,6 +75,9 @@ class RunConfig:
             check_address_format(self.address)
         check_int(self.shards, "shards", 1)
         check_int(self.max_recoveries, "max_recoveries", 0)
+        from ..runtime.address import check_min_nodes
+
+        check_min_nodes(self.min_nodes, self.runtime)
         if self.max_staleness is not None:
             check_int(self.max_staleness, "max_staleness", 0)
         if self.snapshot_every is not None:
@@ -108,6 +114,8 @@ class RunConfig:
             "runtime": self.runtime, "shards": self.shards, "stragglers": stragglers,
             "max_recoveries": self.max_recoveries,
         }
+        if self.min_nodes != 1:
+            options["min_nodes"] = self.min_nodes
         for name in ("address", "snapshot_every", "snapshot_dir", "resume", "tensorboard",
                      "max_staleness"):
             if getattr(self, name) is not None:

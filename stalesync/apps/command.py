@@ -259,6 +259,9 @@ class AppCommand(ABC):
                   help="restart from the latest complete snapshot in DIR")
         flags.add("runtime", "--max-recoveries", type=int, default=3,
                   help="Ray: restarts after lost workers before giving up")
+        flags.add("runtime", "--min-nodes", type=int, default=1, metavar="N",
+                  help="Ray: the fewest nodes the workers run on; after a node loss the job "
+                       "waits for a node rather than go below it")
         flags.add("output", "--metrics-out", default=None, help="write the run record (JSON)")
         flags.add("output", "--tensorboard", default=None, metavar="DIR",
                   help="stream scalars to TensorBoard event files in DIR while training")
@@ -277,6 +280,7 @@ class AppCommand(ABC):
             snapshot_dir=args.snapshot_dir, resume=args.resume,
             max_recoveries=args.max_recoveries, progress=not args.no_progress,
             tensorboard=args.tensorboard, max_staleness=getattr(args, "max_staleness", None),
+            min_nodes=args.min_nodes,
         )
 
     def check_everything(self, args: argparse.Namespace) -> tuple[Any, RunConfig]:

@@ -34,6 +34,19 @@ def check_address_format(address: str) -> None:
                           f"1-65535; give {FORMS}", param="address")
 
 
+def check_min_nodes(min_nodes: int, runtime: str, workers: int | None = None) -> None:
+    """``min_nodes``: the fewest nodes a Ray job runs its workers on (the elastic floor)."""
+    if isinstance(min_nodes, bool) or not isinstance(min_nodes, int) or min_nodes < 1:
+        raise ConfigError(f"min_nodes must be a positive int, got {min_nodes!r}",
+                          param="min_nodes")
+    if min_nodes > 1 and runtime != "ray":
+        raise ConfigError("min_nodes (the fewest nodes to run on) applies to the Ray runtime",
+                          param="min_nodes")
+    if workers is not None and min_nodes > workers:
+        raise ConfigError(f"min_nodes ({min_nodes}) exceeds the workers ({workers}): a node "
+                          "runs at least one worker", param="min_nodes")
+
+
 def ray_module() -> ModuleType:
     """Ray, or a :class:`ConfigError` saying how to install it."""
     try:

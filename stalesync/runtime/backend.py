@@ -130,11 +130,12 @@ class Backend(ABC):
     @abstractmethod
     def host(self, role: str, factories: Sequence[Factory], *, cpus: float = 0,
              concurrency: int = 1, near_driver: bool = False,
-             own_process: bool = False) -> Group:
+             own_process: bool = False, workers: bool = False) -> Group:
         """Start one member per factory. ``cpus``: the cores a member needs on its node
         (Ray); ``concurrency``: how many calls it serves at once; ``near_driver``: place it
         on the driver's node (it writes the driver's files); ``own_process``: each member
-        needs a process of its own (a ``torch.distributed`` rank)."""
+        needs a process of its own (a ``torch.distributed`` rank); ``workers``: these are
+        the job's workers (Ray: they spread over at least ``min_nodes`` nodes)."""
 
     def share(self, value: Any) -> Any:
         """``value`` in the form that is cheapest to pass to many calls (Ray: put it in the
@@ -192,12 +193,17 @@ def _has_readonly_array(value: Any, depth: int = 0) -> bool:
 
 def make_backend(runtime: str, *, address: str | None = None,
                  ray_options: dict[str, dict[str, Any]] | None = None,
-                 cpus: int | None = None) -> Backend:
-    """The backend of a runtime name: ``embedded`` (threads) or ``ray``."""
+                 cpus: int | None = None, min_nodes: int = 1) -> Backend:
+    """The backend of a runtime name: ``embedded`` (threads) or ``ray`` (``min_nodes``:
+    the fewest nodes a role of that many members is placed on, see :mod:`.ray_backend`)."""
+    from .address import check_min_nodes
+
+    check_min_nodes(min_nodes, runtime)
     if runtime == "ray":
         from .ray_backend import RayBackend
 
-        return RayBackend(address=address, ray_options=ray_options, cpus=cpus)
+        return RayBackend(address=address, ray_options=ray_options, cpus=cpus,
+                          min_nodes=min_nodes)
     from .threads import ThreadBackend
 
     return ThreadBackend()

@@ -110,7 +110,8 @@ class ParameterServer:
     def run(self, worker_fn: Any, data: Any) -> Outcome:
         cfg = self.config
         backend = make_backend(cfg.runtime, address=cfg.address, ray_options=cfg.ray_options,
-                               cpus=max(os.cpu_count() or 1, cfg.workers))
+                               cpus=max(os.cpu_count() or 1, cfg.workers),
+                               min_nodes=cfg.min_nodes)
         with backend, SnapshotDirLock(self.snapshot_dir):
             ParameterServer.active = self
             try:
@@ -182,7 +183,7 @@ class ParameterServer:
         groups.workers = backend.host(
             "worker", [partial(PSWorker, w, setup, shards.handles, coordinator)
                        for w in range(n)],
-            cpus=1, concurrency=n_shards + 8)
+            cpus=1, concurrency=n_shards + 8, workers=True)
         self._restore(groups, snap)
         return groups
 

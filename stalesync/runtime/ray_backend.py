@@ -13,7 +13,10 @@ another thread applies clocks. Members that need a process of their own (a
 Placement: a role's members go to the alive nodes that have the CPUs it asks for (at least
 one) and the custom resources named in ``ray_options[role]["resources"]``, consecutive
 members on one node, nodes used evenly; the coordinator (``near_driver``) on the driver's
-node.
+node. With ``min_nodes`` (elastic floor), the job's workers wait up to
+:data:`NODE_WAIT_S` for that many qualifying nodes, at the start and after a loss, and
+then fails with a line saying so (logical workers never change: fewer nodes means more
+worker threads per host, down to the floor).
 
 Errors: a call whose actor (or any actor it called in turn) died raises
 :class:`~stalesync.runtime.backend.WorkerLostError`; any other remote error is re-raised as
@@ -66,6 +69,7 @@ from .threads import LocalHandle
 log = logging.getLogger("stalesync.ray")
 
 START_TIMEOUT_S = 120.0  # members not placed by then: the cluster lacks resources
+NODE_WAIT_S = 120.0  # below min_nodes: how long a job waits for nodes before it fails
 LOST = (
     rex.RayActorError,
     rex.ObjectLostError,
@@ -227,23 +231,30 @@ def alive_nodes() -> list[dict[str, Any]]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
-def eligible_nodes(role: str, cpus: float, options: dict[str, Any], wait: bool = True
-                   ) -> list[str]:
+def eligible_nodes(role: str, cpus: float, options: dict[str, Any], wait: bool = True,
+                   at_least: int = 1) -> list[str]:
     """Nodes a member of ``role`` may live on: alive, with the CPUs it asks for (at least
     one: a shard lives with workers, as in Bösen) and every custom resource named in
     ``ray_options[role]["resources"]``; the driver's node first, then by id. Waits up to
-    :data:`START_TIMEOUT_S` for one to appear (a cluster still starting)."""
+    :data:`START_TIMEOUT_S` for one (a cluster still starting), or :data:`NODE_WAIT_S` for
+    ``at_least`` of them (a lost node's replacement under ``min_nodes``)."""
     needs = dict(options.get("resources") or {})
     needs["CPU"] = max(float(options.get("num_cpus", cpus)), 1.0)
     here = ray.get_runtime_context().get_node_id()
-    deadline = time.monotonic() + START_TIMEOUT_S
+    patience = NODE_WAIT_S if at_least > 1 else START_TIMEOUT_S
+    deadline = time.monotonic() + patience
     while True:
         ids = sorted((n["NodeID"] for n in alive_nodes()
                       if all(n["Resources"].get(k, 0) >= v for k, v in needs.items())),
                      key=lambda node: (node != here, node))
-        if ids or not wait:
+        if len(ids) >= at_least or not wait:
             return ids
         if time.monotonic() > deadline:
+            if at_least > 1:
+                raise RecoveryError(
+                    f"the job's {role}s need at least {at_least} nodes (min_nodes) and "
+                    f"{len(ids)} qualified for {patience:.0f} s: start another node "
+                    "(ray start --address HEAD:PORT) or lower min_nodes")
             raise RecoveryError(
                 f"Ray could not place the job's {role}s within {START_TIMEOUT_S:.0f} s: no "
                 f"alive node has {needs} (see ray_options)")
@@ -585,23 +596,25 @@ class RayBackend(Backend):
 
     def __init__(self, address: str | None = None,
                  ray_options: dict[str, dict[str, Any]] | None = None,
-                 cpus: int | None = None) -> None:
+                 cpus: int | None = None, min_nodes: int = 1) -> None:
         self.address = address
         self.ray_options = ray_options or {}
+        self.min_nodes = min_nodes
         self.groups: list[NodeGroup] = []
         self.hosts = _Session.enter(address, cpus)
         self._open = True
 
     def host(self, role: str, factories: Sequence[Factory], *, cpus: float = 0,
              concurrency: int = 1, near_driver: bool = False,
-             own_process: bool = False) -> NodeGroup:
+             own_process: bool = False, workers: bool = False) -> NodeGroup:
         options = self.ray_options.get(role, {})
         count = len(factories)
+        floor = min(self.min_nodes, count) if workers else 1
 
         def place(wait: bool = True) -> list[str]:
             if near_driver:
                 return [ray.get_runtime_context().get_node_id()] * count
-            return spread(eligible_nodes(role, cpus, options, wait), count)
+            return spread(eligible_nodes(role, cpus, options, wait, floor), count)
 
         dedicated = None
         if own_process:

@@ -177,7 +177,7 @@ class ThreadBackend(Backend):
 
     def host(self, role: str, factories: Sequence[Factory], *, cpus: float = 0,
              concurrency: int = 1, near_driver: bool = False,
-             own_process: bool = False) -> ThreadGroup:
+             own_process: bool = False, workers: bool = False) -> ThreadGroup:
         if own_process:
             raise ConfigError(f"the {role}s need a process each: use runtime='ray'")
         group = ThreadGroup(role, factories)

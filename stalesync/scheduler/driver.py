@@ -208,7 +208,8 @@ class Driver:
             drv.run(rounds=1000)
             values = drv.map(lambda shard: shard.something())
 
-    ``runtime`` is ``"embedded"`` (threads, default) or ``"ray"`` (``address``: a cluster);
+    ``runtime`` is ``"embedded"`` (threads, default) or ``"ray"`` (``address``: a cluster;
+    ``min_nodes``: the fewest nodes the workers run on, see :mod:`~stalesync.runtime.ray_backend`);
     ``backend`` passes one already open instead. ``Driver.active`` is the newest open
     driver of this process (tests use it to kill workers).
     """
@@ -220,7 +221,7 @@ class Driver:
                  runtime: str = "embedded", address: str | None = None,
                  backend: Backend | None = None, checkpoint_every: int | None = None,
                  snapshot_dir: str | None = None, resume: str | None = None,
-                 max_recoveries: int = 3) -> None:
+                 max_recoveries: int = 3, min_nodes: int = 1) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers must be a positive int, got {workers!r}")
         if not shards:
@@ -238,7 +239,10 @@ class Driver:
         self.stats = DriverStats(workers)
         self.schedule: Schedule | None = None
         self._owns_backend = backend is None
-        self.backend = backend or make_backend(runtime, address=address)
+        if min_nodes > workers:
+            raise ConfigError(f"min_nodes ({min_nodes}) exceeds the workers ({workers}): a "
+                              "node runs at least one worker", param="min_nodes")
+        self.backend = backend or make_backend(runtime, address=address, min_nodes=min_nodes)
         self.remote = self.backend.remote
         self.snapshot_dir = snapshot_dir
         self.checkpoint_every = checkpoint_every or (
@@ -255,7 +259,7 @@ class Driver:
         try:
             self.group = self.backend.host("scheduler-worker",
                                            self._factories(shards, stragglers), cpus=1,
-                                           concurrency=2)
+                                           concurrency=2, workers=True)
             if resume is not None:
                 self._resume(resume)
         except BaseException:

@@ -68,7 +68,7 @@ def open_driver(app: Any, shards: list[Any], opts: SolverOptions) -> Driver:
                   stragglers=job["stragglers"], seed=opts.seed, runtime=run.runtime,
                   address=run.address, checkpoint_every=run.snapshot_every,
                   snapshot_dir=run.snapshot_dir, resume=run.resume,
-                  max_recoveries=run.max_recoveries)
+                  max_recoveries=run.max_recoveries, min_nodes=run.min_nodes)
 
 
 @dataclass

@@ -273,6 +273,7 @@ def train_blocks(data: BlockedData, P0: np.ndarray, Q0: np.ndarray, mu: float,
     metrics = [WorkerMetrics(w, start) for w in range(workers)]
     with Driver(app, shards, workers=workers, stragglers=opts["stragglers"], seed=cfg.seed,
                 runtime=run.runtime, address=run.address, max_recoveries=run.max_recoveries,
+                min_nodes=run.min_nodes,
                 checkpoint_every=run.snapshot_every, snapshot_dir=run.snapshot_dir,
                 resume=run.resume) as drv:
         drv.set_schedule(BlockRotation(d, seed=cfg.seed), d * d)

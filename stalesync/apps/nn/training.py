@@ -108,6 +108,9 @@ def _allreduce(spec: NNSpec, initial: np.ndarray, shares: list, epochs: int,
     if run.snapshot_every or run.stragglers is not None:
         raise ConfigError("strategy='allreduce' takes no snapshots or injected stragglers",
                           param="strategy")
+    if run.min_nodes != 1:
+        raise ConfigError("strategy='allreduce' places its ranks with Ray's SPREAD and does "
+                          "not recover them: min_nodes does not apply", param="min_nodes")
     if run.runtime == "ray":
         with make_backend("ray", address=run.address) as backend:
             result = fit_on_backend(backend, spec, shares, epochs, initial, compress)
