@@ -228,8 +228,7 @@ def run(
         consistency=config.model.kind,
         staleness="auto" if config.model.auto else config.model.staleness,
         workers=config.workers,
-        clocks=max((m.records[-1]["iteration"] + 1 for m in outcome.metrics if m.records),
-                   default=config.iterations or 0),  # run, not planned (workers may stop early)
+        clocks=max((m.clocks for m in outcome.metrics), default=config.iterations or 0),
         wall_time_s=wall,
         metrics=outcome.metrics,
         extra=outcome.extra,

@@ -9,8 +9,8 @@ runtime (see :data:`RECORD_FIELDS`)::
     bytes_sent, compression_ratio, fetches, pushes, evictions [per worker], recoveries,
     objective_name, objective_reduce, final {app's results}
 
-``clocks`` counts synchronisation points (a worker's ``ctx.clock()`` calls, a scheduler's
-rounds); ``epochs`` counts passes over the data (LDA sweeps, SGD epochs), when the app knows.
+``clocks`` counts synchronisation points run (the furthest worker's ``ctx.clock()`` calls:
+workers may stop before the planned iterations; a scheduler's rounds); ``epochs`` counts passes over the data (LDA sweeps, SGD epochs), when the app knows.
 ``strategy`` says how work is shared: ``ps`` (parameter-server tables), ``scheduled``
 (model-parallel rounds), ``dsgd``/``fugue`` (block rotation), and the SGD strategies.
 ``compression_ratio``: the bytes the pushed updates would have taken uncompressed over the
@@ -86,6 +86,7 @@ class WorkerMetrics:
         self.audit: dict[str, Any] | None = None  # the read audit's counters (at the end)
         self.pushes = 0  # clock messages that carried increments
         self.evictions = 0  # rows a bounded cache dropped (TableSpec.cache_rows)
+        self.clocks = 0  # the worker's clock when it ended (set by its member)
         self._clock_start = time.perf_counter()
         self._wait = 0.0
         self._bytes = 0

@@ -186,6 +186,7 @@ class PSWorker:
                 if self.coordinator is not None:
                     self.coordinator.call("finish", w, restore).result()
                 client.end()
+                metrics.clocks = client.clock_count
                 return None, metrics
         ctx = WorkerContext(
             client, s.num_workers, data, s.iterations, s.seed,
@@ -206,6 +207,7 @@ class PSWorker:
             state = ctx.snapshot_state(finished=True)
             self.coordinator.call("finish", w, state).result()
         client.end()
+        metrics.clocks = client.clock_count
         return result, metrics
 
 
