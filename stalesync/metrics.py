@@ -10,7 +10,8 @@ runtime (see :data:`RECORD_FIELDS`)::
     objective_name, objective_reduce, final {app's results}
 
 ``clocks`` counts synchronisation points run (the furthest worker's ``ctx.clock()`` calls:
-workers may stop before the planned iterations; a scheduler's rounds); ``epochs`` counts passes over the data (LDA sweeps, SGD epochs), when the app knows.
+workers may stop before the planned iterations; a scheduler's rounds); ``epochs`` counts
+passes over the data (LDA sweeps, SGD epochs), when the app knows.
 ``strategy`` says how work is shared: ``ps`` (parameter-server tables), ``scheduled``
 (model-parallel rounds), ``dsgd``/``fugue`` (block rotation), and the SGD strategies.
 ``compression_ratio``: the bytes the pushed updates would have taken uncompressed over the
