@@ -175,6 +175,13 @@ class JobResult:
     worker_results: list[Any]
 
 
+def clocks_run(metrics: list, planned: int | None) -> int:
+    """The furthest worker's final clock, at most the planned iterations (workers may stop
+    early; a backup worker's read may move its clock to a step past the last one)."""
+    furthest = max((m.clocks for m in metrics), default=planned or 0)
+    return min(furthest, planned) if planned else furthest
+
+
 def run(
     worker_fn: WorkerFn,
     tables: Sequence[TableSpec],
@@ -228,7 +235,7 @@ def run(
         consistency=config.model.kind,
         staleness="auto" if config.model.auto else config.model.staleness,
         workers=config.workers,
-        clocks=max((m.clocks for m in outcome.metrics), default=config.iterations or 0),
+        clocks=clocks_run(outcome.metrics, config.iterations),
         wall_time_s=wall,
         metrics=outcome.metrics,
         extra=outcome.extra,
