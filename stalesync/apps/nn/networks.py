@@ -38,8 +38,9 @@ def build(arch: str, n_features: int, n_classes: int, hidden: int, seed: int) ->
     nn = torch.nn
     torch.manual_seed(seed)
     if arch == "mlp":
-        return nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(),
-                             nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+        return glorot(nn.Sequential(
+            nn.Linear(n_features, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_classes)))
     side = math.isqrt(n_features)
     if side * side != n_features or side < 12:
         raise ConfigError(f"arch='cnn' needs square images of at least 12 x 12 pixels; "
@@ -51,6 +52,21 @@ def build(arch: str, n_features: int, n_classes: int, hidden: int, seed: int) ->
         nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(32 * after * after, hidden), nn.ReLU(),
         nn.Linear(hidden, n_classes))
+
+
+def glorot(net: Any) -> Any:
+    """Weights and biases of every linear layer uniform in +-sqrt(6 / (fan_in + fan_out)),
+    as scikit-learn's MLP starts. PyTorch's default (+-1 / sqrt(fan_in)) starts the 256 x 256
+    layer at half that scale, and in the few hundred Adam steps of the default 5 epochs
+    the MLP then ended 1-3 points of test accuracy below MLPClassifier."""
+    torch = torch_module()
+    with torch.no_grad():
+        for layer in net:
+            if isinstance(layer, torch.nn.Linear):
+                bound = math.sqrt(6.0 / (layer.in_features + layer.out_features))
+                layer.weight.uniform_(-bound, bound)
+                layer.bias.uniform_(-bound, bound)
+    return net
 
 
 def build_for(spec: Any) -> Any:
