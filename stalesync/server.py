@@ -77,9 +77,11 @@ class ServerShard:
         }
         self._cond = threading.Condition(threading.Lock())
         self._aborted = False
-        # staleness="auto": each auto table's bound schedule [(from_clock, bound), ...]
+        # staleness="auto": each auto table's bound schedule [(from_clock, bound), ...], held
+        # by shard 0 only (see set_bound)
         self.bounds: dict[str, list[tuple[int, int]]] = {
-            name: [(0, model.staleness)] for name, model in models.items() if model.auto}
+            name: [(0, model.staleness)] for name, model in models.items()
+            if model.auto and shard_id == 0}
 
     # -- clocks -------------------------------------------------------------------------
     @property

@@ -15,7 +15,7 @@ one) and the custom resources named in ``ray_options[role]["resources"]``, conse
 members on one node, nodes used evenly; the coordinator (``near_driver``) on the driver's
 node. With ``min_nodes`` (elastic floor), the job's workers wait up to
 :data:`NODE_WAIT_S` for that many qualifying nodes, at the start and after a loss, and
-then fails with a line saying so (logical workers never change: fewer nodes means more
+the job then fails with a line saying so (logical workers never change: fewer nodes means more
 worker threads per host, down to the floor).
 
 Errors: a call whose actor (or any actor it called in turn) died raises

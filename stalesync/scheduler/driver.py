@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..faults import Stragglers, WorkerDelay
+from ..runtime.address import check_min_nodes
 from ..runtime.backend import Backend, WorkerLostError, make_backend
 from ..runtime.recovery import Recovery
 from ..snapshot import SnapshotDirLock
@@ -239,9 +240,7 @@ class Driver:
         self.stats = DriverStats(workers)
         self.schedule: Schedule | None = None
         self._owns_backend = backend is None
-        if min_nodes > workers:
-            raise ConfigError(f"min_nodes ({min_nodes}) exceeds the workers ({workers}): a "
-                              "node runs at least one worker", param="min_nodes")
+        check_min_nodes(min_nodes, runtime, workers)
         self.backend = backend or make_backend(runtime, address=address, min_nodes=min_nodes)
         self.remote = self.backend.remote
         self.snapshot_dir = snapshot_dir
