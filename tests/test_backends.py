@@ -325,3 +325,21 @@ def test_a_link_takes_clock_answers_in_send_order():
         a.ready = True
     link.sync()
     assert link.last_answer == "schedule after clock 2"
+
+
+def test_a_lane_signal_counts_posts_like_a_lock_and_wakes_a_blocked_waiter():
+    """The embedded lanes' hand-off polls before it blocks; the lock still decides: each
+    post lets exactly one wait through, an unposted wait times out, and a waiter that
+    stopped polling and blocked is woken by a late post."""
+    from stalesync.runtime.threads import Signal
+
+    signal = Signal()
+    for _ in range(3):
+        signal.post()
+        assert signal.wait(timeout=1.0)
+        assert not signal.wait(timeout=0.02)
+    late = threading.Timer(0.2, signal.post)  # long after the poll gave up
+    late.start()
+    assert signal.wait(timeout=10.0)
+    late.join()
+    assert not signal.wait(timeout=0.01)

@@ -306,7 +306,8 @@ def test_blocks_on_two_workers_reach_the_sequential_optimum_and_never_go_uphill(
     """``blocks`` (each worker sweeps its own columns against a copy of the residual; the
     copies merge at each check along the best of the steps 1, 1/2): when both blocks hold
     near-copies of the same columns each explains the whole residual and the full step
-    overshoots; the merge must still descend at every check."""
+    overshoots; the merge must still descend, and the solve then gathers the sweeps
+    (one sequential sweep of both working sets, checks still split)."""
     A, y, _ = make_correlated_lasso(40, 100, group_size=10, rho=0.9, n_informative=10, seed=3)
     X = np.hstack([A, A + 0.01 * np.random.default_rng(4).normal(size=A.shape)])
     alpha = 0.05 * alpha_max(X, y)
@@ -316,4 +317,26 @@ def test_blocks_on_two_workers_reach_the_sequential_optimum_and_never_go_uphill(
     assert two.objective_ == pytest.approx(one.objective_, rel=1e-4)
     objectives = [h["objective"] for h in two.history_]
     assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(objectives))
-    assert two.result_.parallel == 2  # never fell back to one block at a time
+    assert two.result_.parallel == 1  # the blocks overlap: the sweeps were gathered
+    assert two.history_[0]["parallel"] == 2  # after a first round of block sweeps
+
+
+def test_blocks_that_share_no_rows_keep_sweeping_in_parallel():
+    """Columns of the two blocks touch disjoint rows: the blocks' changes are independent,
+    the full merge step is the best one, and the solve keeps both blocks sweeping at once
+    to the sequential optimum (the gathered sweep is for overlapping blocks only)."""
+    rng = np.random.default_rng(5)
+    X = np.zeros((120, 60))
+    X[:60, :30] = rng.normal(size=(60, 30))
+    X[60:, 30:] = rng.normal(size=(60, 30))
+    beta = np.zeros(60)
+    beta[[2, 7, 40, 55]] = [3.0, -2.0, 1.5, 2.5]
+    y = X @ beta + 0.1 * rng.normal(size=120)
+    alpha = 0.02 * alpha_max(X, y, fit_intercept=False)
+    one = Lasso(alpha=alpha, workers=1, fit_intercept=False, tol=1e-8).fit(X, y)
+    two = Lasso(alpha=alpha, workers=2, schedule="blocks", fit_intercept=False,
+                tol=1e-8).fit(X, y)
+    assert one.converged_ and two.converged_
+    assert two.result_.parallel == 2
+    assert two.objective_ == pytest.approx(one.objective_, rel=1e-7)
+    np.testing.assert_array_equal(two.coef_ != 0, one.coef_ != 0)

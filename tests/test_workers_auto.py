@@ -113,3 +113,29 @@ def test_a_second_worker_never_halves_the_clocks_of_one_clock_per_epoch(monkeypa
     costs = w.Costs()
     assert costs.clock_s(2) == 1e-4 and costs.start_s(2) == 2e-3
     assert w.decide(w.AUTO, work, costs).workers == 1
+
+
+@needs_two_cores
+@pytest.mark.parametrize("one,two,expected", [
+    (1e-5, 0.6e-5, 1),  # a check of microseconds: the hand-offs cost more than it saves
+    (0.05, 0.027, 2),  # a long check that halves on two threads
+    (0.05, 0.048, 1),  # a long check that does not (the threads share the memory bandwidth)
+])
+def test_lasso_auto_runs_a_second_worker_when_the_measured_check_halves(monkeypatch, one, two,
+                                                                        expected):
+    """Lasso's second worker splits the check's pass (``X^T v``); the fit times that pass
+    on one thread and as two halves on two threads, and runs the count the figures say."""
+    from stalesync.apps.lasso import Lasso, estimator
+
+    monkeypatch.setattr(estimator, "check_time", lambda X, threads=1: one if threads == 1 else two)
+    monkeypatch.setattr(estimator, "Costs", FixedCosts)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 30))
+    y = X[:, :3] @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=60)
+    model = Lasso(alpha=0.05).fit(X, y)
+    decision = model.run_record_["workers_decision"]
+    assert model.run_record_["workers"] == decision["workers"] == expected
+    overhead = 2 * 150e-6
+    assert decision["predicted_s"]["2"] == pytest.approx(
+        (one / 2 if overhead >= one else two) + overhead)
+    assert model.converged_

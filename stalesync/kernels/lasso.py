@@ -174,6 +174,23 @@ def sweep_csc(indptr, indices, data, s, ssum, coef, norm2, mu, cols, threshold, 
     return updates, ssum
 
 
+@numba.njit(nogil=True, cache=True)
+def working_set(grads, coef, norm2, threshold, out):  # pragma: no cover - compiled
+    """Screen a block of columns from their gradients ``grads`` (``X_j^T r``, centred):
+    write to ``out`` the columns an update would touch (a nonzero coefficient, or a zero
+    one whose soft-threshold update would move it) and return ``(how many, max |grads|)``,
+    the block's share of the dual norm."""
+    count = 0
+    dual = 0.0
+    for j in range(grads.shape[0]):
+        g = grads[j]
+        dual = max(dual, abs(g))
+        if coef[j] != 0.0 or (norm2[j] > 0.0 and abs(g) > threshold):
+            out[count] = j
+            count += 1
+    return count, dual
+
+
 # ----------------------------------------------------------------------- objective
 
 

@@ -19,7 +19,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError
+from ..kernels.spin import spin_until
 from .backend import (
     POLL_S,
     Backend,
@@ -32,6 +35,7 @@ from .backend import (
 )
 
 STOP_WAIT_S = 10.0  # how long a stopped member may take to finish its current step
+SPIN_ITERATIONS = 300_000  # ~100 us of polling before a wait blocks (see kernels/spin.py)
 
 
 class LocalHandle:
@@ -52,37 +56,64 @@ class LocalHandle:
         invoke(self.member, method, args)
 
 
+class Signal:
+    """A one-way signal from one thread to one other, posted at most once between two
+    waits (a lane's "go" and "finished"): :meth:`post` and :meth:`wait` are a lock released
+    and acquired, but :meth:`wait` first polls for the post without the GIL
+    (:func:`~stalesync.kernels.spin.spin_until`) for up to ``SPIN_ITERATIONS`` polls, so a
+    post that comes within ~100 us finds the waiter awake. The lock alone decides who
+    proceeds; the poll only makes an imminent post cheap (a bare 2-worker scheduler round:
+    0.22 ms with a lock alone, 0.15 ms with the poll, on the 2-core machine)."""
+
+    __slots__ = ("_lock", "_posted", "_taken")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._posted = np.zeros(1, dtype=np.int64)
+        self._taken = 0
+
+    def post(self) -> None:
+        self._lock.release()
+        self._posted[0] += 1  # one poster per signal: no lost count
+
+    def wait(self, timeout: float = -1) -> bool:
+        spin_until(self._posted, self._taken + 1, SPIN_ITERATIONS)
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._taken += 1
+        return True
+
+
 class _Lane:
     """One member's thread: runs the job it is given, then waits for the next."""
 
     def __init__(self, name: str) -> None:
-        self.go = threading.Lock()
-        self.finished = threading.Lock()
-        self.go.acquire()
-        self.finished.acquire()
+        self.go = Signal()
+        self.finished = Signal()
         self.job: Callable[[], None] | None = None
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
         while True:
-            self.go.acquire()
+            self.go.wait()
             job = self.job
             if job is None:
                 return
             job()
-            self.finished.release()
+            self.finished.post()
 
     def start(self, job: Callable[[], None]) -> None:
         self.job = job
-        self.go.release()
+        self.go.post()
 
     def wait(self, timeout: float = -1) -> bool:
-        return self.finished.acquire(timeout=timeout)
+        return self.finished.wait(timeout=timeout)
 
     def stop(self) -> None:
         self.job = None
-        self.go.release()
+        self.go.post()
         self.thread.join(STOP_WAIT_S)  # a daemon: one stuck in a job must not hang the exit
 
 

@@ -110,6 +110,8 @@ class LassoShard:
 
 def make_shards(prep: Prepared, parts: int, coef: np.ndarray) -> list[LassoShard]:
     """Split the samples into ``parts`` shards of about equal nonzeros."""
+    if parts == 1:  # every row: the prepared columns as they are (no CSR round trip)
+        return [LassoShard(prep.X, prep.y, coef)]
     if prep.sparse:
         csr = prep.X.tocsr()
         weights = np.diff(csr.indptr).astype(np.float64)
@@ -212,7 +214,7 @@ class GapReport:
 
     objective: float
     gap: float  # in scikit-learn's unscaled units (compare with tol * ||y_c||^2)
-    grads: np.ndarray  # X_c^T r for every column
+    grads: np.ndarray | None = None  # X_c^T r for every column (None: screened per block)
 
 
 def check_entry(drv: Any, app: LassoApp, report: GapReport, index: int, elapsed: float,
@@ -227,19 +229,26 @@ def check_entry(drv: Any, app: LassoApp, report: GapReport, index: int, elapsed:
 
 
 def gap_report(app: LassoApp, stats: list[np.ndarray]) -> GapReport:
-    """Combine the shards' :meth:`LassoShard.stats` into the objective and duality gap
-    (the formulas of scikit-learn's ``enet_coordinate_descent``)."""
-    prep, coef = app.prep, app.coef
+    """Combine the shards' :meth:`LassoShard.stats` into the objective and duality gap."""
     total = np.sum(stats, axis=0)
-    d = prep.d
-    ssum = total[d + 2]
-    grads = total[:d] - prep.mu * ssum
-    c = float(prep.mu @ coef)  # the true residual is s + c
-    r_norm2 = total[d] + 2.0 * c * ssum + prep.n * c * c
-    r_dot_y = total[d + 1] + c * float(prep.y.sum())
+    d = app.prep.d
+    grads = total[:d] - app.prep.mu * total[d + 2]
+    dual_norm = float(np.max(np.abs(grads))) if d else 0.0
+    objective, gap = duality_gap(app, dual_norm, total[d], total[d + 1], total[d + 2])
+    return GapReport(objective, gap, grads)
+
+
+def duality_gap(app: LassoApp, dual_norm: float, s_sq: float, s_dot_y: float,
+                s_sum: float) -> tuple[float, float]:
+    """``(objective, duality gap)`` from the largest centred gradient ``max_j |X_j^T r|``
+    and the sums of the stored residual ``s`` (the formulas of scikit-learn's
+    ``enet_coordinate_descent``; the true residual is ``s + mu^T b``)."""
+    prep, coef = app.prep, app.coef
+    c = float(prep.mu @ coef)
+    r_norm2 = s_sq + 2.0 * c * s_sum + prep.n * c * c
+    r_dot_y = s_dot_y + c * float(prep.y.sum())
     l1 = float(np.abs(coef).sum())
     lam = app.threshold
-    dual_norm = float(np.max(np.abs(grads))) if d else 0.0
     if dual_norm > lam:
         const = lam / dual_norm
         gap = 0.5 * (r_norm2 + r_norm2 * const * const)
@@ -247,8 +256,7 @@ def gap_report(app: LassoApp, stats: list[np.ndarray]) -> GapReport:
         const = 1.0
         gap = r_norm2
     gap += lam * l1 - const * r_dot_y
-    objective = (0.5 * r_norm2 + lam * l1) / prep.n
-    return GapReport(objective, float(gap), grads)
+    return (0.5 * r_norm2 + lam * l1) / prep.n, float(gap)
 
 
 def predicted_changes(app: LassoApp, grads: np.ndarray) -> np.ndarray:

@@ -16,22 +16,18 @@ from ..base import RunConfig, StalesyncEstimator, check_float, check_int
 from ..progress import Progress
 from ..workers import (
     AUTO,
-    PARALLEL_EFFICIENCY,
     Costs,
     Decision,
     available_cores,
     check_workers,
     fewest_that_pay,
-    timed,
 )
 from .app import prepare
+from .blocks import check_time
 from .solver import SolveResult, SolverOptions, solve
 
 HANDOFFS_PER_ROUND = 3  # a scheduler round: schedule, push to the workers, pull their sums
-# the blocks schedule on 2 workers took 3x (sparse 100,000 x 100,000, 10 non-zeros a row) to
-# 10x (2,000 x 100,000, 200 a row) the checks of one worker's sequential sweep
-BLOCKS_EPOCHS = 3.0
-
+HANDOFFS_PER_CHECK = 2  # the blocks schedule: one check and one sweep per check
 
 def check_data(X, y=None) -> tuple[Any, np.ndarray | None]:
     """Validate X (dense or scipy sparse, 2-D, finite) and y (1-D, same length, finite)."""
@@ -61,30 +57,31 @@ class ScheduledLinearModel(StalesyncEstimator):
         check_int(self.seed, "seed", 0)
 
     def _decide(self, X: Any) -> Decision:
-        """How many workers pay (``workers="auto"``), per epoch of compute (timed: one pass
-        of ``X^T v``). One worker sweeps in one compiled call per check. Several run the
-        ``blocks`` schedule (each its own columns against a stale residual), which needed
-        BLOCKS_EPOCHS times the epochs of the sequential sweep, or hand off rounds of
-        ``parallel`` coordinates (a few table hand-offs per round, measured per clock)."""
-        v = np.ones(X.shape[0])
-        epoch = timed(lambda: X.T @ v)
+        """How many workers pay (``workers="auto"``), per check: its compute is one pass of
+        ``X^T v``, timed on one thread and as two halves on two threads at once. One worker
+        sweeps in one compiled call per check. Several run the ``blocks`` schedule: the
+        check split over the workers, the sweeps as one worker's (so they cancel out of the
+        comparison), two hand-offs per check; or hand off rounds of ``parallel``
+        coordinates (a few table hand-offs per round, measured per clock)."""
+        one = check_time(X)
         costs = Costs()
-        predicted = {1: epoch}
+        predicted = {1: one}
         if available_cores() > 1:
             kind = schedule_kind(self.schedule, 2, can_sweep=True)
-            if kind.name == "blocks":
-                predicted[2] = BLOCKS_EPOCHS * epoch / (2 * PARALLEL_EFFICIENCY)
-            else:
-                rounds = -(-X.shape[1] // self.parallel)
-                predicted[2] = (epoch / (2 * PARALLEL_EFFICIENCY)
-                                + rounds * HANDOFFS_PER_ROUND * costs.clock_s(2))
+            handoffs = (HANDOFFS_PER_CHECK if kind.name == "blocks" else
+                        -(-X.shape[1] // self.parallel) * HANDOFFS_PER_ROUND)
+            overhead = handoffs * costs.clock_s(2)
+            # a check shorter than its hand-offs cannot pay, and an explicit count is obeyed:
+            # then the two-thread pass is not worth timing
+            probe = self.workers == AUTO and overhead < one
+            predicted[2] = (check_time(X, threads=2) if probe else one / 2) + overhead
         if self.workers != AUTO:
-            return Decision(int(self.workers), self.workers, "as requested", epoch,
+            return Decision(int(self.workers), self.workers, "as requested", one,
                             {str(k): round(t, 6) for k, t in predicted.items()})
         best = fewest_that_pay(predicted)
-        reason = (f"per epoch: {epoch:.3g} s of compute, predicted {predicted[1]:.3g} s on 1 "
+        reason = (f"per check: {one:.3g} s of compute, predicted {predicted[1]:.3g} s on 1 "
                   f"worker" + (f" vs {predicted[2]:.3g} s on 2" if 2 in predicted else ""))
-        return Decision(best, AUTO, reason, epoch,
+        return Decision(best, AUTO, reason, one,
                         {str(k): round(t, 6) for k, t in predicted.items()})
 
     def _options(self, run: RunConfig, check_every: int | None = None,

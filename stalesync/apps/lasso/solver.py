@@ -121,7 +121,7 @@ def sweep(drv: Driver, app: LassoApp, predicted: np.ndarray, budget: int, tol: f
 def _solve_blocks(prep: Prepared, app: LassoApp, opts: SolverOptions,
                   on_check: Callable[[dict[str, Any]], None] | None) -> SolveResult:
     """The ``blocks`` schedule (:mod:`.blocks`): one column block per worker."""
-    blocks = column_blocks(prep, opts.workers)
+    blocks = column_blocks(prep, opts.workers, app.coef)
     start = time.perf_counter()
     with open_driver(app, blocks, opts) as drv:
         report, history, checks, serial = solve_blocks(
