@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stalesync.apps.lasso import Lasso, alpha_max, make_correlated_lasso  # noqa: E402
-from stalesync.files import atomic_write_bytes  # noqa: E402
+from stalesync.persist.files import atomic_write_bytes  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CONFIGS = [  # (label, schedule, P); "sequential" is the default on one worker

@@ -33,7 +33,7 @@ from stalesync.apps.lda import LDA  # noqa: E402
 from stalesync.data.corpus import Corpus  # noqa: E402
 from stalesync.data.datasets import load_dataset  # noqa: E402
 from stalesync.kernels import lda as k  # noqa: E402
-from stalesync.metrics import objective_curve  # noqa: E402
+from stalesync.observe.metrics import objective_curve  # noqa: E402
 
 ALPHA, BETA = 0.1, 0.01
 

@@ -35,7 +35,7 @@ from stalesync.apps.mf import MatrixFactorization  # noqa: E402
 from stalesync.data.datasets import load_dataset  # noqa: E402
 from stalesync.data.load import load_features  # noqa: E402
 from stalesync.data.ratings import load_movielens_100k  # noqa: E402
-from stalesync.metrics import objective_curve  # noqa: E402
+from stalesync.observe.metrics import objective_curve  # noqa: E402
 
 WORKERS = 4
 SETTINGS = [("bsp", None), ("ssp", 1), ("ssp", 2), ("ssp", 4), ("ssp", 8), ("async", None),

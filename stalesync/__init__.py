@@ -1,7 +1,5 @@
 """stalesync: a bounded-staleness parameter server and model-parallel scheduler for ML."""
 
-from .consistency import ConsistencyModel
-from .context import WorkerContext
 from .errors import (
     ConfigError,
     DataFormatError,
@@ -14,8 +12,10 @@ from .errors import (
 )
 from .faults import Stragglers
 from .job import JobResult, run
-from .row_batch import SparseRows
-from .tables import TableSpec
+from .ps.consistency import ConsistencyModel
+from .ps.context import WorkerContext
+from .ps.row_batch import SparseRows
+from .ps.tables import TableSpec
 
 __version__ = "0.1.0"
 

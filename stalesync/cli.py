@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for app in APPS:
         importlib.import_module(f"stalesync.apps.{app}.cli").COMMAND.register(sub)
-    from . import compare
+    from .observe import compare
 
     compare.register(sub)
     return parser
@@ -88,7 +88,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def interrupted_message(args: argparse.Namespace) -> str:
     """One line: the run stopped, and where it can resume from (if anywhere)."""
-    from .snapshot import latest_snapshot
+    from .persist.snapshot import latest_snapshot
 
     where = getattr(args, "snapshot_dir", None) or getattr(args, "resume", None)
     path = latest_snapshot(where) if where else None

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .consistency import ConsistencyModel
 from .errors import ConfigError
 from .faults import Stragglers
-from .metrics import build_run_record, write_run_record
-from .tables import TableSpec
+from .observe.metrics import build_run_record, write_run_record
+from .ps.consistency import ConsistencyModel
+from .ps.tables import TableSpec
 
 RUNTIMES = ("embedded", "ray")
 NAN_POLICIES = ("error", "warn")
@@ -59,7 +59,7 @@ class JobConfig:
     backup_workers: int = 0
     fetch_every: int = 1
     push_every: int = 1
-    # the read audit (stalesync.audit): "record" counters, "error" raises, "off";
+    # the read audit (stalesync.ps.audit): "record" counters, "error" raises, "off";
     # None: the STALESYNC_AUDIT environment variable, else "record"
     audit: str | None = None
 
@@ -79,7 +79,7 @@ class JobConfig:
             raise ConfigError("max_staleness is the ceiling of staleness='auto'; got "
                               f"staleness={self.staleness!r}", param="max_staleness")
         self._check_policy_options()
-        from .audit import AUDIT_MODES, default_mode
+        from .ps.audit import AUDIT_MODES, default_mode
 
         self.audit = default_mode() if self.audit is None else self.audit
         if self.audit not in AUDIT_MODES:
@@ -106,7 +106,7 @@ class JobConfig:
         if self.snapshot_every and self.snapshot_dir is None:
             if self.resume is None:
                 raise ConfigError("snapshot_every needs snapshot_dir (where snapshots go)")
-            from .snapshot import snapshot_root
+            from .persist.snapshot import snapshot_root
 
             self.snapshot_dir = str(snapshot_root(self.resume))
         if not isinstance(self.max_recoveries, int) or self.max_recoveries < 0:
@@ -197,8 +197,8 @@ def run(
     fields: ``workers``, ``consistency``, ``staleness``, ``iterations``, ``runtime``,
     ``shards``, ``stragglers``, ``seed``, ``nan_policy``, ``app``, ``on_clock``,
     ``snapshot_every``/``snapshot_dir``/``resume`` (consistent snapshots, see
-    :mod:`stalesync.snapshot`), ``backup_workers`` (synchronous steps taking the first
-    ``workers - backup_workers`` gradients, :mod:`stalesync.clock_policies`),
+    :mod:`stalesync.persist.snapshot`), ``backup_workers`` (synchronous steps taking the first
+    ``workers - backup_workers`` gradients, :mod:`stalesync.ps.clock_policies`),
     ``fetch_every``/``push_every`` (async client cadence), and for ``runtime="ray"``:
     ``address``, ``ray_options``, ``max_recoveries``, ``min_nodes``. ``final(result)`` fills the run
     record's ``final`` object.
@@ -215,7 +215,7 @@ def run(
 
     writer = None
     if config.tensorboard:
-        from .tensorboard import TensorBoardWriter
+        from .observe.tensorboard import TensorBoardWriter
 
         writer = TensorBoardWriter(config.tensorboard, config.workers, config.objective_reduce)
         previous = config.on_record

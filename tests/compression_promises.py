@@ -1,5 +1,5 @@
 """What each compressor promises, computed from its parameters as
-:mod:`stalesync.compression` documents them (not from its code), shared by the tests.
+:mod:`stalesync.ps.compression` documents them (not from its code), shared by the tests.
 
 - :func:`promised_bytes`: the encoded size of a ``rows x width`` update;
 - :func:`promised_left`: the largest share of ``||x||^2`` one encoding may leave in the

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import stalesync as ss
-from stalesync.audit import GuaranteeViolation
-from stalesync.consistency import ConsistencyModel
+from stalesync.ps.audit import GuaranteeViolation
+from stalesync.ps.consistency import ConsistencyModel
+from stalesync.ps.server import ServerShard
 from stalesync.runtime.ps import ParameterServer
-from stalesync.server import ServerShard
 
 TABLES = [ss.TableSpec("t", 4, 1, "int64")]
 

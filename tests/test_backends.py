@@ -13,7 +13,7 @@ import pytest
 import stalesync as ss
 from stalesync.apps.base import RunConfig
 from stalesync.apps.lasso import Lasso
-from stalesync.runtime.backend import make_backend
+from stalesync.runtime.backends import make_backend
 from stalesync.runtime.ps import ParameterServer
 from stalesync.scheduler import BlockRotation, Cyclic, Driver
 

@@ -1,6 +1,6 @@
 """A seeded BSP job is bit-reproducible with any number of workers, floats included: the
 shard applies a clock's increments once every worker has sent them, in worker order
-(:class:`stalesync.clock_policies.InWorkerOrder`)."""
+(:class:`stalesync.ps.clock_policies.InWorkerOrder`)."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def test_bsp_is_bit_reproducible_whatever_the_timing():
 def test_ssp_is_not_held_back(consistency):
     """SSP keeps applying increments on arrival (fresher reads): its runs may differ, and
     the hold applies to BSP jobs only."""
-    from stalesync.clock_policies import EveryWorker, InWorkerOrder, make_policy
-    from stalesync.consistency import ConsistencyModel
+    from stalesync.ps.clock_policies import EveryWorker, InWorkerOrder, make_policy
+    from stalesync.ps.consistency import ConsistencyModel
     from stalesync.runtime.members import all_bsp
 
     bsp, ssp = ConsistencyModel.parse("bsp"), ConsistencyModel.parse(consistency, 2)

@@ -149,7 +149,7 @@ def test_an_address_where_nothing_listens_fails_in_seconds():
 
     pytest.importorskip("ray")
     from stalesync.errors import ConfigError
-    from stalesync.runtime.ray_backend import check_reachable
+    from stalesync.runtime.address import check_reachable
 
     with socket.socket() as s:  # a loopback port that was free a moment ago
         s.bind(("127.0.0.1", 0))

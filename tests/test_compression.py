@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stalesync as ss
-from stalesync.compression import ErrorFeedback, parse
 from stalesync.errors import ConfigError
+from stalesync.ps.compression import ErrorFeedback, parse
 
 SPECS = ["topk:0.05", "qsgd:8", "qsgd:4", "sign", "powersgd:2"]
 
@@ -159,7 +159,7 @@ def test_residuals_are_in_the_snapshot_and_a_resume_matches_the_uninterrupted_ru
     with pytest.raises(RuntimeError, match="injected crash"):
         ss.run(worker, tables, data=[{"crash_at": 7}], snapshot_every=3,
                snapshot_dir=str(tmp_path), **opts)
-    from stalesync.snapshot import load_snapshot
+    from stalesync.persist.snapshot import load_snapshot
 
     saved = load_snapshot(tmp_path).workers[0].arrays
     assert any(key.startswith("_stalesync_residual_") for key in saved)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import stalesync as ss
-from stalesync.consistency import ConsistencyModel
+from stalesync.ps.consistency import ConsistencyModel
 
 # 150 bounded + 60 async cases run by default; the mutation test below shows that this many
 # cases catch an off-by-one in the read rule.

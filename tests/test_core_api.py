@@ -10,8 +10,8 @@ import pytest
 
 import stalesync as ss
 from stalesync.faults import Stragglers
-from stalesync.metrics import RECORD_FIELDS
-from stalesync.plots import plot_run
+from stalesync.observe.metrics import RECORD_FIELDS
+from stalesync.observe.plots import plot_run
 
 
 class _Done:
@@ -208,7 +208,7 @@ def _record(**extra):
      ["_objective_panel", "_rmse_panel", "_staleness_panel"]),
 ])
 def test_a_run_plot_has_the_panels_its_record_has_data_for(tmp_path, extra, panels):
-    from stalesync.plots import run_panels
+    from stalesync.observe.plots import run_panels
 
     record = _record(**extra)
     assert [p.func.__name__ for p in run_panels(record)] == panels
@@ -244,11 +244,11 @@ def test_an_essp_push_older_than_the_sent_log_is_dropped_not_applied():
     """Read-my-writes against a very late push: a push made before the reader's last
     SENT_LOG_CLOCKS flushes cannot be completed with them, so it must be dropped (the
     cached row keeps the reader's own increments), never applied without them."""
-    from stalesync.client import SENT_LOG_CLOCKS, WorkerClient
-    from stalesync.consistency import ConsistencyModel
-    from stalesync.metrics import WorkerMetrics
-    from stalesync.server import Push
-    from stalesync.tables import ShardMap
+    from stalesync.ps.client import SENT_LOG_CLOCKS, WorkerClient
+    from stalesync.ps.clock_records import WorkerMetrics
+    from stalesync.ps.consistency import ConsistencyModel
+    from stalesync.ps.server import Push
+    from stalesync.ps.tables import ShardMap
 
     spec = ss.TableSpec("t", 1, 1)
     client = WorkerClient(0, {"t": spec}, {"t": ConsistencyModel.parse("essp", 100)},
@@ -266,11 +266,11 @@ def test_essp_pushes_leave_the_shard_lock_free_and_a_late_older_push_is_ignored(
     so pushes of two clocks can arrive out of order: the client keeps the newer rows."""
     import threading
 
-    from stalesync.client import WorkerClient
-    from stalesync.consistency import ConsistencyModel
-    from stalesync.metrics import WorkerMetrics
-    from stalesync.server import Push, ServerShard
-    from stalesync.tables import ShardMap
+    from stalesync.ps.client import WorkerClient
+    from stalesync.ps.clock_records import WorkerMetrics
+    from stalesync.ps.consistency import ConsistencyModel
+    from stalesync.ps.server import Push, ServerShard
+    from stalesync.ps.tables import ShardMap
 
     spec = ss.TableSpec("t", 4, 1)
     models = {"t": ConsistencyModel.parse("essp", 1)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stalesync.snapshot import list_snapshots
+from stalesync.persist.snapshot import list_snapshots
 
 
 def _leftovers(root: Path) -> list[str]:

@@ -17,7 +17,7 @@ from stalesync.apps.lasso import Lasso, alpha_max, lasso_path, make_correlated_l
 from stalesync.cli import main as cli_main
 from stalesync.data.tabular import load_csv, load_svmlight, load_table
 from stalesync.errors import ConfigError, DataFormatError, NotFittedError
-from stalesync.metrics import RECORD_FIELDS
+from stalesync.observe.metrics import RECORD_FIELDS
 
 
 def objective(X, y, coef, intercept, alpha):
@@ -247,7 +247,7 @@ def test_cli_fits_a_csv_and_writes_the_run_record(tmp_path, diabetes, capsys):
     assert set(record) >= set(RECORD_FIELDS)
     assert record["app"] == "lasso" and record["workers"] == 2
     assert record["strategy"] == "scheduled" and record["clocks"] > 0
-    from stalesync.plots import run_panels  # no empty staleness panel: it reads no tables
+    from stalesync.observe.plots import run_panels  # no empty staleness panel: it reads no tables
 
     assert [p.func.__name__ for p in run_panels(record)] == ["_objective_panel"]
     ref = sklearn_fit(X, y, 0.1)

@@ -419,8 +419,8 @@ def test_on_ray_a_killed_worker_is_recovered_from_the_snapshot(ray_cluster, tmp_
 
     import ray
 
+    from stalesync.persist.snapshot import list_snapshots
     from stalesync.runtime.ps import ParameterServer
-    from stalesync.snapshot import list_snapshots
 
     corpus, _ = planted_corpus(num_docs=800)
 

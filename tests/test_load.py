@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 import stalesync as ss
-from stalesync import metrics
-from stalesync.metrics import MAX_RECORDS
+from stalesync.ps import clock_records
+from stalesync.ps.clock_records import MAX_RECORDS
 
 psutil = pytest.importorskip("psutil")
 
@@ -90,7 +90,7 @@ def test_loaded_job_keeps_the_exact_sum_and_flat_memory(monkeypatch):
     # cap): a low cap puts them at steady state by clock 64, so the 12 samples from clock
     # 200 to 750 see only leaks. Measured flat to 0.1 MB; one worker keeping one clock's
     # increments (64 x 8 int64) per clock would add 2.2 MB over that window, all eight 17 MB.
-    monkeypatch.setattr(metrics, "MAX_RECORDS", 64)
+    monkeypatch.setattr(clock_records, "MAX_RECORDS", 64)
     out = load_run(workers=8, clocks=800, sample_every=50, warm_from=200)
     assert out["samples"] == 12, out
     assert out["fitted_growth_mb"] < 1.0, out
@@ -122,7 +122,7 @@ def test_consecutive_jobs_leave_no_thread_behind():
 
 
 def test_clock_records_stay_bounded_and_keep_their_totals():
-    from stalesync.metrics import WorkerMetrics
+    from stalesync.ps.clock_records import WorkerMetrics
 
     m = WorkerMetrics(0, 0.0)
     rng = np.random.default_rng(3)

@@ -29,7 +29,7 @@ from stalesync.data.ratings import (
 from stalesync.errors import ConfigError, DataFormatError
 from stalesync.faults import Stragglers
 from stalesync.kernels.mf import predict, sgd_pass, sum_squared_error
-from stalesync.metrics import RECORD_FIELDS
+from stalesync.observe.metrics import RECORD_FIELDS
 
 NOISE = 0.2
 
@@ -406,7 +406,7 @@ def test_cli_trains_and_writes_the_run_record(tmp_path, mode, capsys):
     record = json.loads(out.read_text())
     baseline = float(r.values.std())  # predicting the mean
     assert record["final"]["test_rmse"] < 0.5 * baseline and record["data"]["train"] > 0
-    from stalesync.plots import run_panels  # the plot shows train and test RMSE
+    from stalesync.observe.plots import run_panels  # the plot shows train and test RMSE
 
     assert "_rmse_panel" in [p.func.__name__ for p in run_panels(record)]
     assert png.stat().st_size > 0 and model.exists()

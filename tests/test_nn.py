@@ -161,7 +161,7 @@ def test_cli_trains_and_reports_test_accuracy(data, tmp_path, capsys):
     assert "test accuracy" in text
     record = json.loads(out.read_text())
     assert record["app"] == "nn" and record["final"]["test_accuracy"] >= 0.9
-    from stalesync.plots import run_panels  # the plot shows the accuracy
+    from stalesync.observe.plots import run_panels  # the plot shows the accuracy
 
     assert "_accuracy_panel" in [p.func.__name__ for p in run_panels(record)]
     with pytest.raises(SystemExit):  # argparse's own choice check
@@ -393,7 +393,7 @@ def test_default_adam_learns_where_sgd_would_not_and_keeps_its_moments_in_snapsh
     snaps = tmp_path / "snaps"
     NeuralNetClassifier(**opts).fit(Xtr, ytr, run=RunConfig(snapshot_every=3,
                                                              snapshot_dir=str(snaps)))
-    from stalesync.snapshot import list_snapshots
+    from stalesync.persist.snapshot import list_snapshots
 
     clock, path = list_snapshots(snaps)[0]
     resumed = NeuralNetClassifier(**opts).fit(Xtr, ytr, run=RunConfig(resume=str(path)))

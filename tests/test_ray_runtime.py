@@ -22,8 +22,8 @@ from guarantee_checker import ReadLog, Scenario, exact_sum_violations, violation
 import stalesync as ss  # noqa: E402
 import stalesync.runtime.ray_backend as rb  # noqa: E402
 from stalesync.errors import RecoveryError  # noqa: E402
+from stalesync.persist.snapshot import list_snapshots, load_snapshot  # noqa: E402
 from stalesync.runtime.ps import ParameterServer  # noqa: E402
-from stalesync.snapshot import list_snapshots, load_snapshot  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -35,7 +35,7 @@ ray.cloudpickle.register_pickle_by_value(gc)
 
 def test_shard_actor_applies_clocks_in_send_order_and_reads_wait_for_own_clocks():
     """A threaded actor may start calls out of order; the shard must not (no Ray needed)."""
-    from stalesync.consistency import ConsistencyModel
+    from stalesync.ps.consistency import ConsistencyModel
     from stalesync.runtime.members import ShardHost
 
     shard = ShardHost(0, 1, {"t": ss.TableSpec("t", 2, 1, "int64")},

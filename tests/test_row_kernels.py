@@ -17,8 +17,8 @@ from stalesync.kernels.rows import (
     scatter_rows,
     take_and_zero_rows,
 )
-from stalesync.row_batch import SparseRows, concat
-from stalesync.tables import DenseRowStore, SparseRowStore, TableSpec
+from stalesync.ps.row_batch import SparseRows, concat
+from stalesync.ps.tables import DenseRowStore, SparseRowStore, TableSpec
 
 shapes = st.tuples(st.integers(1, 30), st.integers(1, 12))
 

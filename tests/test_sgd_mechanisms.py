@@ -8,8 +8,8 @@ import pytest
 
 import stalesync as ss
 from stalesync.errors import ConfigError
-from stalesync.tables import DenseRowStore, TableSpec
-from stalesync.update_rules import SGD, Adagrad, Adam, make_rule
+from stalesync.ps.tables import DenseRowStore, TableSpec
+from stalesync.ps.update_rules import SGD, Adagrad, Adam, make_rule
 
 
 def test_server_adagrad_equals_a_numpy_reference():

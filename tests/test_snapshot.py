@@ -12,7 +12,7 @@ from guarantee_checker import TABLE, Scenario, exact_sum_violations, run_scenari
 import stalesync as ss
 from stalesync.cli import build_parser
 from stalesync.errors import ConfigError
-from stalesync.snapshot import (
+from stalesync.persist.snapshot import (
     SnapshotError,
     WorkerState,
     check_compatible,

@@ -23,8 +23,8 @@ from stalesync.apps.kmeans import KMeans
 from stalesync.apps.lda import LDA
 from stalesync.apps.linear import LinearClassifier
 from stalesync.apps.mf import MatrixFactorization
-from stalesync.context import WorkerContext
 from stalesync.data.ratings import Ratings
+from stalesync.ps.context import WorkerContext
 
 SOAK_RUNS = int(os.environ.get("STALESYNC_SOAK_RUNS", "50"))  # per app
 

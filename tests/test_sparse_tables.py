@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stalesync as ss
-from stalesync.snapshot import load_snapshot
+from stalesync.persist.snapshot import load_snapshot
 
 psutil = pytest.importorskip("psutil")
 
@@ -176,7 +176,7 @@ def test_a_sparse_row_store_never_writes_past_its_pool(ops):
     it then moves run past the pool's end (heap corruption: a worker aborted in the
     guarantee tests). After every operation the pool holds every row's slice and the rows
     equal a dense reference."""
-    from stalesync.tables import SparseRowStore, TableSpec
+    from stalesync.ps.tables import SparseRowStore, TableSpec
 
     store = SparseRowStore(TableSpec("t", 5, 5, "int64", storage="sparse"), 5)
     dense = np.zeros((5, 5), dtype=np.int64)
@@ -202,7 +202,7 @@ def test_a_growth_budgets_for_the_room_a_compaction_takes_from_cleared_rows():
     """The sequence that ran past the pool (found by a random search with numba's bounds
     checks on): the last assign's rows fitted their old room, the growth's compaction took
     the room of the cleared ones, and they moved past the new pool's end."""
-    from stalesync.tables import SparseRowStore, TableSpec
+    from stalesync.ps.tables import SparseRowStore, TableSpec
 
     store = SparseRowStore(TableSpec("t", 5, 5, "int64", storage="sparse"), 5)
     dense = np.zeros((5, 5), dtype=np.int64)

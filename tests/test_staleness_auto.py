@@ -11,7 +11,7 @@ import pytest
 import stalesync as ss
 from stalesync.apps.base import RunConfig, check_consistency
 from stalesync.errors import ConfigError
-from stalesync.staleness import StalenessController, bound_at
+from stalesync.ps.auto_staleness import StalenessController, bound_at
 
 TABLES = [ss.TableSpec("w", 8, 1, "float64")]
 
@@ -164,7 +164,7 @@ def test_a_shard_serves_a_read_the_stamp_it_states_whatever_its_own_schedule():
     schedule change reached the shards after the workers)."""
     import threading
 
-    from stalesync.consistency import ConsistencyModel
+    from stalesync.ps.consistency import ConsistencyModel
     from stalesync.runtime.members import ShardHost
 
     models = {"w": ConsistencyModel.parse("ssp", "auto", max_staleness=4)}  # starts at 1

@@ -69,7 +69,7 @@ def test_outputs_take_the_users_umask(tmp_path, umask_022):
 def test_a_plot_takes_the_users_umask(tmp_path, umask_022):
     from matplotlib.figure import Figure
 
-    from stalesync.plots import save_figure
+    from stalesync.observe.plots import save_figure
 
     save_figure(Figure(figsize=(1, 1)), tmp_path / "run.svg")
     assert stat.S_IMODE((tmp_path / "run.svg").stat().st_mode) == 0o644

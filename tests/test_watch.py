@@ -9,11 +9,11 @@ import pytest
 
 import stalesync as ss
 from stalesync.cli import main as cli_main
-from stalesync.compare import load_records
 from stalesync.errors import ConfigError, DataFormatError
+from stalesync.observe.compare import load_records
 
 pytest.importorskip("tensorboard")
-from stalesync.tensorboard import read_scalars  # noqa: E402
+from stalesync.observe.tensorboard import read_scalars  # noqa: E402
 
 TABLES = [ss.TableSpec("w", 4, 1, "float64")]
 CLOCKS = 12

@@ -1,7 +1,7 @@
 """What every app shares: run settings, parameter checks, the estimator base class.
 
 An app is a model, its kernels and a worker (or schedule) program. Everything else comes
-from here and from :mod:`.progress`, :mod:`stalesync.model_io` and :mod:`.command`:
+from here and from :mod:`.progress`, :mod:`stalesync.persist.model_io` and :mod:`.command`:
 
 - :class:`RunConfig` says *where and how* a fit runs (runtime, Ray address, server shards,
   injected stragglers, snapshots, resume, progress bar). It is an argument of ``fit``, not an
@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ..consistency import KINDS, ConsistencyModel
 from ..errors import ConfigError, NotFittedError
 from ..faults import Stragglers
 from ..job import RUNTIMES
+from ..ps.consistency import KINDS, ConsistencyModel
 
 # -- run settings ---------------------------------------------------------------------------
 
@@ -44,7 +44,7 @@ class RunConfig:
     rounds) a consistent snapshot goes to ``snapshot_dir``; ``resume`` restarts from one;
     on Ray a lost worker is recovered from the newest, at most ``max_recoveries`` times.
     ``progress``: a progress bar on stderr. ``tensorboard``: stream scalars to event files
-    in this directory while training (:mod:`stalesync.tensorboard`). ``max_staleness``: the
+    in this directory while training (:mod:`stalesync.observe.tensorboard`). ``max_staleness``: the
     ceiling of an estimator's ``staleness="auto"`` (default 8). ``min_nodes`` (Ray): the
     fewest nodes the workers run on; after a node loss the job waits for a node rather
     than go below it (:mod:`stalesync.runtime.ray_backend`).
@@ -158,7 +158,7 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
 def check_consistency(consistency: Any, staleness: Any) -> ConsistencyModel:
     """The consistency model of ``consistency``/``staleness``; bsp with a staleness other
     than 0, or a negative staleness, is an error naming the parameter. ``"auto"``: a
-    controller moves the bound during the run (:mod:`stalesync.staleness`)."""
+    controller moves the bound during the run (:mod:`stalesync.ps.auto_staleness`)."""
     check_choice(consistency, "consistency", KINDS)
     if staleness is not None and staleness != "auto":
         if isinstance(staleness, str):
@@ -212,7 +212,7 @@ class StalesyncEstimator(BaseEstimator):
     def save(self, path: str | Path) -> Path:
         """Write the fitted model into directory ``path`` (replaced atomically): its
         parameters and fitted values as JSON, its arrays as npz. Never pickle."""
-        from ..model_io import save_model
+        from ..persist.model_io import save_model
 
         self._check_fitted()
         arrays = {name: getattr(self, name) for name in self._model_arrays}
@@ -222,7 +222,7 @@ class StalesyncEstimator(BaseEstimator):
     @classmethod
     def load(cls, path: str | Path):
         """A model written by :meth:`save`."""
-        from ..model_io import load_model
+        from ..persist.model_io import load_model
 
         params, arrays, info = load_model(path, cls)
         model = cls(**params)

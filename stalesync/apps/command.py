@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..consistency import KINDS
 from ..errors import ConfigError
-from ..files import check_output_path
-from ..plots import PLOT_SUFFIXES
+from ..observe.plots import PLOT_SUFFIXES
+from ..persist.files import check_output_path
+from ..ps.consistency import KINDS
 from .base import RunConfig
 
 GROUPS = ("data", "model", "training", "parallelism", "runtime", "output")
@@ -313,7 +313,7 @@ class AppCommand(ABC):
             check_output_path(args.snapshot_dir, "--snapshot-dir", directory=True)
         if args.tensorboard:
             check_output_path(args.tensorboard, "--tensorboard", directory=True)
-            from ..tensorboard import _modules
+            from ..observe.tensorboard import _modules
 
             _modules()  # the extra is installed
         if args.resume:
@@ -335,7 +335,7 @@ class AppCommand(ABC):
         lines, final = self.summarize(estimator, train, test, args)
         record = estimator.run_record_
         record["final"].update(final)
-        from ..audit import verdict
+        from ..ps.audit import verdict
 
         extra = [line for line in (workers_line(record), verdict(record)) if line]
         for line in [*lines, *extra]:
@@ -345,8 +345,8 @@ class AppCommand(ABC):
 
     def write_outputs(self, estimator: Any, record: dict[str, Any],
                       args: argparse.Namespace) -> None:
-        from ..metrics import write_run_record
-        from ..plots import plot_run
+        from ..observe.metrics import write_run_record
+        from ..observe.plots import plot_run
 
         if args.metrics_out:
             write_run_record(record, args.metrics_out)

@@ -12,8 +12,8 @@ import numpy as np
 
 from .. import job
 from ..job import JobResult
+from ..ps.tables import TableSpec
 from ..strategies.base import check_strategy_consistency
-from ..tables import TableSpec
 from .base import RunConfig
 from .progress import Progress
 

@@ -137,7 +137,7 @@ def _measure(workers: int) -> tuple[float, float]:
     """(seconds per clock per worker, job start + stop seconds) of a tiny job: read 16 rows,
     add to them, clock; the median of the workers' steady-state loops."""
     from ..job import run
-    from ..tables import TableSpec
+    from ..ps.tables import TableSpec
 
     rows = np.arange(16)
     delta = np.ones((16, 16))
@@ -167,7 +167,7 @@ def snapshot_workers(resume: str | os.PathLike | None) -> int | None:
     or None."""
     if resume is None:
         return None
-    from ..snapshot import latest_snapshot
+    from ..persist.snapshot import latest_snapshot
 
     found = latest_snapshot(resume)
     if found is None:

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConfigError, DataFormatError
-from ..files import NPZ_ERRORS
+from ..persist.files import NPZ_ERRORS
 
 _INT32_MAX = np.iinfo(np.int32).max
 _FORMAT_VERSION = 1
@@ -272,7 +272,7 @@ class Corpus:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write an ``.npz`` (no pickle) atomically: a temp file beside ``path``, renamed."""
-        from ..files import atomic_write_bytes
+        from ..persist.files import atomic_write_bytes
 
         meta = {"format": "stalesync-corpus", "version": _FORMAT_VERSION,
                 "num_words": self.num_words, "has_vocab": self.vocab is not None}

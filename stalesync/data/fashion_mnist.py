@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_bytes
+from ..persist.files import atomic_write_bytes
 from .fetch import DatasetUnavailableError, cache_dir
 from .idx import read_idx_pair, scaled_images
 

@@ -189,7 +189,7 @@ def _feature_format(p: Path) -> str:
 def _read_feature_npz(p: Path) -> tuple[Any, np.ndarray | None]:
     import scipy.sparse as sp
 
-    from ..files import NPZ_ERRORS
+    from ..persist.files import NPZ_ERRORS
 
     try:
         with np.load(p, allow_pickle=False) as z:

@@ -317,7 +317,7 @@ def read_npz(path: PathLike, vocab=None) -> Corpus:
     """A corpus saved by :meth:`Corpus.save`, or a scipy sparse matrix saved by ``save_npz``."""
     import scipy.sparse as sp
 
-    from ..files import NPZ_ERRORS
+    from ..persist.files import NPZ_ERRORS
 
     try:
         with np.load(path, allow_pickle=False) as z:

@@ -21,7 +21,7 @@ def _doc_pairs(corpus: Corpus):
 
 
 def _write_lines(path: PathLike, lines) -> None:
-    from ..files import atomic_write_bytes
+    from ..persist.files import atomic_write_bytes
 
     data = "".join(line + "\n" for line in lines).encode()
     if str(path).endswith(".gz"):

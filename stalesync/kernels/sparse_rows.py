@@ -1,4 +1,4 @@
-"""Compiled kernels of the sparse row store (:class:`stalesync.tables.SparseRowStore`).
+"""Compiled kernels of the sparse row store (:class:`stalesync.ps.tables.SparseRowStore`).
 
 Layout: every row owns a slice ``[start[r], start[r] + length[r])`` of two pool arrays,
 ``cols`` (int32 column ids, unordered) and ``vals``; ``cap[r]`` entries are reserved for
@@ -123,7 +123,7 @@ def compacted_size(length: np.ndarray) -> int:
                         0).sum())
 
 
-# --- CSR batches (stalesync.row_batch.SparseRows): what sparse tables send and return ----
+# --- CSR batches (stalesync.ps.row_batch.SparseRows): what sparse tables send and return ----
 
 
 @numba.njit(nogil=True, cache=True)

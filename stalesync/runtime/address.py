@@ -11,9 +11,12 @@ address, in a second; left to ``ray.init`` they are a ValueError, an ImportError
 
 from __future__ import annotations
 
+import socket
 from types import ModuleType
 
 from ..errors import ConfigError
+
+PROBE_TIMEOUT_S = 3.0  # seconds a probe of a cluster address waits for an answer
 
 FORMS = "host:port (as `ray start --head` prints it), ray://host:port, auto or local"
 
@@ -69,8 +72,6 @@ def check_ray(address: str | None) -> None:
     check_address_format(address)
     target = _resolve_auto() if address == "auto" else address
     if target is not None:
-        from .ray_backend import check_reachable
-
         check_reachable(target)
 
 
@@ -91,3 +92,21 @@ def _resolve_auto() -> str | None:
             param="address") from None
     except Exception:  # noqa: BLE001 - anything else is ray.init's to report
         return None
+
+
+
+def check_reachable(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail within seconds when nothing listens at a ``host:port`` (or ``ray://host:port``)
+    address: ``ray.init`` itself retries for minutes before it gives up. ``auto`` and other
+    forms are left to Ray."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"address {address!r}: nothing answers there ({exc}); start the "
+                          "cluster first (ray start --head) or check host and port",
+                          param="address") from None

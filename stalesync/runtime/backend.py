@@ -190,20 +190,3 @@ def _has_readonly_array(value: Any, depth: int = 0) -> bool:
         return any(_has_readonly_array(v, depth + 1) for v in vars(value).values())
     return False
 
-
-def make_backend(runtime: str, *, address: str | None = None,
-                 ray_options: dict[str, dict[str, Any]] | None = None,
-                 cpus: int | None = None, min_nodes: int = 1) -> Backend:
-    """The backend of a runtime name: ``embedded`` (threads) or ``ray`` (``min_nodes``:
-    the fewest nodes a role of that many members is placed on, see :mod:`.ray_backend`)."""
-    from .address import check_min_nodes
-
-    check_min_nodes(min_nodes, runtime)
-    if runtime == "ray":
-        from .ray_backend import RayBackend
-
-        return RayBackend(address=address, ray_options=ray_options, cpus=cpus,
-                          min_nodes=min_nodes)
-    from .threads import ThreadBackend
-
-    return ThreadBackend()

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 
 from ..errors import JobAbortedError
-from ..snapshot import WorkerState
+from ..persist.snapshot import WorkerState
 
 SnapshotWriter = Callable[[int, list[WorkerState]], None]
 

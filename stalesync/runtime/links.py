@@ -1,7 +1,9 @@
-"""What a worker's client needs from a server shard: :class:`ShardLink` and its protocol.
+"""How a worker's client reaches a server shard: :class:`ShardLink` (through a backend
+handle) and :class:`LocalShardLink` (in this process), both
+:class:`~stalesync.ps.shard_protocol.ShardProtocol`.
 
-The client (:mod:`stalesync.client`) talks to every shard through this protocol, whatever
-the backend. A link sends a worker's clock messages in order without waiting for them, and
+The client (:mod:`stalesync.ps.client`) talks to every shard through that protocol,
+whatever the backend. A link sends a worker's clock messages in order without waiting for them, and
 numbers them, so the shard applies them in send order even when a threaded actor starts
 calls out of order, and serves a read only after the reader's earlier clocks
 (read-my-writes). A read returns a future, so a client can ask every shard before it waits
@@ -11,25 +13,11 @@ for any of them (remote shards answer in parallel).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from .backend import Done, Future, Handle
-
-ReadReply = tuple[np.ndarray, int, float, int]  # values, stamp, seconds waited, stamp at arrival
-
-
-class ShardProtocol(Protocol):
-    """The client's view of one shard."""
-
-    def read(self, worker: int, table: str, local_rows: np.ndarray,
-             required: int | None) -> Future: ...
-
-    def clock(self, worker: int, updates: Mapping[str, tuple[np.ndarray, np.ndarray]],
-              finished: bool = False, step: int = 0) -> None: ...
-
-    def sync(self) -> None: ...
 
 
 class ShardLink:

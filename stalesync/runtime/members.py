@@ -1,10 +1,10 @@
 """The members of a parameter-server job, the same on every backend.
 
-- :class:`ShardHost` wraps one :class:`~stalesync.server.ServerShard`: it applies each
+- :class:`ShardHost` wraps one :class:`~stalesync.ps.server.ServerShard`: it applies each
   worker's clock messages in the order they were sent, serves a read only after the
   reader's earlier clocks, and delivers ESSP pushes to the workers' handles.
 - :class:`PSWorker` runs the user's ``worker(ctx)`` with a
-  :class:`~stalesync.client.WorkerClient` whose shards are :class:`~.links.ShardLink` s; it
+  :class:`~stalesync.ps.client.WorkerClient` whose shards are :class:`~.links.ShardLink` s; it
   also takes pushes (another thread) and hands progress events to the driver's polls.
 - :class:`Coordinator` is the snapshot barrier; the last worker to arrive makes it dump the
   shards and write the snapshot (it runs on the driver's node: it writes the driver's files).
@@ -20,16 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from ..client import WorkerClient
-from ..clock_policies import make_policy
-from ..consistency import ConsistencyModel
-from ..context import WorkerContext
 from ..errors import JobAbortedError, JobEndedError
 from ..faults import Stragglers
-from ..metrics import WorkerMetrics
-from ..server import Push, ServerShard
-from ..snapshot import WorkerState, restore_metrics
-from ..tables import ShardMap, TableSpec
+from ..persist.snapshot import WorkerState, restore_metrics
+from ..ps.client import WorkerClient
+from ..ps.clock_policies import make_policy
+from ..ps.clock_records import WorkerMetrics
+from ..ps.consistency import ConsistencyModel
+from ..ps.context import WorkerContext
+from ..ps.server import Push, ServerShard
+from ..ps.tables import ShardMap, TableSpec
 from .backend import Handle, own
 from .barrier import SnapshotBarrier
 from .links import LocalShardLink, ShardLink, writable
@@ -120,7 +120,7 @@ class WorkerSetup:
     snapshot_every: int | None
     report_clocks: bool = False  # buffer progress events for the driver's polls
     skip_ahead: bool = False  # backup workers: a read moves the clock to the current step
-    audit: str = "record"  # the read audit (stalesync.audit)
+    audit: str = "record"  # the read audit (stalesync.ps.audit)
     fetch_every: int = 1  # client cadence (Downpour): async reads refresh every k clocks
     push_every: int = 1  # ... and increments go out every k clocks
 

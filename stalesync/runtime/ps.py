@@ -24,10 +24,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..metrics import WorkerMetrics
-from ..snapshot import Snapshot, SnapshotDirLock, latest_snapshot
-from ..tables import ShardMap
-from .backend import Backend, Group, WorkerLostError, make_backend
+from ..persist.snapshot import Snapshot, SnapshotDirLock, latest_snapshot
+from ..ps.clock_records import WorkerMetrics
+from ..ps.tables import ShardMap
+from .backend import Backend, Group, WorkerLostError
+from .backends import make_backend
 from .members import Coordinator, PSWorker, ShardHost, WorkerSetup
 from .recovery import Recovery, Regroup
 from .restore import (
@@ -93,7 +94,7 @@ class ParameterServer:
         self.auto_tables = [name for name, m in self.models.items() if m.auto]
         self.controller = None
         if self.auto_tables:
-            from ..staleness import StalenessController
+            from ..ps.auto_staleness import StalenessController
 
             first = self.models[self.auto_tables[0]]
             self.controller = StalenessController(config.workers, first.staleness,

@@ -53,6 +53,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ConfigError("runtime='ray' needs Ray: pip install 'stalesync[ray]'") from exc
 
+from .address import check_reachable
 from .backend import (
     POLL_S,
     Backend,
@@ -441,30 +442,6 @@ class NodeGroup(Group):
     def rebuild(self) -> None:
         self.kill()
         self._start()
-
-
-PROBE_TIMEOUT_S = 3.0
-
-
-def check_reachable(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Fail within seconds when nothing listens at a ``host:port`` (or ``ray://host:port``)
-    address: ``ray.init`` itself retries for minutes before it gives up. ``auto`` and other
-    forms are left to Ray."""
-    import socket
-
-    from ..errors import ConfigError
-
-    target = address.removeprefix("ray://")
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        return
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"address {address!r}: nothing answers there ({exc}); start the "
-                          "cluster first (ray start --head) or check host and port",
-                          param="address") from None
 
 
 @contextlib.contextmanager

@@ -16,8 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConfigError
-from ..server import FINISHED
-from ..snapshot import (
+from ..persist.snapshot import (
     Snapshot,
     WorkerState,
     check_compatible,
@@ -25,7 +24,8 @@ from ..snapshot import (
     load_snapshot,
     write_snapshot,
 )
-from ..tables import ShardMap, TableSpec
+from ..ps.server import FINISHED
+from ..ps.tables import ShardMap, TableSpec
 from .barrier import is_snapshot_clock
 
 

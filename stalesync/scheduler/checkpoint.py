@@ -1,6 +1,6 @@
 """A scheduler driver's state on disk: the app's model, every shard's state, the schedule.
 
-Written with :func:`stalesync.snapshot.write_snapshot` (npz + JSON, atomic, never pickle):
+Written with :func:`stalesync.persist.snapshot.write_snapshot` (npz + JSON, atomic, never pickle):
 the app's model arrays are the snapshot's tables, each data shard's state is one "worker"
 state, and the schedule's arrays are tables named ``schedule/<key>``. Everything else (round
 counters, the random generator, the schedule's scalars, the plan prepared for the next
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..snapshot import SnapshotError, WorkerState, load_snapshot, write_snapshot
+from ..persist.snapshot import SnapshotError, WorkerState, load_snapshot, write_snapshot
 from .base import Plan
 
 SCHEDULE_PREFIX = "schedule/"

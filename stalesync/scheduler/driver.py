@@ -50,10 +50,11 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..faults import Stragglers, WorkerDelay
+from ..persist.snapshot import SnapshotDirLock
 from ..runtime.address import check_min_nodes
-from ..runtime.backend import Backend, WorkerLostError, make_backend
+from ..runtime.backend import Backend, WorkerLostError
+from ..runtime.backends import make_backend
 from ..runtime.recovery import Recovery
-from ..snapshot import SnapshotDirLock
 from .base import Feedback, Plan, Schedule
 from .checkpoint import DriverCheckpoint, load_driver_snapshot, write_driver_snapshot
 

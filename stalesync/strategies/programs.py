@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..update_rules import SGD, Adagrad, Adam
+from ..ps.update_rules import SGD, Adagrad, Adam
 from .base import TABLE, Strategy, StrategyConfig, epoch_rng
 
 

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from ... import job
 from ...errors import ConfigError
-from ...tables import TableSpec
+from ...ps.tables import TableSpec
 from ..base import (
     RunConfig,
     StalesyncEstimator,

@@ -201,7 +201,7 @@ class LassoApp:
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         if state["coef"].shape != self.coef.shape:
-            from ...snapshot import SnapshotError
+            from ...persist.snapshot import SnapshotError
 
             raise SnapshotError(f"the snapshot's model has {state['coef'].size} coefficients, "
                                 f"this problem has {self.coef.size}")

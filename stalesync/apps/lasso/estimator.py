@@ -10,7 +10,7 @@ from sklearn.utils import check_array, check_X_y
 from sklearn.utils.validation import validate_data
 
 from ...errors import ConfigError
-from ...metrics import build_run_record
+from ...observe.metrics import build_run_record
 from ...scheduler.registry import schedule_kind
 from ..base import RunConfig, StalesyncEstimator, check_float, check_int
 from ..progress import Progress

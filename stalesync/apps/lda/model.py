@@ -15,7 +15,7 @@ from ... import job
 from ...data.corpus import Corpus
 from ...errors import ConfigError, DataFormatError
 from ...kernels import lda as k
-from ...tables import STORAGES, TableSpec
+from ...ps.tables import STORAGES, TableSpec
 from ..base import (
     RunConfig,
     StalesyncEstimator,
@@ -76,7 +76,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
     between two clocks (so a sweep is
     ``1 / docs_per_clock`` clocks). ``workers``, ``consistency`` and ``staleness`` are the
     parameter server's; ``storage`` is how the word-topic table is held
-    (:class:`~stalesync.tables.TableSpec`: ``"auto"`` makes it sparse rows once the dense
+    (:class:`~stalesync.ps.tables.TableSpec`: ``"auto"`` makes it sparse rows once the dense
     table would pass 256 MB). Sparse rows are sparse everywhere (shards, worker caches,
     the sampler), so K = 10,000 fits in memory; ``word_topic_`` is then a CSR matrix. Where
     and how the fit runs (Ray, snapshots, progress) is ``fit(X, run=RunConfig(...))``.

@@ -20,7 +20,7 @@ from ...kernels import lda as k
 from ...kernels.lda_dense import sweep_dense
 from ...kernels.lda_sparse_rows import sweep_rows
 from ...kernels.rows import row_deltas
-from ...row_batch import SparseRows, concat
+from ...ps.row_batch import SparseRows, concat
 
 WORD_TOPIC = "word_topic"
 TOPIC_TOTAL = "topic_total"

@@ -19,8 +19,8 @@ from sklearn.utils.validation import validate_data
 from ...errors import ConfigError
 from ...kernels import linear as k
 from ...kernels.csr import take_rows
+from ...ps.tables import TableSpec
 from ...strategies import TABLE, StrategyConfig, make_strategy
-from ...tables import TableSpec
 from ..base import (
     RunConfig,
     StalesyncEstimator,

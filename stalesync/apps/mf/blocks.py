@@ -35,7 +35,8 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...kernels.mf import sgd_pass
-from ...metrics import WorkerMetrics, build_run_record
+from ...observe.metrics import build_run_record
+from ...ps.clock_records import WorkerMetrics
 from ...runtime.backend import own
 from ...scheduler import BlockRotation, Driver, Feedback, Plan
 from ...scheduler.blocks import group_by_block, partition_ids

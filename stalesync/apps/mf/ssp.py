@@ -19,8 +19,8 @@ import numpy as np
 from ... import job
 from ...kernels.csr import compact_columns
 from ...kernels.mf import sgd_pass
+from ...ps.tables import TableSpec
 from ...scheduler.blocks import partition_ids
-from ...tables import TableSpec
 from .sgd import Monitor, SGDConfig, TrainOutcome, Triples
 
 

@@ -13,7 +13,7 @@ equals single-process SGD on the concatenated batches up to float rounding (test
 Steps per epoch are the full batches of the smallest share, the same on every worker (a
 collective that one worker skips would hang the others).
 
-With ``compress`` (any :mod:`stalesync.compression` codec) each worker folds its gradient
+With ``compress`` (any :mod:`stalesync.ps.compression` codec) each worker folds its gradient
 into its error-feedback residual and encodes it; the encoded arrays (top-k indices and
 values, QSGD codes and norms, packed signs, PowerSGD's P and Q) are exchanged with gloo's
 ``all_gather`` instead of the dense ``all_reduce``, and every worker decodes every worker's
@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from ...compression import Encoded, ErrorFeedback
-from ...compression import parse as parse_compressor
 from ...errors import StalesyncError
+from ...ps.compression import Encoded, ErrorFeedback
+from ...ps.compression import parse as parse_compressor
 from . import networks
 from .problem import NNSpec
 

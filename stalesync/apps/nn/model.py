@@ -80,7 +80,7 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
     size (default: 0.001 for Adam, 0.05 for SGD, local or on the shard). ``compress``
     (``topk:R``, ``dgc:R[:M]``, ``qsgd:B``, ``sign``, ``powersgd:R``)
     encodes what each worker sends per clock, with error feedback
-    (:mod:`stalesync.compression`). Inputs are float features (scale them: e.g. pixels /
+    (:mod:`stalesync.ps.compression`). Inputs are float features (scale them: e.g. pixels /
     255).
     """
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from ...compression import parse as parse_compressor
 from ...errors import ConfigError
+from ...ps.compression import parse as parse_compressor
+from ...ps.tables import TableSpec
 from ...strategies import TABLE, StrategyConfig, make_strategy
 from ...strategies.base import check_strategy_consistency
-from ...tables import TableSpec
 from ..base import RunConfig, check_consistency, check_float, check_int
 from ..sgd_job import run_sgd_job
 from . import networks
@@ -100,8 +100,8 @@ def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
 
 def _allreduce(spec: NNSpec, initial: np.ndarray, shares: list, epochs: int,
                run: RunConfig, compress: str) -> Trained:
-    from ...metrics import build_run_record
-    from ...runtime.backend import make_backend
+    from ...observe.metrics import build_run_record
+    from ...runtime.backends import make_backend
     from .allreduce import fit as allreduce_fit
     from .allreduce import fit_on_backend
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def _modules():

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .row_batch import as_dense
 
 FINISHED = np.iinfo(np.int64).max // 4  # clock of a worker whose function returned

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import ConfigError
-from .kernels import sparse_rows
-from .kernels.rows import gather_rows
+from ..errors import ConfigError
+from ..kernels import sparse_rows
+from ..kernels.rows import gather_rows
 from .row_batch import SparseRows, as_dense
 from .update_rules import Add, UpdateRule, make_rule
 
@@ -35,10 +35,10 @@ class TableSpec:
     """Declaration of one table.
 
     ``consistency``/``staleness`` override the job-wide model for this table when given.
-    ``update`` is the shard's update rule (:mod:`stalesync.update_rules`): ``"add"`` (the
+    ``update`` is the shard's update rule (:mod:`stalesync.ps.update_rules`): ``"add"`` (the
     default: increments are deltas), or ``"sgd"``/``"adagrad"``/``"adam"`` (a name, a dict
     with options, or a rule object), which make increments gradients. ``compress``
-    (:mod:`stalesync.compression`, e.g. ``"topk:0.01"``) encodes what each worker sends per
+    (:mod:`stalesync.ps.compression`, e.g. ``"topk:0.01"``) encodes what each worker sends per
     clock, with error feedback. ``storage``: how a shard holds the rows (module docstring);
     sparse needs the ``add`` rule. ``cache_rows`` bounds each worker's cache of the table
     (least recently read rows are evicted at a clock, never one with unsent increments; an
@@ -53,7 +53,7 @@ class TableSpec:
     consistency: str | None = None
     staleness: int | None = None
     update: Any = field(default_factory=Add)
-    compress: str | None = None  # stalesync.compression: what a worker's clock sends
+    compress: str | None = None  # stalesync.ps.compression: what a worker's clock sends
     storage: str = "dense"
     cache_rows: int | None = None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 KINDS = ("bsp", "ssp", "essp", "async")
 DEFAULT_STALENESS = 1  # for ssp/essp when none is given
@@ -25,7 +25,7 @@ DEFAULT_MAX_STALENESS = 8  # the ceiling of staleness="auto"
 class ConsistencyModel:
     """``staleness`` is the bound (the initial one when ``auto``: then a controller moves it
     within ``[0, max_staleness]`` during the run, changes taking effect at clock
-    boundaries; see :mod:`stalesync.staleness`)."""
+    boundaries; see :mod:`stalesync.ps.auto_staleness`)."""
 
     kind: str
     staleness: int = 0

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, StalesyncError
+from ..errors import ConfigError, StalesyncError
 
 AUDIT_MODES = ("record", "error", "off")
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import ConfigError, DataFormatError
+from ..errors import ConfigError, DataFormatError
 
 PathLike = str | os.PathLike
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import sparse_rows as kernels
-from .kernels.rows import all_finite
+from ..kernels import sparse_rows as kernels
+from ..kernels.rows import all_finite
 
 
 @dataclass(frozen=True)

@@ -23,18 +23,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audit import Audit
-from .compression import ErrorFeedback
-from .compression import parse as parse_compressor
-from .consistency import ConsistencyModel
-from .errors import (
+from ..errors import (
     IncrementError,
     JobAbortedError,
     JobEndedError,
     RowIndexError,
     UnknownTableError,
 )
-from .kernels.bookkeeping import (
+from ..kernels.bookkeeping import (
     ASYNC,
     as_row_ids,
     check_rows,
@@ -44,7 +40,7 @@ from .kernels.bookkeeping import (
     release_gil,
     take_dirty,
 )
-from .kernels.rows import (
+from ..kernels.rows import (
     all_finite,
     gather_rows,
     scatter_add_rows,
@@ -52,10 +48,14 @@ from .kernels.rows import (
     scatter_rows,
     take_and_zero_rows,
 )
-from .metrics import WorkerMetrics
+from .audit import Audit
+from .clock_records import WorkerMetrics
+from .compression import ErrorFeedback
+from .compression import parse as parse_compressor
+from .consistency import ConsistencyModel
 from .row_batch import SparseRows, as_dense
-from .runtime.links import ShardProtocol
 from .server import Push
+from .shard_protocol import ShardProtocol
 from .tables import ShardMap, SparseRowStore, TableSpec
 
 RESIDUAL_KEY = "_stalesync_residual_"  # reserved snapshot-state key prefix
@@ -209,7 +209,7 @@ class _CachedTable:
         """The consistency model with the bound in force at ``clock``."""
         if self.bounds is None:
             return self.model
-        from .staleness import bound_at
+        from .auto_staleness import bound_at
 
         return self.model.with_bound(bound_at(self.bounds, clock))
 
@@ -383,7 +383,7 @@ class WorkerClient:
     def read(self, name: str, rows=None, *, sparse: bool = False) -> np.ndarray | SparseRows:
         """Rows of table ``name`` (all rows when ``rows`` is None), fresh enough for the
         table's consistency model. Blocks only when a needed row is too stale. ``sparse``:
-        return them as a :class:`~stalesync.row_batch.SparseRows` batch (a scalar row id
+        return them as a :class:`~stalesync.ps.row_batch.SparseRows` batch (a scalar row id
         then gives a batch of one row)."""
         table = self._table(name)
         scalar = rows is not None and np.ndim(rows) == 0

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataFormatError
-from .files import check_output_path
+from ..errors import ConfigError, DataFormatError
+from ..persist.files import check_output_path
 from .metrics import objective_curve
 from .plots import PLOT_SUFFIXES, save_figure
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import PathLike, output_mode
+from ..persist.files import PathLike, output_mode
 from .metrics import objective_curve
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import JobAbortedError
 from .clock_policies import FINISHED, ClockPolicy, EveryWorker
 from .consistency import ConsistencyModel
-from .errors import JobAbortedError
 from .row_batch import SparseRows
 from .tables import RowStore, ShardMap, TableSpec, make_store
 
@@ -86,7 +86,7 @@ class ServerShard:
     # -- clocks -------------------------------------------------------------------------
     @property
     def min_clock(self) -> int:
-        """The stamp of the rows served now (see :mod:`stalesync.clock_policies`)."""
+        """The stamp of the rows served now (see :mod:`stalesync.ps.clock_policies`)."""
         return self.policy.stamp()
 
     @property

@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from .errors import ConfigError
-from .kernels.rows import scatter_add_rows
+from ..errors import ConfigError
+from ..kernels.rows import scatter_add_rows
 
 
 @njit(cache=True, nogil=True)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, StalesyncError
+from ..errors import ConfigError, StalesyncError
 from .files import output_mode, pack_arrays, unpack_arrays
 
 FORMAT = "stalesync-snapshot"
@@ -87,8 +87,8 @@ def validate_state(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def metrics_state(metrics: Any, audit: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A worker's metrics so far (a :class:`~stalesync.metrics.WorkerMetrics`) as JSON data,
-    so a restored job keeps the history of the clocks before its snapshot."""
+    """A worker's metrics so far (a :class:`~stalesync.ps.clock_records.WorkerMetrics`) as
+    JSON data, so a restored job keeps the history of the clocks before its snapshot."""
     return {
         "records": [dict(r) for r in metrics.records],
         "staleness_counts": np.asarray(metrics.staleness_counts).tolist(),

@@ -7,7 +7,7 @@
         arrays.npz    fitted arrays (loaded with allow_pickle=False)
 
 Both files are written into a temporary directory beside ``path`` that is then renamed in
-one step (:func:`stalesync.files.atomic_directory`), so the pair always matches.
+one step (:func:`stalesync.persist.files.atomic_directory`), so the pair always matches.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataFormatError
+from ..errors import DataFormatError
 from .files import PathLike, atomic_directory, pack_arrays, unpack_arrays
 
 FORMAT = "stalesync-model"

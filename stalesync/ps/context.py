@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from ..faults import WorkerDelay
+from ..persist.snapshot import WorkerState, metrics_state, validate_state
 from .client import RESIDUAL_KEY, WorkerClient
-from .faults import WorkerDelay
-from .snapshot import WorkerState, metrics_state, validate_state
 
 ClockListener = Callable[[int, int, float | None], None]  # (worker, iteration, objective)
 
@@ -90,7 +90,7 @@ class WorkerContext:
 
     def read(self, table: str, rows=None, *, sparse: bool = False):
         """Rows of ``table`` (see :meth:`WorkerClient.read`); ``sparse=True`` returns a
-        :class:`~stalesync.row_batch.SparseRows` batch."""
+        :class:`~stalesync.ps.row_batch.SparseRows` batch."""
         return self._client.read(table, rows, sparse=sparse)
 
     def inc(self, table: str, rows, deltas) -> None:
