@@ -193,3 +193,30 @@ def test_dgc_without_momentum_is_top_k():
         d = rng.normal(size=(3, 40))
         np.testing.assert_array_equal(plain.step(rows, d.copy())[0], dgc.step(rows, d.copy())[0])
     np.testing.assert_array_equal(plain.residual, dgc.residual)
+
+
+def test_every_registered_compressor_parses_from_its_own_usage_and_a_new_one_plugs_in(
+        monkeypatch):
+    """The spec's name picks a class in COMPRESSORS, which parses its own argument: every
+    registered compressor round-trips from an example of its usage, and a compressor added
+    to the registry (one line) is parsed like the built-in ones and named in the usage."""
+    from stalesync.ps import compression
+
+    examples = {"topk": "topk:0.5", "dgc": "dgc:0.5:0.8", "qsgd": "qsgd:4", "sign": "sign",
+                "powersgd": "powersgd:2"}
+    assert set(examples) == set(compression.COMPRESSORS)
+    for name, spec in examples.items():
+        assert type(parse(spec)) is compression.COMPRESSORS[name]
+
+    class Half(compression.Compressor):
+        name = "half"
+        usage = "half"
+
+        @classmethod
+        def from_arg(cls, arg):
+            return None if arg else cls()
+
+    monkeypatch.setitem(compression.COMPRESSORS, "half", Half)
+    assert isinstance(parse("half"), Half)
+    with pytest.raises(ConfigError, match="sign, powersgd:R, half; got 'half:1'"):
+        parse("half:1")

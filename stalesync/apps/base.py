@@ -17,7 +17,7 @@ from here and from :mod:`.progress`, :mod:`stalesync.persist.model_io` and :mod:
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -234,5 +234,3 @@ class StalesyncEstimator(BaseEstimator):
     def _after_load(self) -> None:
         """Rebuild derived fitted state after :meth:`load` (default: nothing)."""
 
-
-ProgressHook = Callable[[int, int, float | None], None]

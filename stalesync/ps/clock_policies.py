@@ -39,8 +39,6 @@ FINISHED = np.iinfo(np.int64).max // 4  # clock of a worker whose function retur
 class ClockPolicy:
     """Base: see the module docstring."""
 
-    skip_ahead = False  # readers move their clock to the stamp they read
-
     def __init__(self, num_workers: int) -> None:
         self.num_workers = num_workers
         self.dropped = np.zeros(num_workers, dtype=np.int64)  # messages dropped, per worker
@@ -111,9 +109,9 @@ class InWorkerOrder(EveryWorker):
 
 
 class FirstOf(ClockPolicy):
-    """Complete each step with the first ``quorum`` gradients (see the module docstring)."""
-
-    skip_ahead = True
+    """Complete each step with the first ``quorum`` gradients (see the module docstring);
+    its readers skip ahead to the step the rows are at (the job sets the clients'
+    ``skip_ahead`` when it has backup workers)."""
 
     def __init__(self, num_workers: int, quorum: int) -> None:
         super().__init__(num_workers)

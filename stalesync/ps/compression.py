@@ -30,14 +30,15 @@ Compressors (:data:`COMPRESSORS`, parsed by :func:`parse`):
   ``m x n`` (a few rows of a flattened network are a poor shape for a low rank):
   ``(m + n) R`` float32.
 
-One extension point: a :class:`Compressor` subclass with ``encode`` / ``decode``, added to
-:data:`COMPRESSORS`.
+One extension point: a :class:`Compressor` subclass with ``encode`` / ``decode``, its
+``name``, ``usage`` and ``from_arg``, added to :data:`COMPRESSORS` (one line).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -60,7 +61,14 @@ class Compressor:
     """Encodes a ``rows x width`` float update and decodes it back (lossy)."""
 
     name: str
+    usage: ClassVar[str]  # how its spec is written, for the error of a bad one
     momentum: float = 0.0  # > 0: error feedback keeps a DGC velocity (see DGC)
+
+    @classmethod
+    def from_arg(cls, arg: str) -> Compressor | None:
+        """The compressor a spec's argument (after ``name:``) asks for; None when the
+        argument is not one it takes (a ValueError from parsing it means the same)."""
+        raise NotImplementedError
 
     def encode(self, x: np.ndarray, rng: np.random.Generator) -> Encoded:
         raise NotImplementedError
@@ -73,6 +81,11 @@ class Compressor:
 class TopK(Compressor):
     ratio: float
     name: str = "topk"
+    usage: ClassVar[str] = "topk:R (0 < R <= 1)"
+
+    @classmethod
+    def from_arg(cls, arg: str) -> TopK | None:
+        return cls(float(arg)) if 0 < float(arg) <= 1 else None
 
     def encode(self, x, rng):
         flat = x.ravel()
@@ -91,12 +104,24 @@ class TopK(Compressor):
 class DGC(TopK):
     momentum: float = 0.9
     name: str = "dgc"
+    usage: ClassVar[str] = "dgc:R[:M] (0 <= M < 1)"
+
+    @classmethod
+    def from_arg(cls, arg: str) -> DGC | None:
+        ratio, _, momentum = arg.partition(":")
+        m = float(momentum) if momentum else 0.9
+        return cls(float(ratio), momentum=m) if 0 < float(ratio) <= 1 and 0 <= m < 1 else None
 
 
 @dataclass
 class QSGD(Compressor):
     bits: int
     name: str = "qsgd"
+    usage: ClassVar[str] = "qsgd:B (2..8)"
+
+    @classmethod
+    def from_arg(cls, arg: str) -> QSGD | None:
+        return cls(int(arg)) if 2 <= int(arg) <= 8 else None
 
     @property
     def bucket(self) -> int:
@@ -143,6 +168,11 @@ def _unpack(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
 @dataclass
 class Sign(Compressor):
     name: str = "sign"
+    usage: ClassVar[str] = "sign"
+
+    @classmethod
+    def from_arg(cls, arg: str) -> Sign | None:
+        return None if arg else cls()
 
     def encode(self, x, rng):
         flat = x.ravel()
@@ -161,6 +191,11 @@ class Sign(Compressor):
 class PowerSGD(Compressor):
     rank: int
     name: str = "powersgd"
+    usage: ClassVar[str] = "powersgd:R"
+
+    @classmethod
+    def from_arg(cls, arg: str) -> PowerSGD | None:
+        return cls(int(arg)) if int(arg) >= 1 else None
     _q: dict[int, np.ndarray] = field(default_factory=dict)  # warm start, per width
 
     def encode(self, x, rng):
@@ -188,35 +223,28 @@ def _squarest_divisor(n: int) -> int:
     return 1
 
 
-COMPRESSORS = {"topk": TopK, "dgc": DGC, "qsgd": QSGD, "sign": Sign, "powersgd": PowerSGD}
+COMPRESSORS: dict[str, type[Compressor]] = {
+    c.name: c for c in (TopK, DGC, QSGD, Sign, PowerSGD)}
 
 
-def parse(spec: str | None) -> Compressor | None:
-    """``none`` / ``topk:0.01`` / ``qsgd:8`` / ``sign`` / ``powersgd:2`` -> a compressor."""
+def parse(spec: str | Compressor | None) -> Compressor | None:
+    """``none`` / ``topk:0.01`` / ``qsgd:8`` / ``sign`` / ``powersgd:2`` -> a compressor
+    (the name picks the class in :data:`COMPRESSORS`, which parses its argument)."""
     if spec is None or spec == "none":
         return None
     if isinstance(spec, Compressor):
         return spec
     name, _, arg = str(spec).partition(":")
-    usage = ("compress must be none, topk:R (0 < R <= 1), dgc:R[:M] (0 <= M < 1), qsgd:B "
-             "(2..8), sign or powersgd:R")
-    try:
-        if name == "topk" and 0 < float(arg) <= 1:
-            return TopK(float(arg))
-        if name == "dgc":
-            ratio, _, momentum = arg.partition(":")
-            m = float(momentum) if momentum else 0.9
-            if 0 < float(ratio) <= 1 and 0 <= m < 1:
-                return DGC(float(ratio), momentum=m)
-        if name == "qsgd" and 2 <= int(arg) <= 8:
-            return QSGD(int(arg))
-        if name == "sign" and not arg:
-            return Sign()
-        if name == "powersgd" and int(arg) >= 1:
-            return PowerSGD(int(arg))
-    except ValueError:
-        pass
-    raise ConfigError(f"{usage}; got {spec!r}", param="compress")
+    chosen = None
+    if name in COMPRESSORS:
+        try:
+            chosen = COMPRESSORS[name].from_arg(arg)
+        except ValueError:
+            chosen = None
+    if chosen is None:
+        usage = ", ".join(c.usage for c in COMPRESSORS.values())
+        raise ConfigError(f"compress must be none, {usage}; got {spec!r}", param="compress")
+    return chosen
 
 
 class ErrorFeedback:

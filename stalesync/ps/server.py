@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..errors import JobAbortedError
 from .clock_policies import FINISHED, ClockPolicy, EveryWorker
@@ -203,14 +202,6 @@ class ServerShard:
             self._cond.notify_all()
 
     # -- whole-table access (end of job, snapshots) ---------------------------------------
-    def dump(self, table: str) -> np.ndarray | sp.csr_matrix:
-        with self._cond:
-            return self.stores[table].export()
-
-    def load(self, table: str, values: np.ndarray) -> None:
-        with self._cond:
-            self.stores[table].load_dense(values)
-
     def dump_all(self) -> dict[str, np.ndarray]:
         """Every table, and each update rule's state as ``"<table>#<name>"`` arrays."""
         with self._cond:
