@@ -16,8 +16,13 @@ import numpy as np
 from .errors import ConfigError
 from .faults import Stragglers
 from .observe.metrics import build_run_record, write_run_record
+from .observe.tensorboard import TensorBoardWriter
+from .persist.snapshot import snapshot_root
+from .ps.audit import AUDIT_MODES, default_mode
 from .ps.consistency import ConsistencyModel
 from .ps.tables import TableSpec
+from .runtime.address import check_address_format, check_min_nodes
+from .runtime.ps import ParameterServer
 
 RUNTIMES = ("embedded", "ray")
 NAN_POLICIES = ("error", "warn")
@@ -79,8 +84,6 @@ class JobConfig:
             raise ConfigError("max_staleness is the ceiling of staleness='auto'; got "
                               f"staleness={self.staleness!r}", param="max_staleness")
         self._check_policy_options()
-        from .ps.audit import AUDIT_MODES, default_mode
-
         self.audit = default_mode() if self.audit is None else self.audit
         if self.audit not in AUDIT_MODES:
             raise ConfigError(f"audit must be one of {AUDIT_MODES}, got {self.audit!r}",
@@ -106,14 +109,11 @@ class JobConfig:
         if self.snapshot_every and self.snapshot_dir is None:
             if self.resume is None:
                 raise ConfigError("snapshot_every needs snapshot_dir (where snapshots go)")
-            from .persist.snapshot import snapshot_root
-
             self.snapshot_dir = str(snapshot_root(self.resume))
         if not isinstance(self.max_recoveries, int) or self.max_recoveries < 0:
             raise ConfigError(f"max_recoveries must be an int >= 0, got {self.max_recoveries!r}")
         if self.address is not None and self.runtime != "ray":
             raise ConfigError("address is only used with runtime='ray'")
-        from .runtime.address import check_address_format, check_min_nodes
 
         if self.address is not None:
             check_address_format(self.address)
@@ -211,12 +211,9 @@ def run(
         raise ConfigError(
             f"data has {len(data)} partitions but the job has {config.workers} workers"
         )
-    from .runtime.ps import ParameterServer
 
     writer = None
     if config.tensorboard:
-        from .observe.tensorboard import TensorBoardWriter
-
         writer = TensorBoardWriter(config.tensorboard, config.workers, config.objective_reduce)
         previous = config.on_record
         config.on_record = (writer.on_record if previous is None else

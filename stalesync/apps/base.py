@@ -28,7 +28,9 @@ from sklearn.base import BaseEstimator
 from ..errors import ConfigError, NotFittedError
 from ..faults import Stragglers
 from ..job import RUNTIMES
+from ..persist.model_io import load_model, save_model
 from ..ps.consistency import KINDS, ConsistencyModel
+from ..runtime.address import check_address_format, check_min_nodes
 
 # -- run settings ---------------------------------------------------------------------------
 
@@ -70,13 +72,9 @@ class RunConfig:
         if self.address is not None and self.runtime != "ray":
             raise ConfigError("address is only used with runtime='ray'", param="address")
         if self.address is not None:
-            from ..runtime.address import check_address_format
-
             check_address_format(self.address)
         check_int(self.shards, "shards", 1)
         check_int(self.max_recoveries, "max_recoveries", 0)
-        from ..runtime.address import check_min_nodes
-
         check_min_nodes(self.min_nodes, self.runtime)
         if self.max_staleness is not None:
             check_int(self.max_staleness, "max_staleness", 0)
@@ -212,8 +210,6 @@ class StalesyncEstimator(BaseEstimator):
     def save(self, path: str | Path) -> Path:
         """Write the fitted model into directory ``path`` (replaced atomically): its
         parameters and fitted values as JSON, its arrays as npz. Never pickle."""
-        from ..persist.model_io import save_model
-
         self._check_fitted()
         arrays = {name: getattr(self, name) for name in self._model_arrays}
         info = {name: getattr(self, name) for name in self._model_info}
@@ -222,8 +218,6 @@ class StalesyncEstimator(BaseEstimator):
     @classmethod
     def load(cls, path: str | Path):
         """A model written by :meth:`save`."""
-        from ..persist.model_io import load_model
-
         params, arrays, info = load_model(path, cls)
         model = cls(**params)
         for name, value in {**arrays, **info}.items():

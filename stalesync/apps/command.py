@@ -27,10 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..observe.plots import PLOT_SUFFIXES
+from ..data.load import describe_labels
+from ..errors import ConfigError, DataFormatError
+from ..observe.metrics import write_run_record
+from ..observe.plots import PLOT_SUFFIXES, plot_run
+from ..observe.tensorboard import _modules
 from ..persist.files import check_output_path
+from ..ps.audit import verdict
 from ..ps.consistency import KINDS
+from ..runtime.address import check_ray
+from ..strategies.base import SERVER_UPDATES, check_strategy_consistency
 from .base import RunConfig
 
 GROUPS = ("data", "model", "training", "parallelism", "runtime", "output")
@@ -91,8 +97,6 @@ def add_strategy_flags(flags: Flags, *, examples_per_clock: int, average_every: 
                        server_update: str) -> None:
     """The options of the SGD strategies (``docs/linear.md``), the same in every SGD app;
     the defaults an app differs in are its arguments. ``strategy_options`` reads them back."""
-    from ..strategies.base import SERVER_UPDATES
-
     flags.add("parallelism", "--clocks-per-epoch", type=int, default=None,
               help=f"ps: clocks per epoch (default: about {examples_per_clock} examples per "
                    "clock)")
@@ -119,9 +123,6 @@ def check_classes(y: np.ndarray, args: argparse.Namespace, source: str, hint: st
     """Refuse a label column with more distinct values than a classifier can mean (over
     max(100, 5% of the rows)): a timestamp or an id taken for the label, that would train
     for minutes and then fail allocating a model per class. ``hint``: what to do instead."""
-    from ..data.load import describe_labels
-    from ..errors import DataFormatError
-
     rows = int(np.shape(y)[0])
     limit = max(100, rows // 20)
     classes = int(np.unique(y).size)
@@ -296,8 +297,6 @@ class AppCommand(ABC):
             raise ConfigError("--max-staleness is the ceiling of --staleness auto",
                               param="max_staleness")
         if self.parameter_server and getattr(args, "strategy", None) is not None:
-            from ..strategies.base import check_strategy_consistency
-
             check_strategy_consistency(args.strategy, args.consistency, args.staleness,
                                        given=getattr(args, "given_", frozenset()))
         estimator = self.make_estimator(args)
@@ -313,8 +312,6 @@ class AppCommand(ABC):
             check_output_path(args.snapshot_dir, "--snapshot-dir", directory=True)
         if args.tensorboard:
             check_output_path(args.tensorboard, "--tensorboard", directory=True)
-            from ..observe.tensorboard import _modules
-
             _modules()  # the extra is installed
         if args.resume:
             from pathlib import Path
@@ -323,9 +320,7 @@ class AppCommand(ABC):
                 raise ConfigError(f"--resume: {args.resume} is not a directory")
         self.check_args(args)
         if run.runtime == "ray":  # last, as it imports Ray: Ray is installed and a cluster
-            from ..runtime.address import check_ray  # answers at --address
-
-            check_ray(run.address)
+            check_ray(run.address)  # answers at --address
         return estimator, run
 
     def main(self, args: argparse.Namespace) -> int:
@@ -335,8 +330,6 @@ class AppCommand(ABC):
         lines, final = self.summarize(estimator, train, test, args)
         record = estimator.run_record_
         record["final"].update(final)
-        from ..ps.audit import verdict
-
         extra = [line for line in (workers_line(record), verdict(record)) if line]
         for line in [*lines, *extra]:
             print(line)
@@ -345,9 +338,6 @@ class AppCommand(ABC):
 
     def write_outputs(self, estimator: Any, record: dict[str, Any],
                       args: argparse.Namespace) -> None:
-        from ..observe.metrics import write_run_record
-        from ..observe.plots import plot_run
-
         if args.metrics_out:
             write_run_record(record, args.metrics_out)
         if args.plot:

@@ -31,6 +31,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..job import run
+from ..persist.snapshot import latest_snapshot
+from ..ps.tables import TableSpec
 
 AUTO = "auto"
 PAYS = 0.9  # another worker must cut the predicted time by 10%
@@ -136,9 +139,6 @@ def clock_loop(ctx: Any, table: str, rows: np.ndarray, delta: np.ndarray, clocks
 def _measure(workers: int) -> tuple[float, float]:
     """(seconds per clock per worker, job start + stop seconds) of a tiny job: read 16 rows,
     add to them, clock; the median of the workers' steady-state loops."""
-    from ..job import run
-    from ..ps.tables import TableSpec
-
     rows = np.arange(16)
     delta = np.ones((16, 16))
     loops: list[float] = []
@@ -167,8 +167,6 @@ def snapshot_workers(resume: str | os.PathLike | None) -> int | None:
     or None."""
     if resume is None:
         return None
-    from ..persist.snapshot import latest_snapshot
-
     found = latest_snapshot(resume)
     if found is None:
         return None

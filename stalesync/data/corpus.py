@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConfigError, DataFormatError
-from ..persist.files import NPZ_ERRORS
+from ..persist.files import NPZ_ERRORS, atomic_write_bytes
 
 _INT32_MAX = np.iinfo(np.int32).max
 _FORMAT_VERSION = 1
@@ -272,8 +272,6 @@ class Corpus:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write an ``.npz`` (no pickle) atomically: a temp file beside ``path``, renamed."""
-        from ..persist.files import atomic_write_bytes
-
         meta = {"format": "stalesync-corpus", "version": _FORMAT_VERSION,
                 "num_words": self.num_words, "has_vocab": self.vocab is not None}
         arrays = {"doc_ptr": self.doc_ptr, "words": self.words,

@@ -7,6 +7,7 @@ import gzip
 import numpy as np
 
 from ..errors import ConfigError
+from ..persist.files import atomic_write_bytes
 from .corpus import Corpus
 from .scan import PathLike
 
@@ -21,8 +22,6 @@ def _doc_pairs(corpus: Corpus):
 
 
 def _write_lines(path: PathLike, lines) -> None:
-    from ..persist.files import atomic_write_bytes
-
     data = "".join(line + "\n" for line in lines).encode()
     if str(path).endswith(".gz"):
         data = gzip.compress(data)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataFormatError
 from ..persist.files import check_output_path
-from .metrics import objective_curve
+from .metrics import objective_curve, write_run_record
 from .plots import PLOT_SUFFIXES, save_figure
 
 
@@ -130,7 +130,5 @@ def main(args: argparse.Namespace) -> int:
         plot(records, labels, args.plot)
         print(f"figure: {args.plot}", file=sys.stderr)
     if args.metrics_out:
-        from .metrics import write_run_record
-
         write_run_record({"app": records[0]["app"], "runs": rows}, args.metrics_out)
     return 0

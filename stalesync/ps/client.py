@@ -49,6 +49,7 @@ from ..kernels.rows import (
     take_and_zero_rows,
 )
 from .audit import Audit
+from .auto_staleness import bound_at
 from .clock_records import WorkerMetrics
 from .compression import ErrorFeedback
 from .compression import parse as parse_compressor
@@ -209,7 +210,6 @@ class _CachedTable:
         """The consistency model with the bound in force at ``clock``."""
         if self.bounds is None:
             return self.model
-        from .auto_staleness import bound_at
 
         return self.model.with_bound(bound_at(self.bounds, clock))
 

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from ..errors import ConfigError
 from ..kernels import sparse_rows
 from ..kernels.rows import gather_rows
+from .compression import parse
 from .row_batch import SparseRows, as_dense
 from .update_rules import Add, UpdateRule, make_rule
 
@@ -73,8 +74,6 @@ class TableSpec:
         object.__setattr__(self, "dtype", str(self.dtype))
         object.__setattr__(self, "update", make_rule(self.update))
         if self.compress is not None:
-            from .compression import parse
-
             parse(self.compress)  # a clear error for an unknown spec, before any work
             if self.np_dtype.kind != "f":
                 raise ConfigError(f"table {self.name!r}: compress needs a float table, got "

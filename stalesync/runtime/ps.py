@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..persist.snapshot import Snapshot, SnapshotDirLock, latest_snapshot
+from ..ps.auto_staleness import StalenessController
 from ..ps.clock_records import WorkerMetrics
 from ..ps.tables import ShardMap
 from .backend import Backend, Group, WorkerLostError
@@ -94,8 +95,6 @@ class ParameterServer:
         self.auto_tables = [name for name, m in self.models.items() if m.auto]
         self.controller = None
         if self.auto_tables:
-            from ..ps.auto_staleness import StalenessController
-
             first = self.models[self.auto_tables[0]]
             self.controller = StalenessController(config.workers, first.staleness,
                                                   first.max_staleness)

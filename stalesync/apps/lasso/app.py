@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ...kernels import lasso as k
+from ...persist.snapshot import SnapshotError
 from ...scheduler import Plan, balanced_chunks
 
 
@@ -201,8 +202,6 @@ class LassoApp:
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         if state["coef"].shape != self.coef.shape:
-            from ...persist.snapshot import SnapshotError
-
             raise SnapshotError(f"the snapshot's model has {state['coef'].size} coefficients, "
                                 f"this problem has {self.coef.size}")
         self.coef[:] = state["coef"]

@@ -3,6 +3,8 @@ any data-parallel strategy."""
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads its estimator, kernels and readers only when
+# it runs, so that `stalesync --help` and the other commands do not pay for them.
 import argparse
 from typing import Any
 

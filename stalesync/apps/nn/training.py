@@ -10,13 +10,17 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
+from ...observe.metrics import build_run_record
 from ...ps.compression import parse as parse_compressor
 from ...ps.tables import TableSpec
+from ...runtime.backends import make_backend
 from ...strategies import TABLE, StrategyConfig, make_strategy
 from ...strategies.base import check_strategy_consistency
 from ..base import RunConfig, check_consistency, check_float, check_int
 from ..sgd_job import run_sgd_job
 from . import networks
+from .allreduce import fit as allreduce_fit
+from .allreduce import fit_on_backend
 from .problem import NNProblem, NNSpec
 
 PS_CHUNK = 512  # ps: examples per worker per clock when clocks_per_epoch is not given
@@ -100,11 +104,6 @@ def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
 
 def _allreduce(spec: NNSpec, initial: np.ndarray, shares: list, epochs: int,
                run: RunConfig, compress: str) -> Trained:
-    from ...observe.metrics import build_run_record
-    from ...runtime.backends import make_backend
-    from .allreduce import fit as allreduce_fit
-    from .allreduce import fit_on_backend
-
     if run.snapshot_every or run.stragglers is not None:
         raise ConfigError("strategy='allreduce' takes no snapshots or injected stragglers",
                           param="strategy")
