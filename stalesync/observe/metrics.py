@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..persist.files import PathLike, atomic_write_bytes
+from ..persist.files import PathLike, atomic_write_bytes, json_ready
 from ..ps.audit import summarize
 from ..ps.clock_records import WorkerMetrics
 
@@ -144,15 +144,13 @@ def summarize_audits(metrics: list[WorkerMetrics]) -> dict[str, Any]:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return None if not math.isfinite(value) else float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to a run record")
+    """Numpy values as plain JSON; a non-finite numpy float becomes null (strict JSON)."""
+    if isinstance(value, np.floating) and not math.isfinite(value):
+        return None
+    ready = json_ready(value)
+    if ready is value:
+        raise TypeError(f"cannot write {type(value).__name__} to a run record")
+    return ready
 
 
 def write_run_record(record: dict[str, Any], path: PathLike) -> None:

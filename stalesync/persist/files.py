@@ -8,6 +8,7 @@ fails at its end because of where it was asked to write.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -178,3 +179,41 @@ def unpack_arrays(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
         out[name] = sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]),
                                   shape=tuple(int(x) for x in parts["shape"]))
     return out
+
+
+def write_npz(path: PathLike, arrays: Mapping[str, Any]) -> None:
+    """An ``.npz`` that ``np.load(allow_pickle=False)`` reads, written without pickle and
+    synced to disk; any key works (no clash with ``np.savez``'s own arguments). The one
+    ``.npz`` writer of snapshots and saved models (write it inside a temp directory or
+    file that is renamed into place)."""
+    with open(path, "wb") as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, arr in arrays.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every numpy scalar and array turned into plain Python (recursively
+    through dicts, lists and tuples): what ``json.dumps`` takes. The one numpy-to-JSON
+    conversion of snapshots, checkpoints, saved models and run records."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    """``obj`` as indented JSON (numpy values converted), synced to disk; for files inside
+    a directory that is renamed into place (:func:`atomic_directory`)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(json_ready(obj), f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())

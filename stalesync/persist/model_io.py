@@ -19,22 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataFormatError
-from .files import PathLike, atomic_directory, pack_arrays, unpack_arrays
+from .files import PathLike, atomic_directory, json_ready, pack_arrays, unpack_arrays, write_npz
 
 FORMAT = "stalesync-model"
 VERSION = 1
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_json(v) for v in value]
-    return value
 
 
 def save_model(path: PathLike, estimator: Any, arrays: dict[str, Any],
@@ -44,14 +32,13 @@ def save_model(path: PathLike, estimator: Any, arrays: dict[str, Any],
         "format": FORMAT,
         "version": VERSION,
         "estimator": type(estimator).__name__,
-        "params": _to_json(estimator.get_params(deep=False)),
-        "info": _to_json(info),
+        "params": json_ready(estimator.get_params(deep=False)),
+        "info": json_ready(info),
     }
     flat = pack_arrays(arrays)
     with atomic_directory(path) as tmp:
         (tmp / "model.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        with open(tmp / "arrays.npz", "wb") as f:
-            np.savez(f, **flat)
+        write_npz(tmp / "arrays.npz", flat)
     return path
 
 

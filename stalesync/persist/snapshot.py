@@ -25,8 +25,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, StalesyncError
-from .files import output_mode, pack_arrays, unpack_arrays
+from .files import atomic_directory, pack_arrays, unpack_arrays, write_json, write_npz
 
 FORMAT = "stalesync-snapshot"
 VERSION = 1
@@ -129,32 +127,6 @@ def snapshot_name(clock: int) -> str:
     return f"snap-{clock:08d}"
 
 
-def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """An ``.npz`` that ``np.load`` reads; any key works (no clash with savez's arguments)."""
-    with open(path, "wb") as f:
-        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for key, arr in arrays.items():
-                with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot write {type(obj).__name__} to a snapshot's JSON")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def write_snapshot(
     root: str | os.PathLike,
     clock: int,
@@ -170,13 +142,12 @@ def write_snapshot(
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{snapshot_name(clock)}.", suffix=".tmp", dir=root))
-    try:
-        os.chmod(tmp, output_mode(directory=True))
-        _write_npz(tmp / "tables.npz", pack_arrays(tables))  # sparse tables as CSR parts
+    final = root / snapshot_name(clock)
+    with atomic_directory(final) as tmp:  # a rerun that reaches the clock again replaces it
+        write_npz(tmp / "tables.npz", pack_arrays(tables))  # sparse tables as CSR parts
         for w, state in enumerate(workers):
-            _write_npz(tmp / f"worker-{w:04d}.npz", state.arrays)
-            _write_json(tmp / f"worker-{w:04d}.json", {
+            write_npz(tmp / f"worker-{w:04d}.npz", state.arrays)
+            write_json(tmp / f"worker-{w:04d}.json", {
                 "clock": int(state.clock),
                 "finished": bool(state.finished),
                 "rng_state": state.rng_state,
@@ -185,34 +156,9 @@ def write_snapshot(
         info = dict(meta or {})
         info.update(format=FORMAT, version=VERSION, clock=int(clock), workers=len(workers),
                     tables=sorted(tables))
-        _write_json(tmp / "meta.json", info)  # last: its presence marks the content complete
-        final = root / snapshot_name(clock)
-        if final.exists():  # a rerun reached the same clock again: replace the old copy
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=root))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / "meta.json", info)  # last: its presence marks the content complete
     _prune(root, max(1, keep))
     return final
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _prune(root: Path, keep: int) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..persist.files import json_ready
 from ..persist.snapshot import SnapshotError, WorkerState, load_snapshot, write_snapshot
 from .base import Plan
 
@@ -35,9 +36,9 @@ class DriverCheckpoint:
 def _plan_to_json(plan: Plan | None) -> dict[str, Any] | None:
     if plan is None:
         return None
-    tasks = None if plan.tasks is None else [_jsonable(t) for t in plan.tasks]
+    tasks = None if plan.tasks is None else [json_ready(t) for t in plan.tasks]
     return {"round": plan.round, "variables": plan.variables.tolist(), "tasks": tasks,
-            "info": _jsonable(plan.info)}
+            "info": json_ready(plan.info)}
 
 
 def _plan_from_json(data: dict[str, Any] | None) -> Plan | None:
@@ -51,18 +52,6 @@ def _plan_from_json(data: dict[str, Any] | None) -> Plan | None:
                 dict(data.get("info") or {}))
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
-
-
 def write_driver_snapshot(root: str, cp: DriverCheckpoint) -> None:
     tables = dict(cp.model)
     scalars: dict[str, Any] = {}
@@ -70,7 +59,7 @@ def write_driver_snapshot(root: str, cp: DriverCheckpoint) -> None:
         if isinstance(value, np.ndarray):
             tables[SCHEDULE_PREFIX + key] = value
         else:
-            scalars[key] = _jsonable(value)
+            scalars[key] = json_ready(value)
     workers = [WorkerState(clock=cp.round, arrays=cp.shards[i]) for i in sorted(cp.shards)]
     meta = {"kind": "scheduler", "round": cp.round, "stats": cp.stats,
             "rng_state": cp.rng_state, "schedule_name": cp.schedule_name,
