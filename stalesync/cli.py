@@ -23,9 +23,10 @@ from functools import partial
 from typing import Any, NoReturn
 
 from . import __version__
+from .apps import app_names
 from .errors import ConfigError, StalesyncError
 
-APPS = ("lda", "mf", "lasso", "kmeans", "linear", "nn")
+APPS = app_names()
 
 
 class Parser(argparse.ArgumentParser):

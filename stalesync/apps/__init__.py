@@ -7,9 +7,20 @@ scikit-learn and the estimator code (over a second per process) that it never us
 
 from __future__ import annotations
 
+import pkgutil
 from collections.abc import Callable
 from importlib import import_module
+from pathlib import Path
 from typing import Any
+
+
+def app_names() -> tuple[str, ...]:
+    """Every app: each sub-package with a ``cli`` module (its ``COMMAND``), sorted. Adding
+    an app is adding its package; nothing else lists the apps."""
+    here = [str(Path(__file__).parent)]
+    return tuple(sorted(
+        m.name for m in pkgutil.iter_modules(here)
+        if m.ispkg and (Path(here[0]) / m.name / "cli.py").is_file()))
 
 
 def lazy_exports(package: str, where: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:

@@ -13,7 +13,9 @@ An app (:class:`ModelParallelApp`) supplies, as in STRADS:
 
 ``push``/``sync`` run on the workers, ``pull`` on the driver. On a remote backend (Ray)
 only ``app.program`` travels to the workers (default: the app itself), so an app whose
-``pull`` side holds big arrays gives its workers a small stateless program. Optional hooks:
+``pull`` side holds big arrays gives its workers a small stateless program. Optional hooks,
+each a protocol of its own (:class:`PreparesTasks`, :class:`ObservesRounds`,
+:class:`ShardStates`, :class:`ModelState`, :class:`FusesSyncPush`, :class:`CarriesProgram`):
 ``app.prepare(plan) -> tasks`` turns a plan's tasks into what ``push`` receives (e.g. block
 rotation attaches the item blocks), ``app.observe(plan, feedback)`` sees each round's
 per-worker times, ``program.state(shard)`` / ``program.load_state(shard,
@@ -44,7 +46,7 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -62,13 +64,61 @@ DEFAULT_CHECKPOINT_ROUNDS = 200  # remote backends: rounds between in-memory che
 
 
 class ModelParallelApp(Protocol):
-    """What an app gives the scheduler (see the module docstring and docs/scheduler.md)."""
+    """What an app gives the scheduler (see the module docstring and docs/scheduler.md).
+    Its optional hooks are the protocols below; the driver uses a hook where the app (or
+    its worker-side ``program``) has it."""
 
     def push(self, shard: Any, task: Any) -> Any: ...
 
     def pull(self, plan: Plan, partials: list[Any]) -> np.ndarray | None: ...
 
     def sync(self, shard: Any, plan: Plan, changes: np.ndarray | None) -> None: ...
+
+
+@runtime_checkable
+class CarriesProgram(Protocol):
+    """An app whose workers need only ``program`` (its push/sync side), not the app."""
+
+    program: Any
+
+
+@runtime_checkable
+class FusesSyncPush(Protocol):
+    """A program that syncs the last round and pushes this one in one call."""
+
+    def sync_push(self, shard: Any, plan: Plan, changes: Any, task: Any) -> Any: ...
+
+
+@runtime_checkable
+class ShardStates(Protocol):
+    """A program whose shards' states can be checkpointed (recovery, snapshots)."""
+
+    def state(self, shard: Any) -> dict[str, np.ndarray]: ...
+
+    def load_state(self, shard: Any, state: dict[str, np.ndarray]) -> None: ...
+
+
+@runtime_checkable
+class ModelState(Protocol):
+    """An app whose model goes into snapshots on disk."""
+
+    def state(self) -> dict[str, np.ndarray]: ...
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+@runtime_checkable
+class PreparesTasks(Protocol):
+    """An app that turns a plan's tasks into what ``push`` receives."""
+
+    def prepare(self, plan: Plan) -> Sequence[Any] | None: ...
+
+
+@runtime_checkable
+class ObservesRounds(Protocol):
+    """An app that sees each round's feedback (changes, per-worker times)."""
+
+    def observe(self, plan: Plan, feedback: Feedback) -> None: ...
 
 
 @dataclass
@@ -141,7 +191,7 @@ class RoundWorker:
         self.program = program
         self.shard_set = shard_set
         self.delay = delay
-        self._fused = getattr(program, "sync_push", None)
+        self._fused = program.sync_push if isinstance(program, FusesSyncPush) else None
 
     def _each(self, static: bool, job: Callable[[int, Any], Any]) -> tuple[dict, float, int]:
         out, busy, count = {}, 0.0, 0
@@ -233,7 +283,7 @@ class Driver:
             raise ConfigError(f"checkpoint_every must be a positive int (rounds), "
                               f"got {checkpoint_every!r}")
         self.app = app
-        self.program = getattr(app, "program", app)
+        self.program = app.program if isinstance(app, CarriesProgram) else app
         self.num_shards = len(shards)
         self.workers = workers
         self.pipeline = pipeline
@@ -376,7 +426,7 @@ class Driver:
     def checkpoint(self) -> None:
         """Gather the shards' states now (after syncing pending changes); with a
         ``snapshot_dir`` also write them, the app's model and the schedule to disk."""
-        if not hasattr(self.program, "state"):
+        if not isinstance(self.program, ShardStates):
             return
         self.flush()
         states: dict[int, Any] = {}
@@ -392,13 +442,13 @@ class Driver:
             rng_state=self.rng.bit_generator.state,
             schedule=self.schedule.state() if self.schedule is not None else None,
             schedule_name=self.schedule.name if self.schedule is not None else None,
-            prefetched=self._prefetched, model=self.app.state() if hasattr(
-                self.app, "state") else {}, shards=states,
+            prefetched=self._prefetched,
+            model=self.app.state() if isinstance(self.app, ModelState) else {}, shards=states,
         )
 
     def _resume(self, path: str) -> None:
         snap = load_driver_snapshot(path, self.num_shards)
-        if hasattr(self.app, "load_state"):
+        if isinstance(self.app, ModelState):
             self.app.load_state(snap.model)
         self._map_recovering("load_states", [(snap.shards,)] * self.workers)
         self.stats.load_json(snap.stats)
@@ -431,8 +481,7 @@ class Driver:
                 f"a per-worker plan needs one task and one shard per worker: "
                 f"{len(plan.tasks)} tasks, {self.num_shards} shards, {self.workers} workers"
             )
-        prepare = getattr(self.app, "prepare", None)
-        tasks = prepare(plan) if prepare is not None else plan.tasks
+        tasks = self.app.prepare(plan) if isinstance(self.app, PreparesTasks) else plan.tasks
         busy0 = self.stats.busy_s.copy()
         overlap = self.schedule.next_round if self.pipeline else None
         partials, self._prefetched = self._dispatch(
@@ -442,7 +491,7 @@ class Driver:
         self._pending = (plan, changes)
         feedback = Feedback(changes, self.stats.busy_s - busy0)
         self.schedule.observe(plan, feedback)
-        if hasattr(self.app, "observe"):
+        if isinstance(self.app, ObservesRounds):
             self.app.observe(plan, feedback)
         self.stats.rounds += 1
         self.stats.updates += plan.size

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import ConfigError
+from ..ps.update_rules import RULES
 
 TABLE = "params"
 
@@ -45,6 +46,14 @@ class SGDProblem(Protocol):
     num_rows: int
     row_width: int
     num_examples: int
+    examples_seen: int  # examples trained on so far (a snapshot's and the record's count)
+
+    # every strategy: the optimiser's own state (snapshots) and the epoch's example order
+    def state(self) -> dict[str, np.ndarray]: ...
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+    def shuffled(self, rng: np.random.Generator) -> np.ndarray: ...
 
     # ps: train on chunk c against the values of its rows; return the deltas of those rows
     def num_chunks(self) -> int: ...
@@ -61,6 +70,8 @@ class SGDProblem(Protocol):
 
     def batch_gradient(self, batch: Any, values: np.ndarray) -> tuple[np.ndarray, float]: ...
 
+    def sync_row(self) -> np.ndarray: ...  # the rows a backup worker reads to learn the step
+
     # average / hogwild: a full local model
     def model_from(self, values: np.ndarray) -> Any: ...
 
@@ -75,7 +86,7 @@ class SGDProblem(Protocol):
 
 
 STRATEGY_NAMES = ("ps", "sync", "downpour", "average", "hogwild")
-SERVER_UPDATES = ("sgd", "adagrad", "adam")
+SERVER_UPDATES = tuple(name for name in RULES if name != "add")  # what downpour's shard may do
 
 
 @dataclass(frozen=True)

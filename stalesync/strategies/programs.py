@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ps.update_rules import SGD, Adagrad, Adam
+from ..ps.update_rules import make_rule
 from .base import TABLE, Strategy, StrategyConfig, epoch_rng
 
 
@@ -103,7 +103,7 @@ class SynchronousSGD(GradientSteps):
     presync = True
 
     def table_update(self) -> Any:
-        return SGD(lr=self.config.lr, decay=self.config.lr_decay)
+        return make_rule({"rule": "sgd", "lr": self.config.lr, "decay": self.config.lr_decay})
 
     def job_options(self, workers: int, consistency: str, staleness: int | None
                     ) -> dict[str, Any]:
@@ -119,9 +119,10 @@ class Downpour(GradientSteps):
     strategy_record = "downpour"
 
     def table_update(self) -> Any:
-        rules = {"sgd": SGD(lr=self.config.lr, decay=self.config.lr_decay),
-                 "adagrad": Adagrad(lr=self.config.lr), "adam": Adam(lr=self.config.lr)}
-        return rules[self.config.server_update]
+        options: dict[str, Any] = {"rule": self.config.server_update, "lr": self.config.lr}
+        if self.config.server_update == "sgd":  # the one rule with a step-size decay
+            options["decay"] = self.config.lr_decay
+        return make_rule(options)
 
     def job_options(self, workers: int, consistency: str, staleness: int | None
                     ) -> dict[str, Any]:

@@ -9,7 +9,10 @@ Tokens are kept in word-major order inside each chunk, as the F+LDA sampler want
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -208,9 +211,7 @@ def clock_seed(seed: int, worker: int, clock: int) -> int:
 
 def make_worker(h: Hyper):
     """The ``worker(ctx)`` function for a job with hyper-parameters ``h``."""
-    vbeta = h.num_words * h.beta
-
-    sample = SAMPLERS[h.sampler]
+    sample_chunk = chunk_sampler(h)
 
     def worker(ctx) -> Partition:
         part: Partition = ctx.data
@@ -228,18 +229,7 @@ def make_worker(h: Hyper):
             wt0 = ctx.read(WORD_TOPIC, rows, sparse=h.sparse_rows)
             nk0 = ctx.read(TOPIC_TOTAL, 0)
             nk = nk0.copy()
-            if h.sparse_rows and h.sampler == "sparse":  # F+LDA on the CSR rows themselves
-                changed, delta = sample_csr_rows(part, chunk, wt0, nk, h)
-            elif h.sparse_rows:
-                changed, delta = sample_row_blocks(sample, part, chunk, wt0, nk, h)
-            else:
-                wt = wt0.copy()
-                sample(part.tok_row, part.tok_doc, part.tok_base, part.z,
-                       part.chunk_ptr[chunk], part.chunk_ptr[chunk + 1], part.lists, wt, nk,
-                       h.alpha, h.beta, vbeta)
-                # dense: measured against SparseRows.diff at K = 50-1,000 on NYT, the CSR
-                # change was 7-23% slower at K = 50-100 and within 2% at K = 1,000
-                changed, delta = row_deltas(wt, wt0)
+            changed, delta = sample_chunk(part, chunk, wt0, nk, h)
             ctx.inc(WORD_TOPIC, rows[changed], delta)
             ctx.inc(TOPIC_TOTAL, [0], (nk - nk0)[None, :])
             evaluate = (it + 1) % h.eval_every == 0 or it + 1 == ctx.iterations
@@ -247,6 +237,33 @@ def make_worker(h: Hyper):
         return part
 
     return worker
+
+
+ChunkSampler = Callable[[Partition, int, Any, np.ndarray, Hyper], tuple[np.ndarray, Any]]
+
+
+def chunk_sampler(h: Hyper) -> ChunkSampler:
+    """How a clock samples its chunk, by sampler and table storage: F+LDA on the CSR rows
+    themselves (sparse rows, ``sparse`` sampler), a sampler on blocks of rows expanded to
+    dense (sparse rows otherwise), or a sampler on the dense rows. Each returns (changed
+    positions in the chunk's rows, their increments), sampling ``nk`` in place."""
+    if h.sparse_rows and h.sampler == "sparse":
+        return sample_csr_rows
+    if h.sparse_rows:
+        return partial(sample_row_blocks, SAMPLERS[h.sampler])
+    return partial(sample_dense_rows, SAMPLERS[h.sampler])
+
+
+def sample_dense_rows(sample, part: Partition, chunk: int, wt0: np.ndarray, nk: np.ndarray,
+                      h: Hyper) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ``chunk`` against its dense rows; the change is taken as a dense diff
+    (measured against SparseRows.diff at K = 50-1,000 on NYT, the CSR change was 7-23%
+    slower at K = 50-100 and within 2% at K = 1,000)."""
+    wt = wt0.copy()
+    sample(part.tok_row, part.tok_doc, part.tok_base, part.z, part.chunk_ptr[chunk],
+           part.chunk_ptr[chunk + 1], part.lists, wt, nk, h.alpha, h.beta,
+           h.num_words * h.beta)
+    return row_deltas(wt, wt0)
 
 
 def sample_csr_rows(part: Partition, chunk: int, wt0: SparseRows, nk: np.ndarray, h: Hyper
