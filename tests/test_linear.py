@@ -350,3 +350,24 @@ def test_cli_bad_input_names_file_line_and_problem(tmp_path, capsys):
     narrow.write_text("1 1:1\n0 2:1\n1 1:1\n")
     assert main(["linear", "--data", str(narrow), "--test", str(wide), "--no-progress"]) == 2
     assert "more than the" in capsys.readouterr().err
+
+
+def test_a_setting_is_refused_by_a_strategy_that_does_not_take_it_unless_left_at_its_default():
+    """Each strategy declares its options (strategies/<name>.py): a setting the user chose
+    that the strategy would not use is refused, naming the strategies that use it; the same
+    setting left at the estimator's default is not a choice and passes."""
+    X, y = sparse_problem(n=200)
+    from stalesync.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="threads applies to strategy='hogwild', not "
+                                          "'average'"):
+        LinearClassifier(strategy="average", threads=4).fit(X, y)
+    with pytest.raises(ConfigError, match="batch_size applies to strategy='sync' or "
+                                          "'downpour' or 'average', not 'ps'"):
+        LinearClassifier(strategy="ps", batch_size=32, workers=1).fit(X, y)
+    with pytest.raises(ConfigError, match="server_update applies to strategy='downpour'"):
+        LinearClassifier(strategy="sync", server_update="adam", workers=1).fit(X, y)
+    model = LinearClassifier(strategy="ps", batch_size=64, threads=2, workers=1,
+                             epochs=1).fit(X, y)  # the defaults: not choices
+    assert model.run_record_["strategy"] == "ps"
+    assert model.run_record_["guarantee"]["promise"].startswith("ssp: a read at clock c")

@@ -16,8 +16,9 @@ from here and from :mod:`.progress`, :mod:`stalesync.persist.model_io` and :mod:
 
 from __future__ import annotations
 
+import inspect
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,18 @@ def _range_text(low: int | None, high: int | None) -> str:
 
 
 # -- the estimator base ---------------------------------------------------------------------
+
+
+def given_settings(defaults_of: Callable[..., Any], values: Mapping[str, Any]) -> set[str]:
+    """The names in ``values`` whose value differs from ``defaults_of``'s default for it:
+    the settings a user chose (an option a strategy does not take is refused only then)."""
+    params = inspect.signature(defaults_of).parameters
+    return {k for k, v in values.items()
+            if k in params and not _same(v, params[k].default)}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
 
 
 class StalesyncEstimator(BaseEstimator):

@@ -36,7 +36,8 @@ from ..persist.files import check_output_path
 from ..ps.audit import verdict
 from ..ps.consistency import KINDS
 from ..runtime.address import check_ray
-from ..strategies.base import SERVER_UPDATES, check_strategy_consistency
+from ..strategies import check_strategy_consistency
+from ..strategies.downpour import SERVER_UPDATES
 from .base import RunConfig
 
 GROUPS = ("data", "model", "training", "parallelism", "runtime", "output")

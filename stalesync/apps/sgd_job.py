@@ -13,7 +13,7 @@ import numpy as np
 from .. import job
 from ..job import JobResult
 from ..ps.tables import TableSpec
-from ..strategies.base import check_strategy_consistency
+from ..strategies import check_strategy_consistency
 from .base import RunConfig
 from .progress import Progress
 
@@ -47,6 +47,7 @@ def run_sgd_job(strategy: Any, problems: list[Any], table: TableSpec, initial: n
     record = result.record
     seen = int(sum(r["examples"] for r in result.worker_results))
     record["strategy"] = strategy.strategy_record
+    record["guarantee"]["promise"] = strategy.promise(consistency, staleness)
     record["epochs"] = epochs
     record["objective_name"] = "mean loss of the clock's examples"
     record["final"] = {

@@ -1,23 +1,13 @@
 """Data-parallel SGD strategies: how workers that each hold a share of the examples combine
 what they learn, through the parameter server's tables.
 
-A strategy builds the ``worker(ctx)`` program and the job options (consistency model, the
-table's update rule, the clock policy, the client cadence) from a :class:`StrategyConfig`;
-an app supplies the model side as an :class:`SGDProblem` (one worker's examples and how to
-learn from them) and never carries strategy code. Strategies (:data:`STRATEGIES`):
-
-- ``ps``: every clock a worker trains on its next chunk of examples against its
-  (bounded-stale) copy of the rows they touch and adds the change: any consistency model;
-- ``sync``: synchronous SGD with ``backup_workers`` (the first ``workers - b`` gradients of a
-  step are averaged and applied by the shard's SGD rule; late ones dropped and counted);
-- ``downpour``: asynchronous; fetch every ``n_fetch`` steps, push the accumulated gradient
-  every ``n_push``; the shard applies it with ``server_update`` (SGD or Adagrad);
-- ``average``: model averaging, every ``average_every`` local steps (local SGD), or once at
-  the end when 0 (SimuParallelSGD);
-- ``hogwild``: each worker runs ``threads`` lock-free threads on one shared weight array
-  (HOGWILD!); workers combine by model averaging every ``average_every`` epochs.
-
-Each states its guarantee in ``docs/linear.md``; tests check them exactly.
+A strategy (:class:`Strategy`, one module of this package each: :mod:`.ps`, :mod:`.sync`,
+:mod:`.downpour`, :mod:`.average`, :mod:`.hogwild`; registered in :mod:`.registry`) builds
+the ``worker(ctx)`` program and the job options (consistency model, the table's update
+rule, the clock policy, the client cadence) from its own :class:`Options`; an app supplies
+the model side as an :class:`SGDProblem` (one worker's examples and how to learn from
+them) and never carries strategy code. Each states its guarantee (``promise``) and
+``docs/linear.md``; tests check them exactly.
 """
 
 from __future__ import annotations
@@ -25,13 +15,12 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from ..errors import ConfigError
-from ..ps.update_rules import RULES
 
 TABLE = "params"
 
@@ -85,93 +74,45 @@ class SGDProblem(Protocol):
     def all_rows(self) -> np.ndarray: ...
 
 
-STRATEGY_NAMES = ("ps", "sync", "downpour", "average", "hogwild")
-SERVER_UPDATES = tuple(name for name in RULES if name != "add")  # what downpour's shard may do
-
-
 @dataclass(frozen=True)
-class StrategyConfig:
-    """The strategy of a job and its options (each applies to the strategies named)."""
-
-    name: str = "ps"
-    lr: float = 0.1  # sync / downpour: the shard's step size
-    lr_decay: float = 0.0  # sync: lr_t = lr / (1 + decay t)
-    batch_size: int = 64  # sync / downpour: examples per step and worker
-    backup_workers: int = 0  # sync
-    n_fetch: int = 1  # downpour
-    n_push: int = 1  # downpour
-    server_update: str = "adagrad"  # downpour
-    average_every: int = 0  # average: local steps between averagings (0: once, at the end)
-    threads: int = 2  # hogwild: lock-free threads per worker
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.name not in STRATEGY_NAMES:
-            raise ConfigError(f"strategy must be one of {STRATEGY_NAMES}, got {self.name!r}",
-                              param="strategy")
-        for key in ("batch_size", "n_fetch", "n_push", "threads"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {value!r}",
-                                  param=key)
-        for key in ("backup_workers", "average_every"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{key} must be an integer >= 0, got {value!r}", param=key)
-        if not self.lr > 0 or not self.lr_decay >= 0:
-            raise ConfigError(f"lr must be > 0 and lr_decay >= 0, got {self.lr}, "
-                              f"{self.lr_decay}", param="lr")
-        if self.server_update not in SERVER_UPDATES:
-            raise ConfigError(f"server_update must be one of {SERVER_UPDATES}, got "
-                              f"{self.server_update!r}", param="server_update")
-        if self.backup_workers and self.name != "sync":
-            raise ConfigError("backup_workers applies to strategy='sync'", param="backup_workers")
-        if (self.n_fetch != 1 or self.n_push != 1) and self.name != "downpour":
-            raise ConfigError("n_fetch/n_push apply to strategy='downpour'", param="n_fetch")
+class Options:
+    """A strategy's own options (a frozen dataclass per strategy; this one has none).
+    ``__post_init__`` checks them, naming the bad one."""
 
 
-# the consistency model each strategy runs whatever it is given (None: the one asked for);
-# ``allreduce`` is the NN app's collective (no tables), synchronous like bsp
-RUNS: dict[str, str | None] = {"ps": None, "sync": "bsp", "average": "bsp", "hogwild": "bsp",
-                               "downpour": "async", "allreduce": "bsp"}
-UNSET_CONSISTENCY, UNSET_STALENESS = "ssp", 1  # the estimators' defaults: taken as not set
+def positive_int(value: Any, name: str, low: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ConfigError(f"{name} must be {what}, got {value!r}", param=name)
 
 
-def check_strategy_consistency(strategy: str, consistency: Any, staleness: Any,
-                               given: frozenset[str] | set[str] | None = None) -> None:
-    """Refuse a ``consistency`` / ``staleness`` that ``strategy`` would ignore (only ``ps``
-    takes any; the others run their own synchronisation), naming the parameter. What the
-    strategy runs is accepted (``bsp``, with staleness 0; ``async`` for downpour).
-
-    ``given``: the parameters the user set (the CLI knows); None (the estimators): values
-    other than the estimators' defaults (``ssp``, 1; staleness None) count as set."""
-    runs = RUNS.get(strategy)
-    if runs is None:
-        return
-    if given is None:
-        set_consistency = consistency != UNSET_CONSISTENCY
-        set_staleness = staleness is not None and (
-            isinstance(staleness, bool) or staleness != UNSET_STALENESS)
-    else:
-        set_consistency, set_staleness = "consistency" in given, "staleness" in given
-    why = (f"strategy {strategy!r} runs {runs} whatever it is given (consistency and "
-           "staleness apply to strategy 'ps')")
-    if set_consistency and consistency != runs:
-        raise ConfigError(f"consistency {consistency!r} is ignored: {why}",
-                          param="consistency")
-    honoured = runs == "bsp" and not isinstance(staleness, bool) and staleness == 0
-    if set_staleness and not honoured:
-        raise ConfigError(f"staleness {staleness!r} is ignored: {why}", param="staleness")
+def positive_float(value: Any, name: str, *, zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (
+        value >= 0 if zero else value > 0)
+    if not ok:
+        raise ConfigError(f"{name} must be {'>= 0' if zero else '> 0'}, got {value!r}",
+                          param=name)
 
 
 class Strategy(ABC):
-    """Builds a job: the parameter table, the job options, and the worker program."""
+    """Builds a job: the parameter table's rule, the job options, and the worker program.
+
+    A strategy is one module of this package: this class's subclass with its
+    :class:`Options`, the consistency model it ``runs`` (None: the one asked for), the
+    sentence its run record ``promise``s, and its worker program; one line of
+    :data:`~.registry.STRATEGIES` registers it."""
 
     name: str
     strategy_record: str  # what the run record's "strategy" says
+    options_type: type[Options] = Options
+    runs: str | None = "bsp"  # the consistency model it runs whatever it is given
 
-    def __init__(self, config: StrategyConfig) -> None:
-        self.config = config
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options if options is not None else self.options_type()
+
+    def promise(self, consistency: str, staleness: Any) -> str:
+        """The run record's ``guarantee.promise``: what every read was guaranteed to see."""
+        return self.runs or consistency
 
     def table_update(self) -> Any:
         """The parameter table's update rule (default: add the increments)."""
@@ -191,6 +132,15 @@ class Strategy(ABC):
     @abstractmethod
     def make_worker(self, epochs: int) -> Callable[[Any], Any]:
         """The ``worker(ctx)`` function; ``ctx.data`` is the worker's SGDProblem."""
+
+
+def restore(ctx: Any, problem: Any) -> None:
+    """A worker's start: the problem's optimiser state from a snapshot, if resuming, and
+    what the next snapshot stores."""
+    state = ctx.load_state()
+    if state is not None:
+        problem.load_state(state)
+    ctx.save_state(problem.state())
 
 
 def epoch_rng(ctx: Any, epoch: int, *within: int) -> np.random.Generator:
@@ -226,3 +176,27 @@ def run_threads(work: Callable[[int], Any], threads: int, name: str = "hogwild")
         more = f"; {len(errors) - 1} other thread(s) raised too" if len(errors) > 1 else ""
         exc.add_note(f"raised in {where} ({i} of {threads} {name} threads){more}")
         raise exc
+
+
+class ExampleStream:
+    """A worker's examples epoch after epoch, each epoch in its own seeded order; ``take``
+    yields (epoch, examples) pieces covering stream positions ``[start, start + n)``."""
+
+    def __init__(self, problem: Any, epochs: int, ctx: Any) -> None:
+        self.problem, self.epochs, self.ctx = problem, epochs, ctx
+        self.n = problem.num_examples
+        self.total = epochs * self.n
+        self._orders: dict[int, np.ndarray] = {}
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders = {epoch: self.problem.shuffled(epoch_rng(self.ctx, epoch))}
+        return self._orders[epoch]
+
+    def take(self, start: int, n: int):
+        end = min(start + n, self.total)
+        while start < end:
+            epoch, offset = divmod(start, self.n)
+            stop = min(self.n, offset + end - start)
+            yield epoch, self.order(epoch)[offset:stop]
+            start += stop - offset

@@ -20,7 +20,7 @@ from ...errors import ConfigError
 from ...kernels import linear as k
 from ...kernels.csr import take_rows
 from ...ps.tables import TableSpec
-from ...strategies import TABLE, StrategyConfig, make_strategy
+from ...strategies import TABLE, Strategy, make_strategy
 from ..base import (
     RunConfig,
     StalesyncEstimator,
@@ -28,6 +28,7 @@ from ..base import (
     check_consistency,
     check_float,
     check_int,
+    given_settings,
 )
 from ..sgd_job import run_sgd_job
 from ..workers import AUTO, Work, check_workers, decide, timed
@@ -38,6 +39,9 @@ LEARNING_RATES = ("optimal", "constant", "invscaling")
 MULTI_CLASS = ("ovr", "multinomial")
 SAMPLE_FOR_ETA = 1000  # examples Bottou's step-size search tries (t0 "chosen on a sample")
 PS_CHUNK = 256  # ps: examples per worker per clock when clocks_per_epoch is not given
+# the estimator's settings that belong to its strategy (each takes some: docs/linear.md)
+STRATEGY_SETTINGS = ("lr", "lr_decay", "batch_size", "backup_workers", "n_fetch", "n_push",
+                     "server_update", "average_every", "threads")
 PROBE_EXAMPLES = 2000  # workers="auto" times one SGD pass over this many examples
 
 
@@ -96,12 +100,12 @@ class LinearSGD(StalesyncEstimator):
         return tags
 
     # -- parameters -------------------------------------------------------------------
-    def _strategy_config(self) -> StrategyConfig:
-        return StrategyConfig(
-            name=self.strategy, lr=self.lr, lr_decay=self.lr_decay, batch_size=self.batch_size,
-            backup_workers=self.backup_workers, n_fetch=self.n_fetch, n_push=self.n_push,
-            server_update=self.server_update, average_every=self.average_every,
-            threads=self.threads)
+    def _strategy(self) -> Strategy:
+        """The strategy with its options from this estimator's settings; a setting the user
+        chose that the strategy does not take is refused, naming the strategies that do."""
+        values = {key: getattr(self, key) for key in STRATEGY_SETTINGS}
+        return make_strategy(self.strategy, values,
+                             given=given_settings(LinearSGD.__init__, values))
 
     def _check_params(self) -> None:
         check_choice(self.loss, "loss", self._losses)
@@ -131,7 +135,7 @@ class LinearSGD(StalesyncEstimator):
         if self.strategy == "hogwild" and self.penalty in ("l1", "elasticnet"):
             raise ConfigError("strategy='hogwild' supports penalty 'l2' or 'none' (lock-free "
                               "steps have no shared L1 bookkeeping)", param="penalty")
-        self._strategy_config()
+        self._strategy()
         check_consistency(self.consistency, self.staleness)
 
     # -- data ---------------------------------------------------------------------------
@@ -196,7 +200,7 @@ class LinearSGD(StalesyncEstimator):
         if self.workers != AUTO and X.shape[0] < self.workers:
             raise ConfigError(f"{X.shape[0]} examples cannot be split over {self.workers} "
                               "workers", param="workers")
-        strategy = make_strategy(self._strategy_config())
+        strategy = self._strategy()
         spec = self._spec(X, K, mode, labels, yvals, 1.0)
         decision = decide(self.workers, self._work(X, labels, yvals, spec, epochs),
                           resume=run.resume)

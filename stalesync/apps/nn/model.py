@@ -17,11 +17,12 @@ from ..base import (
     StalesyncEstimator,
     check_choice,
     check_int,
+    given_settings,
 )
 from ..workers import AUTO, Work, check_workers, decide, timed
 from . import networks
 from .problem import NNSpec
-from .training import Plan, make_plan, train
+from .training import STRATEGY_ONLY, Plan, make_plan, train
 
 PREDICT_BATCH = 4096
 OPTIMIZERS = ("auto", "sgd", "adam")
@@ -119,13 +120,12 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
 
     def _plan(self, workers: int) -> Plan:
         _, lr = resolve_optimizer(self.strategy, self.optimizer, self.lr)
+        settings = {key: getattr(self, key) for key in STRATEGY_ONLY}
         return make_plan(
             self.strategy, lr=lr, batch_size=self.batch_size, workers=workers,
             consistency=self.consistency, staleness=self.staleness,
-            clocks_per_epoch=self.clocks_per_epoch, average_every=self.average_every,
-            backup_workers=self.backup_workers, n_fetch=self.n_fetch, n_push=self.n_push,
-            server_update=self.server_update, threads=self.threads, compress=self.compress,
-            seed=self.seed)
+            clocks_per_epoch=self.clocks_per_epoch, compress=self.compress, seed=self.seed,
+            given=given_settings(NeuralNetClassifier.__init__, settings), **settings)
 
     def _check_params(self) -> None:
         check_choice(self.arch, "arch", networks.ARCHS)

@@ -4,6 +4,7 @@ classifier or a user's module): split the examples over the workers, run the str
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,7 @@ from ...observe.metrics import build_run_record
 from ...ps.compression import parse as parse_compressor
 from ...ps.tables import TableSpec
 from ...runtime.backends import make_backend
-from ...strategies import TABLE, StrategyConfig, make_strategy
-from ...strategies.base import check_strategy_consistency
+from ...strategies import TABLE, Strategy, check_strategy_consistency, make_strategy
 from ..base import RunConfig, check_consistency, check_float, check_int
 from ..sgd_job import run_sgd_job
 from . import networks
@@ -31,7 +31,7 @@ ALLREDUCE = "allreduce"  # not a parameter-server strategy: stalesync.apps.nn.al
 class Plan:
     """How the run is parallelised (the estimator's or ``fit``'s settings)."""
 
-    strategy: StrategyConfig | None  # None for allreduce
+    strategy: Strategy | None  # None for allreduce
     workers: int
     consistency: str
     staleness: int | str | None
@@ -52,11 +52,18 @@ class Trained:
     train_s: float
 
 
+# the settings that belong to a strategy only (lr and batch_size are the network's too)
+STRATEGY_ONLY = ("average_every", "backup_workers", "n_fetch", "n_push", "server_update",
+                 "threads")
+
+
 def make_plan(strategy: str, *, lr: float, batch_size: int, workers: int, consistency: str,
               staleness: Any, clocks_per_epoch: int | None, average_every: int,
               backup_workers: int, n_fetch: int, n_push: int, server_update: str,
-              threads: int, compress: str, seed: int) -> Plan:
-    """The checked :class:`Plan` of these settings (an error names the bad one)."""
+              threads: int, compress: str, seed: int, given: Iterable[str] = ()) -> Plan:
+    """The checked :class:`Plan` of these settings (an error names the bad one). ``given``:
+    the settings the user chose; a strategy-only one the strategy does not take is
+    refused."""
     check_float(lr, "lr", 0, low_open=True)
     check_int(batch_size, "batch_size", 1)
     check_int(workers, "workers", 1)
@@ -66,13 +73,18 @@ def make_plan(strategy: str, *, lr: float, batch_size: int, workers: int, consis
     check_consistency(consistency, staleness)
     check_strategy_consistency(strategy, consistency, staleness)
     parse_compressor(compress)
-    config = None
-    if strategy != ALLREDUCE:
-        config = StrategyConfig(name=strategy, lr=lr, batch_size=batch_size,
-                                backup_workers=backup_workers, n_fetch=n_fetch, n_push=n_push,
-                                server_update=server_update, average_every=average_every,
-                                threads=threads)
-    return Plan(config, workers, consistency, staleness, clocks_per_epoch, compress, seed)
+    chosen = None
+    if strategy == ALLREDUCE:
+        for key in given:
+            if key in STRATEGY_ONLY:
+                raise ConfigError(f"{key} does not apply to strategy 'allreduce'", param=key)
+    else:
+        values = {"lr": lr, "batch_size": batch_size, "average_every": average_every,
+                  "backup_workers": backup_workers, "n_fetch": n_fetch, "n_push": n_push,
+                  "server_update": server_update, "threads": threads}
+        chosen = make_strategy(strategy, values,
+                               given=[k for k in given if k in STRATEGY_ONLY])
+    return Plan(chosen, workers, consistency, staleness, clocks_per_epoch, compress, seed)
 
 
 def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
@@ -89,7 +101,7 @@ def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
     per_clock = plan.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
     problems = [NNProblem(X[p], targets[p], spec, per_clock, plan.seed + 7919 * w)
                 for w, p in enumerate(parts)]
-    strategy = make_strategy(plan.strategy)
+    strategy = plan.strategy
     table = TableSpec(TABLE, spec.rows, networks.ROW_WIDTH, "float32",
                       update=strategy.table_update(),
                       compress=None if plan.compress == "none" else plan.compress)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, DataFormatError
-from ..base import RunConfig, check_int
+from ..base import RunConfig, check_int, given_settings
 from . import networks
 from .problem import NNSpec
 from .training import make_plan, train
@@ -54,12 +54,13 @@ def fit(module: Any, loss_fn: Any, X: Any, y: Any, *, strategy: str = "ps",
     if not callable(loss_fn):
         raise ConfigError("loss_fn must be callable: loss_fn(output, target) -> scalar",
                           param="loss_fn")
+    settings = {"average_every": average_every, "backup_workers": backup_workers,
+                "n_fetch": n_fetch, "n_push": n_push, "server_update": server_update,
+                "threads": threads}
     plan = make_plan(strategy, lr=lr, batch_size=batch_size, workers=workers,
                      consistency=consistency, staleness=staleness,
-                     clocks_per_epoch=clocks_per_epoch, average_every=average_every,
-                     backup_workers=backup_workers, n_fetch=n_fetch, n_push=n_push,
-                     server_update=server_update, threads=threads, compress=compress,
-                     seed=seed)
+                     clocks_per_epoch=clocks_per_epoch, compress=compress, seed=seed,
+                     given=given_settings(fit, settings), **settings)
     check_int(epochs, "epochs", 1)
     run = RunConfig.coerce(run)
     X, y = _arrays(X, y)
