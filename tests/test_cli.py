@@ -280,3 +280,61 @@ def test_usage_errors_are_one_line_with_the_closest_flag_or_choice(capsys, argv,
     assert exit_.value.code == 2
     captured = capsys.readouterr()
     assert captured.err == expected + "\n" and captured.out == ""
+
+
+@pytest.fixture
+def inputs(tmp_path, ldac, libsvm):
+    rng = np.random.default_rng(3)
+    ratings = tmp_path / "ratings.csv"
+    rows = np.c_[rng.integers(0, 40, 600), rng.integers(0, 30, 600), rng.integers(1, 6, 600)]
+    ratings.write_text("\n".join(f"{u},{i},{r}" for u, i, r in rows))
+    return {"ldac": ldac, "libsvm": libsvm, "ratings": ratings}
+
+
+COMMANDS = [  # every command (and every way a command runs: a job, the scheduler, allreduce)
+    ("lda", ["--topics", "3"], "ldac"),
+    ("mf", ["--mode", "ssp"], "ratings"),
+    ("mf", ["--mode", "blocks"], "ratings"),
+    ("mf", ["--mode", "fugue"], "ratings"),
+    ("lasso", ["--alpha", "0.01"], "libsvm"),
+    ("kmeans", ["--clusters", "2"], "libsvm"),
+    ("linear", [], "libsvm"),
+    ("nn", ["--hidden", "4"], "libsvm"),
+    ("nn", ["--hidden", "4", "--strategy", "allreduce"], "libsvm"),
+]
+
+
+@pytest.mark.parametrize("app,extra,data", COMMANDS,
+                         ids=[" ".join([c[0], *c[1][-1:]]) for c in COMMANDS])
+def test_every_command_honours_every_output_option(inputs, tmp_path, app, extra, data):
+    """--metrics-out, --plot, --tensorboard and --save-model each leave their output on
+    every path a command can take (a parameter-server job streams its scalars; the
+    scheduler's apps and allreduce write them at the end): none is silently ignored."""
+    pytest.importorskip("tensorboard")
+    from stalesync.observe.tensorboard import read_scalars
+
+    out = {"metrics": tmp_path / "run.json", "plot": tmp_path / "run.png",
+           "tb": tmp_path / "tb", "model": tmp_path / "model"}
+    assert main([app, "--data", str(inputs[data]), *extra, "--epochs", "2", "--workers", "2",
+                 "--no-progress", "--metrics-out", str(out["metrics"]), "--plot",
+                 str(out["plot"]), "--tensorboard", str(out["tb"]), "--save-model",
+                 str(out["model"])]) == 0
+    record = json.loads(out["metrics"].read_text())
+    assert record["app"] == app and record["workers"] == 2
+    assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    objective = read_scalars(out["tb"]).get("objective", [])
+    assert len(objective) >= 1 and all(np.isfinite(v) for _, v in objective)
+    assert (out["model"] / "model.json").is_file()
+
+
+@pytest.mark.parametrize("app,extra,data", COMMANDS,
+                         ids=[" ".join([c[0], *c[1][-1:]]) for c in COMMANDS])
+def test_every_command_refuses_ray_only_options_on_the_embedded_runtime(inputs, capsys, app,
+                                                                        extra, data):
+    """--max-recoveries (restarts after a lost worker) and --min-nodes mean nothing where a
+    worker is a thread: refused in one line naming the flag, on every command."""
+    for flag, value in (("--max-recoveries", "5"), ("--min-nodes", "2")):
+        assert main([app, "--data", str(inputs[data]), *extra, "--epochs", "1",
+                     "--no-progress", flag, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0] and "Ray runtime" in err[0], err

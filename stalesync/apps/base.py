@@ -35,6 +35,8 @@ from ..runtime.address import check_address_format, check_min_nodes
 
 # -- run settings ---------------------------------------------------------------------------
 
+DEFAULT_RECOVERIES = 3  # restarts after lost workers (Ray) before a fit gives up
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -60,7 +62,7 @@ class RunConfig:
     snapshot_every: int | None = None
     snapshot_dir: str | None = None
     resume: str | None = None
-    max_recoveries: int = 3
+    max_recoveries: int = DEFAULT_RECOVERIES
     progress: bool = False
     tensorboard: str | None = None
     max_staleness: int | None = None  # the ceiling of staleness="auto" (default 8)
@@ -76,6 +78,10 @@ class RunConfig:
             check_address_format(self.address)
         check_int(self.shards, "shards", 1)
         check_int(self.max_recoveries, "max_recoveries", 0)
+        if self.max_recoveries != DEFAULT_RECOVERIES and self.runtime != "ray":
+            raise ConfigError("max_recoveries (restarts after lost workers) applies to the Ray "
+                              "runtime: an embedded worker is a thread, never lost",
+                              param="max_recoveries")
         check_min_nodes(self.min_nodes, self.runtime)
         if self.max_staleness is not None:
             check_int(self.max_staleness, "max_staleness", 0)

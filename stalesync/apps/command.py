@@ -38,7 +38,7 @@ from ..ps.consistency import KINDS
 from ..runtime.address import check_ray
 from ..strategies import check_strategy_consistency
 from ..strategies.downpour import SERVER_UPDATES
-from .base import RunConfig
+from .base import DEFAULT_RECOVERIES, RunConfig
 
 GROUPS = ("data", "model", "training", "parallelism", "runtime", "output")
 
@@ -259,7 +259,7 @@ class AppCommand(ABC):
         flags.add("runtime", "--snapshot-dir", default=None, help="where snapshots go")
         flags.add("runtime", "--resume", default=None, metavar="DIR",
                   help="restart from the latest complete snapshot in DIR")
-        flags.add("runtime", "--max-recoveries", type=int, default=3,
+        flags.add("runtime", "--max-recoveries", type=int, default=DEFAULT_RECOVERIES,
                   help="Ray: restarts after lost workers before giving up")
         flags.add("runtime", "--min-nodes", type=int, default=1, metavar="N",
                   help="Ray: the fewest nodes the workers run on; after a node loss the job "

@@ -3,7 +3,8 @@
 Uses TensorBoard's own event writer (``pip install 'stalesync[tensorboard]'``; no
 TensorFlow needed). A job calls :meth:`TensorBoardWriter.on_record` with every worker's clock
 record (on the driver's thread); once every worker has reported clock ``c``, step ``c`` gets
-the scalars below, so a run can be watched live with ``tensorboard --logdir DIR``:
+the scalars below, so a run can be watched live with ``tensorboard --logdir DIR`` (fits
+that run no parameter-server job write theirs when they end, :func:`write_record`):
 
 ``objective`` (summed or averaged over workers, as the app defines it), ``clocks_per_s``,
 ``staleness/mean`` and ``staleness/max`` (of the rows read in that clock), ``blocked_s``
@@ -82,6 +83,22 @@ class TensorBoardWriter:
     def close(self) -> None:
         self._writer.flush()
         self._writer.close()
+
+
+def write_record(logdir: str | Path, record: dict[str, Any]) -> int:
+    """A finished run's clock records as the same scalars, for the fits that run no
+    parameter-server job (the scheduler's apps: a step per convergence check or epoch;
+    allreduce: a step per epoch), which write them when the fit ends. Returns the steps
+    written."""
+    records = record.get("records") or []
+    workers = len({r["worker"] for r in records}) or 1
+    writer = TensorBoardWriter(logdir, workers, record.get("objective_reduce") or "mean")
+    try:
+        for r in sorted(records, key=lambda r: (r["iteration"], r["worker"])):
+            writer.on_record({**r, "time_s": r.get("time_s") or 0.0})
+    finally:
+        writer.close()
+    return writer.steps_written
 
 
 def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:

@@ -11,6 +11,7 @@ from sklearn.utils.validation import validate_data
 
 from ...errors import ConfigError
 from ...observe.metrics import build_run_record
+from ...observe.tensorboard import write_record
 from ...scheduler.registry import schedule_kind
 from ..base import RunConfig, StalesyncEstimator, check_float, check_int
 from ..progress import Progress
@@ -120,6 +121,8 @@ class ScheduledLinearModel(StalesyncEstimator):
         record["wait_s"] = float(sum(r["wait_s"] for r in records))
         record["bytes_sent"] = int(history[-1].get("bytes", 0)) if history else 0
         record["objective_name"] = self._objective_name
+        if run.tensorboard:
+            write_record(run.tensorboard, record)
         return record
 
     def _after_load(self) -> None:

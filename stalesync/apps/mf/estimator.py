@@ -23,6 +23,7 @@ from ...errors import ConfigError, DataFormatError, NotFittedError, StalesyncErr
 from ...kernels.csr import compact_columns, group_by
 from ...kernels.mf import predict as predict_kernel
 from ...kernels.mf import sgd_pass, warm_up
+from ...observe.tensorboard import write_record
 from ..base import (
     RunConfig,
     StalesyncEstimator,
@@ -206,9 +207,13 @@ class MatrixFactorization(RegressorMixin, StalesyncEstimator):
                              or 1, run=run)
         d = int(self.num_blocks or workers)
         blocked = block_data(train, P0.shape[0], Q0.shape[0], d, cfg.seed)
-        return train_blocks(blocked, P0, Q0, self.mu_, cfg, monitor, workers=workers,
-                            mode="dsgd" if self.mode == "blocks" else "fugue",
-                            max_extra_passes=int(self.max_extra_passes), trace=trace, run=run)
+        outcome = train_blocks(blocked, P0, Q0, self.mu_, cfg, monitor, workers=workers,
+                               mode="dsgd" if self.mode == "blocks" else "fugue",
+                               max_extra_passes=int(self.max_extra_passes), trace=trace,
+                               run=run)
+        if run.tensorboard:  # the scheduler runs no parameter-server job: written at the end
+            write_record(run.tensorboard, outcome.record)
+        return outcome
 
     def _final(self, train: Triples, test: Triples | None, outcome: TrainOutcome) -> dict:
         final = {

@@ -12,6 +12,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...observe.metrics import build_run_record
+from ...observe.tensorboard import write_record
 from ...ps.compression import parse as parse_compressor
 from ...ps.tables import TableSpec
 from ...runtime.backends import make_backend
@@ -147,5 +148,7 @@ def _allreduce(spec: NNSpec, initial: np.ndarray, shares: list, epochs: int,
     record["records"] = [{"iteration": e, "worker": 0, "time_s": None, "duration_s": 0.0,
                           "wait_s": 0.0, "bytes_sent": 0, "objective": loss}
                          for e, loss in enumerate(result.losses)]
+    if run.tensorboard:  # no parameter-server job streams them: written at the end
+        write_record(run.tensorboard, record)
     return Trained(np.asarray(result.params, dtype=np.float32), record, result.examples,
                    result.train_s)
