@@ -301,3 +301,17 @@ def test_essp_pushes_leave_the_shard_lock_free_and_a_late_older_push_is_ignored(
     client.receive_push(Push("t", np.array([0]), np.full((1, 1), 5.0), stamp=2, own_clocks=0))
     client.receive_push(Push("t", np.array([0]), np.full((1, 1), 3.0), stamp=1, own_clocks=0))
     assert client.read("t", [0])[0, 0] == 5.0
+
+
+def test_every_estimator_path_keeps_only_a_record_of_the_one_schema():
+    """An estimator keeps its run record through check_record: a path that drops a field or
+    malforms one fails there, naming it, instead of writing a record `compare` cannot read."""
+    from stalesync.errors import StalesyncError
+    from stalesync.observe.metrics import check_record
+
+    record = ss.run(lambda ctx: ctx.clock(), [ss.TableSpec("t", 2, 2)], workers=1).record
+    assert check_record(record) is record
+    with pytest.raises(StalesyncError, match=r"missing \['clocks'\]"):
+        check_record({k: v for k, v in record.items() if k != "clocks"})
+    with pytest.raises(StalesyncError, match=r"malformed \['final'\]"):
+        check_record({**record, "final": None})

@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator
 from ..errors import ConfigError, NotFittedError
 from ..faults import Stragglers
 from ..job import RUNTIMES
+from ..observe.metrics import check_record
 from ..persist.model_io import load_model, save_model
 from ..ps.consistency import KINDS, ConsistencyModel
 from ..runtime.address import check_address_format, check_min_nodes
@@ -226,6 +227,10 @@ class StalesyncEstimator(BaseEstimator):
         return all(hasattr(self, a) for a in self._fitted_attributes or ("n_features_in_",))
 
     # -- persistence: one atomic directory, JSON + npz ----------------------------------
+    def _keep_record(self, record: dict[str, Any]) -> None:
+        """The fit's run record, checked against the one schema every path shares."""
+        self.run_record_ = check_record(record)
+
     def save(self, path: str | Path) -> Path:
         """Write the fitted model into directory ``path`` (replaced atomically): its
         parameters and fitted values as JSON, its arrays as npz. Never pickle."""

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import StalesyncError
 from ..persist.files import PathLike, atomic_write_bytes, json_ready
 from ..ps.audit import summarize
 from ..ps.clock_records import WorkerMetrics
@@ -42,6 +43,21 @@ RECORD_FIELDS = (
     "recoveries",
     "objective_name", "objective_reduce", "final",
 )
+
+
+def check_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` itself, once it holds every field of :data:`RECORD_FIELDS` with the right
+    kind of value: every path of every app ends here, so a path that forgets a field fails
+    its first test rather than a user's ``stalesync compare``."""
+    missing = [f for f in RECORD_FIELDS if f not in record]
+    kinds = {"final": dict, "records": list, "guarantee": dict, "observed_staleness": dict}
+    wrong = [f for f, kind in kinds.items() if f in record and not isinstance(record[f], kind)]
+    if not isinstance(record.get("workers"), int) or record["workers"] < 1:
+        wrong.append("workers")
+    if missing or wrong:
+        raise StalesyncError(f"run record of app {record.get('app')!r}: missing {missing}, "
+                             f"malformed {wrong} (a bug in the app's path)")
+    return record
 
 
 def staleness_summary(counts: np.ndarray) -> dict[str, Any]:

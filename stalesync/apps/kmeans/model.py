@@ -169,7 +169,7 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
                            "n_samples": n, "n_features": d, "n_clusters": K,
                            "points_per_s": n * self.n_iter_ / max(train_s, 1e-12),
                            "clocks_per_epoch": batches}
-        self.run_record_ = record
+        self._keep_record(record)
         return self
 
     def _probe(self, X, order: np.ndarray, init: np.ndarray) -> float:

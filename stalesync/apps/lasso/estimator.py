@@ -210,7 +210,7 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
                            self._options(run, check_every, max_seconds, decision.workers),
                            on_check=checked)
         self._set_result(result, prep.x_mean, prep.y_mean)
-        self.run_record_ = self._record(
+        self._keep_record(self._record(
             run, result.history, result.wall_s, result.rounds, result.updates, prep.d,
             result.run_info, {
                 "n_samples": prep.n, "n_features": prep.d, "alpha": self.alpha,
@@ -222,7 +222,7 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
                 "rounds_per_s": result.rounds / max(
                     result.wall_s - result.run_info.get("startup_s", 0.0), 1e-12),
                 "checks": result.checks, "worker_busy_s": result.worker_busy_s,
-                "worker_shards": result.worker_shards}, decision)
+                "worker_shards": result.worker_shards}, decision))
         return self
 
     def _set_result(self, result: SolveResult, x_mean: np.ndarray, y_mean: float) -> None:

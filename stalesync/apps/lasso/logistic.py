@@ -258,13 +258,13 @@ class LogisticL1(ClassifierMixin, ScheduledLinearModel):
         self.objective_, self.converged_ = res.objective, res.converged
         self.n_updates_, self.history_ = res.updates, res.history
         self.n_iter_ = -(-res.updates // max(X.shape[1], 1))  # epochs, rounded up
-        self.run_record_ = self._record(
+        self._keep_record(self._record(
             run, [dict(h, check=i) for i, h in enumerate(res.history)], wall, res.rounds,
             res.updates, X.shape[1], res.run_info,
             {"n_samples": X.shape[0], "n_features": X.shape[1], "alpha": self.alpha,
              "objective": res.objective, "kkt_violation": res.violation,
              "converged": res.converged, "updates": res.updates, "rounds": res.rounds},
-            decision)
+            decision))
         return self
 
     def decision_function(self, X) -> np.ndarray:

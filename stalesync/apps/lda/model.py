@@ -237,7 +237,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
             "num_docs": corpus.num_docs,
             "num_tokens": corpus.num_tokens,
         }
-        self.run_record_ = record
+        self._keep_record(record)
         return self
 
     def _probe(self, corpus: Corpus) -> float:

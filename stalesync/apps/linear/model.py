@@ -238,7 +238,7 @@ class LinearSGD(StalesyncEstimator):
                            "n_examples": int(X.shape[0])}
         if self._classify:
             record["final"]["train_accuracy"] = score / X.shape[0]
-        self.run_record_ = record
+        self._keep_record(record)
         return self
 
     def _work(self, X: sp.csr_matrix, labels, yvals, spec: LinearSpec, epochs: int) -> Work:

@@ -180,7 +180,7 @@ class MatrixFactorization(RegressorMixin, StalesyncEstimator):
         record["final"] = self._final(train, test, outcome)
         record["history"] = self.history_
         record["objective_name"] = "running train RMSE (per worker)"
-        self.run_record_ = record
+        self._keep_record(record)
         return self
 
     def _work(self, train: Triples, P0: np.ndarray, Q0: np.ndarray, cfg: SGDConfig) -> Work:

@@ -182,7 +182,7 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         record["objective_name"] = record["objective_name"].replace("loss", "cross-entropy")
         accuracy = float(np.mean(self._predict_index(X) == labels))
         record["final"] = {"train_accuracy": accuracy, **record["final"], "arch": self.arch}
-        self.run_record_ = record
+        self._keep_record(record)
         warn_if_chance(accuracy, labels, lr)
         return self
 
