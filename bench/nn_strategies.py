@@ -48,7 +48,8 @@ COMPRESSORS = ["topk:0.01", "dgc:0.01", "qsgd:8", "sign", "powersgd:2"]
 def configs(workers: int, subset: bool) -> dict[str, dict]:
     """The strategies (and compressors) of a group with ``workers`` workers."""
     w = workers
-    out = {f"average x{w}": {"strategy": "average", "workers": w, "average_every": 50},
+    out = {f"average x{w}": {"strategy": "average", "workers": w,
+                             "strategy_options": {"average_every": 50}},
            f"ps ssp s=1 x{w}": {"strategy": "ps", "workers": w, "consistency": "ssp",
                                 "staleness": 1},
            f"sync x{w}": {"strategy": "sync", "workers": w},
@@ -58,10 +59,13 @@ def configs(workers: int, subset: bool) -> dict[str, dict]:
                                             "compress": "topk:0.01"}
         out[f"ps x{w} topk:0.01"] = {"strategy": "ps", "workers": w, "compress": "topk:0.01"}
         return out
-    out = {"1 worker": {"strategy": "average", "workers": 1, "average_every": 0}, **out,
-           f"sync x{w + 1} b=1": {"strategy": "sync", "workers": w + 1, "backup_workers": 1},
+    out = {"1 worker": {"strategy": "average", "workers": 1,
+                        "strategy_options": {"average_every": 0}}, **out,
+           f"sync x{w + 1} b=1": {"strategy": "sync", "workers": w + 1,
+                                  "strategy_options": {"backup_workers": 1}},
            f"downpour x{w}": {"strategy": "downpour", "workers": w},
-           f"hogwild 1x{w} threads": {"strategy": "hogwild", "workers": 1, "threads": w}}
+           f"hogwild 1x{w} threads": {"strategy": "hogwild", "workers": 1,
+                                      "strategy_options": {"threads": w}}}
     for c in COMPRESSORS:
         out[f"ps x{w} {c}"] = {"strategy": "ps", "workers": w, "compress": c}
         out[f"allreduce x{w} {c}"] = {"strategy": "allreduce", "workers": w, "compress": c}
@@ -199,7 +203,7 @@ def straggler(X, y, Xt, yt, target: float, max_epochs: int, pieces: int = 4) -> 
     out = {}
     for label, backup in (("sync x3 b=0", 0), ("sync x3 b=1", 1)):
         model = NeuralNetClassifier(epochs=1, strategy="sync", workers=3,
-                                    backup_workers=backup, seed=0)
+                                    strategy_options={"backup_workers": backup}, seed=0)
         wall, curve, hit = 0.0, [], None
         for k in range(max_epochs * pieces):
             fit = model.fit if k == 0 else model.partial_fit

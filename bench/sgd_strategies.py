@@ -40,14 +40,15 @@ CONFIGS = {
     "ps ssp s=1": {"strategy": "ps", "consistency": "ssp", "staleness": 1},
     "ps ssp s=3": {"strategy": "ps", "consistency": "ssp", "staleness": 3},
     "ps async": {"strategy": "ps", "consistency": "async", "staleness": None},
-    "sync b=0": {"strategy": "sync", **GRAD},
-    "sync b=1": {"strategy": "sync", "backup_workers": 1, **GRAD},
-    "downpour": {"strategy": "downpour", "lr": 0.1, "batch_size": 32, "n_fetch": 2,
-                 "n_push": 2},
-    "average every 0": {"strategy": "average", "average_every": 0},
-    "average every 10": {"strategy": "average", "average_every": 10},
-    "average every 100": {"strategy": "average", "average_every": 100},
-    "hogwild (4 workers x 1 thread)": {"strategy": "hogwild", "threads": 1},
+    "sync b=0": {"strategy": "sync", "strategy_options": GRAD},
+    "sync b=1": {"strategy": "sync", "strategy_options": {"backup_workers": 1, **GRAD}},
+    "downpour": {"strategy": "downpour", "strategy_options": {
+        "lr": 0.1, "batch_size": 32, "n_fetch": 2, "n_push": 2}},
+    "average every 0": {"strategy": "average", "strategy_options": {"average_every": 0}},
+    "average every 10": {"strategy": "average", "strategy_options": {"average_every": 10}},
+    "average every 100": {"strategy": "average", "strategy_options": {"average_every": 100}},
+    "hogwild (4 workers x 1 thread)": {"strategy": "hogwild",
+                                       "strategy_options": {"threads": 1}},
 }
 
 
@@ -95,7 +96,7 @@ def main() -> None:
         best = []
         for _ in range(3):
             m = LinearClassifier(alpha=ALPHA, epochs=8, strategy="hogwild", workers=1,
-                                 threads=threads).fit(Xtr, ytr)
+                                 strategy_options={"threads": threads}).fit(Xtr, ytr)
             best.append(m.run_record_["final"]["examples_per_s"])
         hog[threads] = {"examples_per_s": float(np.median(best)),
                         "test_error": test_error(m, Xte, yte)}
@@ -103,7 +104,8 @@ def main() -> None:
 
     simu = {}
     for workers in (1, 2, 4, 8):
-        m = LinearClassifier(alpha=ALPHA, epochs=1, strategy="average", average_every=0,
+        m = LinearClassifier(alpha=ALPHA, epochs=1, strategy="average",
+                             strategy_options={"average_every": 0},
                              workers=workers).fit(Xtr, ytr)
         simu[workers] = {"test_error": test_error(m, Xte, yte),
                          "train_objective": m.run_record_["final"]["train_objective"]}

@@ -338,3 +338,16 @@ def test_every_command_refuses_ray_only_options_on_the_embedded_runtime(inputs, 
                      "--no-progress", flag, value]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and flag in err[0] and "Ray runtime" in err[0], err
+
+
+@pytest.mark.parametrize("app,args,flag", [
+    ("linear", ["--strategy", "ps", "--batch-size", "32"], "--batch-size"),
+    ("linear", ["--strategy", "average", "--threads", "4"], "--threads"),
+    ("nn", ["--strategy", "sync", "--average-every", "5"], "--average-every"),
+])
+def test_a_strategy_flag_the_strategy_does_not_take_is_refused(libsvm, capsys, app, args, flag):
+    """The strategy flags are typed for one strategy; given to another they are refused in
+    one line naming the flag, not silently ignored."""
+    assert main([app, "--data", str(libsvm), *args, "--epochs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0] and "is not an option of strategy" in err[0], err

@@ -46,11 +46,11 @@ def problem():
 
 STRATEGIES = [
     ("ps", {"workers": 2}),
-    ("sync", {"workers": 3, "backup_workers": 1, "lr": 2.0, "lr_decay": 0.002,
-              "batch_size": 8}),
-    ("downpour", {"workers": 2, "lr": 0.2, "n_fetch": 2, "n_push": 2}),
-    ("average", {"workers": 2, "average_every": 5}),
-    ("hogwild", {"workers": 1, "threads": 2}),
+    ("sync", {"workers": 3, "strategy_options": {"backup_workers": 1, "lr": 2.0,
+                                                 "lr_decay": 0.002, "batch_size": 8}}),
+    ("downpour", {"workers": 2, "strategy_options": {"lr": 0.2, "n_fetch": 2, "n_push": 2}}),
+    ("average", {"workers": 2, "strategy_options": {"average_every": 5}}),
+    ("hogwild", {"workers": 1, "strategy_options": {"threads": 2}}),
 ]
 
 
@@ -113,7 +113,8 @@ def test_every_strategy_on_ray(ray_cluster, problem, strategy, extra):
 def test_sync_with_a_backup_worker_on_ray_applies_the_first_n_gradients(ray_cluster, problem):
     Xtr, ytr, _, _, _ = problem
     model = LinearClassifier(alpha=1e-3, epochs=1, strategy="sync", workers=3,
-                             backup_workers=1, batch_size=128, seed=1)
+                             strategy_options={"backup_workers": 1, "batch_size": 128},
+                             seed=1)
     model.fit(Xtr, ytr, run=RunConfig(runtime="ray"))
     record = model.run_record_
     assert record["runtime"] == "ray"
@@ -160,7 +161,8 @@ def test_ps_workers_do_not_overshoot_on_rows_they_all_move(consistency, stalenes
 def test_simuparallel_sgd_with_one_worker_is_plain_sgd_bit_for_bit(problem):
     Xtr, ytr, *_ = problem
     epochs, seed = 4, 3
-    model = LinearClassifier(alpha=1e-3, epochs=epochs, strategy="average", average_every=0,
+    model = LinearClassifier(alpha=1e-3, epochs=epochs, strategy="average",
+                             strategy_options={"average_every": 0},
                              workers=1, seed=seed).fit(Xtr, ytr)
     # plain sequential SGD: the same kernel, the same data and example orders, no server
     spec = model.spec_
@@ -191,8 +193,10 @@ def test_hogwild_loses_no_update_when_examples_touch_disjoint_features():
     y = rng.integers(0, 2, n)
     opts = dict(alpha=0.0, penalty="none", learning_rate="constant", eta0=0.1, epochs=1,
                 fit_intercept=False, seed=0)
-    hog = LinearClassifier(strategy="hogwild", workers=1, threads=2, **opts).fit(X, y)
-    seq = LinearClassifier(strategy="hogwild", workers=1, threads=1, **opts).fit(X, y)
+    hog = LinearClassifier(strategy="hogwild", workers=1, strategy_options={"threads": 2},
+                           **opts).fit(X, y)
+    seq = LinearClassifier(strategy="hogwild", workers=1, strategy_options={"threads": 1},
+                           **opts).fit(X, y)
     np.testing.assert_array_equal(hog.coef_, seq.coef_)
     # and every example made its hinge step: w_j = eta y x_j on its own features
     sign = np.where(y == 1, 1.0, -1.0)
@@ -247,7 +251,8 @@ def test_a_hogwild_thread_that_raises_fails_the_fit_naming_it(monkeypatch, in_he
     monkeypatch.setattr(linear_problem.k, "hogwild_epoch", failing)
     X, y = sparse_problem(n=400)
     with pytest.raises(FloatingPointError, match="injected in one thread") as caught:
-        LinearClassifier(strategy="hogwild", workers=1, threads=2, epochs=2, seed=0).fit(X, y)
+        LinearClassifier(strategy="hogwild", workers=1, strategy_options={"threads": 2},
+                         epochs=2, seed=0).fit(X, y)
     where = "helper thread hogwild-1" if in_helper else "the calling thread"
     notes = getattr(caught.value, "__notes__", [])
     assert any(where in note and "of 2 hogwild threads" in note for note in notes), notes
@@ -257,7 +262,7 @@ def test_a_hogwild_thread_that_raises_fails_the_fit_naming_it(monkeypatch, in_he
 def test_hogwild_converges_with_two_threads(problem):
     Xtr, ytr, Xte, yte, ref = problem
     model = LinearClassifier(alpha=1e-3, epochs=10, strategy="hogwild", workers=1,
-                             threads=2).fit(Xtr, ytr)
+                             strategy_options={"threads": 2}).fit(Xtr, ytr)
     assert model.score(Xte, yte) >= ref - 0.02
 
 
@@ -300,8 +305,9 @@ def test_parameters_and_inputs_are_checked():
 
     with pytest.raises(ConfigError, match="strategy must be one of"):
         LinearClassifier(strategy="gossip").fit(X, y)
-    with pytest.raises(ConfigError, match="backup_workers applies to strategy='sync'"):
-        LinearClassifier(backup_workers=1).fit(X, y)
+    with pytest.raises(ConfigError, match="'backup_workers' is not an option of strategy "
+                                          "'average'.*applies to strategy='sync'"):
+        LinearClassifier(strategy_options={"backup_workers": 1}).fit(X, y)
     with pytest.raises(ConfigError, match="multinomial' needs loss='log_loss'"):
         LinearClassifier(multi_class="multinomial").fit(X, y)
     with pytest.raises(ConfigError, match="1 class"):
@@ -352,22 +358,45 @@ def test_cli_bad_input_names_file_line_and_problem(tmp_path, capsys):
     assert "more than the" in capsys.readouterr().err
 
 
-def test_a_setting_is_refused_by_a_strategy_that_does_not_take_it_unless_left_at_its_default():
-    """Each strategy declares its options (strategies/<name>.py): a setting the user chose
-    that the strategy would not use is refused, naming the strategies that use it; the same
-    setting left at the estimator's default is not a choice and passes."""
+def test_an_option_is_refused_by_a_strategy_that_does_not_take_it():
+    """Each strategy declares its options (strategies/<name>.py): an option it would not
+    use is refused, naming the strategies that use it, before any data is read."""
     X, y = sparse_problem(n=200)
     from stalesync.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="threads applies to strategy='hogwild', not "
-                                          "'average'"):
-        LinearClassifier(strategy="average", threads=4).fit(X, y)
-    with pytest.raises(ConfigError, match="batch_size applies to strategy='sync' or "
-                                          "'downpour' or 'average', not 'ps'"):
-        LinearClassifier(strategy="ps", batch_size=32, workers=1).fit(X, y)
-    with pytest.raises(ConfigError, match="server_update applies to strategy='downpour'"):
-        LinearClassifier(strategy="sync", server_update="adam", workers=1).fit(X, y)
-    model = LinearClassifier(strategy="ps", batch_size=64, threads=2, workers=1,
-                             epochs=1).fit(X, y)  # the defaults: not choices
+    with pytest.raises(ConfigError, match="'threads' is not an option of strategy 'average' "
+                                          r"\(its options: average_every, batch_size\); it "
+                                          "applies to strategy='hogwild'"):
+        LinearClassifier(strategy="average", strategy_options={"threads": 4}).fit(X, y)
+    with pytest.raises(ConfigError, match="'batch_size' is not an option of strategy 'ps' "
+                                          r"\(its options: none\); it applies to "
+                                          "strategy='sync' or 'downpour' or 'average'"):
+        LinearClassifier(strategy="ps", strategy_options={"batch_size": 32}).fit(X, y)
+    with pytest.raises(ConfigError, match="'gossip_every' is not an option of strategy "
+                                          r"'sync' \(its options: lr, lr_decay, batch_size, "
+                                          r"backup_workers\)$"):
+        LinearClassifier(strategy="sync", strategy_options={"gossip_every": 2}).fit(X, y)
+    with pytest.raises(ConfigError, match="server_update must be one of"):
+        LinearClassifier(strategy="downpour",
+                         strategy_options={"server_update": "nesterov"}).fit(X, y)
+    model = LinearClassifier(strategy="ps", workers=1, epochs=1).fit(X, y)
     assert model.run_record_["strategy"] == "ps"
     assert model.run_record_["guarantee"]["promise"].startswith("ssp: a read at clock c")
+
+
+def test_a_model_saved_with_a_parameter_the_estimator_no_longer_takes_fails_in_one_line(
+        tmp_path):
+    """A model directory from before a parameter moved (a strategy's options into
+    strategy_options) is refused naming the parameter, not with a TypeError."""
+    import json
+
+    from stalesync.errors import DataFormatError
+
+    X, y = sparse_problem(n=200)
+    path = tmp_path / "model"
+    LinearClassifier(workers=1, epochs=1).fit(X, y).save(path)
+    meta = json.loads((path / "model.json").read_text())
+    meta["params"]["threads"] = 2
+    (path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(DataFormatError, match="no longer takes: threads"):
+        LinearClassifier.load(path)

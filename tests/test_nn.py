@@ -44,16 +44,17 @@ def single_process(data):
     """Test accuracy of plain SGD in one process (one worker, no averaging: tested below
     to be plain SGD) at the epochs and step the strategies get."""
     Xtr, ytr, Xte, yte = data
-    model = NeuralNetClassifier(hidden=32, epochs=3, lr=0.1, average_every=0, seed=1, **SGD64)
+    model = NeuralNetClassifier(hidden=32, epochs=3, lr=0.1,
+                                strategy_options={"average_every": 0}, seed=1, **SGD64)
     return model.fit(Xtr, ytr).score(Xte, yte)
 
 
 STRATEGIES = [
-    ("average", {"workers": 2, "average_every": 10}),
+    ("average", {"workers": 2, "strategy_options": {"average_every": 10}}),
     ("ps", {"workers": 2, "consistency": "ssp", "staleness": 1}),
-    ("sync", {"workers": 2, "backup_workers": 1, "lr": 0.1}),
-    ("downpour", {"workers": 2, "n_push": 2, "lr": 0.1}),
-    ("hogwild", {"workers": 1, "threads": 2}),
+    ("sync", {"workers": 2, "strategy_options": {"backup_workers": 1}, "lr": 0.1}),
+    ("downpour", {"workers": 2, "strategy_options": {"n_push": 2}, "lr": 0.1}),
+    ("hogwild", {"workers": 1, "strategy_options": {"threads": 2}}),
 ]
 
 
@@ -99,7 +100,8 @@ def test_simuparallel_sgd_with_one_worker_is_plain_sgd(data):
     """``average`` with one worker and one averaging at the end adds nothing to SGD (but
     the table's float32 rounding of ``base + (model - base)``)."""
     Xtr, ytr, _, _ = data
-    model = NeuralNetClassifier(hidden=16, epochs=2, strategy="average", average_every=0,
+    model = NeuralNetClassifier(hidden=16, epochs=2, strategy="average",
+                                strategy_options={"average_every": 0},
                                 workers=1, seed=3, **SGD64).fit(Xtr, ytr)
     net = networks.build("mlp", Xtr.shape[1], 4, 16, 3)
     rows = networks.get_flat(net).shape[0]
@@ -129,7 +131,7 @@ def test_save_load_predicts_the_same(data, tmp_path):
 
 @pytest.mark.parametrize("params,match", [
     ({"arch": "resnet"}, "arch"), ({"lr": 0.0}, "lr"), ({"strategy": "gossip"}, "strategy"),
-    ({"workers": 0}, "workers"), ({"backup_workers": 1}, "backup_workers"),
+    ({"workers": 0}, "workers"), ({"strategy_options": {"backup_workers": 1}}, "backup_workers"),
     ({"compress": "topk:5"}, "compress"),
 ])
 def test_options_are_checked_before_any_work(data, params, match):
@@ -242,8 +244,8 @@ def test_a_hogwild_helper_thread_that_raises_fails_the_fit_naming_it(monkeypatch
     monkeypatch.setattr(NNProblem, "_sgd", failing)
     X, y = blobs(n=200)
     with pytest.raises(FloatingPointError, match="injected in a helper thread") as caught:
-        NeuralNetClassifier(hidden=8, epochs=2, strategy="hogwild", workers=1, threads=2,
-                            seed=0).fit(X, y)
+        NeuralNetClassifier(hidden=8, epochs=2, strategy="hogwild", workers=1,
+                            strategy_options={"threads": 2}, seed=0).fit(X, y)
     notes = getattr(caught.value, "__notes__", [])
     assert any("helper thread hogwild-1" in note for note in notes), notes
     assert len(calls) == 2 and "hogwild-1" in calls  # the first epoch's two threads
@@ -321,7 +323,8 @@ def regression(n=1200, d=6, seed=0):
 
 
 @pytest.mark.parametrize("strategy,extra", [("ps", {"workers": 2}),
-                                            ("average", {"workers": 2, "average_every": 5}),
+                                            ("average", {"workers": 2, "strategy_options":
+                                                         {"average_every": 5}}),
                                             ("sync", {"workers": 2, "batch_size": 16}),
                                             ("allreduce", {"workers": 2, "batch_size": 16})])
 def test_fit_trains_a_users_module_with_its_own_loss(strategy, extra):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ..errors import ConfigError, NotFittedError
+from ..errors import ConfigError, DataFormatError, NotFittedError
 from ..faults import Stragglers
 from ..job import RUNTIMES
 from ..observe.metrics import check_record
@@ -188,18 +188,6 @@ def _range_text(low: int | None, high: int | None) -> str:
 # -- the estimator base ---------------------------------------------------------------------
 
 
-def given_settings(defaults_of: Callable[..., Any], values: Mapping[str, Any]) -> set[str]:
-    """The names in ``values`` whose value differs from ``defaults_of``'s default for it:
-    the settings a user chose (an option a strategy does not take is refused only then)."""
-    params = inspect.signature(defaults_of).parameters
-    return {k for k, v in values.items()
-            if k in params and not _same(v, params[k].default)}
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b
-
-
 class StalesyncEstimator(BaseEstimator):
     """Base of every stalesync estimator (put the scikit-learn mixin first).
 
@@ -243,6 +231,11 @@ class StalesyncEstimator(BaseEstimator):
     def load(cls, path: str | Path):
         """A model written by :meth:`save`."""
         params, arrays, info = load_model(path, cls)
+        unknown = sorted(set(params) - set(inspect.signature(cls.__init__).parameters))
+        if unknown:
+            raise DataFormatError(f"{path}: saved with parameters {cls.__name__} no longer "
+                                  f"takes: {', '.join(unknown)} (a strategy's options are "
+                                  "now strategy_options); refit and save it again")
         model = cls(**params)
         for name, value in {**arrays, **info}.items():
             setattr(model, name, value)

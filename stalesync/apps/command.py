@@ -77,8 +77,10 @@ class Flags:
         self.flag_of: dict[str, str] = {}
 
     def add(self, group: str, *names: str, **kwargs: Any) -> None:
-        if "dest" in kwargs and "metavar" not in kwargs and kwargs.get("action") is None:
-            kwargs["metavar"] = names[0].lstrip("-").upper().replace("-", "_")
+        if kwargs.get("action") is None:  # a value: note when the user types it
+            if "dest" in kwargs and "metavar" not in kwargs:
+                kwargs["metavar"] = names[0].lstrip("-").upper().replace("-", "_")
+            kwargs["action"] = Given
         action = self.groups[group].add_argument(*names, **kwargs)
         self.flag_of[action.dest] = names[0]
 
@@ -90,8 +92,8 @@ def holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]
     return order[:cut], order[cut:]
 
 
-STRATEGY_OPTIONS = ("clocks_per_epoch", "backup_workers", "n_fetch", "n_push",
-                    "server_update", "average_every", "threads")
+STRATEGY_OPTIONS = ("backup_workers", "n_fetch", "n_push", "server_update", "average_every",
+                    "threads")
 
 
 def add_strategy_flags(flags: Flags, *, examples_per_clock: int, average_every: int,
@@ -115,9 +117,12 @@ def add_strategy_flags(flags: Flags, *, examples_per_clock: int, average_every: 
               help="hogwild: lock-free threads per worker")
 
 
-def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The estimator keywords of :func:`add_strategy_flags`' options."""
-    return {name: getattr(args, name) for name in STRATEGY_OPTIONS}
+def strategy_options(args: argparse.Namespace, *also: str) -> dict[str, Any]:
+    """The estimator's ``strategy_options``: the strategy flags of :func:`add_strategy_flags`
+    the user typed (``also``: an app's own flags that are a strategy's options too, such as
+    the linear models' ``--lr``), so the strategy refuses, naming it, one it does not take."""
+    given = getattr(args, "given_", frozenset())
+    return {name: getattr(args, name) for name in (*STRATEGY_OPTIONS, *also) if name in given}
 
 
 def check_classes(y: np.ndarray, args: argparse.Namespace, source: str, hint: str) -> None:

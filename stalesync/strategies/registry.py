@@ -7,7 +7,7 @@ commands' choices, the option checks and the run record's promise follow from it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -35,22 +35,25 @@ def option_names(name: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(STRATEGIES[name].options_type))
 
 
-def make_strategy(name: str, values: Mapping[str, Any] | None = None,
-                  given: Iterable[str] = ()) -> Strategy:
-    """Strategy ``name`` with its options taken from ``values`` (an estimator's settings:
-    the ones it does not take are left out). ``given``: the settings the user chose; one
-    the strategy does not take is refused, naming the strategies that do."""
+def make_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strategy:
+    """Strategy ``name`` with ``options`` (its own: :func:`option_names`); an option it
+    does not take is refused, naming the strategies that take it."""
     if name not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {STRATEGY_NAMES}, got {name!r}",
                           param="strategy")
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(f"strategy_options must be a dict, got {type(options).__name__}",
+                          param="strategy_options")
     mine = option_names(name)
-    for key in given:
+    for key in options or {}:
         if key not in mine:
             takers = " or ".join(repr(n) for n in STRATEGIES if key in option_names(n))
-            raise ConfigError(f"{key} applies to strategy={takers}, not {name!r}", param=key)
-    values = values or {}
+            where = f"; it applies to strategy={takers}" if takers else ""
+            raise ConfigError(f"strategy_options: {key!r} is not an option of strategy "
+                              f"{name!r} (its options: {', '.join(mine) or 'none'}){where}",
+                              param=key)
     cls = STRATEGIES[name]
-    return cls(cls.options_type(**{k: values[k] for k in mine if k in values}))
+    return cls(cls.options_type(**dict(options or {})))
 
 
 def check_strategy_consistency(strategy: str, consistency: Any, staleness: Any,

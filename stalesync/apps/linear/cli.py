@@ -82,10 +82,10 @@ class LinearCommand(AppCommand):
             loss=args.loss, penalty=args.penalty, alpha=args.alpha, l1_ratio=args.l1_ratio,
             epochs=args.epochs, learning_rate=args.learning_rate, eta0=args.eta0,
             average=args.average, multi_class=args.multi_class,
-            hash_features=args.hash_features, strategy=args.strategy, workers=args.workers,
-            consistency=args.consistency, staleness=args.staleness,
-            batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, seed=args.seed,
-            **strategy_options(args))
+            hash_features=args.hash_features, strategy=args.strategy,
+            strategy_options=strategy_options(args, "lr", "lr_decay", "batch_size"),
+            workers=args.workers, consistency=args.consistency, staleness=args.staleness,
+            clocks_per_epoch=args.clocks_per_epoch, seed=args.seed)
 
     def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
         from ...data.load import load_features

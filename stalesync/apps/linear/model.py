@@ -28,7 +28,6 @@ from ..base import (
     check_consistency,
     check_float,
     check_int,
-    given_settings,
 )
 from ..sgd_job import run_sgd_job
 from ..workers import AUTO, Work, check_workers, decide, timed
@@ -39,9 +38,6 @@ LEARNING_RATES = ("optimal", "constant", "invscaling")
 MULTI_CLASS = ("ovr", "multinomial")
 SAMPLE_FOR_ETA = 1000  # examples Bottou's step-size search tries (t0 "chosen on a sample")
 PS_CHUNK = 256  # ps: examples per worker per clock when clocks_per_epoch is not given
-# the estimator's settings that belong to its strategy (each takes some: docs/linear.md)
-STRATEGY_SETTINGS = ("lr", "lr_decay", "batch_size", "backup_workers", "n_fetch", "n_push",
-                     "server_update", "average_every", "threads")
 PROBE_EXAMPLES = 2000  # workers="auto" times one SGD pass over this many examples
 
 
@@ -59,12 +55,10 @@ class LinearSGD(StalesyncEstimator):
                  learning_rate: str = "optimal", eta0: float = 0.01, power_t: float = 0.5,
                  average: bool = False, epsilon: float = 0.1, multi_class: str = "ovr",
                  hash_features: int | None = None, strategy: str = "average",
-                 workers: int | str = "auto",
-                 consistency: str = "ssp", staleness: int | None = 1,
-                 clocks_per_epoch: int | None = None, batch_size: int = 64, lr: float = 0.1,
-                 lr_decay: float = 0.0, backup_workers: int = 0, n_fetch: int = 1,
-                 n_push: int = 1, server_update: str = "adagrad", average_every: int = 0,
-                 threads: int = 2, seed: int = 0) -> None:
+                 strategy_options: dict[str, Any] | None = None,
+                 workers: int | str = "auto", consistency: str = "ssp",
+                 staleness: int | None = 1, clocks_per_epoch: int | None = None,
+                 seed: int = 0) -> None:
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -79,19 +73,11 @@ class LinearSGD(StalesyncEstimator):
         self.multi_class = multi_class
         self.hash_features = hash_features
         self.strategy = strategy
+        self.strategy_options = strategy_options
         self.workers = workers
         self.consistency = consistency
         self.staleness = staleness
         self.clocks_per_epoch = clocks_per_epoch
-        self.batch_size = batch_size
-        self.lr = lr
-        self.lr_decay = lr_decay
-        self.backup_workers = backup_workers
-        self.n_fetch = n_fetch
-        self.n_push = n_push
-        self.server_update = server_update
-        self.average_every = average_every
-        self.threads = threads
         self.seed = seed
 
     def __sklearn_tags__(self):
@@ -101,11 +87,9 @@ class LinearSGD(StalesyncEstimator):
 
     # -- parameters -------------------------------------------------------------------
     def _strategy(self) -> Strategy:
-        """The strategy with its options from this estimator's settings; a setting the user
-        chose that the strategy does not take is refused, naming the strategies that do."""
-        values = {key: getattr(self, key) for key in STRATEGY_SETTINGS}
-        return make_strategy(self.strategy, values,
-                             given=given_settings(LinearSGD.__init__, values))
+        """The strategy with its ``strategy_options`` (checked: an option it does not take
+        is refused, naming the strategies that do)."""
+        return make_strategy(self.strategy, self.strategy_options)
 
     def _check_params(self) -> None:
         check_choice(self.loss, "loss", self._losses)
@@ -261,11 +245,13 @@ class LinearSGD(StalesyncEstimator):
                         spec.fit_intercept, 1.0)
 
         compute = timed(one_pass) * n / m * epochs
-        name, b = self.strategy, self.batch_size
-        if (name == "average" and self.average_every == 0) or name == "hogwild":
+        name, options = self.strategy, self._strategy().options
+        b = getattr(options, "batch_size", 1)
+        every = getattr(options, "average_every", 0)
+        if (name == "average" and every == 0) or name == "hogwild":
             return Work(compute, 1 if name == "average" else epochs, max_workers=n)
         if name == "average":
-            steps = -(-epochs * n // (self.average_every * b))
+            steps = -(-epochs * n // (every * b))
         elif name == "ps":
             steps = epochs * (self.clocks_per_epoch or max(1, n // PS_CHUNK))
         else:
@@ -399,13 +385,14 @@ class LinearClassifier(ClassifierMixin, LinearSGD):
     ``average=True``: averaged SGD (strategy ``average``). ``hash_features=N``: hash the
     columns into N buckets.
 
-    ``strategy`` (see :mod:`stalesync.strategies`): ``ps`` (``consistency``,
-    ``staleness``, ``clocks_per_epoch``, default: chunks of about 256 examples per worker:
-    workers add their chunks' changes, which must stay small for the sum to be right),
-    ``sync`` (``backup_workers``, ``batch_size``, ``lr``), ``downpour`` (``n_fetch``,
-    ``n_push``, ``server_update``, ``lr``),
-    ``average`` (``average_every`` steps of ``batch_size``; 0: once at the end) and
-    ``hogwild`` (``threads``). Where it runs: ``fit(X, y, run=RunConfig(...))``.
+    ``strategy`` (see :mod:`stalesync.strategies`) and its ``strategy_options`` (a dict of
+    that strategy's own options; one it does not take is refused): ``ps`` (no options; the
+    job's ``consistency``, ``staleness`` and ``clocks_per_epoch``, default: chunks of
+    about 256 examples per worker), ``sync`` (``lr``, ``lr_decay``, ``batch_size``,
+    ``backup_workers``), ``downpour`` (``lr``, ``lr_decay``, ``batch_size``, ``n_fetch``,
+    ``n_push``, ``server_update``), ``average`` (``average_every`` local steps of
+    ``batch_size``; 0: once at the end) and ``hogwild`` (``threads``). Where it runs:
+    ``fit(X, y, run=RunConfig(...))``.
     """
 
     _losses = k.CLASSIFICATION
@@ -472,22 +459,17 @@ class LinearRegressor(RegressorMixin, LinearSGD):
                  epochs: int = 10, learning_rate: str = "invscaling", eta0: float = 0.01,
                  power_t: float = 0.25, average: bool = False, epsilon: float = 0.1,
                  multi_class: str = "ovr", hash_features: int | None = None,
-                 strategy: str = "average", workers: int | str = "auto",
-                 consistency: str = "ssp",
+                 strategy: str = "average", strategy_options: dict[str, Any] | None = None,
+                 workers: int | str = "auto", consistency: str = "ssp",
                  staleness: int | None = 1, clocks_per_epoch: int | None = None,
-                 batch_size: int = 64,
-                 lr: float = 0.1, lr_decay: float = 0.0, backup_workers: int = 0,
-                 n_fetch: int = 1, n_push: int = 1, server_update: str = "adagrad",
-                 average_every: int = 0, threads: int = 2, seed: int = 0) -> None:
+                 seed: int = 0) -> None:
         super().__init__(
             loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio, fit_intercept=fit_intercept,
             epochs=epochs, learning_rate=learning_rate, eta0=eta0, power_t=power_t,
             average=average, epsilon=epsilon, multi_class=multi_class,
-            hash_features=hash_features, strategy=strategy, workers=workers,
-            consistency=consistency, staleness=staleness, clocks_per_epoch=clocks_per_epoch,
-            batch_size=batch_size, lr=lr, lr_decay=lr_decay, backup_workers=backup_workers,
-            n_fetch=n_fetch, n_push=n_push, server_update=server_update,
-            average_every=average_every, threads=threads, seed=seed)
+            hash_features=hash_features, strategy=strategy, strategy_options=strategy_options,
+            workers=workers, consistency=consistency, staleness=staleness,
+            clocks_per_epoch=clocks_per_epoch, seed=seed)
 
     def _targets(self, y: Any, fitting: bool = True) -> tuple[np.ndarray, np.ndarray, int, int]:
         yvals = np.asarray(y, dtype=np.float64).ravel()

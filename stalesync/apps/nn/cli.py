@@ -71,9 +71,10 @@ class NNCommand(AppCommand):
         return NeuralNetClassifier(
             arch=args.arch, hidden=args.hidden, epochs=args.epochs, optimizer=args.optimizer,
             lr=args.lr,
-            batch_size=args.batch_size, strategy=args.strategy, workers=args.workers,
+            batch_size=args.batch_size, strategy=args.strategy,
+            strategy_options=strategy_options(args), workers=args.workers,
             consistency=args.consistency, staleness=args.staleness,
-            compress=args.compress, seed=args.seed, **strategy_options(args))
+            clocks_per_epoch=args.clocks_per_epoch, compress=args.compress, seed=args.seed)
 
     def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
         from ...data.load import load_features

@@ -17,12 +17,11 @@ from ..base import (
     StalesyncEstimator,
     check_choice,
     check_int,
-    given_settings,
 )
 from ..workers import AUTO, Work, check_workers, decide, timed
 from . import networks
 from .problem import NNSpec
-from .training import STRATEGY_ONLY, Plan, make_plan, train
+from .training import Plan, make_plan, train
 
 PREDICT_BATCH = 4096
 OPTIMIZERS = ("auto", "sgd", "adam")
@@ -91,13 +90,10 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
 
     def __init__(self, arch: str = "mlp", *, hidden: int = 256, epochs: int = 5,
                  optimizer: str = "auto", lr: float | None = None, batch_size: int = 200,
-                 strategy: str = "average",
+                 strategy: str = "average", strategy_options: dict[str, Any] | None = None,
                  workers: int | str = "auto", consistency: str = "ssp",
-                 staleness: int | str | None = 1,
-                 clocks_per_epoch: int | None = None, average_every: int = 50,
-                 backup_workers: int = 0, n_fetch: int = 1, n_push: int = 1,
-                 server_update: str = "sgd", threads: int = 2, compress: str = "none",
-                 seed: int = 0) -> None:
+                 staleness: int | str | None = 1, clocks_per_epoch: int | None = None,
+                 compress: str = "none", seed: int = 0) -> None:
         self.arch = arch
         self.hidden = hidden
         self.epochs = epochs
@@ -105,27 +101,21 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         self.lr = lr
         self.batch_size = batch_size
         self.strategy = strategy
+        self.strategy_options = strategy_options
         self.workers = workers
         self.consistency = consistency
         self.staleness = staleness
         self.clocks_per_epoch = clocks_per_epoch
-        self.average_every = average_every
-        self.backup_workers = backup_workers
-        self.n_fetch = n_fetch
-        self.n_push = n_push
-        self.server_update = server_update
-        self.threads = threads
         self.compress = compress
         self.seed = seed
 
     def _plan(self, workers: int) -> Plan:
         _, lr = resolve_optimizer(self.strategy, self.optimizer, self.lr)
-        settings = {key: getattr(self, key) for key in STRATEGY_ONLY}
         return make_plan(
             self.strategy, lr=lr, batch_size=self.batch_size, workers=workers,
             consistency=self.consistency, staleness=self.staleness,
             clocks_per_epoch=self.clocks_per_epoch, compress=self.compress, seed=self.seed,
-            given=given_settings(NeuralNetClassifier.__init__, settings), **settings)
+            strategy_options=self.strategy_options)
 
     def _check_params(self) -> None:
         check_choice(self.arch, "arch", networks.ARCHS)
@@ -205,11 +195,12 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         per_epoch = -(-X.shape[0] // b)
         most = per_epoch
         if self.strategy == "average":
-            clocks = -(-steps // max(self.average_every, 1))
+            every = self._plan(1).strategy.options.average_every
+            clocks = -(-steps // max(every, 1))
             # each worker's models must meet within an epoch: it takes at least
             # average_every local steps per epoch (fewer: averaging a few steps of
             # diverged models loses more than the second worker gains)
-            most = per_epoch // max(self.average_every, 1)
+            most = per_epoch // max(every, 1)
         elif self.strategy == "hogwild":
             clocks = epochs
         else:

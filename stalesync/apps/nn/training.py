@@ -4,7 +4,6 @@ classifier or a user's module): split the examples over the workers, run the str
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from ...ps.compression import parse as parse_compressor
 from ...ps.tables import TableSpec
 from ...runtime.backends import make_backend
 from ...strategies import TABLE, Strategy, check_strategy_consistency, make_strategy
+from ...strategies.registry import STRATEGIES, option_names
 from ..base import RunConfig, check_consistency, check_float, check_int
 from ..sgd_job import run_sgd_job
 from . import networks
@@ -53,18 +53,19 @@ class Trained:
     train_s: float
 
 
-# the settings that belong to a strategy only (lr and batch_size are the network's too)
-STRATEGY_ONLY = ("average_every", "backup_workers", "n_fetch", "n_push", "server_update",
-                 "threads")
+# the NN's own defaults of strategy options (the strategies' are the linear models'): a
+# network averages every 50 local steps, and its downpour shard steps with plain SGD
+NN_DEFAULTS: dict[str, dict[str, Any]] = {"average": {"average_every": 50},
+                                          "downpour": {"server_update": "sgd"}}
+NETWORK_SETTINGS = ("lr", "batch_size")  # the network's own, given to the strategies too
 
 
 def make_plan(strategy: str, *, lr: float, batch_size: int, workers: int, consistency: str,
-              staleness: Any, clocks_per_epoch: int | None, average_every: int,
-              backup_workers: int, n_fetch: int, n_push: int, server_update: str,
-              threads: int, compress: str, seed: int, given: Iterable[str] = ()) -> Plan:
-    """The checked :class:`Plan` of these settings (an error names the bad one). ``given``:
-    the settings the user chose; a strategy-only one the strategy does not take is
-    refused."""
+              staleness: Any, clocks_per_epoch: int | None, compress: str, seed: int,
+              strategy_options: dict[str, Any] | None = None) -> Plan:
+    """The checked :class:`Plan` of these settings (an error names the bad one). The
+    strategy gets ``strategy_options`` over the NN's defaults, and the network's ``lr`` and
+    ``batch_size`` where it takes them (they are set on the network, not as options)."""
     check_float(lr, "lr", 0, low_open=True)
     check_int(batch_size, "batch_size", 1)
     check_int(workers, "workers", 1)
@@ -74,17 +75,21 @@ def make_plan(strategy: str, *, lr: float, batch_size: int, workers: int, consis
     check_consistency(consistency, staleness)
     check_strategy_consistency(strategy, consistency, staleness)
     parse_compressor(compress)
+    given = dict(strategy_options or {})
+    for key in NETWORK_SETTINGS:
+        if key in given:
+            raise ConfigError(f"strategy_options: {key!r} is the network's: set {key}= on the "
+                              "estimator", param=key)
     chosen = None
     if strategy == ALLREDUCE:
-        for key in given:
-            if key in STRATEGY_ONLY:
-                raise ConfigError(f"{key} does not apply to strategy 'allreduce'", param=key)
+        if given:
+            raise ConfigError(f"strategy 'allreduce' takes no options, got {sorted(given)}",
+                              param="strategy_options")
     else:
-        values = {"lr": lr, "batch_size": batch_size, "average_every": average_every,
-                  "backup_workers": backup_workers, "n_fetch": n_fetch, "n_push": n_push,
-                  "server_update": server_update, "threads": threads}
-        chosen = make_strategy(strategy, values,
-                               given=[k for k in given if k in STRATEGY_ONLY])
+        options = {**NN_DEFAULTS.get(strategy, {}), **given}
+        takes = option_names(strategy) if strategy in STRATEGIES else ()
+        options.update({k: v for k, v in (("lr", lr), ("batch_size", batch_size)) if k in takes})
+        chosen = make_strategy(strategy, options)
     return Plan(chosen, workers, consistency, staleness, clocks_per_epoch, compress, seed)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, DataFormatError
-from ..base import RunConfig, check_int, given_settings
+from ..base import RunConfig, check_int
 from . import networks
 from .problem import NNSpec
 from .training import make_plan, train
@@ -34,9 +34,8 @@ class FitResult:
 def fit(module: Any, loss_fn: Any, X: Any, y: Any, *, strategy: str = "ps",
         epochs: int = 5, lr: float = 0.05, batch_size: int = 64, workers: int = 2,
         consistency: str = "ssp", staleness: int | str | None = 1,
-        clocks_per_epoch: int | None = None, average_every: int = 50,
-        backup_workers: int = 0, n_fetch: int = 1, n_push: int = 1,
-        server_update: str = "sgd", threads: int = 2, compress: str = "none",
+        clocks_per_epoch: int | None = None, strategy_options: dict[str, Any] | None = None,
+        compress: str = "none",
         seed: int = 0, run: RunConfig | dict | None = None) -> FitResult:
     """Train ``module`` on examples ``X`` (first axis: examples) and targets ``y`` so that
     ``loss_fn(module(x_batch), y_batch)`` (a scalar tensor) goes down.
@@ -54,13 +53,10 @@ def fit(module: Any, loss_fn: Any, X: Any, y: Any, *, strategy: str = "ps",
     if not callable(loss_fn):
         raise ConfigError("loss_fn must be callable: loss_fn(output, target) -> scalar",
                           param="loss_fn")
-    settings = {"average_every": average_every, "backup_workers": backup_workers,
-                "n_fetch": n_fetch, "n_push": n_push, "server_update": server_update,
-                "threads": threads}
     plan = make_plan(strategy, lr=lr, batch_size=batch_size, workers=workers,
                      consistency=consistency, staleness=staleness,
                      clocks_per_epoch=clocks_per_epoch, compress=compress, seed=seed,
-                     given=given_settings(fit, settings), **settings)
+                     strategy_options=strategy_options)
     check_int(epochs, "epochs", 1)
     run = RunConfig.coerce(run)
     X, y = _arrays(X, y)
