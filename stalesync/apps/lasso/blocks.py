@@ -117,7 +117,7 @@ def check_time(X: Any, threads: int = 1) -> float:
     """Seconds of a check's pass (``X^T v``, every column; X dense or CSC) on one thread,
     or on two threads each taking half the columns at once: measured, because the pass
     streams the data and two threads share the memory bandwidth (on this project's 2-core
-    machine the halves took 0.6x-1x the one-thread time, depending on the problem)."""
+    machine the halves took 0.6x-1.3x the one-thread time, depending on the problem)."""
     sparse = sp.issparse(X)
     n, d = X.shape
     v = np.ones(n)
