@@ -115,3 +115,22 @@ def test_clones_in_a_grid_search_never_share_run_settings():
     assert search.best_params_ == {"n_clusters": 3}
     params = KMeans().get_params()
     assert not {"runtime", "snapshot_dir", "resume", "address", "progress"} & set(params)
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_the_shared_parameters_are_checked_alike_in_every_estimator(name):
+    """epochs, workers and seed are declared once (apps/base.SHARED_PARAMETERS): every
+    estimator that has one refuses a bad value the same way, naming it, before any work."""
+    from stalesync.apps.base import SHARED_PARAMETERS
+    from stalesync.errors import ConfigError
+
+    estimator = ESTIMATORS[name][0]
+    params = estimator.get_params(deep=False)
+    shared = [p for p in SHARED_PARAMETERS if p in params]
+    assert "workers" in shared and "seed" in shared, shared
+    for param, bad in (("epochs", 0), ("workers", 0), ("seed", -1)):
+        if param not in shared:
+            continue
+        with pytest.raises(ConfigError) as info:
+            clone(estimator).set_params(**{param: bad}).check_params()
+        assert info.value.param == param

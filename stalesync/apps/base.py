@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from ..observe.metrics import check_record
 from ..persist.model_io import load_model, save_model
 from ..ps.consistency import KINDS, ConsistencyModel
 from ..runtime.address import check_address_format, check_min_nodes
+from .workers import check_workers
 
 # -- run settings ---------------------------------------------------------------------------
 
@@ -188,10 +189,20 @@ def _range_text(low: int | None, high: int | None) -> str:
 # -- the estimator base ---------------------------------------------------------------------
 
 
+# the parameters that mean the same in every estimator that has them, checked the same way
+SHARED_PARAMETERS: dict[str, Callable[[Any, str], Any]] = {
+    "epochs": lambda value, name: check_int(value, name, 1),
+    "workers": lambda value, name: check_workers(value, name),
+    "seed": lambda value, name: check_int(value, name, 0),
+}
+
+
 class StalesyncEstimator(BaseEstimator):
     """Base of every stalesync estimator (put the scikit-learn mixin first).
 
-    Subclasses implement ``_check_params()`` (raise :class:`ConfigError` naming the
+    The parameters many estimators share are checked once, here, from
+    :data:`SHARED_PARAMETERS` (an estimator that has one gets its check); subclasses
+    implement ``_check_own_params()`` for the rest (raise :class:`ConfigError` naming the
     parameter) and list their fitted attributes in ``_fitted_attributes``."""
 
     _fitted_attributes: tuple[str, ...] = ()
@@ -199,7 +210,16 @@ class StalesyncEstimator(BaseEstimator):
     _model_info: tuple[str, ...] = ()  # fitted JSON values that save() writes
 
     def _check_params(self) -> None:
-        """Raise :class:`ConfigError` for any invalid parameter (before any work)."""
+        """Raise :class:`ConfigError` for any invalid parameter (before any work): the
+        shared ones as declared, then the estimator's own."""
+        params = self.get_params(deep=False)
+        for name, check in SHARED_PARAMETERS.items():
+            if name in params:
+                check(params[name], name)
+        self._check_own_params()
+
+    def _check_own_params(self) -> None:
+        """The estimator's own checks (default: none)."""
 
     def check_params(self) -> None:
         """Validate every parameter now (the CLI calls this before loading data)."""

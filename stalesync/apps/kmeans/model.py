@@ -24,7 +24,7 @@ from ..base import (
     check_int,
 )
 from ..progress import Progress
-from ..workers import AUTO, Work, check_workers, decide, timed
+from ..workers import AUTO, Work, decide, timed
 from .worker import COUNTS, SUMS, Points, centroids, make_worker
 
 INITS = ("k-means++", "random")
@@ -75,12 +75,9 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         tags.input_tags.sparse = True
         return tags
 
-    def _check_params(self) -> None:
+    def _check_own_params(self) -> None:
         check_int(self.n_clusters, "n_clusters", 1)
-        check_int(self.epochs, "epochs", 1)
         check_int(self.batch_size, "batch_size", 1)
-        check_workers(self.workers)
-        check_int(self.seed, "seed", 0)
         check_float(self.tol, "tol", 0, 1)
         if isinstance(self.init, str):
             check_choice(self.init, "init", INITS)

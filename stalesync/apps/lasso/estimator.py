@@ -20,7 +20,6 @@ from ..workers import (
     Costs,
     Decision,
     available_cores,
-    check_workers,
     fewest_that_pay,
 )
 from .app import prepare
@@ -47,15 +46,13 @@ class ScheduledLinearModel(StalesyncEstimator):
     _app_name = "lasso"
     _objective_name = "objective"
 
-    def _check_params(self) -> None:
+    def _check_own_params(self) -> None:
         check_float(self.alpha, "alpha", 0)
-        workers = check_workers(self.workers)
-        schedule_kind(self.schedule, 1 if workers == AUTO else workers)
+        schedule_kind(self.schedule, 1 if self.workers == AUTO else self.workers)
         for key in ("parallel", "max_iter", "chunks"):
             check_int(getattr(self, key), key, 1)
         check_float(self.tol, "tol", 0, low_open=True)
         check_float(self.threshold, "threshold", 0, 1, high_open=True)
-        check_int(self.seed, "seed", 0)
 
     def _decide(self, X: Any) -> Decision:
         """How many workers pay (``workers="auto"``), per check: its compute is one pass of
@@ -175,8 +172,8 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
         tags.input_tags.sparse = True
         return tags
 
-    def _check_params(self) -> None:
-        super()._check_params()
+    def _check_own_params(self) -> None:
+        super()._check_own_params()
         if self.eta is not None:
             check_float(self.eta, "eta", 0, low_open=True)
 

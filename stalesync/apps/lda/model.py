@@ -25,7 +25,7 @@ from ..base import (
     check_int,
 )
 from ..progress import Progress
-from ..workers import AUTO, Work, check_workers, decide, timed
+from ..workers import AUTO, Work, decide, timed
 from .worker import (
     SAMPLERS,
     TOPIC_TOTAL,
@@ -125,11 +125,8 @@ class LDA(TransformerMixin, StalesyncEstimator):
         return tags
 
     # -- validation ---------------------------------------------------------------------
-    def _check_params(self) -> None:
+    def _check_own_params(self) -> None:
         check_int(self.n_topics, "n_topics", 1)
-        check_int(self.epochs, "epochs", 1)
-        check_workers(self.workers)
-        check_int(self.seed, "seed", 0)
         if self.eval_every is not None:
             check_int(self.eval_every, "eval_every", 1)
         check_float(self.alpha, "alpha", 0, low_open=True)

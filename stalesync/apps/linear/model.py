@@ -30,7 +30,7 @@ from ..base import (
     check_int,
 )
 from ..sgd_job import run_sgd_job
-from ..workers import AUTO, Work, check_workers, decide, timed
+from ..workers import AUTO, Work, decide, timed
 from .problem import LinearProblem, LinearSpec, LocalModel, feature_frequency, hash_columns
 
 PENALTIES = ("l2", "l1", "elasticnet", "none")
@@ -91,7 +91,7 @@ class LinearSGD(StalesyncEstimator):
         is refused, naming the strategies that do)."""
         return make_strategy(self.strategy, self.strategy_options)
 
-    def _check_params(self) -> None:
+    def _check_own_params(self) -> None:
         check_choice(self.loss, "loss", self._losses)
         check_choice(self.penalty, "penalty", PENALTIES)
         check_choice(self.learning_rate, "learning_rate", LEARNING_RATES)
@@ -103,11 +103,8 @@ class LinearSGD(StalesyncEstimator):
         check_float(self.eta0, "eta0", 0, low_open=True)
         check_float(self.power_t, "power_t", 0)
         check_float(self.epsilon, "epsilon", 0)
-        check_int(self.epochs, "epochs", 1)
-        check_workers(self.workers)
         if self.clocks_per_epoch is not None:
             check_int(self.clocks_per_epoch, "clocks_per_epoch", 1)
-        check_int(self.seed, "seed", 0)
         if self.hash_features is not None:
             check_int(self.hash_features, "hash_features", 2)
         if self.multi_class == "multinomial" and self.loss != "log_loss":

@@ -33,7 +33,7 @@ from ..base import (
     check_int,
 )
 from ..progress import Progress
-from ..workers import Work, available_cores, check_workers, decide, timed
+from ..workers import Work, available_cores, decide, timed
 from .blocks import block_data, train_blocks
 from .sgd import Monitor, SGDConfig, TrainOutcome, Triples
 from .ssp import train_ssp
@@ -113,14 +113,11 @@ class MatrixFactorization(RegressorMixin, StalesyncEstimator):
                          biases=bool(self.biases), init_std=float(self.init_std),
                          seed=int(self.seed))
 
-    def _check_params(self) -> None:
+    def _check_own_params(self) -> None:
         check_choice(self.mode, "mode", MODES)
         check_choice(self.unknown, "unknown", UNKNOWN)
         check_choice(self.dtype, "dtype", ("float32", "float64"))
         check_int(self.rank, "rank", 1)
-        check_int(self.epochs, "epochs", 1)
-        check_workers(self.workers)
-        check_int(self.seed, "seed", 0)
         check_int(self.max_extra_passes, "max_extra_passes", 0)
         check_float(self.lr, "lr", 0, low_open=True)
         check_float(self.reg, "reg", 0)

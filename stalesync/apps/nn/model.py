@@ -18,7 +18,7 @@ from ..base import (
     check_choice,
     check_int,
 )
-from ..workers import AUTO, Work, check_workers, decide, timed
+from ..workers import AUTO, Work, decide, timed
 from . import networks
 from .problem import NNSpec
 from .training import Plan, make_plan, train
@@ -117,12 +117,10 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
             clocks_per_epoch=self.clocks_per_epoch, compress=self.compress, seed=self.seed,
             strategy_options=self.strategy_options)
 
-    def _check_params(self) -> None:
+    def _check_own_params(self) -> None:
         check_choice(self.arch, "arch", networks.ARCHS)
         check_int(self.hidden, "hidden", 1)
-        check_int(self.epochs, "epochs", 1)
-        workers = check_workers(self.workers)
-        self._plan(1 if workers == AUTO else workers)
+        self._plan(1 if self.workers == AUTO else self.workers)
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, *, run: RunConfig | dict | None = None) -> NeuralNetClassifier:
