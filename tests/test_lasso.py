@@ -340,3 +340,21 @@ def test_blocks_that_share_no_rows_keep_sweeping_in_parallel():
     assert two.result_.parallel == 2
     assert two.objective_ == pytest.approx(one.objective_, rel=1e-7)
     np.testing.assert_array_equal(two.coef_ != 0, one.coef_ != 0)
+
+
+def test_a_scheduled_fit_refuses_the_parameter_servers_own_run_settings():
+    """A scheduled fit turns its RunConfig into a driver in one place, which refuses what
+    only a parameter-server job uses (server shards, the ceiling of staleness='auto')
+    instead of ignoring it."""
+    from stalesync.apps.base import RunConfig
+    from stalesync.apps.mf import MatrixFactorization
+
+    X, y = make_correlated_lasso(30, 8, group_size=4, n_informative=2, seed=0)[:2]
+    with pytest.raises(ConfigError, match="shards is a parameter-server setting"):
+        Lasso(alpha=0.1).fit(X, y, run=RunConfig(shards=2))
+    rng = np.random.default_rng(0)
+    ratings = np.c_[rng.integers(0, 20, 200), rng.integers(0, 10, 200),
+                    rng.integers(1, 6, 200)].astype(np.float64)
+    with pytest.raises(ConfigError, match="max_staleness is a parameter-server setting"):
+        MatrixFactorization(mode="blocks", epochs=1).fit(ratings,
+                                                         run=RunConfig(max_staleness=4))

@@ -130,6 +130,23 @@ class RunConfig:
         return options
 
 
+    def driver_options(self, seed: int) -> dict[str, Any]:
+        """Keyword arguments of the scheduler's :class:`~stalesync.scheduler.Driver`: the
+        one place a scheduled fit (Lasso, MF blocks) turns its run settings into a driver.
+        The parameter server's own settings are refused, naming them: a scheduled fit has
+        no server shards and no staleness bound."""
+        for name, unused in (("shards", self.shards != 1),
+                             ("max_staleness", self.max_staleness is not None)):
+            if unused:
+                raise ConfigError(f"{name} is a parameter-server setting; this fit runs on "
+                                  "the model-parallel scheduler", param=name)
+        job = self.job_options(seed)
+        return {"runtime": self.runtime, "address": self.address,
+                "stragglers": job["stragglers"], "checkpoint_every": self.snapshot_every,
+                "snapshot_dir": self.snapshot_dir, "resume": self.resume,
+                "max_recoveries": self.max_recoveries, "min_nodes": self.min_nodes}
+
+
 # -- parameter checks -----------------------------------------------------------------------
 
 

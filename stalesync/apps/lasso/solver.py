@@ -62,13 +62,8 @@ class SolverOptions:
 
 def open_driver(app: Any, shards: list[Any], opts: SolverOptions) -> Driver:
     """The scheduler driver of a solve, on the runtime ``opts.run`` names."""
-    run = RunConfig.coerce(opts.run)
-    job = run.job_options(opts.seed)
-    return Driver(app, shards, workers=opts.workers, pipeline=opts.pipeline,
-                  stragglers=job["stragglers"], seed=opts.seed, runtime=run.runtime,
-                  address=run.address, checkpoint_every=run.snapshot_every,
-                  snapshot_dir=run.snapshot_dir, resume=run.resume,
-                  max_recoveries=run.max_recoveries, min_nodes=run.min_nodes)
+    return Driver(app, shards, workers=opts.workers, pipeline=opts.pipeline, seed=opts.seed,
+                  **RunConfig.coerce(opts.run).driver_options(opts.seed))
 
 
 @dataclass

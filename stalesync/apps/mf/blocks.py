@@ -268,15 +268,11 @@ def train_blocks(data: BlockedData, P0: np.ndarray, Q0: np.ndarray, mu: float,
     app = BlockMF(data, Qb, cfg, mu, mode, workers, max_extra_passes, trace)
     shards = [BlockShard(data, [r for r in range(d) if r % workers == w], Pb)
               for w in range(workers)]
-    opts = run.job_options(cfg.seed)
+    options = run.driver_options(cfg.seed)
     start = time.perf_counter()
     monitor.restart_clock()
     metrics = [WorkerMetrics(w, start) for w in range(workers)]
-    with Driver(app, shards, workers=workers, stragglers=opts["stragglers"], seed=cfg.seed,
-                runtime=run.runtime, address=run.address, max_recoveries=run.max_recoveries,
-                min_nodes=run.min_nodes,
-                checkpoint_every=run.snapshot_every, snapshot_dir=run.snapshot_dir,
-                resume=run.resume) as drv:
+    with Driver(app, shards, workers=workers, seed=cfg.seed, **options) as drv:
         drv.set_schedule(BlockRotation(d, seed=cfg.seed), d * d)
         first_round = drv.stats.rounds
         wait0 = drv.stats.wait_s.copy()
