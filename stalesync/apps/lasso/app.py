@@ -72,11 +72,12 @@ def prepare(X, y: np.ndarray, fit_intercept: bool) -> Prepared:
     return Prepared(X, yc, np.zeros(X.shape[1]), x_mean, y_mean, norm2)
 
 
-class LassoShard:
-    """A worker's rows: its slice of X, y and the residual ``s = y_c - X b``."""
+class Columns:
+    """Columns of X as the compiled kernels take them (sorted CSC arrays, or one Fortran
+    array), and the two passes every holder of columns makes over them: what a shard of
+    rows, a block of columns and the driver's gathered sweep share."""
 
-    def __init__(self, X, y: np.ndarray, coef: np.ndarray) -> None:
-        self.y = np.ascontiguousarray(y)
+    def __init__(self, X) -> None:
         if sp.issparse(X):
             X = sp.csc_matrix(X)
             X.sort_indices()
@@ -85,6 +86,34 @@ class LassoShard:
         else:
             self.sparse = False
             self.x = np.asfortranarray(X)
+
+    def push(self, s: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:
+        """``out[k] = X[:, cols[k]]^T s`` (compiled)."""
+        if self.sparse:
+            k.push_csc(self.indptr, self.indices, self.data, s, cols, out)
+        else:
+            k.push_dense(self.x, s, cols, out)
+
+    def descend(self, s: np.ndarray, ssum: float, coef: np.ndarray, norm2: np.ndarray,
+                mu: np.ndarray, cols: np.ndarray, threshold: float, passes: int,
+                tol: float) -> tuple[int, float]:
+        """Sequential coordinate descent over ``cols`` against residual ``s``, ``coef``
+        and ``s`` updated in place: ``(updates, sum(s))`` (dense data is centred, so its
+        ``sum(s)`` is not tracked and comes back as given)."""
+        if self.sparse:
+            updates, ssum = k.sweep_csc(self.indptr, self.indices, self.data, s, ssum, coef,
+                                        norm2, mu, cols, threshold, passes, tol)
+        else:
+            updates = k.sweep_dense(self.x, s, coef, norm2, cols, threshold, passes, tol)
+        return int(updates), ssum
+
+
+class LassoShard(Columns):
+    """A worker's rows: its slice of X, y and the residual ``s = y_c - X b``."""
+
+    def __init__(self, X, y: np.ndarray, coef: np.ndarray) -> None:
+        super().__init__(X)
+        self.y = np.ascontiguousarray(y)
         self.X = X
         self.reset(coef)
 
@@ -95,10 +124,7 @@ class LassoShard:
 
     def grads(self, cols: np.ndarray) -> np.ndarray:
         out = np.empty(cols.size)
-        if self.sparse:
-            k.push_csc(self.indptr, self.indices, self.data, self.s, cols, out)
-        else:
-            k.push_dense(self.x, self.s, cols, out)
+        self.push(self.s, cols, out)
         return out
 
     def stats(self, all_cols: np.ndarray) -> np.ndarray:
@@ -129,10 +155,7 @@ class LassoProgram:
 
     def push(self, shard: LassoShard, cols: np.ndarray) -> np.ndarray:
         out = np.empty(cols.size + 1)
-        if shard.sparse:
-            k.push_csc(shard.indptr, shard.indices, shard.data, shard.s, cols, out)
-        else:
-            k.push_dense(shard.x, shard.s, cols, out)
+        shard.push(shard.s, cols, out[:-1])
         out[-1] = shard.ssum
         return out
 
@@ -162,14 +185,9 @@ class LassoProgram:
         ``sequential`` schedule on one worker): the new ``coef[cols]`` and the number of
         updates made."""
         coef = coef.copy()
-        if shard.sparse:
-            updates, shard.ssum = k.sweep_csc(shard.indptr, shard.indices, shard.data, shard.s,
-                                              shard.ssum, coef, norm2, mu, cols, threshold,
-                                              max_passes, tol)
-        else:
-            updates = k.sweep_dense(shard.x, shard.s, coef, norm2, cols, threshold,
-                                    max_passes, tol)
-        return coef[cols], int(updates)
+        updates, shard.ssum = shard.descend(shard.s, shard.ssum, coef, norm2, mu, cols,
+                                          threshold, max_passes, tol)
+        return coef[cols], updates
 
     def state(self, shard: LassoShard) -> dict[str, np.ndarray]:
         return {"s": shard.s.copy(), "ssum": np.array([shard.ssum])}

@@ -33,13 +33,13 @@ import scipy.sparse as sp
 
 from ...kernels import lasso as k
 from ...scheduler.driver import balanced_chunks
-from .app import GapReport, LassoApp, Prepared, check_entry, duality_gap
+from .app import Columns, GapReport, LassoApp, Prepared, check_entry, duality_gap
 
 SWEEP_PASSES = 3  # most passes over a block's working set between two checks
 GATHERED_PASSES = 10  # most passes of the gathered sweep (one worker's sweep does as many)
 
 
-class ColumnBlock:
+class ColumnBlock(Columns):
     """One worker's columns: their slice of X (every row), their norms and column means,
     and their coefficients as of the last hand-off (the driver sends only the ones that
     changed since)."""
@@ -52,14 +52,7 @@ class ColumnBlock:
         self.local = np.arange(cols.size, dtype=np.int64)
         self.norm2 = np.ascontiguousarray(prep.norm2[cols])
         self.mu = np.ascontiguousarray(prep.mu[cols])
-        if prep.sparse:
-            X = sp.csc_matrix(prep.X[:, cols])
-            X.sort_indices()
-            self.sparse = True
-            self.indptr, self.indices, self.data = X.indptr, X.indices, X.data
-        else:
-            self.sparse = False
-            self.x = np.asfortranarray(prep.X[:, cols])
+        super().__init__(prep.X[:, cols])
 
     def update(self, changed: tuple[np.ndarray, np.ndarray]) -> None:
         """Take the driver's changes of this block's coefficients (local ids, values)."""
@@ -74,11 +67,8 @@ class ColumnBlock:
         gradients."""
         self.update(changed)
         grads = np.empty(self.cols.size)
-        if self.sparse:
-            k.push_csc(self.indptr, self.indices, self.data, s, self.local, grads)
-            grads -= self.mu * s_sum
-        else:
-            k.push_dense(self.x, s, self.local, grads)
+        self.push(s, self.local, grads)
+        grads -= self.mu * s_sum  # zero for dense data (centred explicitly)
         out = np.empty(self.cols.size, dtype=np.int64)
         count, dual = k.working_set(grads, self.coef, self.norm2, threshold, out)
         return float(dual), out[:count].copy()
@@ -93,14 +83,9 @@ class ColumnBlock:
         self.update(changed)
         mine = s.copy()
         coef = self.coef.copy()
-        if self.sparse:
-            updates, _ = k.sweep_csc(self.indptr, self.indices, self.data, mine,
-                                     float(mine.sum()), coef, self.norm2, self.mu, working,
-                                     threshold, passes, tol)
-        else:
-            updates = k.sweep_dense(self.x, mine, coef, self.norm2, working, threshold,
-                                    passes, tol)
-        return coef[working], mine - s, int(updates)
+        updates, _ = self.descend(mine, float(mine.sum()), coef, self.norm2, self.mu,
+                                   working, threshold, passes, tol)
+        return coef[working], mine - s, updates
 
 
 def column_blocks(prep: Prepared, parts: int, coef: np.ndarray) -> list[ColumnBlock]:
@@ -118,18 +103,15 @@ def check_time(X: Any, threads: int = 1) -> float:
     or on two threads each taking half the columns at once: measured, because the pass
     streams the data and two threads share the memory bandwidth (on this project's 2-core
     machine the halves took 0.6x-1.3x the one-thread time, depending on the problem)."""
-    sparse = sp.issparse(X)
+    columns = Columns(X)
     n, d = X.shape
     v = np.ones(n)
     out = np.empty(d)
     cols = np.arange(d, dtype=np.int64)
     halves = np.array_split(cols, 2)
 
-    def push(part: np.ndarray) -> None:
-        if sparse:
-            k.push_csc(X.indptr, X.indices, X.data, v, part, out[part])
-        else:
-            k.push_dense(X, v, part, out[part])
+    def push(part: np.ndarray) -> None:  # consecutive columns: write into a view of out
+        columns.push(v, part, out[part[0]:part[0] + part.size])
 
     def both() -> None:
         helper = threading.Thread(target=push, args=(halves[1],))
@@ -191,6 +173,7 @@ def solve_blocks(drv: Any, app: LassoApp, blocks: list[ColumnBlock], *, tol: flo
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     gathered = False
+    columns = Columns(prep.X)  # every column, for the gathered sweeps (no copy: sorted CSC)
     held = app.coef.copy()  # the coefficients the blocks hold
 
     def changes() -> list[tuple[np.ndarray, np.ndarray]]:
@@ -243,14 +226,8 @@ def solve_blocks(drv: Any, app: LassoApp, blocks: list[ColumnBlock], *, tol: flo
         if cols.size == 0:
             cols = np.arange(prep.d, dtype=np.int64)
         passes = int(max(1, min(GATHERED_PASSES, (budget - drv.stats.updates) // cols.size)))
-        if prep.sparse:
-            X = prep.X
-            updates, _ = k.sweep_csc(X.indptr, X.indices, X.data, s, float(s.sum()),
-                                     app.coef, prep.norm2, prep.mu, cols, app.threshold,
-                                     passes, tol)
-        else:
-            updates = k.sweep_dense(prep.X, s, app.coef, prep.norm2, cols, app.threshold,
-                                    passes, tol)
+        updates, _ = columns.descend(s, float(s.sum()), app.coef, prep.norm2, prep.mu, cols,
+                                   app.threshold, passes, tol)
         drv.stats.updates += int(updates)
         drv.stats.rounds += 1
 
