@@ -262,7 +262,7 @@ def test_lasso_refuses_a_test_set_naming_why(capsys):
      "'bsp', 'ssp', 'essp', 'async'); see stalesync lda --help"),
     (["linear", "--data", "x", "--strategy", "averge"],
      "stalesync linear: error: argument --strategy: invalid choice: 'averge' (choose from "
-     "'ps', 'sync', 'downpour', 'average', 'hogwild') (did you mean 'average'?); see "
+     "'ps', 'sync', 'downpour', 'average', 'hogwild', 'fedavg') (did you mean 'average'?); see "
      "stalesync linear --help"),
     (["mf", "--data", "x", "--epcohs", "3"],
      "stalesync mf: error: unrecognized arguments: --epcohs 3 (did you mean --epochs?); see "

@@ -40,7 +40,7 @@ from ..strategies import check_strategy_consistency
 from ..strategies.downpour import SERVER_UPDATES
 from .base import DEFAULT_RECOVERIES, RunConfig
 
-GROUPS = ("data", "model", "training", "parallelism", "runtime", "output")
+GROUPS = ("data", "model", "training", "parallelism", "federated", "runtime", "output")
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -93,7 +93,9 @@ def holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 
 STRATEGY_OPTIONS = ("backup_workers", "n_fetch", "n_push", "server_update", "average_every",
-                    "threads")
+                    "threads", "clients", "fraction", "min_clients", "local_epochs", "rounds",
+                    "server_lr", "server_momentum", "dropout", "round_deadline_s",
+                    "quantize_bits")
 
 
 def add_strategy_flags(flags: Flags, *, examples_per_clock: int, average_every: int,
@@ -115,6 +117,32 @@ def add_strategy_flags(flags: Flags, *, examples_per_clock: int, average_every: 
               help="average: local steps between averagings (0: once, at the end)")
     flags.add("parallelism", "--threads", type=int, default=2,
               help="hogwild: lock-free threads per worker")
+    _add_federated_flags(flags)
+
+
+def _add_federated_flags(flags: Flags) -> None:
+    """``fedavg``'s options (docs/federated.md)."""
+    flags.add("federated", "--clients", type=int, default=100,
+              help="fedavg: clients (a random split of the examples)")
+    flags.add("federated", "--fraction", type=float, default=0.1,
+              help="fedavg: share of the clients sampled per round")
+    flags.add("federated", "--min-clients", type=int, default=2,
+              help="fedavg: at least this many sampled; fewer reports skip the round")
+    flags.add("federated", "--local-epochs", type=int, default=1,
+              help="fedavg: passes a sampled client makes over its examples")
+    flags.add("federated", "--rounds", type=int, default=None,
+              help="fedavg: rounds (default: as many as make --epochs passes)")
+    flags.add("federated", "--server-lr", type=float, default=1.0, help="fedavg: server step")
+    flags.add("federated", "--server-momentum", type=float, default=0.0,
+              help="fedavg: FedAvgM's server momentum")
+    flags.add("federated", "--dropout", type=float, default=0.0,
+              help="fedavg: chance a sampled client fails to report (simulated)")
+    flags.add("federated", "--round-deadline-s", type=float, default=None,
+              help="fedavg: updates finished later than this are dropped")
+    flags.add("federated", "--quantize-bits", type=int, default=None,
+              help="fedavg: add the models in fixed point with this many fraction bits")
+    flags.add("federated", "--secure-aggregation", action="store_true",
+              help="fedavg: masked fixed-point sums (Bonawitz et al.; needs --quantize-bits)")
 
 
 def strategy_options(args: argparse.Namespace, *also: str) -> dict[str, Any]:
@@ -122,7 +150,11 @@ def strategy_options(args: argparse.Namespace, *also: str) -> dict[str, Any]:
     the user typed (``also``: an app's own flags that are a strategy's options too, such as
     the linear models' ``--lr``), so the strategy refuses, naming it, one it does not take."""
     given = getattr(args, "given_", frozenset())
-    return {name: getattr(args, name) for name in (*STRATEGY_OPTIONS, *also) if name in given}
+    options = {name: getattr(args, name) for name in (*STRATEGY_OPTIONS, *also)
+               if name in given}
+    if getattr(args, "secure_aggregation", False):
+        options["secure_aggregation"] = True
+    return options
 
 
 def check_classes(y: np.ndarray, args: argparse.Namespace, source: str, hint: str) -> None:

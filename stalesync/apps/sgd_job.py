@@ -38,7 +38,8 @@ def run_sgd_job(strategy: Any, problems: list[Any], table: TableSpec, initial: n
     start = time.perf_counter()
     with progress:
         result = job.run(
-            strategy.make_worker(epochs), [table], data=problems, workers=workers,
+            strategy.make_worker(epochs), [table, *strategy.extra_tables(table, len(problems))],
+            data=strategy.worker_data(problems, workers), workers=workers,
             iterations=clocks, seed=seed, app=app, on_clock=progress.on_clock,
             initial_tables={table.name: initial},
             **strategy.job_options(workers, consistency, staleness),
@@ -54,5 +55,6 @@ def run_sgd_job(strategy: Any, problems: list[Any], table: TableSpec, initial: n
         "epochs": epochs, "examples": seen, "examples_per_s": seen / max(train_s, 1e-12),
         "strategy": strategy.name,
         "dropped_gradients": int(record.get("backup", {}).get("dropped_gradients", 0)),
-        "bytes_sent": record["bytes_sent"], "compression_ratio": record["compression_ratio"]}
+        "bytes_sent": record["bytes_sent"], "compression_ratio": record["compression_ratio"],
+        **strategy.summary(result.worker_results)}
     return SGDRun(result, record, train_s)

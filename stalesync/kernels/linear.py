@@ -483,3 +483,44 @@ def objective_terms(indptr, indices, data, labels, yvals, W, bias, loss, mode, c
             r = margins[0] - yvals[i]
             score += r * r
     return total, score
+
+
+@njit(**_OPTS)
+def full_gradient(indptr, indices, data, labels, yvals, W, bias, loss, mode, classify, eps,
+                  G, g_bias):
+    """Summed loss of every example at ``W`` / ``bias`` (no penalty), its gradient added to
+    ``G`` (features x K) and ``g_bias``: one pass of a batch method (L-BFGS)."""
+    K = W.shape[1]
+    margins = np.empty(K)
+    g = np.empty(K)
+    targets = np.empty(K)
+    total = 0.0
+    for i in range(indptr.shape[0] - 1):
+        lo, hi = indptr[i], indptr[i + 1]
+        for k in range(K):
+            acc = bias[k]
+            for p in range(lo, hi):
+                acc += data[p] * W[indices[p], k]
+            margins[k] = acc
+        label = labels[i]
+        _targets(mode, K, label, yvals[i], classify, targets)
+        if mode == MULTINOMIAL:
+            top = margins[0]
+            for k in range(1, K):
+                top = max(top, margins[k])
+            z = 0.0
+            for k in range(K):
+                z += math.exp(margins[k] - top)
+            total += math.log(z) + top - margins[label]
+        else:
+            for k in range(K):
+                total += loss_value(loss, margins[k], targets[k], eps)
+        _output_grads(loss, mode, margins, label, targets, eps, g)
+        for p in range(lo, hi):
+            j = indices[p]
+            x = data[p]
+            for k in range(K):
+                G[j, k] += g[k] * x
+        for k in range(K):
+            g_bias[k] += g[k]
+    return total

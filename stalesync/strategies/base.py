@@ -125,6 +125,24 @@ class Strategy(ABC):
         return {"consistency": consistency,
                 "staleness": None if consistency in ("bsp", "async") else staleness}
 
+    def partition(self, n: int, workers: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """The examples of each problem the app builds (default: a random share of the
+        ``n`` examples per worker)."""
+        return np.array_split(rng.permutation(n), workers)
+
+    def worker_data(self, problems: list[Any], workers: int) -> list[Any]:
+        """Each worker's ``ctx.data`` (default: its one problem)."""
+        return problems
+
+    def summary(self, worker_results: list[Any]) -> dict[str, Any]:
+        """What the strategy adds to the run record's ``final`` from the workers' return
+        values (default: nothing)."""
+        return {}
+
+    def extra_tables(self, table: Any, problems: int) -> list[Any]:
+        """Tables the strategy needs beside the parameter table (default: none)."""
+        return []
+
     @abstractmethod
     def clocks(self, problem_sizes: list[int], epochs: int) -> int:
         """How many clocks a worker makes for ``epochs`` passes (``iterations``)."""

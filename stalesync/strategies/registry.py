@@ -15,12 +15,14 @@ from ..errors import ConfigError
 from .average import ModelAveraging
 from .base import Strategy
 from .downpour import Downpour
+from .fedavg import FederatedAveraging
 from .hogwild import Hogwild
 from .ps import ParameterServerSGD
 from .sync import SynchronousSGD
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (ParameterServerSGD, SynchronousSGD, Downpour, ModelAveraging, Hogwild)
+    s.name: s for s in (ParameterServerSGD, SynchronousSGD, Downpour, ModelAveraging, Hogwild,
+                        FederatedAveraging)
 }
 STRATEGY_NAMES = tuple(STRATEGIES)
 

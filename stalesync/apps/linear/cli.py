@@ -45,6 +45,7 @@ class LinearCommand(AppCommand):
         from ...kernels.linear import CLASSIFICATION, REGRESSION
         from ...strategies import STRATEGY_NAMES
         from .model import LEARNING_RATES, MULTI_CLASS, PENALTIES
+        from .solvers import SOLVERS
 
         flags.add("model", "--loss", choices=CLASSIFICATION + REGRESSION, default="hinge",
                   help="hinge: linear SVM; log_loss: logistic; regression losses fit y")
@@ -62,6 +63,12 @@ class LinearCommand(AppCommand):
                   help="ovr: one model per class; multinomial: softmax (--loss log_loss)")
         flags.add("model", "--hash-features", type=int, default=None,
                   help="hash the columns into this many buckets")
+        flags.add("model", "--solver", choices=SOLVERS, default="sgd",
+                  help="sgd: any --strategy; lbfgs: L-BFGS through the tables (smooth losses); "
+                       "normal: least squares / ridge by the normal equations")
+        flags.add("model", "--max-iter", type=int, default=100, help="lbfgs: iterations")
+        flags.add("model", "--tol", type=float, default=1e-4,
+                  help="lbfgs: stop when the projected gradient is below this")
         flags.add("parallelism", "--strategy", choices=STRATEGY_NAMES, default="average",
                   help="how workers combine (docs/linear.md)")
         flags.add("parallelism", "--batch-size", type=int, default=64,
@@ -76,16 +83,27 @@ class LinearCommand(AppCommand):
     def make_estimator(self, args: argparse.Namespace) -> Any:
         from ...kernels.linear import REGRESSION
         from .model import LinearClassifier, LinearRegressor
+        from .solvers import SOLVER_PARAMETERS
 
         cls = LinearRegressor if args.loss in REGRESSION else LinearClassifier
+        solver_params = {
+            "epochs": args.epochs, "learning_rate": args.learning_rate, "eta0": args.eta0,
+            "average": args.average, "strategy": args.strategy,
+            "strategy_options": strategy_options(args, "lr", "lr_decay", "batch_size"),
+            "consistency": args.consistency, "staleness": args.staleness,
+            "clocks_per_epoch": args.clocks_per_epoch, "max_iter": args.max_iter,
+            "tol": args.tol}
+        # each solver reads its own: pass the others only when typed, so they are refused
+        given = set(getattr(args, "given_", frozenset()))
+        if args.average:
+            given.add("average")
+        mine = SOLVER_PARAMETERS[args.solver]
+        solver_params = {k: v for k, v in solver_params.items()
+                         if k in mine or k in given or (k == "strategy_options" and v)}
         return cls(
             loss=args.loss, penalty=args.penalty, alpha=args.alpha, l1_ratio=args.l1_ratio,
-            epochs=args.epochs, learning_rate=args.learning_rate, eta0=args.eta0,
-            average=args.average, multi_class=args.multi_class,
-            hash_features=args.hash_features, strategy=args.strategy,
-            strategy_options=strategy_options(args, "lr", "lr_decay", "batch_size"),
-            workers=args.workers, consistency=args.consistency, staleness=args.staleness,
-            clocks_per_epoch=args.clocks_per_epoch, seed=args.seed)
+            multi_class=args.multi_class, hash_features=args.hash_features,
+            workers=args.workers, seed=args.seed, solver=args.solver, **solver_params)
 
     def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
         from ...data.load import load_features
@@ -132,9 +150,11 @@ class LinearCommand(AppCommand):
                   args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
         f = model.run_record_["final"]
         final: dict[str, Any] = {}
-        text = (f"linear[{args.strategy}] {args.loss}/{args.penalty} alpha={args.alpha:g}: "
-                f"train objective {f['train_objective']:.6g}, {args.epochs} epochs, "
-                f"{f['examples_per_s']:.3g} examples/s, {model.run_record_['workers']} worker(s)")
+        how = (f"{args.epochs} epochs, {f['examples_per_s']:.3g} examples/s"
+               if args.solver == "sgd" else f"{model.n_iter_} iterations")
+        text = (f"linear[{args.strategy if args.solver == 'sgd' else args.solver}] "
+                f"{args.loss}/{args.penalty} alpha={args.alpha:g}: train objective "
+                f"{f['train_objective']:.6g}, {how}, {model.run_record_['workers']} worker(s)")
         if test is not None:
             Xt, yt = test
             if model._classify:
@@ -143,7 +163,7 @@ class LinearCommand(AppCommand):
             else:
                 final["test_rmse"] = float(np.sqrt(np.mean((model.predict(Xt) - yt) ** 2)))
                 text += f", test RMSE {final['test_rmse']:.4f}"
-        if f["dropped_gradients"]:
+        if f.get("dropped_gradients"):
             text += f", {f['dropped_gradients']} late gradients dropped"
         return [text], final
 

@@ -32,6 +32,7 @@ from ..base import (
 from ..sgd_job import run_sgd_job
 from ..workers import AUTO, Work, decide, timed
 from .problem import LinearProblem, LinearSpec, LocalModel, feature_frequency, hash_columns
+from .solvers import check_solver, fit_lbfgs, fit_normal
 
 PENALTIES = ("l2", "l1", "elasticnet", "none")
 LEARNING_RATES = ("optimal", "constant", "invscaling")
@@ -58,6 +59,7 @@ class LinearSGD(StalesyncEstimator):
                  strategy_options: dict[str, Any] | None = None,
                  workers: int | str = "auto", consistency: str = "ssp",
                  staleness: int | None = 1, clocks_per_epoch: int | None = None,
+                 solver: str = "sgd", max_iter: int = 100, tol: float = 1e-4,
                  seed: int = 0) -> None:
         self.loss = loss
         self.penalty = penalty
@@ -78,6 +80,9 @@ class LinearSGD(StalesyncEstimator):
         self.consistency = consistency
         self.staleness = staleness
         self.clocks_per_epoch = clocks_per_epoch
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
         self.seed = seed
 
     def __sklearn_tags__(self):
@@ -118,16 +123,24 @@ class LinearSGD(StalesyncEstimator):
                               "steps have no shared L1 bookkeeping)", param="penalty")
         self._strategy()
         check_consistency(self.consistency, self.staleness)
+        check_solver(self)
+        check_int(self.max_iter, "max_iter", 1)
+        check_float(self.tol, "tol", 0)
 
     # -- data ---------------------------------------------------------------------------
-    def _features(self, X: Any, reset: bool, y: Any = "no_validation") -> Any:
-        """``X`` validated as CSR (hashed when asked); with ``y``: ``(X, y)``."""
+    def _features(self, X: Any, reset: bool, y: Any = "no_validation", dense_ok: bool = False
+                  ) -> Any:
+        """``X`` validated as CSR (hashed when asked; ``dense_ok``: a dense ``X`` stays
+        dense unless hashed); with ``y``: ``(X, y)``."""
         with_y = not (isinstance(y, str) and y == "no_validation")
         if with_y:
             X, y = validate_data(self, X, y, reset=reset, accept_sparse="csr",
                                  dtype=np.float64, y_numeric=not self._classify)
         else:
             X = validate_data(self, X, reset=reset, accept_sparse="csr", dtype=np.float64)
+        if dense_ok and not sp.issparse(X) and self.hash_features is None:
+            X = np.ascontiguousarray(X)
+            return (X, y) if with_y else X
         X = sp.csr_matrix(X)
         if not X.has_sorted_indices:
             X.sort_indices()
@@ -140,8 +153,10 @@ class LinearSGD(StalesyncEstimator):
         raise NotImplementedError
 
     # -- fitting ------------------------------------------------------------------------
-    def _spec(self, X: sp.csr_matrix, K: int, mode: int, labels, yvals, t_step: float
-              ) -> LinearSpec:
+    def _spec(self, X: sp.csr_matrix, K: int, mode: int, labels, yvals, t_step: float,
+              search_step: bool = True) -> LinearSpec:
+        """The kernels' settings; ``search_step``: choose the ``optimal`` schedule's ``t0``
+        on a sample (SGD only)."""
         l1_ratio = {"l2": 0.0, "l1": 1.0, "elasticnet": float(self.l1_ratio), "none": 0.0}
         alpha = 0.0 if self.penalty == "none" else float(self.alpha)
         spec = LinearSpec(
@@ -152,7 +167,7 @@ class LinearSGD(StalesyncEstimator):
             fit_intercept=bool(self.fit_intercept),
             intercept_decay=0.01 if X.nnz < 0.5 * X.shape[0] * X.shape[1] else 1.0,
             average_from=0 if self.average else -1, t_step=t_step, workers=int(t_step))
-        if spec.schedule == 0:
+        if search_step and spec.schedule == 0:
             spec = _with_t0(spec, choose_t0(X, labels, yvals, spec, self.seed))
         return spec
 
@@ -169,6 +184,9 @@ class LinearSGD(StalesyncEstimator):
                     run: RunConfig | dict | None = None) -> LinearSGD:
         """One more epoch over ``(X, y)``, continuing from the current weights."""
         self._check_params()
+        if self.solver != "sgd":
+            raise ConfigError(f"partial_fit runs SGD epochs; solver={self.solver!r} fits the "
+                              "whole batch with fit()", param="solver")
         first = not hasattr(self, "coef_")
         if first and self._classify and classes is not None:
             self.classes_ = np.unique(classes)
@@ -176,8 +194,10 @@ class LinearSGD(StalesyncEstimator):
         return self._fit(X, y, RunConfig.coerce(run), 1, reset=first)
 
     def _fit(self, X, y, run: RunConfig, epochs: int, reset: bool) -> LinearSGD:
-        X, y = self._features(X, reset, y)
+        X, y = self._features(X, reset, y, dense_ok=self.solver == "normal")
         labels, yvals, K, mode = self._targets(y)
+        if self.solver != "sgd":
+            return self._fit_batch(X, labels, yvals, K, mode, run)
         if self.workers != AUTO and X.shape[0] < self.workers:
             raise ConfigError(f"{X.shape[0]} examples cannot be split over {self.workers} "
                               "workers", param="workers")
@@ -186,18 +206,18 @@ class LinearSGD(StalesyncEstimator):
         decision = decide(self.workers, self._work(X, labels, yvals, spec, epochs),
                           resume=run.resume)
         workers = decision.workers
-        if workers > 1:  # every worker's steps count towards the schedule
-            spec = replace(spec, t_step=float(workers), workers=workers)
+        if workers > 1 and strategy.name != "fedavg":  # every worker's steps count towards
+            spec = replace(spec, t_step=float(workers), workers=workers)  # the schedule
         freq = feature_frequency(X)
         self.spec_, self.freq_ = spec, freq  # the kernels' settings, the L2 spread
         rng = np.random.default_rng(self.seed)
-        parts = np.array_split(rng.permutation(X.shape[0]), workers)
+        parts = strategy.partition(X.shape[0], workers, rng)  # fedavg: one per client
         # ps: small chunks, so that the workers' summed changes stay in SGD's linear regime
         clocks = self.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
-        # each worker's rows in a random order (its epochs shuffle blocks of them), cut by
+        # each problem's rows in a random order (its epochs shuffle blocks of them), cut by
         # one thread per worker
         with ThreadPoolExecutor(workers) as pool:
-            rows = list(pool.map(take_rows, [X] * workers, parts))
+            rows = list(pool.map(take_rows, [X] * len(parts), parts))
         problems = [LinearProblem(rows[w], labels[p], yvals[p], freq, spec, clocks)
                     for w, p in enumerate(parts)]
         d = X.shape[1]
@@ -217,6 +237,25 @@ class LinearSGD(StalesyncEstimator):
         record["workers_decision"] = decision.as_record()
         record["final"] = {"train_objective": objective, **record["final"], "n_features": d,
                            "n_examples": int(X.shape[0])}
+        if self._classify:
+            record["final"]["train_accuracy"] = score / X.shape[0]
+        self._keep_record(record)
+        return self
+
+    def _fit_batch(self, X, labels, yvals, K: int, mode: int, run: RunConfig) -> LinearSGD:
+        """``solver="lbfgs"`` or ``"normal"`` (:mod:`.solvers`)."""
+        if self.solver == "normal":
+            done = fit_normal(self, X, yvals, run)
+        else:
+            spec = self._spec(X, K, mode, labels, yvals, 1.0, search_step=False)
+            done = fit_lbfgs(self, X, labels, yvals, spec, run)
+        self.coef_, self.intercept_ = done.coef, done.intercept
+        self.n_iter_ = done.iterations
+        objective, score = self._objective(X if sp.issparse(X) else sp.csr_matrix(X),
+                                           labels, yvals)
+        record = done.record
+        record["final"] = {"train_objective": objective, **record["final"], "solver":
+                           self.solver, "n_features": X.shape[1], "n_examples": X.shape[0]}
         if self._classify:
             record["final"]["train_accuracy"] = score / X.shape[0]
         self._keep_record(record)
@@ -245,6 +284,9 @@ class LinearSGD(StalesyncEstimator):
         name, options = self.strategy, self._strategy().options
         b = getattr(options, "batch_size", 1)
         every = getattr(options, "average_every", 0)
+        if name == "fedavg":
+            fed = self._strategy()
+            return Work(compute, fed.planned_clocks(epochs), max_workers=fed.num_clients())
         if (name == "average" and every == 0) or name == "hogwild":
             return Work(compute, 1 if name == "average" else epochs, max_workers=n)
         if name == "average":
@@ -459,6 +501,7 @@ class LinearRegressor(RegressorMixin, LinearSGD):
                  strategy: str = "average", strategy_options: dict[str, Any] | None = None,
                  workers: int | str = "auto", consistency: str = "ssp",
                  staleness: int | None = 1, clocks_per_epoch: int | None = None,
+                 solver: str = "sgd", max_iter: int = 100, tol: float = 1e-4,
                  seed: int = 0) -> None:
         super().__init__(
             loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio, fit_intercept=fit_intercept,
@@ -466,7 +509,8 @@ class LinearRegressor(RegressorMixin, LinearSGD):
             average=average, epsilon=epsilon, multi_class=multi_class,
             hash_features=hash_features, strategy=strategy, strategy_options=strategy_options,
             workers=workers, consistency=consistency, staleness=staleness,
-            clocks_per_epoch=clocks_per_epoch, seed=seed)
+            clocks_per_epoch=clocks_per_epoch, solver=solver, max_iter=max_iter, tol=tol,
+            seed=seed)
 
     def _targets(self, y: Any, fitting: bool = True) -> tuple[np.ndarray, np.ndarray, int, int]:
         yvals = np.asarray(y, dtype=np.float64).ravel()

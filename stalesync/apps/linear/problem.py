@@ -228,6 +228,21 @@ class LinearProblem:
         self.examples_seen += batch.size
         return grads, loss / max(batch.size, 1)
 
+    # -- lbfgs: the full batch ------------------------------------------------------------
+    def loss_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The summed loss of this worker's examples at ``theta`` (the weights, features x
+        K row-major, then the K biases) and its gradient, without the penalty."""
+        spec, X = self.spec, self.X
+        d, K = spec.num_features, spec.outputs
+        G, g_bias = np.zeros((d, K)), np.zeros(K)
+        loss = k.full_gradient(X.indptr, X.indices, X.data, self.labels, self.yvals,
+                               theta[: d * K].reshape(d, K), theta[d * K:], spec.loss,
+                               spec.mode, spec.classify, spec.epsilon, G, g_bias)
+        if not spec.fit_intercept:
+            g_bias[:] = 0.0
+        self.examples_seen += self.num_examples
+        return loss, np.concatenate([G.ravel(), g_bias])
+
     # -- average / hogwild: a full local model ---------------------------------------------
     def model_from(self, values: np.ndarray) -> LocalModel:
         d, K = self.spec.num_features, self.spec.outputs

@@ -26,22 +26,24 @@ from .training import Plan, make_plan, train
 PREDICT_BATCH = 4096
 OPTIMIZERS = ("auto", "sgd", "adam")
 LOCAL_STEPS = ("average", "ps")  # the strategies whose workers take local steps
+FEDERATED = ("fedavg",)  # clients take local steps too: plain SGD, as McMahan et al.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 
 
 def resolve_optimizer(strategy: str, optimizer: str, lr: float | None) -> tuple[str, float]:
     """The local steps' rule and step size: ``auto`` is Adam (scikit-learn's
-    ``MLPClassifier`` default) where workers take local steps, else plain SGD; ``lr=None``
+    ``MLPClassifier`` default) where workers take local steps (``average``, ``ps``), else
+    plain SGD (``fedavg``'s clients too, as McMahan et al.); ``lr=None``
     is that rule's default (Adam 0.001, SGD 0.05)."""
     check_choice(optimizer, "optimizer", OPTIMIZERS)
-    local = strategy in LOCAL_STEPS
+    local = strategy in LOCAL_STEPS + FEDERATED
     if optimizer == "auto":
-        optimizer = "adam" if local else "sgd"
+        optimizer = "adam" if strategy in LOCAL_STEPS else "sgd"
     elif optimizer == "adam" and not local:
         raise ConfigError(
-            f"optimizer='adam' is for the workers' local steps (strategy 'average' or 'ps'); "
-            f"strategy {strategy!r} steps with plain SGD or the shard's server_update",
-            param="optimizer")
+            f"optimizer='adam' is for the workers' local steps (strategy 'average', 'ps' or "
+            f"'fedavg'); strategy {strategy!r} steps with plain SGD or the shard's "
+            "server_update", param="optimizer")
     return optimizer, DEFAULT_LR[optimizer] if lr is None else lr
 
 
@@ -201,9 +203,13 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
             most = per_epoch // max(every, 1)
         elif self.strategy == "hogwild":
             clocks = epochs
+        elif self.strategy == "fedavg":
+            fed = self._plan(1).strategy
+            clocks, most = fed.planned_clocks(epochs), fed.num_clients()
         else:
             clocks = steps
-        return Work(compute, clocks, split_clocks=self.strategy != "hogwild",
+        return Work(compute, clocks,
+                    split_clocks=self.strategy not in ("hogwild", "fedavg"),
                     max_workers=max(1, most))
 
     # -- predicting ---------------------------------------------------------------------------

@@ -100,10 +100,11 @@ def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
         raise ConfigError(f"{X.shape[0]} examples cannot be split over {plan.workers} "
                           "workers", param="workers")
     rng = np.random.default_rng(plan.seed)
-    parts = np.array_split(rng.permutation(X.shape[0]), plan.workers)
     if plan.strategy is None:
+        parts = np.array_split(rng.permutation(X.shape[0]), plan.workers)
         return _allreduce(spec, initial, [(X[p], targets[p]) for p in parts], epochs, run,
                           plan.compress)
+    parts = plan.strategy.partition(X.shape[0], plan.workers, rng)  # fedavg: one per client
     per_clock = plan.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
     problems = [NNProblem(X[p], targets[p], spec, per_clock, plan.seed + 7919 * w)
                 for w, p in enumerate(parts)]
