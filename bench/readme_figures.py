@@ -118,6 +118,41 @@ def lasso_peers(d: dict[str, Any]) -> str:
             "of scikit-learn's (below 1: faster)")
 
 
+def batch_lbfgs(d: dict[str, Any]) -> str:
+    large = {k: v for k, v in d["results"].items() if k.startswith("logistic") and "x" in k}
+    two = ", ".join(f"{k.split()[1]} {_x(v['two_vs_one_worker'])}" for k, v in large.items())
+    one = [v["ours_1_worker_vs_scikit_learn"] for k, v in d["results"].items()
+           if k.startswith("logistic")]
+    return (f"2 workers vs 1 on >= 1M rows: {two}; 1 worker vs scikit-learn "
+            f"{_x(min(one))}-{_x(max(one))} (above 1: faster)")
+
+
+def batch_linalg(d: dict[str, Any]) -> str:
+    pca = d["results"]["pca fashion-mnist x4"]
+    ridge = max(r["ours, 1 workers"]["relative_coef_difference"]
+                for k, r in d["results"].items() if k.startswith("ridge"))
+    return (f"PCA 240,000 x 784: 2 workers {_x(pca['two_vs_one_worker'])} one, auto "
+            f"{_x(pca['ours_auto_vs_scikit_learn'])} scikit-learn's speed; ridge = "
+            f"scikit-learn's to {ridge:.0e}")
+
+
+def federated(d: dict[str, Any]) -> str:
+    cells = []
+    for key, r in d["results"].items():
+        if "rows" not in r:
+            continue
+        rows = r["rows"]
+        cells.append(f"{key}: FedAvg E=5 {rows['FedAvg E=5']['rounds_to_target']} rounds "
+                     f"(Flower {rows['Flower FedAvg E=5']['rounds_to_target']}), FedSGD "
+                     f"{rows['FedSGD']['rounds_to_target'] or 'not reached'}")
+    secure = d["results"]["secure aggregation (mlp, iid)"]
+    same = "the same model bit for bit" if secure["secure_same_bits_as_fixed_point"] else \
+        "a different model"
+    return ("; ".join(cells) + f"; secure aggregation {_x(secure['secure_vs_float_time'])} "
+            f"the float round's time ({_x(secure['secure_vs_fixed_point_time'])} fixed "
+            f"point's), {same} as fixed point")
+
+
 ROWS = [
     Row("every app at its defaults, large problem, 2 workers vs 1 (`bench/scaling.py`)",
         "scaling", scaling_large, "scaling"),
@@ -140,6 +175,12 @@ ROWS = [
         "runtime_overhead", runtime_overhead, "ray"),
     Row("a scheduler round's bare hand-off, 2 workers", "scheduler_rounds", scheduler_rounds,
         "scheduler"),
+    Row("L-BFGS logistic regression through the tables at defaults vs scikit-learn "
+        "(`bench/batch_methods.py`)", "batch_methods", batch_lbfgs, "linear"),
+    Row("Gram products: PCA and ridge by the normal equations vs scikit-learn",
+        "batch_methods", batch_linalg, "linear"),
+    Row("FedAvg on Fashion-MNIST, 100 clients, rounds to the target accuracy "
+        "(`bench/federated.py`)", "federated", federated, "federated"),
 ]
 
 

@@ -39,7 +39,7 @@ GRAM = "gram"
 MAX_GRAM_BYTES = 4 * 2**30  # a (p + 1) x (p + 1) float64 table larger than this is refused
 CHUNK_ROWS = 4096  # dense rows centred and multiplied at a time (bounded scratch memory)
 INC_VALUES = 2**21  # at most this many values per increment message
-PROBE_ROWS = 2048  # workers="auto" times the product of this many rows
+PROBE_ROWS = 512  # workers="auto" times the product of this many rows
 
 
 @dataclass(frozen=True)

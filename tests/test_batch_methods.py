@@ -254,3 +254,26 @@ def test_lbfgs_on_one_worker_warns_nothing(binary):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LinearClassifier(loss="log_loss", solver="lbfgs", workers=1).fit(X, y)
+
+
+@pytest.mark.ray
+def test_gram_lbfgs_and_secure_fedavg_on_ray_equal_embedded(ray_cluster, binary):
+    """The same job on Ray: the Gram table, the L-BFGS optimum and a securely aggregated
+    FedAvg model equal the embedded runtime's (the last bit for bit: fixed point)."""
+    X, y = binary
+    ray = RunConfig(runtime="ray")
+    rng = np.random.default_rng(11)
+    A = integer_matrix(rng, 200, 6, sparse=False)
+    assert np.array_equal(linalg.gram(A, workers=2, run=ray).xtx, A.T @ A)
+    options = {"loss": "log_loss", "solver": "lbfgs", "workers": 2, "tol": 1e-10,
+               "max_iter": 500}
+    here = LinearClassifier(**options).fit(X, y)
+    there = LinearClassifier(**options).fit(X, y, run=ray)
+    assert there.run_record_["runtime"] == "ray"
+    np.testing.assert_allclose(there.coef_, here.coef_, rtol=1e-7, atol=1e-9)
+    fed = {"loss": "log_loss", "strategy": "fedavg", "workers": 2, "strategy_options": {
+        "clients": 8, "fraction": 0.5, "rounds": 3, "quantize_bits": 20,
+        "secure_aggregation": True}}
+    here = LinearClassifier(**fed).fit(X, y)
+    there = LinearClassifier(**fed).fit(X, y, run=ray)
+    np.testing.assert_array_equal(there.coef_, here.coef_)

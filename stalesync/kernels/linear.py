@@ -524,3 +524,31 @@ def full_gradient(indptr, indices, data, labels, yvals, W, bias, loss, mode, cla
         for k in range(K):
             g_bias[k] += g[k]
     return total
+
+
+@njit(**_OPTS)
+def full_gradient_single(indptr, indices, data, targets, w, b, loss, eps, g, scratch):
+    """:func:`full_gradient` for one output (binary classification with targets +-1, or
+    regression), in three tight passes as a sparse matrix-vector product would run them:
+    the margins (into ``scratch``, one per row), each row's loss and derivative (one
+    ``exp`` for the log loss), and the scatter of ``X^T d`` into ``g``. Returns (summed
+    loss, the bias's gradient)."""
+    n = indptr.shape[0] - 1
+    for i in range(n):
+        margin = b
+        for p in range(indptr[i], indptr[i + 1]):
+            margin += data[p] * w[indices[p]]
+        scratch[i] = margin
+    total = 0.0
+    g_bias = 0.0
+    for i in range(n):
+        value, d = _loss_and_dloss(loss, scratch[i], targets[i], eps)
+        total += value
+        g_bias += d
+        scratch[i] = d
+    for i in range(n):
+        d = scratch[i]
+        if d != 0.0:
+            for p in range(indptr[i], indptr[i + 1]):
+                g[indices[p]] += d * data[p]
+    return total, g_bias

@@ -63,6 +63,9 @@ class FedAvgOptions(Options):
     round_deadline_s: float | None = None  # later updates are dropped
     secure_aggregation: bool = False
     quantize_bits: int | None = None  # fixed-point fraction bits of the added models
+    # the server's hook after each round: on_round(round, global model as table rows), e.g.
+    # a central evaluation (Flower's evaluate_fn); it runs in worker 0's process
+    on_round: Callable[[int, np.ndarray], None] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.clients, bool) or not (
@@ -86,6 +89,9 @@ class FedAvgOptions(Options):
             if self.quantize_bits > 40:
                 raise ConfigError(f"quantize_bits must be <= 40, got {self.quantize_bits}",
                                   param="quantize_bits")
+        if self.on_round is not None and not callable(self.on_round):
+            raise ConfigError("on_round must be a function (round, model rows)",
+                              param="on_round")
         if self.secure_aggregation and self.quantize_bits is None:
             raise ConfigError("secure_aggregation adds masked fixed-point vectors: set "
                               "quantize_bits (e.g. 24)", param="quantize_bits")
@@ -337,8 +343,11 @@ class _FedAvgWorker:
         else:
             average = self._average(r, plan, total, reported)
             new = self._server_step(base, average)
-        ctx.inc(following, self.rows, np.asarray(new, dtype=base.dtype))
+        new = np.asarray(new, dtype=base.dtype)
+        ctx.inc(following, self.rows, new)
         ctx.inc(current, self.rows, -base)
+        if o.on_round is not None:
+            o.on_round(r + 1, new)
 
     def _average(self, r: int, plan: RoundPlan, total: np.ndarray,
                  reported: np.ndarray) -> np.ndarray:

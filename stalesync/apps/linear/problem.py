@@ -96,6 +96,8 @@ class LinearProblem:
     examples_seen: int = 0
     _chunks: list[Chunk] | None = field(default=None, repr=False)
     _local: np.ndarray | None = field(default=None, repr=False)
+    _targets: np.ndarray | None = field(default=None, repr=False)
+    _scratch: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def num_rows(self) -> int:
@@ -234,6 +236,8 @@ class LinearProblem:
         K row-major, then the K biases) and its gradient, without the penalty."""
         spec, X = self.spec, self.X
         d, K = spec.num_features, spec.outputs
+        if K == 1 and spec.mode != k.MULTINOMIAL:
+            return self._loss_grad_single(theta)
         G, g_bias = np.zeros((d, K)), np.zeros(K)
         loss = k.full_gradient(X.indptr, X.indices, X.data, self.labels, self.yvals,
                                theta[: d * K].reshape(d, K), theta[d * K:], spec.loss,
@@ -242,6 +246,23 @@ class LinearProblem:
             g_bias[:] = 0.0
         self.examples_seen += self.num_examples
         return loss, np.concatenate([G.ravel(), g_bias])
+
+    def _loss_grad_single(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        spec, X = self.spec, self.X
+        if self._targets is None:  # +-1 labels (binary) or the regression values
+            self._targets = (np.where(self.labels == 1, 1.0, -1.0) if spec.classify
+                             else np.ascontiguousarray(self.yvals, dtype=np.float64))
+            # kept: a fresh buffer of this size per pass costs its page faults every time
+            # (the kernel's own time on 1M rows grew by a quarter), and two workers' faults
+            # serialise on the process's memory map
+            self._scratch = np.empty(self.num_examples)
+        grad = np.zeros(theta.size)
+        loss, g_bias = k.full_gradient_single(X.indptr, X.indices, X.data, self._targets,
+                                              theta[:-1], theta[-1], spec.loss, spec.epsilon,
+                                              grad[:-1], self._scratch)
+        grad[-1] = g_bias if spec.fit_intercept else 0.0
+        self.examples_seen += self.num_examples
+        return loss, grad
 
     # -- average / hogwild: a full local model ---------------------------------------------
     def model_from(self, values: np.ndarray) -> LocalModel:
