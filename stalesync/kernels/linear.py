@@ -526,6 +526,28 @@ def full_gradient(indptr, indices, data, labels, yvals, W, bias, loss, mode, cla
     return total
 
 
+@njit(nogil=True, cache=True)
+def _sparse_dot(lo, hi, indices, data, w):
+    """``sum data[p] w[indices[p]]`` over ``lo..hi`` in four independent sums: the loads
+    overlap (the plain loop, vectorised into gathers under fastmath, took 1.6x as long on a
+    bag of words)."""
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    p = lo
+    while p + 4 <= hi:
+        a0 += data[p] * w[indices[p]]
+        a1 += data[p + 1] * w[indices[p + 1]]
+        a2 += data[p + 2] * w[indices[p + 2]]
+        a3 += data[p + 3] * w[indices[p + 3]]
+        p += 4
+    while p < hi:
+        a0 += data[p] * w[indices[p]]
+        p += 1
+    return (a0 + a1) + (a2 + a3)
+
+
 @njit(**_OPTS)
 def full_gradient_single(indptr, indices, data, targets, w, b, loss, eps, g, scratch):
     """:func:`full_gradient` for one output (binary classification with targets +-1, or
@@ -535,10 +557,7 @@ def full_gradient_single(indptr, indices, data, targets, w, b, loss, eps, g, scr
     loss, the bias's gradient)."""
     n = indptr.shape[0] - 1
     for i in range(n):
-        margin = b
-        for p in range(indptr[i], indptr[i + 1]):
-            margin += data[p] * w[indices[p]]
-        scratch[i] = margin
+        scratch[i] = b + _sparse_dot(indptr[i], indptr[i + 1], indices, data, w)
     total = 0.0
     g_bias = 0.0
     for i in range(n):
