@@ -225,6 +225,12 @@ class StalesyncEstimator(BaseEstimator):
     _fitted_attributes: tuple[str, ...] = ()
     _model_arrays: tuple[str, ...] = ()  # fitted arrays that save() writes
     _model_info: tuple[str, ...] = ()  # fitted JSON values that save() writes
+    _sparse_input = True  # fit / predict take scipy sparse matrices (scikit-learn's tag)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = self._sparse_input
+        return tags
 
     def _check_params(self) -> None:
         """Raise :class:`ConfigError` for any invalid parameter (before any work): the

@@ -440,6 +440,33 @@ def hogwild_epoch(indptr, indices, data, labels, yvals, order, W, bias, freq, lo
 
 
 @njit(**_OPTS)
+def _margins(lo, hi, indices, data, W, bias, margins):
+    """``margins = x W + bias`` for the CSR row whose entries are ``lo..hi``."""
+    for k in range(W.shape[1]):
+        acc = bias[k]
+        for p in range(lo, hi):
+            acc += data[p] * W[indices[p], k]
+        margins[k] = acc
+
+
+@njit(**_OPTS)
+def _example_loss(loss, mode, margins, label, targets, eps):
+    """One example's loss over its outputs (multinomial: the softmax cross-entropy)."""
+    total = 0.0
+    if mode == MULTINOMIAL:
+        top = margins[0]
+        for k in range(1, margins.shape[0]):
+            top = max(top, margins[k])
+        z = 0.0
+        for k in range(margins.shape[0]):
+            z += math.exp(margins[k] - top)
+        return math.log(z) + top - margins[label]
+    for k in range(margins.shape[0]):
+        total += loss_value(loss, margins[k], targets[k], eps)
+    return total
+
+
+@njit(**_OPTS)
 def objective_terms(indptr, indices, data, labels, yvals, W, bias, loss, mode, classify,
                     eps):
     """Summed loss of every example at ``W``, and the number of correct predictions
@@ -451,24 +478,10 @@ def objective_terms(indptr, indices, data, labels, yvals, W, bias, loss, mode, c
     score = 0.0
     for i in range(indptr.shape[0] - 1):
         lo, hi = indptr[i], indptr[i + 1]
-        for k in range(K):
-            acc = bias[k]
-            for p in range(lo, hi):
-                acc += data[p] * W[indices[p], k]
-            margins[k] = acc
+        _margins(lo, hi, indices, data, W, bias, margins)
         label = labels[i]
         _targets(mode, K, label, yvals[i], classify, targets)
-        if mode == MULTINOMIAL:
-            top = margins[0]
-            for k in range(1, K):
-                top = max(top, margins[k])
-            z = 0.0
-            for k in range(K):
-                z += math.exp(margins[k] - top)
-            total += math.log(z) + top - margins[label]
-        else:
-            for k in range(K):
-                total += loss_value(loss, margins[k], targets[k], eps)
+        total += _example_loss(loss, mode, margins, label, targets, eps)
         if classify:
             if K == 1:
                 pred = 1 if margins[0] > 0.0 else 0
@@ -497,24 +510,10 @@ def full_gradient(indptr, indices, data, labels, yvals, W, bias, loss, mode, cla
     total = 0.0
     for i in range(indptr.shape[0] - 1):
         lo, hi = indptr[i], indptr[i + 1]
-        for k in range(K):
-            acc = bias[k]
-            for p in range(lo, hi):
-                acc += data[p] * W[indices[p], k]
-            margins[k] = acc
+        _margins(lo, hi, indices, data, W, bias, margins)
         label = labels[i]
         _targets(mode, K, label, yvals[i], classify, targets)
-        if mode == MULTINOMIAL:
-            top = margins[0]
-            for k in range(1, K):
-                top = max(top, margins[k])
-            z = 0.0
-            for k in range(K):
-                z += math.exp(margins[k] - top)
-            total += math.log(z) + top - margins[label]
-        else:
-            for k in range(K):
-                total += loss_value(loss, margins[k], targets[k], eps)
+        total += _example_loss(loss, mode, margins, label, targets, eps)
         _output_grads(loss, mode, margins, label, targets, eps, g)
         for p in range(lo, hi):
             j = indices[p]

@@ -70,11 +70,6 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         self.staleness = staleness
         self.seed = seed
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
-
     def _check_own_params(self) -> None:
         check_int(self.n_clusters, "n_clusters", 1)
         check_int(self.batch_size, "batch_size", 1)

@@ -167,11 +167,6 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
         self.safeguard = safeguard
         self.seed = seed
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
-
     def _check_own_params(self) -> None:
         super()._check_own_params()
         if self.eta is not None:

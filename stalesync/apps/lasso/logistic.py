@@ -229,7 +229,6 @@ class LogisticL1(ClassifierMixin, ScheduledLinearModel):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
         tags.classifier_tags.multi_class = False
         return tags
 

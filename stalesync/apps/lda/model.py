@@ -120,7 +120,6 @@ class LDA(TransformerMixin, StalesyncEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
         tags.input_tags.positive_only = True
         return tags
 

@@ -85,11 +85,6 @@ class LinearSGD(StalesyncEstimator):
         self.tol = tol
         self.seed = seed
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
-
     # -- parameters -------------------------------------------------------------------
     def _strategy(self) -> Strategy:
         """The strategy with its ``strategy_options`` (checked: an option it does not take

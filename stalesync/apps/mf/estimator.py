@@ -70,11 +70,6 @@ class MatrixFactorization(RegressorMixin, StalesyncEstimator):
     """
 
     _fitted_attributes = ("P_", "Q_", "mu_")
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True  # a users x items matrix of ratings
-        return tags
     _model_arrays = ("P_", "Q_", "user_ids_", "item_ids_", "seen_indptr_", "seen_items_")
     _model_info = ("mu_", "scale_", "history_", "n_features_in_")
 

@@ -86,6 +86,7 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
     255).
     """
 
+    _sparse_input = False  # dense float features
     _fitted_attributes = ("params_", "classes_", "n_features_in_")
     _model_arrays = ("params_", "classes_")
     _model_info = ("n_features_in_",)

@@ -48,11 +48,6 @@ class PCA(TransformerMixin, StalesyncEstimator):
         self.workers = workers
         self.seed = seed
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
-
     def _check_own_params(self) -> None:
         if self.n_components is not None:
             check_int(self.n_components, "n_components", 1)
