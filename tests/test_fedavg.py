@@ -203,9 +203,11 @@ def test_fedavg_on_the_network(data):
     assert model.run_record_["strategy"] == "fedavg"
 
 
-def test_a_resumed_federation_ends_where_an_uninterrupted_one_does(data, tmp_path):
-    """Snapshots every round; resuming from the one before the last gives the same model
-    bit for bit (fixed point: the sums do not depend on the order they arrive in)."""
+@pytest.mark.parametrize("every", [1, 2])
+def test_a_resumed_federation_ends_where_an_uninterrupted_one_does(data, tmp_path, every):
+    """Snapshots every clock (so also between a round's two clocks) or every round;
+    resuming from the one before the last gives the same model bit for bit (fixed point:
+    the sums do not depend on the order they arrive in)."""
     from stalesync.apps.base import RunConfig
     from stalesync.persist.snapshot import list_snapshots
 
@@ -214,7 +216,7 @@ def test_a_resumed_federation_ends_where_an_uninterrupted_one_does(data, tmp_pat
                "server_momentum": 0.5}
     model = LinearClassifier(loss="log_loss", strategy="fedavg", strategy_options=options,
                              workers=2)
-    full = model.fit(X, y, run=RunConfig(snapshot_every=2, snapshot_dir=str(tmp_path)))
+    full = model.fit(X, y, run=RunConfig(snapshot_every=every, snapshot_dir=str(tmp_path)))
     coef = full.coef_.copy()
     clock, earlier = list_snapshots(tmp_path)[0]
     assert 0 < clock < full.run_record_["clocks"] - 1
