@@ -179,7 +179,7 @@ class FederatedAveraging(Strategy):
             if clients > n:
                 raise ConfigError(f"{n} examples cannot be split over {clients} clients",
                                   param="clients")
-            return np.array_split(rng.permutation(n), clients)
+            return super().partition(n, clients, rng)  # the default split, one per client
         ids = np.asarray(clients)
         if ids.ndim != 1 or ids.shape[0] != n:
             raise ConfigError(f"clients: {ids.shape[0] if ids.ndim else 0} ids given for "

@@ -191,11 +191,11 @@ class LinearSGD(StalesyncEstimator):
     def _fit(self, X, y, run: RunConfig, epochs: int, reset: bool) -> LinearSGD:
         X, y = self._features(X, reset, y, dense_ok=self.solver == "normal")
         labels, yvals, K, mode = self._targets(y)
-        if self.solver != "sgd":
-            return self._fit_batch(X, labels, yvals, K, mode, run)
         if self.workers != AUTO and X.shape[0] < self.workers:
             raise ConfigError(f"{X.shape[0]} examples cannot be split over {self.workers} "
                               "workers", param="workers")
+        if self.solver != "sgd":
+            return self._fit_batch(X, labels, yvals, K, mode, run)
         strategy = self._strategy()
         spec = self._spec(X, K, mode, labels, yvals, 1.0)
         decision = decide(self.workers, self._work(X, labels, yvals, spec, epochs),

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from ...errors import ConfigError
 from ...linalg import gram
 from ...strategies import lbfgs
-from ..workers import AUTO, Work, decide, timed
+from ..workers import Work, decide, timed
 from .problem import LinearProblem, LinearSpec
 
 SOLVERS = ("sgd", "lbfgs", "normal")
@@ -82,19 +82,13 @@ def _alpha(estimator: Any) -> float:
     return 0.0 if estimator.penalty == "none" else float(estimator.alpha)
 
 
-def _check_workers(workers: int | str, n: int) -> None:
-    if workers != AUTO and n < workers:
-        raise ConfigError(f"{n} examples cannot be split over {workers} workers",
-                          param="workers")
-
-
 def fit_lbfgs(estimator: Any, X: sp.csr_matrix, labels: np.ndarray, yvals: np.ndarray,
               spec: LinearSpec, run: Any) -> BatchFit:
     """The weights minimising the objective, by L-BFGS over row partitions of ``X``."""
     n, d = X.shape
     K = spec.outputs
-    _check_workers(estimator.workers, n)
-    probe = LinearProblem(X[: min(n, LBFGS_PROBE)], labels, yvals, np.zeros(d), spec, 1)
+    m = min(n, LBFGS_PROBE)
+    probe = LinearProblem(X[:m], labels[:m], yvals[:m], np.zeros(d), spec, 1)
     theta0 = np.zeros(d * K + K)
     per_pass = timed(probe.loss_grad, theta0) * n / probe.num_examples
     decision = decide(estimator.workers, Work(per_pass, 2, max_workers=n), resume=run.resume)
@@ -130,7 +124,6 @@ def fit_normal(estimator: Any, X: sp.csr_matrix | np.ndarray, yvals: np.ndarray,
     fitting an intercept (the intercept is not penalised), by Cholesky; a singular system
     (no penalty, dependent columns) takes the minimum-norm solution instead."""
     n, d = X.shape
-    _check_workers(estimator.workers, n)
     fit_intercept = bool(estimator.fit_intercept)
     g = gram(X, yvals, center=fit_intercept, workers=estimator.workers, run=run,
              seed=estimator.seed)
