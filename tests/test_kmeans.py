@@ -16,7 +16,7 @@ from sklearn.datasets import make_blobs
 
 from stalesync.apps.base import RunConfig
 from stalesync.apps.kmeans import KMeans
-from stalesync.apps.kmeans.worker import COUNTS, SUMS
+from stalesync.apps.kmeans.worker import COUNTS, FUSED_ASSIGN_MAX, SUMS, Points
 from stalesync.cli import main
 from stalesync.data.idx import read_idx, read_idx_pair, write_idx
 from stalesync.data.load import load_features
@@ -96,6 +96,26 @@ def test_inertia_is_within_one_percent_of_sklearn_kmeans():
     assert max(inertias) <= worst_fixed_point, (inertias, worst_fixed_point)
     for m in fits:
         assert m.inertia_ == pytest.approx(-m.score(X))
+
+
+@pytest.mark.parametrize("k,d", [(10, 64), (40, 300)])  # the compiled loop, then BLAS
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_both_assignment_paths_find_the_nearest_centre(k, d, dtype):
+    """Points lo..hi of a worker's shuffled copy get the nearest centre and its squared
+    distance (the others are left alone), on either side of FUSED_ASSIGN_MAX."""
+    rng = np.random.default_rng(k)
+    X = rng.normal(size=(700, d)).astype(dtype)
+    C = rng.normal(size=(k, d))
+    assert (k * d <= FUSED_ASSIGN_MAX) == (k == 10)
+    rows = rng.permutation(700)
+    pts = Points.create(X, rows, 64)
+    np.testing.assert_array_equal(pts.X, X[rows])
+    exact = ((X[rows].astype(np.float64)[:, None, :] - C[None, :, :]) ** 2).sum(axis=2)
+    labels, dist = np.full(700, -1), np.full(700, -1.0)
+    pts.assign(100, 650, C, labels, dist)
+    assert (labels[:100] == -1).all() and (labels[650:] == -1).all()
+    np.testing.assert_array_equal(labels[100:650], np.argmin(exact, axis=1)[100:650])
+    np.testing.assert_allclose(dist[100:650], exact.min(axis=1)[100:650], rtol=1e-4)
 
 
 def test_beats_minibatch_kmeans_at_equal_passes():

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from stalesync.apps.base import RunConfig
 from stalesync.apps.mf import MatrixFactorization, NotFittedError, UnknownIdError
 from stalesync.apps.mf.blocks import block_data
+from stalesync.apps.mf.sgd import Triples
+from stalesync.apps.mf.ssp import partition
 from stalesync.cli import main
 from stalesync.data.ratings import (
     Ratings,
@@ -28,6 +30,7 @@ from stalesync.data.ratings import (
 )
 from stalesync.errors import ConfigError, DataFormatError
 from stalesync.faults import Stragglers
+from stalesync.kernels.csr import compact_columns, compact_taken
 from stalesync.kernels.mf import predict, sgd_pass, sum_squared_error
 from stalesync.observe.metrics import RECORD_FIELDS
 
@@ -458,3 +461,41 @@ def test_ids_are_compacted_as_np_unique_does(ids, as_float):
     np.testing.assert_array_equal(order, np.argsort(want_inverse, kind="stable"))
     np.testing.assert_array_equal(np.diff(indptr), np.bincount(want_inverse,
                                                                minlength=want.size))
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(values=st.lists(st.integers(0, 40), max_size=80), seed=st.integers(0, 2**31))
+def test_compaction_of_taken_entries_is_the_sorted_distinct_values_and_their_ranks(values,
+                                                                                   seed):
+    indices = np.array(values, dtype=np.int32)
+    order = np.random.default_rng(seed).permutation(indices.size)[: indices.size // 2 + 1]
+    order = order[order < indices.size].astype(np.int64)
+    scratch = np.full(41, -1, dtype=np.int64)
+    local = np.empty(order.size, dtype=np.int32)
+    columns = compact_taken(indices, order, scratch, local)
+    np.testing.assert_array_equal(columns, np.unique(indices[order]))
+    np.testing.assert_array_equal(columns[local], indices[order])
+    assert (scratch == -1).all()  # left for the next chunk
+    columns, local = compact_columns(indices, scratch)
+    np.testing.assert_array_equal(columns[local], indices)
+    assert (scratch == -1).all()
+
+
+@pytest.mark.parametrize("workers,clocks", [(1, 1), (2, 3), (3, 2)])
+def test_partition_deals_every_rating_once_by_user(workers, clocks):
+    rng = np.random.default_rng(5)
+    n_users = 50
+    t = Triples(rng.integers(0, n_users, 3000).astype(np.int32),
+                rng.integers(0, 30, 3000).astype(np.int32),
+                rng.random(3000).astype(np.float32))
+    parts = partition(t, n_users, workers, clocks, seed=0)
+    assert len(parts) == workers and all(len(p) == clocks for p in parts)
+    seen, owners = [], {}
+    for w, chunks in enumerate(parts):
+        for c in chunks:
+            users, items = c.user_rows[c.users], c.item_rows[c.items]
+            seen += list(zip(users.tolist(), items.tolist(), c.ratings.tolist(), strict=True))
+            for u in np.unique(users):
+                assert owners.setdefault(int(u), w) == w  # each user has one writer
+    expected = zip(t.users.tolist(), t.items.tolist(), t.ratings.tolist(), strict=True)
+    assert sorted(seen) == sorted(expected)

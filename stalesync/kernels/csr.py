@@ -44,31 +44,39 @@ def take_rows(X: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
 
 
 @numba.njit(nogil=True, cache=True)
-def compact_columns(indices, scratch):  # pragma: no cover - compiled
-    """The distinct columns of ``indices`` (sorted) and each entry's position among them:
-    ``(columns, local)`` with ``columns[local] == indices``. ``scratch`` is an all ``-1``
-    array over the columns (left so); O(entries + distinct log distinct), no sort of the
-    entries themselves."""
-    n = indices.shape[0]
-    seen = np.empty(n, dtype=np.int64)
+def compact_taken(indices, order, scratch, local):  # pragma: no cover - compiled
+    """The distinct values of ``indices[order]`` (sorted), written as ``local[q]``, the
+    position of ``indices[order[q]]`` among them, without gathering ``indices[order]``
+    first. ``scratch`` is an all ``-1`` array over the values (left so); ``local`` has
+    ``order``'s length and any integer dtype. O(entries + distinct log distinct), no sort
+    of the entries themselves."""
+    n = order.shape[0]
+    seen = np.empty(min(n, scratch.shape[0]), dtype=np.int64)
     count = 0
-    for p in range(n):
-        j = indices[p]
+    for q in range(n):
+        j = indices[order[q]]
         if scratch[j] < 0:
             scratch[j] = count
             seen[count] = j
             count += 1
     columns = seen[:count].copy()
-    order = np.argsort(columns)
-    rank = np.empty(count, dtype=np.int64)
+    ranked = np.argsort(columns)
     for c in range(count):
-        rank[order[c]] = c
-    local = np.empty(n, dtype=np.int64)
-    for p in range(n):
-        local[p] = rank[scratch[indices[p]]]
+        scratch[columns[ranked[c]]] = c
+    for q in range(n):
+        local[q] = scratch[indices[order[q]]]
     for c in range(count):
         scratch[columns[c]] = -1
-    return columns[order], local
+    return columns[ranked]
+
+
+@numba.njit(nogil=True, cache=True)
+def compact_columns(indices, scratch):  # pragma: no cover - compiled
+    """:func:`compact_taken` of every entry in order: ``(columns, local)`` with
+    ``columns[local] == indices``."""
+    local = np.empty(indices.shape[0], dtype=np.int64)
+    columns = compact_taken(indices, np.arange(indices.shape[0]), scratch, local)
+    return columns, local
 
 
 @numba.njit(nogil=True, cache=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from .worker import COUNTS, SUMS, Points, centroids, make_worker
 
 INITS = ("k-means++", "random")
 PROBE_POINTS = 4096  # workers="auto" times assigning this many points
+ASSIGN_CHUNK = 8192  # points per matrix product of the final assignment
 CLOCK_WORK = 2**22  # multiply-adds a clock carries at least (a few milliseconds)
 
 
@@ -130,7 +132,9 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
             per_point * n * self.epochs, self.epochs * -(-n // batch), split_clocks=True,
             max_workers=n, min_clocks=self.epochs), resume=run.resume)
         workers = decision.workers
-        parts = [Points.create(X, rows, batch) for rows in np.array_split(order, workers)]
+        with ThreadPoolExecutor(workers) as pool:  # one thread cuts each worker's part
+            parts = list(pool.map(Points.create, [X] * workers,
+                                  np.array_split(order, workers), [batch] * workers))
         batches = max(p.num_batches for p in parts)
         for p in parts:  # every worker has the same number of clocks per epoch
             p.batch_size = -(-p.size // batches)
@@ -150,7 +154,7 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         train_s = time.perf_counter() - start
         fallback = result.worker_results[0]["centroids"]
         self.cluster_centers_ = centroids(result.tables[SUMS], result.tables[COUNTS], fallback)
-        self.labels_, dist = self._assign(X)
+        self.labels_, dist = self._assign(X, threads=workers)
         self.inertia_ = float(dist.sum())
         self.n_iter_ = int(max(r["epochs"] for r in result.worker_results))
         record = result.record
@@ -181,17 +185,28 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         timing, so a seeded fit repeats and a snapshot resumes on the same clocks."""
         return max(self.batch_size, -(-CLOCK_WORK // max(1, d * self.n_clusters)))
 
-    def _assign(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """Exact labels and squared distances under the centres (float64, in chunks)."""
+    def _assign(self, X, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Exact labels and squared distances under the centres (float64, in chunks of
+        ASSIGN_CHUNK points, on ``threads`` threads with one BLAS thread each)."""
         n = X.shape[0]
         labels = np.empty(n, dtype=np.int64)
         dist = np.empty(n)
         C = self.cluster_centers_
-        for lo in range(0, n, 8192):
-            hi = min(lo + 8192, n)
-            part = X[lo:hi]
-            pts = Points.create(part.astype(np.float64), np.arange(hi - lo), hi - lo)
+
+        def chunk(lo: int) -> None:
+            hi = min(lo + ASSIGN_CHUNK, n)
+            part = X[lo:hi]  # a view of dense rows; float32 is scored in float64
+            pts = Points.of(part.astype(np.float64, copy=False))
             pts.assign(0, hi - lo, C, labels[lo:hi], dist[lo:hi])
+
+        starts = range(0, n, ASSIGN_CHUNK)
+        if threads <= 1 or n <= ASSIGN_CHUNK:
+            for lo in starts:
+                chunk(lo)
+        else:
+            with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(
+                    threads) as pool:
+                list(pool.map(chunk, starts))
         return labels, dist
 
     def predict(self, X: Any) -> np.ndarray:

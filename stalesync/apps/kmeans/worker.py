@@ -26,7 +26,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from ...kernels import kmeans as k
+from ...kernels.csr import take_rows
+from ...kernels.rows import gather_rows
 
+FUSED_ASSIGN_MAX = 8192  # centroid entries (K x d) up to which the compiled loop beats BLAS
 SUMS = "sums"
 COUNTS = "counts"
 
@@ -43,15 +46,26 @@ class Points:
 
     @classmethod
     def create(cls, X, rows: np.ndarray, batch_size: int) -> Points:
-        """The points ``X[rows]`` (a copy: a remote worker receives only its own)."""
+        """The points ``X[rows]`` (a copy: a remote worker receives only its own). The copy
+        and the norms run in compiled loops without the GIL, so one thread per worker cuts
+        the partitions at once."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
         if sp.issparse(X):
-            local = sp.csr_matrix(X[rows])
+            local = take_rows(sp.csr_matrix(X), rows)
             norms = k.row_norms2_csr(local.indptr, local.data, local.shape[0])
         else:
-            local = np.ascontiguousarray(X[rows])
+            local = gather_rows(np.ascontiguousarray(X), rows)
             norms = k.row_norms2_dense(local)
-        n = rows.size
-        return cls(local, norms, np.full(n, -1, dtype=np.int64), np.zeros(n), batch_size)
+        return cls.of(local, norms, batch_size)
+
+    @classmethod
+    def of(cls, X, norms: np.ndarray | None = None, batch_size: int = 1) -> Points:
+        """``X`` itself, not a copy (C-ordered dense or CSR rows)."""
+        if norms is None:
+            norms = (k.row_norms2_csr(X.indptr, X.data, X.shape[0]) if sp.issparse(X)
+                     else k.row_norms2_dense(X))
+        n = X.shape[0]
+        return cls(X, norms, np.full(n, -1, dtype=np.int64), np.zeros(n), batch_size)
 
     @property
     def size(self) -> int:
@@ -67,11 +81,18 @@ class Points:
 
     def assign(self, lo: int, hi: int, C: np.ndarray, labels: np.ndarray,
                dist: np.ndarray) -> None:
-        """Nearest centroid of points ``lo..hi``: ``||x||^2 - 2 x.c + ||c||^2`` with the
-        cross term as one matrix product (BLAS, in the data's precision)."""
+        """Nearest centroid of points ``lo..hi``: ``||x||^2 - 2 x.c + ||c||^2``. Few
+        centroids of few features (``C.size <= FUSED_ASSIGN_MAX``, dense rows): one compiled
+        loop without the GIL (2.5x faster than BLAS at 10 x 64, where the matrix product is
+        too thin to pay and every numpy step after it hands the GIL to the other workers);
+        else the cross term as one matrix product (BLAS, in the data's precision)."""
         if hi <= lo:
             return
         c_norm2 = np.einsum("ij,ij->i", C, C)
+        if C.size <= FUSED_ASSIGN_MAX and not sp.issparse(self.X):
+            k.assign_dense(self.X, lo, hi, np.ascontiguousarray(C, dtype=np.float64),
+                           c_norm2, self.x_norm2, labels, dist)
+            return
         cross = self.X[lo:hi] @ C.T.astype(self.X.dtype, copy=False)
         scores = c_norm2[None, :] - 2.0 * np.asarray(cross, dtype=np.float64)
         best = np.argmin(scores, axis=1)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ... import job
-from ...kernels.csr import compact_columns
+from ...kernels.csr import compact_taken
 from ...kernels.mf import sgd_pass
 from ...ps.tables import TableSpec
 from ...scheduler.blocks import partition_ids
@@ -35,30 +36,38 @@ class Chunk:
     ratings: np.ndarray
 
 
-def make_chunk(t: Triples, user_scratch: np.ndarray, item_scratch: np.ndarray) -> Chunk:
-    """The chunk of ratings ``t``; the scratch arrays (all -1, one slot per user and per
-    item) let the rows be compacted in O(ratings) instead of sorted."""
-    user_rows, lu = compact_columns(t.users, user_scratch)
-    item_rows, li = compact_columns(t.items, item_scratch)
-    return Chunk(user_rows.astype(np.int64), item_rows.astype(np.int64), lu.astype(np.int32),
-                 li.astype(np.int32), t.ratings)
+def make_chunk(t: Triples, order: np.ndarray, user_scratch: np.ndarray,
+               item_scratch: np.ndarray) -> Chunk:
+    """The chunk of ratings ``t[order]``; the scratch arrays (all -1, one slot per user and
+    per item) let the rows be compacted in O(ratings) instead of sorted, without gathering
+    the ids first."""
+    users = np.empty(order.size, dtype=np.int32)
+    items = np.empty(order.size, dtype=np.int32)
+    user_rows = compact_taken(t.users, order, user_scratch, users)
+    item_rows = compact_taken(t.items, order, item_scratch, items)
+    return Chunk(user_rows.astype(np.int64), item_rows.astype(np.int64), users, items,
+                 t.ratings[order])
 
 
 def partition(train: Triples, n_users: int, workers: int, clocks_per_epoch: int,
               seed: int) -> list[list[Chunk]]:
-    """Per worker, its ratings cut into ``clocks_per_epoch`` chunks (shuffled, seeded)."""
+    """Per worker, its ratings cut into ``clocks_per_epoch`` chunks (shuffled by its own
+    seeded generator). One thread per worker cuts them: numpy's shuffle and gathers and
+    the compaction kernel release the GIL."""
     counts = np.bincount(train.users, minlength=n_users)
     owner = partition_ids(n_users, workers, seed, weights=counts)[train.users]
-    rng = np.random.default_rng([seed, 11])
-    users = np.full(n_users, -1, dtype=np.int64)
-    items = np.full(int(train.items.max()) + 1 if len(train) else 0, -1, dtype=np.int64)
-    parts = []
-    for w in range(workers):
+    n_items = int(train.items.max()) + 1 if len(train) else 0
+
+    def chunks(w: int) -> list[Chunk]:
         mine = np.flatnonzero(owner == w)
-        mine = mine[rng.permutation(mine.size)]
-        pieces = np.array_split(mine, clocks_per_epoch)
-        parts.append([make_chunk(train.take(p), users, items) for p in pieces])
-    return parts
+        np.random.default_rng([seed, 11, w]).shuffle(mine)
+        users = np.full(n_users, -1, dtype=np.int64)  # this thread's compaction scratch
+        items = np.full(n_items, -1, dtype=np.int64)
+        return [make_chunk(train, p, users, items)
+                for p in np.array_split(mine, clocks_per_epoch)]
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(chunks, range(workers)))
 
 
 def train_ssp(
