@@ -4,6 +4,7 @@ any strategy of :mod:`stalesync.strategies` through the parameter server."""
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -171,7 +172,7 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         record = trained.record
         record["workers_decision"] = decision.as_record()
         record["objective_name"] = record["objective_name"].replace("loss", "cross-entropy")
-        accuracy = float(np.mean(self._predict_index(X) == labels))
+        accuracy = float(np.mean(self._predict_index(X, decision.workers) == labels))
         record["final"] = {"train_accuracy": accuracy, **record["final"], "arch": self.arch}
         self._keep_record(record)
         warn_if_chance(accuracy, labels, lr)
@@ -221,17 +222,26 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
             networks.set_flat(self._net, self.params_)
         return self._net
 
-    def _logits(self, X: np.ndarray) -> np.ndarray:
+    def _logits(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
+        """The network's outputs, PREDICT_BATCH rows at a time on ``threads`` threads
+        (PyTorch runs one thread per call here and releases the GIL in its kernels)."""
         torch = networks.torch_module()
         net = self._network()
-        out = []
-        with torch.no_grad():
-            for start in range(0, X.shape[0], PREDICT_BATCH):
-                out.append(net(torch.from_numpy(X[start:start + PREDICT_BATCH])).numpy())
+
+        def batch(start: int) -> np.ndarray:
+            with torch.no_grad():
+                return net(torch.from_numpy(X[start:start + PREDICT_BATCH])).numpy()
+
+        starts = range(0, X.shape[0], PREDICT_BATCH)
+        if threads > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                out = list(pool.map(batch, starts))
+        else:
+            out = [batch(start) for start in starts]
         return np.concatenate(out) if out else np.zeros((0, self.classes_.size))
 
-    def _predict_index(self, X: np.ndarray) -> np.ndarray:
-        return self._logits(X).argmax(axis=1)
+    def _predict_index(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
+        return self._logits(X, threads).argmax(axis=1)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         self._check_fitted()

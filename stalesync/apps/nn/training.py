@@ -4,6 +4,7 @@ classifier or a user's module): split the examples over the workers, run the str
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,8 +107,12 @@ def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
                           plan.compress)
     parts = plan.strategy.partition(X.shape[0], plan.workers, rng)  # fedavg: one per client
     per_clock = plan.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
-    problems = [NNProblem(X[p], targets[p], spec, per_clock, plan.seed + 7919 * w)
-                for w, p in enumerate(parts)]
+    def problem(w: int) -> NNProblem:  # numpy's gathers release the GIL: one thread each
+        p = parts[w]
+        return NNProblem(X[p], targets[p], spec, per_clock, plan.seed + 7919 * w)
+
+    with ThreadPoolExecutor(min(plan.workers, len(parts))) as pool:
+        problems = list(pool.map(problem, range(len(parts))))
     strategy = plan.strategy
     table = TableSpec(TABLE, spec.rows, networks.ROW_WIDTH, "float32",
                       update=strategy.table_update(),
