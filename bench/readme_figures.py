@@ -47,7 +47,10 @@ def scaling_large(d: dict[str, Any]) -> str:
 
 def scaling_small(d: dict[str, Any]) -> str:
     ratio = d["summary"]["small_auto_vs_best"]
-    return ", ".join(f"{app} {_x(v)}" for app, v in ratio.items())
+    reached = d["summary"].get("small_auto_reached", {})
+    return ", ".join(f"{app} {_x(v)}" + ("" if reached.get(app, True)
+                                         else " (quality not reached)")
+                     for app, v in ratio.items())
 
 
 def clock_cost(d: dict[str, Any]) -> str:
