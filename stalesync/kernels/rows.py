@@ -4,7 +4,8 @@ Each copying kernel exists twice: one that releases the GIL, for batches big eno
 another worker can compute meanwhile, and its twin that holds it, for small batches, where a
 release and re-acquire costs more than the copy and hands the interpreter to another worker
 in the middle of a shard's critical section (two workers then queue on the shard lock
-instead of overlapping). :func:`releases_gil` decides.
+instead of overlapping). Batches of at least ``GIL_RELEASE_ELEMENTS`` elements release it
+(the comparison is written out in each wrapper: these run several times a clock).
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ import numba
 import numpy as np
 
 GIL_RELEASE_ELEMENTS = 1 << 15  # batches of at least this many elements release the GIL
-
-
-def releases_gil(elements: int) -> bool:
-    return elements >= GIL_RELEASE_ELEMENTS
 
 
 def gil_holding_twin(kernel):
@@ -67,14 +64,14 @@ _scatter_set_gil = gil_holding_twin(_scatter_set)
 def scatter_rows(dst: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
     """``dst[rows] = values`` (refreshing a worker's cache)."""
     if rows.size:
-        big = releases_gil(rows.size * dst.shape[1])
+        big = rows.size * dst.shape[1] >= GIL_RELEASE_ELEMENTS
         (_scatter_set if big else _scatter_set_gil)(dst, rows, values)
 
 
 def scatter_add_rows(dst: np.ndarray, rows: np.ndarray, deltas: np.ndarray) -> None:
     """``dst[rows[i]] += deltas[i]`` for every i; repeated rows accumulate (unlike ``+=``)."""
     if rows.size:
-        big = releases_gil(rows.size * dst.shape[1])
+        big = rows.size * dst.shape[1] >= GIL_RELEASE_ELEMENTS
         (_scatter_add if big else _scatter_add_gil)(dst, rows, deltas)
 
 
@@ -82,7 +79,7 @@ def gather_rows(src: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``src[rows]`` into a fresh array."""
     out = np.empty((rows.shape[0], src.shape[1]), dtype=src.dtype)
     if rows.size:
-        (_gather if releases_gil(out.size) else _gather_gil)(src, rows, out)
+        (_gather if out.size >= GIL_RELEASE_ELEMENTS else _gather_gil)(src, rows, out)
     return out
 
 
@@ -115,7 +112,7 @@ def scatter_add_rows_pair(
 ) -> None:
     """``scatter_add_rows`` into two same-shaped arrays in one pass (cache + update log)."""
     if rows.size:
-        big = releases_gil(deltas.size)
+        big = deltas.size >= GIL_RELEASE_ELEMENTS
         (_scatter_add_pair if big else _scatter_add_pair_gil)(dst_a, dst_b, rows, deltas)
 
 
@@ -123,7 +120,7 @@ def take_and_zero_rows(src: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Return ``src[rows]`` and zero those rows, in one pass (draining the update log)."""
     out = np.empty((rows.shape[0], src.shape[1]), dtype=src.dtype)
     if rows.size:
-        (_take_and_zero if releases_gil(out.size) else _take_and_zero_gil)(src, rows, out)
+        (_take_and_zero if out.size >= GIL_RELEASE_ELEMENTS else _take_and_zero_gil)(src, rows, out)
     return out
 
 
@@ -145,8 +142,8 @@ def all_finite(values: np.ndarray) -> bool:
     (the check every float increment gets)."""
     if values.dtype.kind != "f" or values.size == 0:
         return True
-    kernel = _all_finite if releases_gil(values.size) else _all_finite_gil
-    return bool(kernel(np.ascontiguousarray(values).reshape(-1)))
+    kernel = _all_finite if values.size >= GIL_RELEASE_ELEMENTS else _all_finite_gil
+    return bool(kernel(values.reshape(-1)))  # a view when contiguous, else a copy
 
 
 @numba.njit(nogil=True, cache=True)

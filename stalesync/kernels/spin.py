@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numba
 
+SPIN_POLLS = 300_000  # ~100 us of polling before a wait blocks
+
 
 @numba.njit(cache=True, nogil=True)
 def spin_until(counter, target, iterations):  # pragma: no cover - compiled

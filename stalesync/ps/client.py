@@ -93,6 +93,11 @@ class _CachedTable:
     all_rows: np.ndarray | None = None  # read(table) with no rows: every row id, made once
     missing: np.ndarray | None = None  # read_plan's output buffer (grown on demand)
     seen: np.ndarray | None = None  # read_plan's per-row scratch flags
+    # fixed per job, asked on every call: kept as plain fields
+    sparse: bool = False  # rows in sparse stores (only non-zeros)
+    gradient: bool = False  # increments are gradients for the shard's rule, not values
+    pushes: bool = False  # ESSP: shards push fresh rows at every completed clock
+    bounded: bool = True  # reads may block to enforce a staleness bound (not Async)
 
     @classmethod
     def create(cls, spec: TableSpec, model: ConsistencyModel, worker: int) -> _CachedTable:
@@ -119,11 +124,11 @@ class _CachedTable:
             feedback=None if codec is None else ErrorFeedback(
                 codec, spec.num_rows, spec.row_width, np.random.default_rng([worker, 5581]),
                 seed=(worker, 5581)),
+            sparse=spec.sparse_cache,
+            gradient=spec.gradient,
+            pushes=model.pushes,
+            bounded=model.bounded,
         )
-
-    @property
-    def sparse(self) -> bool:
-        return isinstance(self.cache, SparseRowStore)
 
     def gather(self, rows: np.ndarray, sparse: bool) -> np.ndarray | SparseRows:
         """Cached rows, dense or as a CSR batch."""
@@ -138,7 +143,8 @@ class _CachedTable:
 
         A dense cache returns the stored rows when they are a private, writable array (a
         read that fetched every row it asked for returns them without gathering again)."""
-        unsent = None if self.spec.gradient else self.dirty[rows]
+        # only rows with unsent increments need them added back (none right after a clock)
+        unsent = None if self.gradient or not self.n_dirty else self.dirty[rows]
         if self.sparse:
             self.cache.assign(rows, values)
             if unsent is not None and unsent.any():
@@ -241,6 +247,7 @@ class WorkerClient:
         self.fetch_every = fetch_every
         self.push_every = push_every
         self.audit = Audit(worker_id, audit)
+        self._audit_on = self.audit.enabled  # its mode is fixed for the job
         self.clock_count = 0
         self.tables = {
             name: _CachedTable.create(spec, models[name], worker_id)
@@ -275,13 +282,13 @@ class WorkerClient:
 
     # -- validation -----------------------------------------------------------------------
     def _table(self, name: str) -> _CachedTable:
-        self._check_alive()
-        try:
-            return self.tables[name]
-        except KeyError:
+        if self._ended or self._aborted:
+            self._check_alive()
+        table = self.tables.get(name)
+        if table is None:
             raise UnknownTableError(
-                f"unknown table {name!r}; this job declares {sorted(self.tables)}"
-            ) from None
+                f"unknown table {name!r}; this job declares {sorted(self.tables)}")
+        return table
 
     def _check_alive(self) -> None:
         if self._ended:
@@ -296,12 +303,15 @@ class WorkerClient:
     @staticmethod
     def _rows(table: _CachedTable, rows, checked: bool = False) -> np.ndarray:
         """``rows`` as int64 ids; in range unless ``checked`` says the caller checks."""
-        try:
-            arr = as_row_ids(rows)
-        except TypeError as exc:
-            raise RowIndexError(
-                f"table {table.spec.name!r}: row ids must be integers, got dtype {exc}"
-            ) from None
+        if type(rows) is np.ndarray and rows.dtype == np.int64 and rows.ndim == 1:
+            arr = rows  # the common case, without another call
+        else:
+            try:
+                arr = as_row_ids(rows)
+            except TypeError as exc:
+                raise RowIndexError(
+                    f"table {table.spec.name!r}: row ids must be integers, got dtype {exc}"
+                ) from None
         if not checked:
             bad = check_rows(arr, table.spec.num_rows)
             if bad >= 0:
@@ -386,20 +396,23 @@ class WorkerClient:
         return them as a :class:`~stalesync.ps.row_batch.SparseRows` batch (a scalar row id
         then gives a batch of one row)."""
         table = self._table(name)
-        scalar = rows is not None and np.ndim(rows) == 0
+        scalar = rows is not None and (rows.ndim == 0 if type(rows) is np.ndarray
+                                       else np.ndim(rows) == 0)
         if rows is None:
             if table.all_rows is None:
                 table.all_rows = np.arange(table.spec.num_rows)
             idx = table.all_rows
         else:
             idx = self._rows(table, rows, checked=True)  # read_plan checks the range
-        if table.model.pushes:
+        if table.pushes:
             self._apply_pushes(table)
         model = table.model if table.bounds is None else table.model_at(self.clock_count)
         clock = self.clock_count
         # never-fetched rows have stamp -1 and must be fetched even when c - s < 0
-        required = max(model.required_stamp(clock), 0) if model.bounded else ASYNC
-        buffer, seen = table.missing_buffer(idx.size)
+        required = max(model.required_stamp(clock), 0) if table.bounded else ASYNC
+        buffer, seen = table.missing, table.seen
+        if buffer is None or buffer.size < idx.size:
+            buffer, seen = table.missing_buffer(idx.size)
         n_missing = read_plan(idx, table.spec.num_rows, table.stamp, table.fetched_at,
                               required, clock, self.fetch_every, buffer, seen)
         if n_missing < 0:
@@ -407,7 +420,7 @@ class WorkerClient:
         waited, arrivals, fetched, before = 0.0, [], None, None
         if n_missing:
             missing = buffer[:n_missing].copy()  # distinct
-            if self.audit.enabled:
+            if self._audit_on:
                 before = table.stamp[idx]
             whole = n_missing == idx.size  # all of idx missing, no row twice
             waited, arrivals, fetched = self._fetch(
@@ -422,8 +435,8 @@ class WorkerClient:
         if not fits:
             counts = metrics.grow_histogram(top)
             total, top, low, fits = read_staleness(idx, table.stamp, self.clock_count, counts)
-        if self.audit.enabled:
-            self.audit.check_read(name, clock, model.staleness if model.bounded else None,
+        if self._audit_on:
+            self.audit.check_read(name, clock, model.staleness if table.bounded else None,
                                   int(low) if idx.size else None, before, waited, arrivals)
         metrics.on_read_stats(idx.size, total, top, waited)
         if table.last_read is not None:
@@ -438,11 +451,14 @@ class WorkerClient:
         all as a private dense array, else None)."""
         waited, arrivals, stored = 0.0, [], None
         name = table.spec.name
-        groups = self.shard_map.split(rows)
-        # ask every shard before using any answer: remote shards (Ray) serve them in parallel
-        futures = [
-            self.shards[s].read(self.worker_id, name, local, required) for s, _, local in groups
-        ]
+        if self.shard_map.num_shards == 1:  # nothing to group
+            groups: Sequence = ((0, slice(None), rows),)
+            futures: Sequence = (self.shards[0].read(self.worker_id, name, rows, required),)
+        else:
+            groups = self.shard_map.split(rows)
+            # ask every shard before using any answer: remote shards (Ray) serve in parallel
+            futures = [self.shards[s].read(self.worker_id, name, local, required)
+                       for s, _, local in groups]
         for (_, pos, _), future in zip(groups, futures, strict=True):
             values, stamp, w, arrival = future.result()
             waited += w
@@ -464,7 +480,7 @@ class WorkerClient:
             table.inbox.append(push)
 
     def _apply_pushes(self, table: _CachedTable) -> None:
-        if not table.model.pushes:
+        if not table.pushes:
             return
         with self._inbox_lock:
             pushes, table.inbox = table.inbox, []
@@ -497,7 +513,7 @@ class WorkerClient:
         None (drop the push: always safe, only less fresh) when they are no longer in the
         sent log. A gradient table's cache holds server values only: nothing to add."""
         missing = range(push.own_clocks, self.clock_count)
-        if table.spec.gradient or not missing:
+        if table.gradient or not missing:
             return []
         logged = {clock: (rows, deltas) for clock, rows, deltas in table.sent}
         if any(clock not in logged for clock in missing):
@@ -514,17 +530,17 @@ class WorkerClient:
         if table.sparse:
             idx, arr = coalesce(idx, arr)  # the sparse stores add distinct rows
             table.pending.add(idx, arr)
-            if not table.spec.gradient:
+            if not table.gradient:
                 table.cache.add(idx, arr)
         elif isinstance(arr, SparseRows):  # O(its entries) into the dense log and cache
             arr.add_to(table.pending, idx)
-            if not table.spec.gradient:
+            if not table.gradient:
                 arr.add_to(table.cache, idx)
             if table.pending_entries >= 0:
                 table.pending_entries += arr.nnz
         else:
             table.pending_entries = -1
-            if table.spec.gradient:  # the shard's rule turns it into an update: not a value
+            if table.gradient:  # the shard's rule turns it into an update: not a value
                 scatter_add_rows(table.pending, idx, arr)
             else:
                 scatter_add_rows_pair(table.pending, table.cache, idx, arr)
@@ -591,7 +607,7 @@ class WorkerClient:
             encoded = None
             if table.feedback is not None:  # lossy, the rest kept for the next clock
                 deltas, encoded = table.feedback.step(rows, deltas, self.clock_count)
-            if table.model.pushes:
+            if table.pushes:
                 table.sent.append((self.clock_count, rows, deltas))
             if num_shards == 1:
                 per_shard[0][name] = (rows, deltas)

@@ -98,10 +98,15 @@ class InWorkerOrder(EveryWorker):
         self._held: dict[int, dict[int, Mapping]] = {}  # clock -> worker -> its increments
 
     def accept(self, stores, worker, step, updates, finished) -> None:
+        if self.num_workers == 1:  # arrival order is worker order
+            super().accept(stores, worker, step, updates, finished)
+            return
         clock = self._clocks[worker]
         if updates:
             self._held.setdefault(clock, {})[worker] = updates
         super().accept(stores, worker, step, {}, finished)
+        if not self._held or min(self._held) >= self._min:
+            return
         for done in sorted(c for c in self._held if c < self._min):
             for _, held in sorted(self._held.pop(done).items()):
                 for name, (local_rows, increments) in held.items():

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from ..errors import ConfigError
 from ..kernels import sparse_rows
-from ..kernels.rows import gather_rows
+from ..kernels.rows import gather_rows, scatter_add_rows
 from .compression import parse
 from .row_batch import SparseRows, as_dense
 from .update_rules import Add, UpdateRule, make_rule
@@ -197,6 +197,7 @@ class DenseRowStore:
         self.values = np.zeros((num_local_rows, spec.row_width), dtype=spec.np_dtype)
         self.state = spec.rule.new_state(self.values)
         self.applied = 0  # updates applied: the step count of the rule's schedule
+        self._adds = isinstance(spec.rule, Add)  # fixed per table; asked every message
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -210,7 +211,9 @@ class DenseRowStore:
     def apply(self, local_rows: np.ndarray, increments: np.ndarray | SparseRows) -> None:
         """Fold one message's increments (distinct rows) in with the table's rule (a CSR
         batch to an ``add`` table in O(its entries))."""
-        if isinstance(increments, SparseRows) and isinstance(self.spec.rule, Add):
+        if self._adds and type(increments) is np.ndarray:
+            scatter_add_rows(self.values, local_rows, increments)
+        elif self._adds and isinstance(increments, SparseRows):
             increments.add_to(self.values, local_rows)
         else:
             self.spec.rule.apply(self.values, self.state, local_rows, as_dense(increments),

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..kernels.spin import spin_until
+from ..kernels.spin import SPIN_POLLS, spin_until
 from .backend import (
     POLL_S,
     Backend,
@@ -35,7 +35,6 @@ from .backend import (
 )
 
 STOP_WAIT_S = 10.0  # how long a stopped member may take to finish its current step
-SPIN_ITERATIONS = 300_000  # ~100 us of polling before a wait blocks (see kernels/spin.py)
 
 
 class LocalHandle:
@@ -60,7 +59,7 @@ class Signal:
     """A one-way signal from one thread to one other, posted at most once between two
     waits (a lane's "go" and "finished"): :meth:`post` and :meth:`wait` are a lock released
     and acquired, but :meth:`wait` first polls for the post without the GIL
-    (:func:`~stalesync.kernels.spin.spin_until`) for up to ``SPIN_ITERATIONS`` polls, so a
+    (:func:`~stalesync.kernels.spin.spin_until`) for up to ``SPIN_POLLS`` polls, so a
     post that comes within ~100 us finds the waiter awake. The lock alone decides who
     proceeds; the poll only makes an imminent post cheap (a bare 2-worker scheduler round:
     0.22 ms with a lock alone, 0.15 ms with the poll, on the 2-core machine)."""
@@ -78,7 +77,7 @@ class Signal:
         self._posted[0] += 1  # one poster per signal: no lost count
 
     def wait(self, timeout: float = -1) -> bool:
-        spin_until(self._posted, self._taken + 1, SPIN_ITERATIONS)
+        spin_until(self._posted, self._taken + 1, SPIN_POLLS)
         if not self._lock.acquire(timeout=timeout):
             return False
         self._taken += 1
