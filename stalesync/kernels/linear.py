@@ -45,9 +45,14 @@ MULTINOMIAL = 1  # class mode: 0 = binary / one-vs-rest, 1 = multinomial softmax
 UNBOUNDED = (2, 3, 4)
 
 _OPTS = {"cache": True, "nogil": True, "fastmath": {"reassoc", "contract", "arcp", "nsz"}}
+# Positions in the CSR arrays and feature ids are cast to unsigned before indexing: numba
+# wraps a negative signed index around (a test and a conditional move on every load), and
+# scipy's int32 ``indptr`` / ``indices`` make every position signed. Unsigned, the sparse
+# dot product of a row runs 2-3x faster (as fast as scipy's own matrix-vector product).
+U = np.uint64
 
 
-@njit(**_OPTS)
+@njit(**_OPTS, inline="always")
 def dloss(loss, p, y, eps):
     """d loss(p, y) / d p for one output (classification: y in {-1, +1})."""
     if loss == 0:  # hinge
@@ -84,7 +89,7 @@ def dloss(loss, p, y, eps):
     return 0.0
 
 
-@njit(**_OPTS)
+@njit(**_OPTS, inline="always")
 def loss_value(loss, p, y, eps):
     if loss == 0:
         return max(0.0, 1.0 - y * p)
@@ -114,7 +119,7 @@ def loss_value(loss, p, y, eps):
     return max(0.0, abs(r) - eps)
 
 
-@njit(**_OPTS)
+@njit(**_OPTS, inline="always")
 def _output_grads(loss, mode, margins, label, targets, eps, g):
     """Per-output d loss / d margin of one example into ``g``."""
     K = margins.shape[0]
@@ -133,7 +138,7 @@ def _output_grads(loss, mode, margins, label, targets, eps, g):
         g[k] = dloss(loss, margins[k], targets[k], eps)
 
 
-@njit(**_OPTS)
+@njit(**_OPTS, inline="always")
 def _targets(mode, K, label, y_value, classify, targets):
     """The per-output targets of one example: +-1 per class (one-vs-rest, binary) or the
     regression value."""
@@ -147,7 +152,7 @@ def _targets(mode, K, label, y_value, classify, targets):
         targets[k] = 1.0 if k == label else -1.0
 
 
-@njit(**_OPTS)
+@njit(**_OPTS, inline="always")
 def _eta(schedule, eta0, alpha, t, t0, power):
     if schedule == 0:
         return 1.0 / (alpha * (t + t0))
@@ -184,7 +189,7 @@ def sgd_epoch(indptr, indices, data, labels, yvals, order, V, bias, state, A, bi
         i = order[n]
         s, t = state[0], state[1]
         eta = _eta(schedule, eta0, alpha, t, t0, power)
-        lo, hi = indptr[i], indptr[i + 1]
+        lo, hi = U(indptr[i]), U(indptr[i + 1])
         if loss in UNBOUNDED:  # normalised step (NLMS): never more than the example's scale
             x2 = 1.0
             for p in range(lo, hi):
@@ -193,7 +198,7 @@ def sgd_epoch(indptr, indices, data, labels, yvals, order, V, bias, state, A, bi
         for k in range(K):
             acc = 0.0
             for p in range(lo, hi):
-                acc += data[p] * V[indices[p], k]
+                acc += data[p] * V[U(indices[p]), k]
             margins[k] = s * acc + bias[k]
         label = labels[i]
         _targets(mode, K, label, yvals[i], classify, targets)
@@ -222,7 +227,7 @@ def sgd_epoch(indptr, indices, data, labels, yvals, order, V, bias, state, A, bi
         averaging = avg_start >= 0 and t >= avg_start
         B = state[2]
         for p in range(lo, hi):
-            j = indices[p]
+            j = U(indices[p])
             x = data[p]
             for k in range(K):
                 if g[k] != 0.0:
@@ -237,7 +242,7 @@ def sgd_epoch(indptr, indices, data, labels, yvals, order, V, bias, state, A, bi
             state[3] += eta * l1
             u = state[3]
             for p in range(lo, hi):
-                j = indices[p]
+                j = U(indices[p])
                 for k in range(K):
                     z = V[j, k]
                     w = s * z
@@ -258,7 +263,7 @@ def sgd_epoch(indptr, indices, data, labels, yvals, order, V, bias, state, A, bi
     return total_loss
 
 
-@njit(**_OPTS)
+@njit(**_OPTS, inline="always")
 def _loss_and_dloss(loss, p, y, eps):
     """(loss, d loss / d p) of one output, sharing the one ``exp`` of the log loss."""
     if loss == 1:
@@ -290,15 +295,13 @@ def _sgd_one_output(indptr, indices, data, labels, yvals, order, v, bias, state,
     for n in range(order.shape[0]):
         i = order[n]
         eta = _eta(schedule, eta0, alpha, t, t0, power)
-        lo, hi = indptr[i], indptr[i + 1]
+        lo, hi = U(indptr[i]), U(indptr[i + 1])
         if unbounded:
             x2 = 1.0
             for p in range(lo, hi):
                 x2 += data[p] * data[p]
             eta = min(eta, 1.0 / x2)
-        acc = 0.0
-        for p in range(lo, hi):
-            acc += data[p] * v[indices[p]]
+        acc = _sparse_dot(lo, hi, indices, data, v)
         margin = s * acc + b
         target = (1.0 if labels[i] == 1 else -1.0) if classify else yvals[i]
         value, g = _loss_and_dloss(loss, margin, target, eps)
@@ -314,17 +317,18 @@ def _sgd_one_output(indptr, indices, data, labels, yvals, order, v, bias, state,
         if g != 0.0:
             step = -eta * g / s
             for p in range(lo, hi):
+                j = U(indices[p])
                 d = step * data[p]
-                v[indices[p]] += d
+                v[j] += d
                 if averaged:
-                    a[indices[p]] -= B * d
+                    a[j] -= B * d
         if fit_intercept:
             b -= eta * g * intercept_decay
         if l1 > 0.0:
             state[3] += eta * l1
             u = state[3]
             for p in range(lo, hi):
-                j = indices[p]
+                j = U(indices[p])
                 z = v[j]
                 w = s * z
                 if w > 0.0:
@@ -359,11 +363,11 @@ def batch_gradient(indptr, indices, data, labels, yvals, batch, local, W, bias, 
     total = 0.0
     for n in range(m):
         i = batch[n]
-        lo, hi = indptr[i], indptr[i + 1]
+        lo, hi = U(indptr[i]), U(indptr[i + 1])
         for k in range(K):
             acc = 0.0
             for p in range(lo, hi):
-                acc += data[p] * W[local[indices[p]], k]
+                acc += data[p] * W[U(local[U(indices[p])]), k]
             margins[k] = acc + bias[k]
         label = labels[i]
         _targets(mode, K, label, yvals[i], classify, targets)
@@ -372,8 +376,8 @@ def batch_gradient(indptr, indices, data, labels, yvals, batch, local, W, bias, 
                 else 0.0
         _output_grads(loss, mode, margins, label, targets, eps, g)
         for p in range(lo, hi):
-            j = indices[p]
-            r = local[j]
+            j = U(indices[p])
+            r = U(local[j])
             x = data[p]
             reg = alpha / (freq[j] * m) if alpha > 0.0 and freq[j] > 0.0 else 0.0
             for k in range(K):
@@ -390,8 +394,8 @@ def decision(indptr, indices, data, W, bias, out):
     for i in range(indptr.shape[0] - 1):
         for k in range(K):
             acc = bias[k]
-            for p in range(indptr[i], indptr[i + 1]):
-                acc += data[p] * W[indices[p], k]
+            for p in range(U(indptr[i]), U(indptr[i + 1])):
+                acc += data[p] * W[U(indices[p]), k]
             out[i, k] = acc
 
 
@@ -409,7 +413,7 @@ def hogwild_epoch(indptr, indices, data, labels, yvals, order, W, bias, freq, lo
     n_examples = order.shape[0]
     for n in range(n_examples):
         i = order[n]
-        lo, hi = indptr[i], indptr[i + 1]
+        lo, hi = U(indptr[i]), U(indptr[i + 1])
         eta = eta0
         if loss in UNBOUNDED:
             x2 = 1.0
@@ -419,7 +423,7 @@ def hogwild_epoch(indptr, indices, data, labels, yvals, order, W, bias, freq, lo
         for k in range(K):
             acc = bias[k]
             for p in range(lo, hi):
-                acc += data[p] * W[indices[p], k]
+                acc += data[p] * W[U(indices[p]), k]
             margins[k] = acc
         label = labels[i]
         _targets(mode, K, label, yvals[i], classify, targets)
@@ -428,7 +432,7 @@ def hogwild_epoch(indptr, indices, data, labels, yvals, order, W, bias, freq, lo
                 else 0.0
         _output_grads(loss, mode, margins, label, targets, eps, g)
         for p in range(lo, hi):
-            j = indices[p]
+            j = U(indices[p])
             x = data[p]
             reg = alpha / freq[j] if alpha > 0.0 and freq[j] > 0.0 else 0.0
             for k in range(K):
@@ -439,17 +443,17 @@ def hogwild_epoch(indptr, indices, data, labels, yvals, order, W, bias, freq, lo
     return total
 
 
-@njit(**_OPTS)
+@njit(**_OPTS, inline="always")
 def _margins(lo, hi, indices, data, W, bias, margins):
     """``margins = x W + bias`` for the CSR row whose entries are ``lo..hi``."""
     for k in range(W.shape[1]):
         acc = bias[k]
-        for p in range(lo, hi):
-            acc += data[p] * W[indices[p], k]
+        for p in range(U(lo), U(hi)):
+            acc += data[p] * W[U(indices[p]), k]
         margins[k] = acc
 
 
-@njit(**_OPTS)
+@njit(**_OPTS, inline="always")
 def _example_loss(loss, mode, margins, label, targets, eps):
     """One example's loss over its outputs (multinomial: the softmax cross-entropy)."""
     total = 0.0
@@ -515,8 +519,8 @@ def full_gradient(indptr, indices, data, labels, yvals, W, bias, loss, mode, cla
         _targets(mode, K, label, yvals[i], classify, targets)
         total += _example_loss(loss, mode, margins, label, targets, eps)
         _output_grads(loss, mode, margins, label, targets, eps, g)
-        for p in range(lo, hi):
-            j = indices[p]
+        for p in range(U(lo), U(hi)):
+            j = U(indices[p])
             x = data[p]
             for k in range(K):
                 G[j, k] += g[k] * x
@@ -525,25 +529,26 @@ def full_gradient(indptr, indices, data, labels, yvals, W, bias, loss, mode, cla
     return total
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _sparse_dot(lo, hi, indices, data, w):
     """``sum data[p] w[indices[p]]`` over ``lo..hi`` in four independent sums: the loads
     overlap (the plain loop, vectorised into gathers under fastmath, took 1.6x as long on a
-    bag of words)."""
+    bag of words). Positions and ids are unsigned (see :data:`U`)."""
     a0 = 0.0
     a1 = 0.0
     a2 = 0.0
     a3 = 0.0
-    p = lo
-    while p + 4 <= hi:
-        a0 += data[p] * w[indices[p]]
-        a1 += data[p + 1] * w[indices[p + 1]]
-        a2 += data[p + 2] * w[indices[p + 2]]
-        a3 += data[p + 3] * w[indices[p + 3]]
-        p += 4
-    while p < hi:
-        a0 += data[p] * w[indices[p]]
-        p += 1
+    p = U(lo)
+    end = U(hi)
+    while p + U(4) <= end:
+        a0 += data[p] * w[U(indices[p])]
+        a1 += data[p + U(1)] * w[U(indices[p + U(1)])]
+        a2 += data[p + U(2)] * w[U(indices[p + U(2)])]
+        a3 += data[p + U(3)] * w[U(indices[p + U(3)])]
+        p += U(4)
+    while p < end:
+        a0 += data[p] * w[U(indices[p])]
+        p += U(1)
     return (a0 + a1) + (a2 + a3)
 
 
@@ -567,6 +572,6 @@ def full_gradient_single(indptr, indices, data, targets, w, b, loss, eps, g, scr
     for i in range(n):
         d = scratch[i]
         if d != 0.0:
-            for p in range(indptr[i], indptr[i + 1]):
-                g[indices[p]] += d * data[p]
+            for p in range(U(indptr[i]), U(indptr[i + 1])):
+                g[U(indices[p])] += d * data[p]
     return total, g_bias
