@@ -12,6 +12,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+# positions and row ids index as unsigned: numba wraps a signed index around on every load
+# (scipy's int32 CSC arrays make them signed); see stalesync.kernels.linear.U
+U = np.uint64
+
 # --------------------------------------------------------------------------- push: partials
 
 
@@ -33,8 +37,8 @@ def push_csc(indptr, indices, data, s, cols, out):  # pragma: no cover - compile
     for k in range(cols.shape[0]):
         j = cols[k]
         acc = 0.0
-        for p in range(indptr[j], indptr[j + 1]):
-            acc += data[p] * s[indices[p]]
+        for p in range(U(indptr[j]), U(indptr[j + 1])):
+            acc += data[p] * s[U(indices[p])]
         out[k] = acc
 
 
@@ -67,9 +71,9 @@ def sync_csc(indptr, indices, data, s, cols, deltas):  # pragma: no cover - comp
         if d == 0.0:
             continue
         j = cols[k]
-        for p in range(indptr[j], indptr[j + 1]):
+        for p in range(U(indptr[j]), U(indptr[j + 1])):
             v = d * data[p]
-            s[indices[p]] -= v
+            s[U(indices[p])] -= v
             dsum -= v
     return dsum
 
@@ -157,15 +161,15 @@ def sweep_csc(indptr, indices, data, s, ssum, coef, norm2, mu, cols, threshold, 
             if nj <= 0.0:
                 continue
             acc = 0.0
-            for p in range(indptr[j], indptr[j + 1]):
-                acc += data[p] * s[indices[p]]
+            for p in range(U(indptr[j]), U(indptr[j + 1])):
+                acc += data[p] * s[U(indices[p])]
             new = _soft(acc - mu[j] * ssum + nj * coef[j], threshold, nj)
             d = new - coef[j]
             if d != 0.0:
                 coef[j] = new
-                for p in range(indptr[j], indptr[j + 1]):
+                for p in range(U(indptr[j]), U(indptr[j + 1])):
                     v = d * data[p]
-                    s[indices[p]] -= v
+                    s[U(indices[p])] -= v
                     ssum -= v
             biggest_change = max(biggest_change, abs(d))
             biggest_coef = max(biggest_coef, abs(new))
@@ -257,8 +261,8 @@ def logit_push_csc(indptr, indices, data, margin, y, cols, out):  # pragma: no c
     for k in range(cols.shape[0]):
         j = cols[k]
         acc = 0.0
-        for p in range(indptr[j], indptr[j + 1]):
-            i = indices[p]
+        for p in range(U(indptr[j]), U(indptr[j + 1])):
+            i = U(indices[p])
             acc += data[p] * _neg_resid(y[i], margin[i])
         out[k] = acc
 
@@ -282,8 +286,8 @@ def margin_sync_csc(indptr, indices, data, margin, cols, deltas):  # pragma: no 
         if d == 0.0:
             continue
         j = cols[k]
-        for p in range(indptr[j], indptr[j + 1]):
-            margin[indices[p]] += d * data[p]
+        for p in range(U(indptr[j]), U(indptr[j + 1])):
+            margin[U(indices[p])] += d * data[p]
 
 
 @numba.njit(nogil=True, cache=True)
