@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+U = np.uint64  # see stalesync.kernels.linear.U
+
 
 @numba.njit(nogil=True, cache=True)
 def csr_gram_upper(indptr, indices, data, y, out):  # pragma: no cover - compiled
@@ -18,14 +20,14 @@ def csr_gram_upper(indptr, indices, data, y, out):  # pragma: no cover - compile
     ``X^T y``, ``out[p, p]`` is ``y^T y``). The lower triangle is left alone."""
     p = out.shape[0] - 1
     for r in range(indptr.shape[0] - 1):
-        lo, hi = indptr[r], indptr[r + 1]
+        lo, hi = U(indptr[r]), U(indptr[r + 1])  # unsigned: no wrap-around test per load
         yr = y[r]
         for a in range(lo, hi):
-            i = indices[a]
+            i = U(indices[a])
             xa = data[a]
             out[i, p] += xa * yr
             for b in range(a, hi):
-                j = indices[b]
+                j = U(indices[b])
                 if i <= j:
                     out[i, j] += xa * data[b]
                 else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+U = np.uint64  # CSR positions and ids index unsigned (see stalesync.kernels.linear.U)
 # no "ninf"/"nnan": the searches start from +inf
 _OPTS = {"cache": True, "nogil": True, "fastmath": {"reassoc", "contract", "arcp", "nsz"}}
 
@@ -43,8 +44,8 @@ def assign_csr(indptr, indices, data, lo, hi, C, c_norm2, x_norm2, labels, dist)
         best, arg = np.inf, 0
         for c in range(K):
             dot = 0.0
-            for p in range(indptr[i], indptr[i + 1]):
-                dot += data[p] * C[c, indices[p]]
+            for p in range(U(indptr[i]), U(indptr[i + 1])):
+                dot += data[p] * C[c, U(indices[p])]
             value = c_norm2[c] - 2.0 * dot
             if value < best:
                 best, arg = value, c
@@ -83,11 +84,11 @@ def deltas_csr(indptr, indices, data, lo, hi, old, new, dS, dN):
         moved += 1
         if a >= 0:
             dN[a] -= 1
-            for p in range(indptr[i], indptr[i + 1]):
-                dS[a, indices[p]] -= data[p]
+            for p in range(U(indptr[i]), U(indptr[i + 1])):
+                dS[a, U(indices[p])] -= data[p]
         dN[b] += 1
-        for p in range(indptr[i], indptr[i + 1]):
-            dS[b, indices[p]] += data[p]
+        for p in range(U(indptr[i]), U(indptr[i + 1])):
+            dS[b, U(indices[p])] += data[p]
     return moved
 
 
