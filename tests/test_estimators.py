@@ -21,6 +21,7 @@ from stalesync.apps.lasso import Lasso, LogisticL1
 from stalesync.apps.lda import LDA
 from stalesync.apps.linear import LinearClassifier, LinearRegressor
 from stalesync.apps.mf import MatrixFactorization
+from stalesync.errors import DataFormatError
 
 try:
     import torch  # noqa: F401 - the nn extra; part of the test install
@@ -134,3 +135,31 @@ def test_the_shared_parameters_are_checked_alike_in_every_estimator(name):
         with pytest.raises(ConfigError) as info:
             clone(estimator).set_params(**{param: bad}).check_params()
         assert info.value.param == param
+
+
+def _malformed(kind: str, fmt: str):
+    """A 3 x 3 sparse matrix (CSR or CSC) whose second stored entry's index points outside
+    it (scipy builds it without looking at the index values)."""
+    import scipy.sparse as sp
+
+    indices = np.array([0, {"negative": -1, "too large": 7}[kind], 2, 1, 0, 2], dtype=np.int32)
+    indptr = np.array([0, 2, 4, 6], dtype=np.int32)
+    make = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+    return make((np.ones(6), indices, indptr), shape=(3, 3))
+
+
+@pytest.mark.parametrize("kind", ["negative", "too large"])
+@pytest.mark.parametrize("make", [
+    lambda: (LinearClassifier(workers=1), "csr", [0, 1, 0]),
+    lambda: (LinearRegressor(workers=1), "csr", [0.0, 1.0, 0.5]),
+    lambda: (KMeans(2, workers=1), "csr", None),
+    lambda: (Lasso(), "csc", [0.0, 1.0, 2.0]),
+    lambda: (LogisticL1(), "csc", [0, 1, 0]),
+], ids=["linear-classifier", "linear-regressor", "kmeans", "lasso", "logistic-l1"])
+def test_a_sparse_matrix_with_indices_outside_its_shape_is_refused(make, kind):
+    """The compiled kernels index without bounds checks, so such a matrix must never reach
+    them: one line naming X, before any work."""
+    estimator, fmt, y = make()
+    X = _malformed(kind, fmt)
+    with pytest.raises(DataFormatError, match="X: malformed sparse matrix"):
+        estimator.fit(X) if y is None else estimator.fit(X, y)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
 from ..errors import ConfigError, DataFormatError, NotFittedError
@@ -148,6 +149,19 @@ class RunConfig:
 
 
 # -- parameter checks -----------------------------------------------------------------------
+
+
+def check_sparse_structure(X: Any, name: str = "X") -> Any:
+    """``X`` itself; a scipy sparse matrix whose index arrays point outside its shape (or
+    whose row pointers go backwards) is refused in one line. scipy checks only their lengths
+    when a matrix is built from arrays, and the compiled kernels index without bounds
+    checks: a bad index would write outside the model instead of failing."""
+    if sp.issparse(X) and X.format in ("csr", "csc"):
+        try:
+            X.check_format(full_check=True)
+        except ValueError as exc:
+            raise DataFormatError(f"{name}: malformed sparse matrix: {exc}") from None
+    return X
 
 
 def check_int(value: Any, name: str, low: int | None = None, high: int | None = None) -> int:

@@ -23,6 +23,7 @@ from ..base import (
     check_consistency,
     check_float,
     check_int,
+    check_sparse_structure,
 )
 from ..progress import Progress
 from ..workers import AUTO, Work, decide, timed
@@ -87,8 +88,8 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         check_consistency(self.consistency, self.staleness)
 
     def _validate(self, X: Any, reset: bool):
-        return validate_data(self, X, reset=reset, accept_sparse="csr",
-                             dtype=[np.float64, np.float32], order="C")
+        return check_sparse_structure(validate_data(self, X, reset=reset, accept_sparse="csr",
+                                                    dtype=[np.float64, np.float32], order="C"))
 
     def _initial_centroids(self, X, rng: np.random.Generator) -> np.ndarray:
         """k-means++ (or random points) on a sample of ``init_size`` points (default 10,000

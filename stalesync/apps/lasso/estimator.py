@@ -13,7 +13,13 @@ from ...errors import ConfigError
 from ...observe.metrics import build_run_record
 from ...observe.tensorboard import write_record
 from ...scheduler.registry import schedule_kind
-from ..base import RunConfig, StalesyncEstimator, check_float, check_int
+from ..base import (
+    RunConfig,
+    StalesyncEstimator,
+    check_float,
+    check_int,
+    check_sparse_structure,
+)
 from ..progress import Progress
 from ..workers import (
     AUTO,
@@ -32,8 +38,9 @@ HANDOFFS_PER_CHECK = 2  # the blocks schedule: one check and one sweep per check
 def check_data(X, y=None) -> tuple[Any, np.ndarray | None]:
     """Validate X (dense or scipy sparse, 2-D, finite) and y (1-D, same length, finite)."""
     if y is None:
-        return check_array(X, accept_sparse="csc", dtype=np.float64), None
-    return check_X_y(X, y, accept_sparse="csc", dtype=np.float64, y_numeric=True)
+        return check_sparse_structure(check_array(X, accept_sparse="csc", dtype=np.float64)), None
+    X, y = check_X_y(X, y, accept_sparse="csc", dtype=np.float64, y_numeric=True)
+    return check_sparse_structure(X), y
 
 
 class ScheduledLinearModel(StalesyncEstimator):
@@ -180,7 +187,7 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
         run = RunConfig.coerce(run)
         X, y = validate_data(self, X, y, accept_sparse="csc", dtype=np.float64,
                              y_numeric=True)
-        prep = prepare(X, y, self.fit_intercept)
+        prep = prepare(check_sparse_structure(X), y, self.fit_intercept)
         init = None
         if self.warm_start and getattr(self, "coef_", None) is not None:
             if self.coef_.shape != (prep.d,):
@@ -231,7 +238,8 @@ class Lasso(RegressorMixin, ScheduledLinearModel):
 
     def predict(self, X) -> np.ndarray:
         self._check_fitted()
-        X = validate_data(self, X, reset=False, accept_sparse="csc", dtype=np.float64)
+        X = check_sparse_structure(validate_data(self, X, reset=False, accept_sparse="csc",
+                                                 dtype=np.float64))
         return np.asarray(X @ self.coef_).ravel() + self.intercept_
 
 

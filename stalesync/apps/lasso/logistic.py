@@ -27,7 +27,7 @@ from ...errors import ConfigError
 from ...kernels import lasso as k
 from ...scheduler import ColumnCorrelation, Plan, balanced_chunks, make_schedule
 from ...scheduler.registry import schedule_kind
-from ..base import RunConfig
+from ..base import RunConfig, check_sparse_structure
 from .estimator import ScheduledLinearModel
 from .solver import SolverOptions, open_driver
 
@@ -236,6 +236,7 @@ class LogisticL1(ClassifierMixin, ScheduledLinearModel):
         self._check_params()
         run = RunConfig.coerce(run)
         X, y_raw = validate_data(self, X, y, accept_sparse="csc", dtype=np.float64)
+        check_sparse_structure(X)
         check_classification_targets(y_raw)
         classes = np.unique(y_raw)
         if classes.size < 2:
@@ -268,7 +269,8 @@ class LogisticL1(ClassifierMixin, ScheduledLinearModel):
 
     def decision_function(self, X) -> np.ndarray:
         self._check_fitted()
-        X = validate_data(self, X, reset=False, accept_sparse="csc", dtype=np.float64)
+        X = check_sparse_structure(validate_data(self, X, reset=False, accept_sparse="csc",
+                                                 dtype=np.float64))
         return np.asarray(X @ self.coef_).ravel() + self.intercept_
 
     def predict_proba(self, X) -> np.ndarray:

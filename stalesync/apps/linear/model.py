@@ -28,6 +28,7 @@ from ..base import (
     check_consistency,
     check_float,
     check_int,
+    check_sparse_structure,
 )
 from ..sgd_job import run_sgd_job
 from ..workers import AUTO, Work, decide, timed
@@ -133,6 +134,7 @@ class LinearSGD(StalesyncEstimator):
                                  dtype=np.float64, y_numeric=not self._classify)
         else:
             X = validate_data(self, X, reset=reset, accept_sparse="csr", dtype=np.float64)
+        check_sparse_structure(X)
         if dense_ok and not sp.issparse(X) and self.hash_features is None:
             X = np.ascontiguousarray(X)
             return (X, y) if with_y else X
