@@ -213,3 +213,24 @@ def test_a_kernel_sent_to_another_process_keeps_its_on_disk_cache(tmp_path):
     out = subprocess.run([sys.executable, "-c", check, str(tmp_path / "program.pkl")],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_rows_taken_and_columns_counted_on_threads_equal_scipy_and_numpy(monkeypatch, threads):
+    """take_rows and column_counts split their work over threads above a size (lowered
+    here so that a small matrix takes the threaded path): the same matrix and counts."""
+    import scipy.sparse as sp
+
+    import stalesync.kernels.csr as csr
+
+    monkeypatch.setattr(csr, "PARALLEL_COPY_ENTRIES", 1)
+    rng = np.random.default_rng(threads)
+    X = sp.random(300, 50, density=0.1, format="csr", random_state=threads)
+    rows = rng.permutation(300)[:250]
+    taken = csr.take_rows(X, rows, threads=threads)
+    expected = X[rows]
+    np.testing.assert_array_equal(taken.indptr, expected.indptr)
+    np.testing.assert_array_equal(taken.indices, expected.indices)
+    np.testing.assert_array_equal(taken.data, expected.data)
+    np.testing.assert_array_equal(csr.column_counts(X.indices, 50, threads),
+                                  np.bincount(X.indices, minlength=50))

@@ -5,9 +5,14 @@ indexing holds the GIL: cutting two partitions took as long as cutting one after
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 import scipy.sparse as sp
+
+U = np.uint64  # see stalesync.kernels.linear.U
+PARALLEL_COPY_ENTRIES = 1 << 20  # fewer entries are copied by one thread
 
 
 @numba.njit(nogil=True, cache=True)
@@ -23,21 +28,34 @@ def _copy_rows(indptr, indices, data, rows, out_indptr, out_indices, out_data
                ):  # pragma: no cover - compiled
     for i in range(rows.shape[0]):
         r = rows[i]
-        src = indptr[r]
-        dst = out_indptr[i]
-        for p in range(indptr[r + 1] - src):
+        src = U(indptr[r])  # unsigned positions: no wrap-around test per load
+        dst = U(out_indptr[i])
+        for p in range(U(indptr[r + 1]) - src):
             out_indices[dst + p] = indices[src + p]
             out_data[dst + p] = data[src + p]
 
 
-def take_rows(X: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
-    """``X[rows]`` (the same matrix scipy gives, indices kept in their order)."""
+def take_rows(X: sp.csr_matrix, rows: np.ndarray, threads: int = 1) -> sp.csr_matrix:
+    """``X[rows]`` (the same matrix scipy gives, indices kept in their order), copied by
+    ``threads`` threads at once, each into its own range of the output (a large copy is
+    paid mostly in first touches of fresh memory, which threads take in parallel)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     indptr = np.empty(rows.size + 1, dtype=np.int64)
     _row_lengths(X.indptr, rows, indptr)
     indices = np.empty(int(indptr[-1]), dtype=X.indices.dtype)
     data = np.empty(int(indptr[-1]), dtype=X.data.dtype)
-    _copy_rows(X.indptr, X.indices, X.data, rows, indptr, indices, data)
+
+    def copy(lo: int, hi: int) -> None:  # rows lo..hi, to their own positions in the output
+        _copy_rows(X.indptr, X.indices, X.data, rows[lo:hi], indptr[lo:hi + 1], indices, data)
+
+    if indptr[-1] < PARALLEL_COPY_ENTRIES:
+        threads = 1
+    cuts = np.linspace(0, rows.size, max(1, min(threads, rows.size)) + 1).astype(np.int64)
+    if cuts.size <= 2:
+        copy(0, rows.size)
+    else:
+        with ThreadPoolExecutor(cuts.size - 1) as pool:
+            list(pool.map(copy, cuts[:-1], cuts[1:]))
     out = sp.csr_matrix((data, indices, indptr), shape=(rows.size, X.shape[1]), copy=False)
     out.has_sorted_indices = X.has_sorted_indices
     return out
@@ -97,3 +115,29 @@ def group_by(keys, num_keys):  # pragma: no cover - compiled
         order[fill[k]] = i
         fill[k] += 1
     return order, indptr
+
+
+@numba.njit(nogil=True, cache=True)
+def _count_columns(indices, out):  # pragma: no cover - compiled
+    for p in range(indices.shape[0]):
+        out[U(indices[p])] += 1
+
+
+def column_counts(indices: np.ndarray, num_columns: int, threads: int = 1) -> np.ndarray:
+    """How many entries each column has (``np.bincount(indices, minlength=num_columns)``),
+    counted by ``threads`` threads over slices of the entries (a pass over tens of millions
+    of entries is a large share of a linear fit's set-up)."""
+    if indices.size < PARALLEL_COPY_ENTRIES:
+        threads = 1
+    cuts = np.linspace(0, indices.size, max(1, threads) + 1).astype(np.int64)
+    counts = np.zeros((cuts.size - 1, num_columns), dtype=np.int64)
+
+    def count(k: int) -> None:
+        _count_columns(indices[cuts[k]:cuts[k + 1]], counts[k])
+
+    if cuts.size <= 2:
+        count(0)
+    else:
+        with ThreadPoolExecutor(cuts.size - 1) as pool:
+            list(pool.map(count, range(cuts.size - 1)))
+    return counts.sum(axis=0)

@@ -31,7 +31,7 @@ from ..base import (
     check_sparse_structure,
 )
 from ..sgd_job import run_sgd_job
-from ..workers import AUTO, Work, decide, timed
+from ..workers import AUTO, Work, available_cores, decide, timed
 from .problem import LinearProblem, LinearSpec, LocalModel, feature_frequency, hash_columns
 from .solvers import check_solver, fit_lbfgs, fit_normal
 
@@ -213,8 +213,9 @@ class LinearSGD(StalesyncEstimator):
         clocks = self.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
         # each problem's rows in a random order (its epochs shuffle blocks of them), cut by
         # one thread per worker
+        threads = max(1, available_cores() // len(parts))  # each cut on the idle cores too
         with ThreadPoolExecutor(workers) as pool:
-            rows = list(pool.map(take_rows, [X] * len(parts), parts))
+            rows = list(pool.map(take_rows, [X] * len(parts), parts, [threads] * len(parts)))
         problems = [LinearProblem(rows[w], labels[p], yvals[p], freq, spec, clocks)
                     for w, p in enumerate(parts)]
         d = X.shape[1]
