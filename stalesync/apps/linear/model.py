@@ -230,7 +230,8 @@ class LinearSGD(StalesyncEstimator):
         self.coef_ = np.ascontiguousarray(W.T)
         self.intercept_ = table[d].copy()
         self.n_iter_ = epochs
-        objective, score = self._objective(X, labels, yvals, threads=workers)
+        # the exact objective on every core: the job has ended, so they are idle
+        objective, score = self._objective(X, labels, yvals, threads=available_cores())
         record = done.record
         record["workers_decision"] = decision.as_record()
         record["final"] = {"train_objective": objective, **record["final"], "n_features": d,
