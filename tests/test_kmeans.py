@@ -263,3 +263,17 @@ def test_clocks_run_is_the_furthest_worker_at_most_the_plan():
     assert clocks_run([Ended(clocks=2), Ended(clocks=1)], planned=30) == 2
     assert clocks_run([Ended(clocks=1501), Ended(clocks=1500)], planned=1500) == 1500
     assert clocks_run([Ended(clocks=7)], planned=None) == 7
+
+
+def test_the_clock_objective_is_the_mean_distance_of_the_points_assigned_so_far():
+    """Each clock reports the mean squared distance of the points assigned so far (kept as a
+    running sum, a batch at a time). Once no point moves, the centres stand still, so the
+    last clock's mean is the inertia per point; several clocks per epoch here, so the sum
+    crosses batches and epochs."""
+    X, _ = make_blobs(n_samples=20_000, centers=10, n_features=64, cluster_std=4.0,
+                      random_state=2)
+    m = KMeans(10, epochs=30, workers=1, seed=0).fit(X)
+    assert m.run_record_["final"]["clocks_per_epoch"] >= 3
+    assert m.n_iter_ < 30  # it converged: the last epoch moved no point
+    last = m.run_record_["records"][-1]["objective"]
+    assert last == pytest.approx(m.inertia_ / X.shape[0], rel=1e-9)

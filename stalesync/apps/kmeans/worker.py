@@ -129,20 +129,26 @@ def make_worker(init: np.ndarray, epochs: int, tol: float):
         restored = ctx.load_state()
         last = init.copy()
         moved = np.zeros(1, dtype=np.int64)  # points that changed cluster this epoch so far
+        # the sum of pts.dist, kept up to date a batch at a time: the clock's objective (the
+        # mean over the points assigned so far) then costs O(batch), not a pass over them all
+        dist_sum = np.zeros(1)
         if restored is not None:
             pts.labels[:] = restored["labels"]
             pts.dist[:] = restored["dist"]
             last[:] = restored["centroids"]
             moved[:] = restored.get("moved_in_epoch", 0)
+            dist_sum[:] = restored.get("dist_sum", pts.dist.sum())
         ctx.save_state({"labels": pts.labels, "dist": pts.dist, "centroids": last,
-                        "moved_in_epoch": moved})
+                        "moved_in_epoch": moved, "dist_sum": dist_sum})
         epochs_done = ctx.clock_count // pts.num_batches
         new = np.empty(pts.size, dtype=np.int64)
         while ctx.clock_count < ctx.iterations:
             b = ctx.clock_count % pts.num_batches
             lo, hi = pts.batch(b)
             last[:] = centroids(ctx.read(SUMS), ctx.read(COUNTS), last)
+            before = pts.dist[lo:hi].sum()  # zeros before a point's first assignment
             pts.assign(lo, hi, last, new, pts.dist)
+            dist_sum[0] += pts.dist[lo:hi].sum() - before
             dS, dN, moved_now = pts.deltas(lo, hi, new, K, d)
             pts.labels[lo:hi] = new[lo:hi]
             touched = np.flatnonzero(dN != 0) if moved_now else np.zeros(0, dtype=np.int64)
@@ -151,7 +157,7 @@ def make_worker(init: np.ndarray, epochs: int, tol: float):
                 ctx.inc(COUNTS, touched, dN[touched, None])
             moved[0] += moved_now
             seen = hi if epochs_done == 0 else pts.size  # points assigned so far
-            ctx.clock(objective=float(np.mean(pts.dist[:seen])) if seen else None)
+            ctx.clock(objective=float(dist_sum[0] / seen) if seen else None)
             if b == pts.num_batches - 1:
                 epochs_done += 1
                 if epochs_done > 1 and moved[0] <= tol * pts.size:
