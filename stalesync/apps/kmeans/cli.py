@@ -37,7 +37,7 @@ class KMeansCommand(AppCommand):
                   help="number of clusters K")
         flags.add("model", "--init", choices=INITS, default="k-means++",
                   help="starting centres: k-means++ seeding or random points")
-        flags.add("model", "--tol", type=float, default=0.0,
+        flags.add("model", "--tol", type=float, default=1e-4,
                   help="stop when at most this share of points changed cluster in a pass")
         flags.add("parallelism", "--batch-size", type=int, default=1024,
                   help="points per worker per clock")

@@ -58,7 +58,7 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
     _model_info = ("inertia_", "n_iter_", "n_features_in_")
 
     def __init__(self, n_clusters: int = 8, *, epochs: int = 20, batch_size: int = 1024,
-                 tol: float = 0.0, init: str | np.ndarray = "k-means++",
+                 tol: float = 1e-4, init: str | np.ndarray = "k-means++",
                  init_size: int | None = None,
                  workers: int | str = "auto", consistency: str = "ssp", staleness: int | None = 1,
                  seed: int = 0) -> None:
