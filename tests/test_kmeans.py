@@ -99,7 +99,7 @@ def test_inertia_is_within_one_percent_of_sklearn_kmeans():
 
 
 @pytest.mark.parametrize("k,d", [(10, 64), (40, 300)])  # the compiled loop, then BLAS
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])  # float32: BLAS at any size
 def test_both_assignment_paths_find_the_nearest_centre(k, d, dtype):
     """Points lo..hi of a worker's shuffled copy get the nearest centre and its squared
     distance (the others are left alone), on either side of FUSED_ASSIGN_MAX."""
