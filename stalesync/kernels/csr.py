@@ -48,14 +48,7 @@ def take_rows(X: sp.csr_matrix, rows: np.ndarray, threads: int = 1) -> sp.csr_ma
     def copy(lo: int, hi: int) -> None:  # rows lo..hi, to their own positions in the output
         _copy_rows(X.indptr, X.indices, X.data, rows[lo:hi], indptr[lo:hi + 1], indices, data)
 
-    if indptr[-1] < PARALLEL_COPY_ENTRIES:
-        threads = 1
-    cuts = np.linspace(0, rows.size, max(1, min(threads, rows.size)) + 1).astype(np.int64)
-    if cuts.size <= 2:
-        copy(0, rows.size)
-    else:
-        with ThreadPoolExecutor(cuts.size - 1) as pool:
-            list(pool.map(copy, cuts[:-1], cuts[1:]))
+    on_slices(copy, rows.size, threads if indptr[-1] >= PARALLEL_COPY_ENTRIES else 1)
     out = sp.csr_matrix((data, indices, indptr), shape=(rows.size, X.shape[1]), copy=False)
     out.has_sorted_indices = X.has_sorted_indices
     return out
@@ -127,17 +120,24 @@ def column_counts(indices: np.ndarray, num_columns: int, threads: int = 1) -> np
     """How many entries each column has (``np.bincount(indices, minlength=num_columns)``),
     counted by ``threads`` threads over slices of the entries (a pass over tens of millions
     of entries is a large share of a linear fit's set-up)."""
-    if indices.size < PARALLEL_COPY_ENTRIES:
-        threads = 1
-    cuts = np.linspace(0, indices.size, max(1, threads) + 1).astype(np.int64)
-    counts = np.zeros((cuts.size - 1, num_columns), dtype=np.int64)
+    parts: list[np.ndarray] = []
 
-    def count(k: int) -> None:
-        _count_columns(indices[cuts[k]:cuts[k + 1]], counts[k])
+    def count(lo: int, hi: int) -> None:
+        part = np.zeros(num_columns, dtype=np.int64)
+        _count_columns(indices[lo:hi], part)
+        parts.append(part)  # list.append is atomic: the threads need no lock
 
+    on_slices(count, indices.size, threads if indices.size >= PARALLEL_COPY_ENTRIES else 1)
+    return np.sum(parts, axis=0) if parts else np.zeros(num_columns, dtype=np.int64)
+
+
+def on_slices(work, n: int, threads: int) -> None:
+    """``work(lo, hi)`` over ``threads`` contiguous slices of ``range(n)``, each on its own
+    thread (the calling thread alone when there is one slice); an error in any reaches the
+    caller."""
+    cuts = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(np.int64)
     if cuts.size <= 2:
-        count(0)
-    else:
-        with ThreadPoolExecutor(cuts.size - 1) as pool:
-            list(pool.map(count, range(cuts.size - 1)))
-    return counts.sum(axis=0)
+        work(0, n)
+        return
+    with ThreadPoolExecutor(cuts.size - 1) as pool:
+        list(pool.map(work, cuts[:-1], cuts[1:]))
