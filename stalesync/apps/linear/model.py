@@ -212,8 +212,8 @@ class LinearSGD(StalesyncEstimator):
         # ps: small chunks, so that the workers' summed changes stay in SGD's linear regime
         clocks = self.clocks_per_epoch or max(1, min(p.size for p in parts) // PS_CHUNK)
         # each problem's rows in a random order (its epochs shuffle blocks of them), cut by
-        # one thread per worker
-        threads = max(1, available_cores() // len(parts))  # each cut on the idle cores too
+        # one thread per worker, each with its share of the cores
+        threads = max(1, available_cores() // len(parts))
         with ThreadPoolExecutor(workers) as pool:
             rows = list(pool.map(take_rows, [X] * len(parts), parts, [threads] * len(parts)))
         problems = [LinearProblem(rows[w], labels[p], yvals[p], freq, spec, clocks)
