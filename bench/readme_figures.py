@@ -156,6 +156,17 @@ def federated(d: dict[str, Any]) -> str:
             f"point's), {same} as fixed point")
 
 
+def graph(d: dict[str, Any]) -> str:
+    r = d["results"]
+    speed = ", ".join(f"{name} {_x(e['vs_networkx_power_iteration'])}" for name, e in r.items())
+    two = ", ".join(f"{name} {_x(e['two_vs_one']['sync'])}" for name, e in r.items()
+                    if e["edges"] >= 1_000_000)
+    updates = max(e["updates_dynamic_vs_sync"] for e in r.values())
+    return (f"1 worker vs networkx's scipy iteration: {speed}; 2 workers vs 1 on >= 1M "
+            f"edges: {two}; dynamic engine: at most {_x(updates)} the vertex updates of "
+            f"sync; L1 error <= {d['summary']['max_l1_error']:.0e}")
+
+
 ROWS = [
     Row("every app at its defaults, large problem, 2 workers vs 1 (`bench/scaling.py`)",
         "scaling", scaling_large, "scaling"),
@@ -184,6 +195,8 @@ ROWS = [
         "batch_methods", batch_linalg, "linear"),
     Row("FedAvg on Fashion-MNIST, 100 clients, rounds to the target accuracy "
         "(`bench/federated.py`)", "federated", federated, "federated"),
+    Row("PageRank at defaults on real graphs (`bench/graph.py`: MovieLens, Reuters, "
+        "clothing, NYT)", "graph", graph, "graph"),
 ]
 
 

@@ -32,7 +32,7 @@ TEST_FLAGS = {"--test", "--test-fraction"}
 def test_every_app_has_the_shared_flags_in_the_same_groups(app):
     parser = subparser(app)
     flags = {s for a in parser._actions for s in a.option_strings}
-    shared = set(SHARED) - TEST_FLAGS if app == "lasso" else set(SHARED)  # no test set
+    shared = set(SHARED) - TEST_FLAGS if app in ("lasso", "graph") else set(SHARED)  # no test set
     assert shared <= flags, shared - flags
     titles = [g.title for g in parser._action_groups if g.title in GROUPS]
     assert titles == GROUPS

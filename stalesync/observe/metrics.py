@@ -85,6 +85,14 @@ def describe_guarantee(strategy: str, consistency: str, staleness: int | str) ->
     if strategy == "scheduled":
         return ("synchronous rounds: every push saw all updates of earlier rounds; the "
                 "schedule's priorities are one round late (pipelining)")
+    if strategy == "vertex-sync":
+        return ("synchronous supersteps: every vertex update read the values of the last "
+                "superstep, all of them")
+    if strategy == "vertex-dynamic":
+        hops = {"vertex": "the same vertex", "edge": "two adjacent vertices",
+                "full": "two vertices with a common neighbour"}.get(consistency, consistency)
+        return (f"{consistency} consistency: no round updated {hops}; every update read "
+                "the values of every earlier round")
     if strategy in ("dsgd", "fugue"):
         return ("block rotation: workers update disjoint row and column blocks; every "
                 "sub-round saw all updates of earlier sub-rounds")
