@@ -20,6 +20,7 @@ claim: dynamic scheduling does far fewer), and connected components against scip
 ``csgraph.connected_components``. Writes bench/results/graph.json and .png.
 
     python bench/graph.py [--repeats 5] [--only nyt clothing]
+    python bench/graph.py --render    # the table of docs/graph.md from the result file
 """
 
 from __future__ import annotations
@@ -149,7 +150,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", nargs="+", choices=list(GRAPHS), default=list(GRAPHS))
+    parser.add_argument("--render", action="store_true",
+                        help="print docs/graph.md's table from bench/results/graph.json")
     args = parser.parse_args()
+    if args.render:
+        print(render())
+        return
     warnings.simplefilter("ignore")  # explicit worker counts on small graphs warn
     results: dict[str, Any] = {}
     for name in args.only:
@@ -216,6 +222,38 @@ def main() -> None:
                                 "results": results, "summary": summary})
     plot(results)
     print(f"wrote {path} and {figure_path('graph')}")
+
+
+def render() -> str:
+    """The PageRank table of docs/graph.md, from the committed result file."""
+    import json
+
+    from _common import RESULTS
+
+    d = json.loads((RESULTS / "graph.json").read_text())
+    keys = list(next(iter(d["results"].values()))["rows"])
+    lines = ["| graph | vertices | edges | " + " | ".join(keys) + " |",
+             "|---|---|---|" + "---|" * len(keys)]
+    for name, e in d["results"].items():
+        cells = [f"{e['rows'][k]['seconds']:.3f} s" for k in keys]
+        lines.append(f"| {name} | {e['vertices']:,} | {e['edges']:,} | " + " | ".join(cells)
+                     + " |")
+    lines += ["", "| graph | 1 worker vs networkx's iteration | vs nx.pagerank | vs igraph | "
+              "2 workers vs 1 (sync / dynamic) | dynamic's vertex updates / sync's | "
+              "components: stalesync / scipy |", "|---|---|---|---|---|---|---|"]
+    for name, e in d["results"].items():
+        c = e["components"]
+        lines.append(
+            f"| {name} | {e['vs_networkx_power_iteration']:.2f}x | {e['vs_networkx']:.1f}x | "
+            f"{e.get('vs_igraph', float('nan')):.2f}x | {e['two_vs_one']['sync']:.2f}x / "
+            f"{e['two_vs_one']['dynamic']:.2f}x | {e['updates_dynamic_vs_sync']:.2f} | "
+            f"{c['stalesync_s'] * 1e3:.0f} / {c['scipy_s'] * 1e3:.0f} ms |")
+    s = d["summary"]
+    lines += ["", f"Every answer within {s['max_l1_error']:.1e} of the reference (L1); "
+              f"`workers=\"auto\"` at most {s['worst_defaults_vs_best_of_1_and_2']:.2f}x the "
+              f"time of the faster of 1 and 2 workers. `python bench/graph.py` "
+              f"(medians of {d['repeats']}); speeds above 1 are faster than the peer."]
+    return "\n".join(lines)
 
 
 def plot(results: dict[str, Any]) -> None:

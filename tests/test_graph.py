@@ -264,3 +264,25 @@ def test_pagerank_on_ray_equals_the_embedded_run(ray_cluster):
     assert on_ray.run_record_["runtime"] == "ray"
     np.testing.assert_array_equal(on_ray.scores_, embedded.scores_)
     assert on_ray.n_updates_ == embedded.n_updates_
+
+
+def test_several_supersteps_per_hand_off_equal_one_per_hand_off(monkeypatch):
+    """The embedded sync engine runs up to SUPERSTEPS_PER_ROUND supersteps per scheduler
+    round, the workers meeting at a barrier of their own: the same values, bit for bit,
+    and the same stopping superstep as one superstep per round."""
+    from stalesync.apps.graph import engine
+
+    graph = random_graph(800, 6000, seed=7)
+    many = run_engine(graph, PageRankProgram(), engine="sync", tol=1e-12, workers=2)
+    monkeypatch.setattr(engine, "SUPERSTEPS_PER_ROUND", 1)
+    one = run_engine(graph, PageRankProgram(), engine="sync", tol=1e-12, workers=2)
+    np.testing.assert_array_equal(many.values, one.values)
+    assert many.rounds == one.rounds and many.updates == one.updates
+    assert many.converged and one.converged
+
+
+@pytest.mark.parametrize("engine", ["sync", "dynamic"])
+def test_max_rounds_bounds_the_run(engine):
+    model = PageRank(engine=engine, max_rounds=5, workers=2, tol=1e-14).fit(random_graph())
+    assert model.n_rounds_ == 5 and not model.converged_
+    assert not model.run_record_["final"]["converged"]

@@ -24,3 +24,19 @@ def spin_until(counter, target, iterations):  # pragma: no cover - compiled
         if counter[0] >= target:
             return True
     return counter[0] >= target
+
+
+@numba.njit(cache=True, nogil=True)
+def spin_all(counters, target, iterations):  # pragma: no cover - compiled
+    """Poll until every ``counters[i]`` reaches ``target`` (True) or ``iterations`` polls
+    pass (False): a barrier of threads that each count their own arrivals (one writer per
+    slot, so no atomic operation is needed)."""
+    for _ in range(iterations):
+        done = True
+        for i in range(counters.shape[0]):
+            if counters[i] < target:
+                done = False
+                break
+        if done:
+            return True
+    return False

@@ -45,8 +45,9 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from ...errors import ConfigError
+from ...errors import ConfigError, JobAbortedError
 from ...kernels import graph as kg
+from ...kernels.spin import SPIN_POLLS, spin_all
 from ...scheduler import Driver, Plan, Schedule, balanced_chunks
 from ..workers import timed
 from .graph import Graph
@@ -59,11 +60,26 @@ SYNC, COLOUR = 0, 1  # the kinds of round (the first entry of a round's task)
 
 class Replica:
     """One process's copy of every vertex's value, shared by the shards it holds. Written
-    once per round (the first shard to sync it), before any of that round's reads."""
+    once per round (by the driver on the embedded runtime, else by the first shard to sync
+    it), before any of that round's reads.
 
-    def __init__(self, values: np.ndarray) -> None:
-        self.values = values
+    On the embedded runtime a sync round runs several supersteps in one hand-off: the
+    workers then write each superstep's values into the other of two buffers and meet at a
+    barrier (``arrived``: the supersteps each worker finished; ``moved``: what each
+    worker's last two supersteps moved, so that every worker takes the same decision to
+    stop) before the next reads them."""
+
+    def __init__(self, values: np.ndarray, workers: int = 1) -> None:
+        self.buffers = [values, values.copy()]
+        self.current = 0  # the buffer holding the latest values
         self.round = -1
+        self.arrived = np.zeros(workers, dtype=np.int64)
+        self.moved = np.zeros((2, workers))
+        self.failed = False  # a worker raised inside a round: the others stop waiting
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.buffers[self.current]
 
 
 @dataclass
@@ -78,6 +94,7 @@ class Shard:
     out_indptr: np.ndarray  # n + 1: edges from each vertex into this shard
     out_dst: np.ndarray  # local target ids
     out_weight: np.ndarray | None  # None: every weight is 1
+    index: int = 0  # the worker this shard belongs to (one shard per worker)
     residual: np.ndarray = field(default=None)  # type: ignore[assignment]
     queued: np.ndarray = field(default=None)  # type: ignore[assignment]
     counts: np.ndarray = field(default=None)  # type: ignore[assignment]
@@ -102,10 +119,11 @@ class Update:
     the shard's whole range (the shards' ranges, in order, cover every vertex)."""
 
     vertices: np.ndarray | None
-    values: np.ndarray
+    values: np.ndarray | None  # None: written in place (supersteps on a shared replica)
     signal: np.ndarray | None
     moved: float
     scheduled: np.ndarray
+    steps: int = 1  # supersteps this update covers
 
 
 class VertexEngine:
@@ -122,6 +140,8 @@ class VertexEngine:
         kind, colour = int(task[0]), int(task[1])
         part = shard.part
         values = shard.replica.values
+        if kind == SYNC and task[2] > 1:
+            return self._supersteps(shard, int(task[2]))
         if kind == SYNC:  # every vertex of the part: slices, no signals (nothing scatters)
             old = values[part.lo:part.hi]
             new = self.program.apply(part, old, shard.every,
@@ -141,6 +161,38 @@ class VertexEngine:
         signal = self.program.scatter(part, local, old, new)
         moved = self.program.change(part, local, old, new)
         return Update(vertices, new, signal, moved, shard.counts.copy())
+
+    def _supersteps(self, shard: Shard, steps: int) -> Update:
+        """Up to ``steps`` supersteps on a replica shared by every worker: each reads one
+        buffer, writes its range of the other, and waits for the other workers before the
+        next; all stop after the same superstep (the first whose total move is within
+        ``tol``), since each reads every worker's move after the barrier."""
+        replica, part, w = shard.replica, shard.part, shard.index
+        done = int(replica.arrived[w])  # supersteps before this round: the same for all
+        program, every = self.program, shard.every
+        try:
+            for s in range(steps):
+                now = replica.buffers[(replica.current + s) % 2]
+                old = now[part.lo:part.hi]
+                new = program.apply(part, old, every, program.gather(part, now, every))
+                replica.buffers[(replica.current + s + 1) % 2][part.lo:part.hi] = new
+                replica.moved[(done + s) % 2, w] = program.change(part, every, old, new)
+                replica.arrived[w] = done + s + 1
+                self._barrier(replica, done + s + 1)
+                total = float(replica.moved[(done + s) % 2].sum())
+                if total <= self.tol:
+                    break
+        except BaseException:
+            replica.failed = True
+            raise
+        return Update(None, None, None, total, shard.counts, steps=s + 1)
+
+    @staticmethod
+    def _barrier(replica: Replica, target: int) -> None:
+        while not spin_all(replica.arrived, target, SPIN_POLLS):
+            if replica.failed:
+                raise JobAbortedError("stopped: another worker of this graph run failed")
+            time.sleep(0)  # more workers than cores: let the others run
 
     def sync(self, shard: Shard, plan: Plan, changes: Update | None) -> None:
         if changes is None:
@@ -170,16 +222,20 @@ class Rounds(Schedule):
 
     name = "vertex-rounds"
 
-    def __init__(self, engine: str, colours: int) -> None:
+    def __init__(self, engine: str, colours: int, steps: int = 1,
+                 budget: int = 100_000) -> None:
         super().__init__()
         self.engine = engine
         self.colours = colours
         self.colour = -1
         self.scheduled = np.ones(colours, dtype=np.int64)
+        self.steps = steps  # supersteps per sync round
+        self.budget = budget  # supersteps (sync) or rounds (dynamic) in all
+        self.done = 0  # supersteps run so far
 
     def next_round(self) -> Plan:
         if self.engine == "sync":
-            return self._task(np.array([SYNC, 0]))
+            return self._task(np.array([SYNC, 0, min(self.steps, self.budget - self.done)]))
         for step in range(1, self.colours + 1):  # the next colour with work, cyclically
             c = (self.colour + step) % self.colours
             if self.scheduled[c] > 0:
@@ -187,7 +243,7 @@ class Rounds(Schedule):
         else:
             c = (self.colour + 1) % self.colours
         self.colour = c
-        return self._task(np.array([COLOUR, c]))
+        return self._task(np.array([COLOUR, c, 1]))
 
     def _task(self, task: np.ndarray) -> Plan:
         """A per-worker plan (worker w works on shard w, every round: a lane woken late
@@ -212,7 +268,12 @@ class GraphRun:
 
     def pull(self, plan: Plan, partials: list[Update]) -> Update:
         values = self.replica.values
-        if partials[0].vertices is None:  # a superstep: every vertex, shard ranges in order
+        steps = partials[0].steps
+        if partials[0].values is None:  # supersteps written in place (a shared replica)
+            merged = Update(None, None, None, partials[0].moved, partials[0].scheduled, steps)
+            self.replica.current = (self.replica.current + steps) % 2
+            updated = values.shape[0] * steps
+        elif partials[0].vertices is None:  # a superstep: every vertex, shard ranges in order
             merged = Update(None, np.concatenate([p.values for p in partials]), None,
                             sum(p.moved for p in partials), partials[0].scheduled)
             values[:] = merged.values
@@ -226,12 +287,14 @@ class GraphRun:
             values[merged.vertices] = merged.values
             updated = merged.vertices.size
         self.replica.round = plan.round  # the embedded workers' replica is up to date
+        self.schedule.done += steps
         self.last_updates = updated
         self.updates += updated
         self.schedule.scheduled = merged.scheduled
         if self.trace is not None:
-            self.trace.append(np.arange(updated) if merged.vertices is None
-                              else merged.vertices)
+            every = np.arange(values.shape[0])
+            self.trace.extend([every] * steps if merged.vertices is None
+                              else [merged.vertices])
         return merged
 
     def done(self, plan: Plan, changes: Update) -> bool:
@@ -239,7 +302,7 @@ class GraphRun:
             self.converged = changes.moved <= self.program.tol
         else:  # nothing updated, so nothing newly scheduled, and nothing left scheduled
             self.converged = self.last_updates == 0 and not changes.scheduled.any()
-        return self.converged
+        return self.converged or self.schedule.done >= self.schedule.budget
 
 
 @dataclass
@@ -352,10 +415,11 @@ def make_shards(prepared: Prepared, parts: int) -> list[Shard]:
     groups; one replica of the values for all."""
     graph = prepared.graph
     n = graph.num_vertices
-    replica = Replica(prepared.initial.copy())
+    ranges = balanced_chunks(np.diff(graph.indptr) + VERTEX_COST, parts)
+    replica = Replica(prepared.initial.copy(), len(ranges))
     num_colours = prepared.num_colours
     shards = []
-    for r in balanced_chunks(np.diff(graph.indptr) + VERTEX_COST, parts):
+    for index, r in enumerate(ranges):
         lo, hi = int(r[0]), int(r[-1]) + 1
         part = Part.of(graph, lo, hi, prepared.per_vertex, prepared.unit)
         if prepared.kind == "dynamic":  # the part's edges by source: a CSC of its rows
@@ -370,7 +434,7 @@ def make_shards(prepared: Prepared, parts: int) -> list[Shard]:
         by_colour = np.argsort(own, kind="stable")
         by_colour_ptr = np.zeros(num_colours + 1, dtype=np.int64)
         np.cumsum(np.bincount(own, minlength=num_colours), out=by_colour_ptr[1:])
-        shards.append(Shard(part, replica, own, by_colour_ptr, by_colour, *out))
+        shards.append(Shard(part, replica, own, by_colour_ptr, by_colour, *out, index=index))
     return shards
 
 
@@ -398,13 +462,18 @@ def sweep_seconds(prepared: Prepared) -> float:
     return seconds * (graph.num_edges + VERTEX_COST * graph.num_vertices) / max(work, 1)
 
 
+SUPERSTEPS_PER_ROUND = 16  # embedded sync engine: supersteps per scheduler hand-off
+
+
 def run_prepared(prepared: Prepared, *, workers: int = 1, max_rounds: int = 100_000,
                  trace: bool = False, seed: int = 0,
                  driver_options: dict[str, Any] | None = None) -> EngineResult:
     """Run the prepared program to convergence (or ``max_rounds``) on ``workers`` workers
     of the scheduler, one shard each."""
     shards = make_shards(prepared, workers)
-    schedule = Rounds(prepared.kind, prepared.num_colours)
+    shared = (driver_options or {}).get("runtime", "embedded") == "embedded"
+    schedule = Rounds(prepared.kind, prepared.num_colours,
+                      SUPERSTEPS_PER_ROUND if shared else 1, max_rounds)
     app = GraphRun(prepared.engine, schedule, shards[0].replica, trace)
     start = time.perf_counter()
     # one BLAS thread per worker: BLAS's own threads would spin against the workers
@@ -412,7 +481,7 @@ def run_prepared(prepared: Prepared, *, workers: int = 1, max_rounds: int = 100_
             app, shards, workers=len(shards), pipeline=False, seed=seed,
             **(driver_options or {})) as drv:
         drv.set_schedule(schedule, prepared.graph.num_vertices)
-        rounds = drv.run(max_rounds, until=app.done)
+        drv.run(max_rounds, until=app.done)
         pieces = drv.map(prepared.engine.values)
         busy, wait = drv.stats.busy_s.tolist(), drv.stats.wait_s.tolist()
         startup = drv.startup_s
@@ -420,7 +489,7 @@ def run_prepared(prepared: Prepared, *, workers: int = 1, max_rounds: int = 100_
     values = prepared.original(prepared.engine.program.result(prepared.whole, values))
     trace = None if app.trace is None else [
         r if prepared.order is None else prepared.order[r] for r in app.trace]
-    return EngineResult(values, app.converged, rounds, app.updates, prepared.num_colours,
+    return EngineResult(values, app.converged, schedule.done, app.updates, prepared.num_colours,
                         time.perf_counter() - start, startup, trace, busy, wait)
 
 

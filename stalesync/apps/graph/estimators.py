@@ -70,7 +70,8 @@ class VertexProgramEstimator(StalesyncEstimator):
 
     def _decide(self, prepared: Prepared) -> Decision:
         """Workers that pay: a sweep's cost is timed on a slice of the graph; a fit is about
-        ``_passes_guess()`` sweeps, in one round each (sync) or one per colour."""
+        ``_passes_guess()`` sweeps, each counted as a clock (a sync superstep ends at the
+        workers' barrier, a dynamic round is a hand-off per colour)."""
         passes = self._passes_guess()
         rounds = int(passes) * (1 if self.engine == "sync" else prepared.num_colours)
         return decide(self.workers, Work(sweep_seconds(prepared) * passes, rounds,
