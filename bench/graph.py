@@ -17,7 +17,10 @@ PageRank (damping 0.85), to the same accuracy: every answer's L1 distance to a r
 Each fit is timed whole (``fit`` as a user calls it), systems in turn, median of
 ``--repeats``. Also reported: vertex updates of the dynamic and sync engines (GraphLab's
 claim: dynamic scheduling does far fewer), and connected components against scipy's
-``csgraph.connected_components``. Writes bench/results/graph.json and .png.
+``csgraph.connected_components``; and ALS (GraphLab's collaborative filtering, as a
+vertex program on the users-items graph) on MovieLens 100K (80/20 split) next to
+stalesync's own SGD matrix factorisation and surprise's SVD, each at its defaults: test
+RMSE and wall time. Writes bench/results/graph.json and .png.
 
     python bench/graph.py [--repeats 5] [--only nyt clothing]
     python bench/graph.py --render    # the table of docs/graph.md from the result file
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -146,6 +150,59 @@ def components(graph, A: sp.csr_matrix, repeats: int) -> dict[str, Any]:
             "updates_per_vertex": model.n_updates_ / graph.num_vertices}
 
 
+def als_rows(repeats: int) -> dict[str, Any]:
+    """ALS against SGD matrix factorisation and surprise's SVD on MovieLens 100K."""
+    from stalesync.apps.graph import ALS
+    from stalesync.apps.mf import MatrixFactorization
+    from stalesync.data.ratings import load_ratings
+
+    train, test = load_ratings("movielens-100k").split(0.2, seed=0)
+
+    def ours(workers):
+        def fit():
+            model = ALS(workers=workers).fit(train)
+            return model.rmse(test), model.run_record_["workers"]
+        return fit
+
+    def mf():
+        model = MatrixFactorization().fit(train)
+        return model.rmse(test), model.run_record_["workers"]
+
+    fits = {"stalesync ALS defaults": ours("auto"), "stalesync ALS x1": ours(1),
+            "stalesync ALS x2": ours(2), "stalesync MatrixFactorization (SGD)": mf}
+    try:
+        import surprise
+    except ImportError:
+        surprise = None
+    if surprise is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "train.tsv"
+            path.write_text("".join(f"{u}\t{i}\t{v}\n" for u, i, v in zip(
+                train.users.tolist(), train.items.tolist(), train.values.tolist(),
+                strict=True)))
+            trainset = surprise.Dataset.load_from_file(
+                str(path), surprise.Reader(line_format="user item rating", sep="\t",
+                                           rating_scale=(1, 5))).build_full_trainset()
+
+        def svd():  # surprise's defaults; ids as the strings its reader made of them
+            algo = surprise.SVD(random_state=0).fit(trainset)
+            pred = np.array([algo.predict(str(u), str(i)).est for u, i in zip(
+                test.users.tolist(), test.items.tolist(), strict=True)])
+            return float(np.sqrt(np.mean((pred - test.values) ** 2))), 1
+        fits["surprise SVD"] = svd
+    for fn in fits.values():
+        fn()
+    rows: dict[str, Any] = {k: {"runs": []} for k in fits}
+    for _ in range(repeats):
+        for key, fn in fits.items():
+            (rmse, workers), t = timed(fn)
+            rows[key]["runs"].append(t)
+            rows[key].update(test_rmse=rmse, workers=workers)
+    for row in rows.values():
+        row["seconds"] = statistics.median(row["runs"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -205,6 +262,11 @@ def main() -> None:
         c = entry["components"]
         print(f"  components: {c['components']}, stalesync {c['stalesync_s']:.3f} s vs scipy "
               f"{c['scipy_s']:.3f} s", flush=True)
+    als = als_rows(args.repeats)
+    print("ALS on MovieLens 100K (80/20):")
+    for key, row in als.items():
+        print(f"  {key:36s} {row['seconds']:.3f} s  test RMSE {row['test_rmse']:.4f}"
+              f"  ({row['workers']} workers)", flush=True)
     errors = [row["l1_error"] for e in results.values() for row in e["rows"].values()]
     summary = {
         "max_l1_error": max(errors),
@@ -219,7 +281,7 @@ def main() -> None:
     }
     print(f"summary: {summary}")
     path = write_json("graph", {"repeats": args.repeats, "damping": DAMPING,
-                                "results": results, "summary": summary})
+                                "results": results, "als": als, "summary": summary})
     plot(results)
     print(f"wrote {path} and {figure_path('graph')}")
 
@@ -248,6 +310,11 @@ def render() -> str:
             f"{e.get('vs_igraph', float('nan')):.2f}x | {e['two_vs_one']['sync']:.2f}x / "
             f"{e['two_vs_one']['dynamic']:.2f}x | {e['updates_dynamic_vs_sync']:.2f} | "
             f"{c['stalesync_s'] * 1e3:.0f} / {c['scipy_s'] * 1e3:.0f} ms |")
+    if "als" in d:
+        lines += ["", "| MovieLens 100K, 80/20 | seconds | test RMSE | workers |",
+                  "|---|---|---|---|"]
+        lines += [f"| {key} | {row['seconds']:.3f} | {row['test_rmse']:.4f} | "
+                  f"{row['workers']} |" for key, row in d["als"].items()]
     s = d["summary"]
     lines += ["", f"Every answer within {s['max_l1_error']:.1e} of the reference (L1); "
               f"`workers=\"auto\"` at most {s['worst_defaults_vs_best_of_1_and_2']:.2f}x the "

@@ -77,6 +77,36 @@ def weighted_rows(indptr, src, weight, unit, values, vertices, out):  # pragma: 
 
 
 @numba.njit(nogil=True, cache=True)
+def least_squares(indptr, src, rating, factors, vertices, reg, out):  # pragma: no cover
+    """ALS's update of each vertex ``vertices[i]``: the factor ``x`` minimising
+    ``sum_e (rating[e] - x . factors[src[e]])^2 + reg[i] |x|^2`` over its in-edges, by
+    the normal equations and a Cholesky solve (the vertex keeps ``out[i] = 0`` when it has
+    no ratings)."""
+    k = factors.shape[1]
+    A = np.empty((k, k))
+    b = np.empty(k)
+    for i in range(vertices.shape[0]):
+        v = U(vertices[i])
+        A[:, :] = 0.0
+        b[:] = 0.0
+        for e in range(U(indptr[v]), U(indptr[v + U(1)])):
+            f = factors[U(src[e])]
+            r = rating[e]
+            for a in range(k):
+                b[a] += r * f[a]
+                for c in range(a + 1):
+                    A[a, c] += f[a] * f[c]
+        for a in range(k):
+            A[a, a] += reg[i]
+            for c in range(a):
+                A[c, a] = A[a, c]
+        if reg[i] > 0.0:
+            out[i, :] = np.linalg.solve(A, b)
+        else:
+            out[i, :] = 0.0
+
+
+@numba.njit(nogil=True, cache=True)
 def min_label(indptr, src, labels, vertices, lo, out):  # pragma: no cover - compiled
     """``out[i]`` = the smallest label among vertex ``lo + vertices[i]`` (``vertices``:
     local ids of a part whose rows ``indptr`` holds) and its neighbours: connected
@@ -94,7 +124,7 @@ def min_label(indptr, src, labels, vertices, lo, out):  # pragma: no cover - com
 @numba.njit(nogil=True, cache=True)
 def scatter_residual(indptr, dst, weight, unit, vertices, signal, residual, input_scale,
                      scaled, threshold, queued, colours, counts):  # pragma: no cover
-    """``residual[dst[e]] += weight[e] * signal[i]`` over the out-edges of ``vertices[i]``
+    """``residual[dst[e]] += |weight[e]| * signal[i]`` over the out-edges of ``vertices[i]``
     (a CSR by source whose targets are local ids of one shard; ``unit``: weights of 1, not
     read): how much an update moved the inputs of each vertex. A vertex whose residual
     (times ``input_scale``, if ``scaled``) passes ``threshold`` is queued once and counted
@@ -106,7 +136,7 @@ def scatter_residual(indptr, dst, weight, unit, vertices, signal, residual, inpu
         v = U(vertices[i])
         for e in range(U(indptr[v]), U(indptr[v + U(1)])):
             u = U(dst[e])
-            r = residual[u] + (s if unit else weight[e] * s)
+            r = residual[u] + (s if unit else abs(weight[e]) * s)  # ALS: signed data
             residual[u] = r
             if not queued[u] and (r * input_scale[u] if scaled else r) > threshold:
                 queued[u] = True

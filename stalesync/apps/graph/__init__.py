@@ -5,6 +5,7 @@ its vertex / edge / full consistency models. See ``docs/graph.md``."""
 from .. import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
+    "ALS": "estimators",
     "ConnectedComponents": "estimators",
     "Graph": "graph",
     "LabelPropagation": "estimators",

@@ -13,23 +13,25 @@ import numpy as np
 from ...errors import ConfigError, DataFormatError
 from ..command import AppCommand, Flags
 
-PROGRAM_NAMES = ("pagerank", "components", "labels")
+PROGRAM_NAMES = ("pagerank", "components", "labels", "als")
 
 
 class GraphCommand(AppCommand):
     name = "graph"
-    help = "vertex programs (PageRank, components, label propagation) on a graph"
+    help = "vertex programs (PageRank, components, label propagation, ALS) on a graph"
     description = ("Run a GraphLab-style vertex program on the model-parallel scheduler: "
                    "PageRank (personalised with --personalize), weakly connected components, "
-                   "or label propagation from --labels. --engine dynamic updates only the "
+                   "label propagation from --labels, or ALS on a ratings file (users and "
+                   "items as vertices). --engine dynamic updates only the "
                    "vertices whose inputs moved, and --consistency says which of them may "
                    "be updated at once.")
     test_flags = False
     no_test_why = "a vertex program has no held-out data"
     epochs_default = 100_000
-    epochs_help = "at most this many rounds"
+    epochs_help = "at most this many rounds (als: sweeps, default 10)"
     data_help = ("an edge-list file ('src dst [weight]' per line) or a built-in graph: "
-                 "nyt, reuters, clothing (documents-words), movielens-100k (users-items)")
+                 "nyt, reuters, clothing (documents-words), movielens-100k (users-items); "
+                 "als: a ratings file or movielens-100k")
 
     def add_data_arguments(self, flags: Flags) -> None:
         flags.add("data", "--data", required=True, help=self.data_help)
@@ -47,11 +49,15 @@ class GraphCommand(AppCommand):
         flags.add("model", "--tol", type=float, default=None,
                   help="stop when the values move by at most this in total, L1 "
                        "(pagerank: 1e-9, labels: 1e-3)")
+        flags.add("model", "--rank", type=int, default=10, help="als: factors per vertex")
+        flags.add("model", "--reg", type=float, default=0.1,
+                  help="als: regularisation per rating (weighted-lambda)")
         flags.add("model", "--top", type=int, default=10,
                   help="pagerank: print this many top vertices")
-        flags.add("parallelism", "--engine", default="sync", choices=["sync", "dynamic"],
-                  help="sync: every vertex every superstep; dynamic: reschedule only "
-                       "vertices whose inputs moved (fewer updates, each dearer)")
+        flags.add("parallelism", "--engine", default=None, choices=["sync", "dynamic"],
+                  help="sync (the default; als: dynamic): every vertex every superstep; "
+                       "dynamic: reschedule only vertices whose inputs moved (fewer updates, "
+                       "each dearer), one colour per round")
         flags.add("parallelism", "--consistency", default="edge",
                   choices=["vertex", "edge", "full"],
                   help="dynamic engine: vertices that may not be updated at once (edge: "
@@ -71,15 +77,26 @@ class GraphCommand(AppCommand):
         if args.snapshot_every is not None or args.resume is not None:
             raise ConfigError("graph programs take no snapshots (a run is seconds of "
                               "rounds); run it again instead")
+        if args.program == "als" and args.out:
+            raise ConfigError("--out writes one value per vertex; als has factors: use "
+                              "--save-model")
+        if args.program != "als" and (args.rank != 10 or args.reg != 0.1):
+            raise ConfigError("--rank and --reg are for --program als")
         if args.top < 0:
             raise ConfigError(f"--top must be >= 0, got {args.top}")
         if args.out:
             check_output_path(args.out, "--out")
 
     def make_estimator(self, args: argparse.Namespace) -> Any:
-        from .estimators import ConnectedComponents, LabelPropagation, PageRank
+        from .estimators import ALS, ConnectedComponents, LabelPropagation, PageRank
 
-        common = {"engine": args.engine, "consistency": args.consistency,
+        if args.program == "als":
+            if args.tol is not None:
+                raise ConfigError("--tol does not apply to als (it runs --epochs sweeps)")
+            return ALS(args.rank, reg=args.reg, engine=args.engine or "dynamic",
+                       consistency=args.consistency, workers=args.workers, seed=args.seed,
+                       epochs=10 if args.epochs == self.epochs_default else args.epochs)
+        common = {"engine": args.engine or "sync", "consistency": args.consistency,
                   "max_rounds": args.epochs, "workers": args.workers, "seed": args.seed}
         if args.program == "pagerank":
             return PageRank(args.damping, tol=1e-9 if args.tol is None else args.tol,
@@ -93,6 +110,10 @@ class GraphCommand(AppCommand):
     def load(self, args: argparse.Namespace) -> tuple[Any, Any]:
         from .datasets import load_graph
 
+        if args.program == "als":
+            from ...data.ratings import load_ratings
+
+            return (load_ratings(args.data), None), None
         graph = load_graph(args.data, files_only=args.format == "edges")
         extra = None
         if args.program == "labels":
@@ -104,6 +125,9 @@ class GraphCommand(AppCommand):
     def fit(self, estimator: Any, train: Any, test: Any, run: Any,
             args: argparse.Namespace) -> None:
         graph, extra = train
+        if args.program == "als":
+            estimator.fit(graph, run=run)
+            return
         if args.program == "labels":
             estimator.fit(graph, extra, run=run)
             return
@@ -115,8 +139,14 @@ class GraphCommand(AppCommand):
                   args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
         graph, _ = train
         f = model.run_record_["final"]
+        if args.program == "als":
+            return [f"graph als: {graph.n_users} users, {graph.n_items} items, {len(graph)} "
+                    f"ratings; rank {model.rank}, {f['rounds']} rounds ({model.engine}): "
+                    f"train RMSE {f['train_rmse']:.4f}, "
+                    f"{model.run_record_['wall_time_s']:.2f} s"], {"data": args.data,
+                                                                  "program": "als"}
         lines = [f"graph {args.program}: {graph.num_vertices} vertices, {graph.num_edges} "
-                 f"edges; {args.engine} engine, {f['colours']} colour(s): {f['rounds']} "
+                 f"edges; {model.engine} engine, {f['colours']} colour(s): {f['rounds']} "
                  f"rounds, {f['vertex_updates']} vertex updates "
                  f"({f['updates_per_vertex']:.1f} per vertex), converged={f['converged']}, "
                  f"{model.run_record_['wall_time_s']:.2f} s"]

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import scipy.sparse as sp
 
-from .graph import Graph
+from .graph import Graph, vertex_ids
 
 BUILT_IN = ("nyt", "reuters", "clothing", "movielens-100k")
 
@@ -24,6 +24,22 @@ def bipartite(left: np.ndarray, right: np.ndarray, n_left: int, n_right: int,
     A.sum_duplicates()
     graph = Graph.from_adjacency(A + A.T)
     return dataclasses.replace(graph, symmetric=True)
+
+
+def rating_graph(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_users: int,
+                 n_items: int) -> Graph:
+    """Users ``0..n_users-1`` and items after them, an edge both ways per rating with the
+    rating as its weight (any sign, zero kept: these weights are data, not strengths)."""
+    n = n_users + n_items
+    rows = np.concatenate([users, items + n_users]).astype(np.int64)
+    cols = np.concatenate([items + n_users, users]).astype(np.int64)
+    weight = np.concatenate([values, values]).astype(np.float64)
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    # symmetric, so each row lists the in-edges of its vertex too
+    return Graph(n, indptr, vertex_ids(cols[order], n), weight[order],
+                 np.bincount(rows, weights=weight, minlength=n), symmetric=True)
 
 
 def doc_word_graph(name: str) -> Graph:

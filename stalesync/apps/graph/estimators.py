@@ -24,10 +24,10 @@ from .engine import (
     sweep_seconds,
 )
 from .graph import Graph, as_graph
+from .programs import AlternatingLeastSquares, VertexProgram
 from .programs import ConnectedComponents as ComponentsProgram
 from .programs import LabelPropagation as LabelsProgram
 from .programs import PageRank as PageRankProgram
-from .programs import VertexProgram
 
 
 class VertexProgramEstimator(StalesyncEstimator):
@@ -45,6 +45,9 @@ class VertexProgramEstimator(StalesyncEstimator):
         """Sweeps over the vertices the fit is expected to take (for workers='auto')."""
         return 20.0
 
+    def _max_rounds(self, prepared: Prepared) -> int:
+        return self.max_rounds
+
     def _run(self, graph: Graph, program: VertexProgram, tol: float,
              run: RunConfig | dict | None) -> EngineResult:
         run = RunConfig.coerce(run)
@@ -58,7 +61,8 @@ class VertexProgramEstimator(StalesyncEstimator):
             raise ConfigError(f"{graph.num_vertices} vertices cannot be split over "
                               f"{self.workers} workers", param="workers")
         decision = self._decide(prepared)
-        result = run_prepared(prepared, workers=decision.workers, max_rounds=self.max_rounds,
+        result = run_prepared(prepared, workers=decision.workers,
+                              max_rounds=self._max_rounds(prepared),
                               seed=self.seed, trace=getattr(self, "_trace", False),
                               driver_options=options)
         self.n_rounds_ = result.rounds
@@ -236,3 +240,76 @@ class LabelPropagation(VertexProgramEstimator):
         reached = total[:, 0] > 0
         self.labels_ = np.where(reached, self.classes_[F.argmax(axis=1)], -1)
         return self
+
+
+class ALS(VertexProgramEstimator):
+    """Matrix factorisation by alternating least squares as a vertex program on the
+    ratings graph (GraphLab's collaborative-filtering toolkit): ``rating ~ mean + user
+    factor . item factor``, each factor the regularised least-squares fit to its ratings
+    (``reg`` times its number of ratings). ``epochs`` sweeps: under the default dynamic
+    engine with edge consistency a sweep is a round of users then a round of items.
+    ``fit`` takes what :class:`~stalesync.apps.mf.MatrixFactorization` takes (a
+    ``Ratings``, or user / item / rating arrays).
+
+    Attributes: ``user_factors_``, ``item_factors_``, ``mean_``, ``n_rounds_``."""
+
+    _fitted_attributes = ("user_factors_", "item_factors_")
+    _model_arrays = ("user_factors_", "item_factors_")
+    _model_info = ("mean_",)
+
+    def __init__(self, rank: int = 10, *, reg: float = 0.1, epochs: int = 10,
+                 engine: str = "dynamic", consistency: str = "edge",
+                 workers: int | str = "auto", seed: int = 0):
+        self.rank = rank
+        self.reg = reg
+        self.epochs = epochs
+        self.engine = engine
+        self.consistency = consistency
+        self.workers = workers
+        self.seed = seed
+
+    max_rounds = property(lambda self: self.epochs)  # the engine's budget, in sweeps
+
+    def _check_own_params(self) -> None:
+        check_int(self.rank, "rank", 1)
+        check_float(self.reg, "reg", 0, low_open=True)
+        check_int(self.epochs, "epochs", 1)
+        check_choice(self.engine, "engine", ENGINES)
+        check_choice(self.consistency, "consistency", tuple(CONSISTENCY))
+
+    def _passes_guess(self) -> float:
+        return float(self.epochs)
+
+    def _max_rounds(self, prepared: Prepared) -> int:
+        return self.epochs * (prepared.num_colours if self.engine == "dynamic" else 1)
+
+    def fit(self, X: Any, y: Any = None, *, run: RunConfig | dict | None = None) -> ALS:
+        """Factorise the ratings ``X``."""
+        from ..mf.estimator import as_ratings
+        from .datasets import rating_graph
+
+        self._check_params()
+        data = as_ratings(X, y, "X")
+        values = data.values.astype(np.float64)  # centred in float64, not the file's float32
+        self.mean_ = float(np.mean(values))
+        graph = rating_graph(data.users, data.items, values - self.mean_, data.n_users,
+                             data.n_items)
+        program = AlternatingLeastSquares(self.rank, self.reg, self.seed)
+        result = self._run(graph, program, 0.0, run)
+        self.user_factors_ = result.values[:data.n_users]
+        self.item_factors_ = result.values[data.n_users:]
+        self.run_record_["final"]["train_rmse"] = self.rmse(data)
+        return self
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Predicted ratings of dense user and item indices (those of the ``Ratings``
+        the model was fitted on)."""
+        self._check_fitted()
+        users, items = np.asarray(users), np.asarray(items)
+        return self.mean_ + np.einsum("ij,ij->i", self.user_factors_[users],
+                                      self.item_factors_[items])
+
+    def rmse(self, ratings: Any) -> float:
+        """Root mean squared error on ``ratings`` (with the fitted data's id maps)."""
+        pred = self.predict(ratings.users, ratings.items)
+        return float(np.sqrt(np.mean((pred - ratings.values) ** 2)))
