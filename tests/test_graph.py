@@ -272,10 +272,12 @@ def test_the_command_refuses_bad_options_in_one_line(tmp_path, capsys, args, mes
 
 
 @pytest.mark.ray
-def test_pagerank_on_ray_equals_the_embedded_run(ray_cluster):
+@pytest.mark.parametrize("engine", ["sync", "dynamic"])
+def test_pagerank_on_ray_equals_the_embedded_run(ray_cluster, engine):
     graph = random_graph(400, 3000, seed=6)
-    embedded = PageRank(workers=2, tol=1e-12).fit(graph)
-    on_ray = PageRank(workers=2, tol=1e-12).fit(graph, run=RunConfig(runtime="ray"))
+    embedded = PageRank(engine=engine, workers=2, tol=1e-12).fit(graph)
+    on_ray = PageRank(engine=engine, workers=2, tol=1e-12).fit(
+        graph, run=RunConfig(runtime="ray"))
     assert on_ray.run_record_["runtime"] == "ray"
     np.testing.assert_array_equal(on_ray.scores_, embedded.scores_)
     assert on_ray.n_updates_ == embedded.n_updates_

@@ -14,13 +14,14 @@ A vertex program says how one vertex's value follows from its neighbours':
 Each method works on a whole set of vertices of one :class:`Part` (a shard's vertex range
 with its in-edges) in one call, so the engine never loops over vertices in Python; the
 built-in programs call compiled kernels (:mod:`stalesync.kernels.graph`). A new program is
-a class with these methods and an entry in :data:`PROGRAMS`.
+a class with these methods (the :class:`VertexProgram` protocol), run by
+:func:`stalesync.apps.graph.engine.run_engine`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -60,6 +61,11 @@ class Part:
         else:
             kg.weighted_sum(self.indptr, self.src, self.weight, values, local, out)
         return out
+
+
+def largest_moves(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Each row's largest move (the signal of a vertex whose value is a vector)."""
+    return np.abs(new - old).max(axis=1) if new.size else np.zeros(new.shape[0])
 
 
 class VertexProgram(Protocol):
@@ -244,11 +250,11 @@ class LabelPropagation:
 
     def scatter(self, part: Part, local: np.ndarray, old: np.ndarray,
                 new: np.ndarray) -> np.ndarray:
-        return np.abs(new - old).max(axis=1) if new.size else np.zeros(0)
+        return largest_moves(old, new)
 
     def change(self, part: Part, local: np.ndarray, old: np.ndarray,
                new: np.ndarray) -> float:
-        return float(np.abs(new - old).max(axis=1).sum()) if new.size else 0.0
+        return float(largest_moves(old, new).sum())
 
     def result(self, whole: Part, values: np.ndarray) -> np.ndarray:
         return values
@@ -290,7 +296,7 @@ class AlternatingLeastSquares:
 
     def scatter(self, part: Part, local: np.ndarray, old: np.ndarray,
                 new: np.ndarray) -> np.ndarray:
-        return np.abs(new - old).max(axis=1) if new.size else np.zeros(0)
+        return largest_moves(old, new)
 
     def change(self, part: Part, local: np.ndarray, old: np.ndarray,
                new: np.ndarray) -> float:
@@ -298,11 +304,3 @@ class AlternatingLeastSquares:
 
     def result(self, whole: Part, values: np.ndarray) -> np.ndarray:
         return values
-
-
-PROGRAMS: dict[str, Any] = {
-    "pagerank": PageRank,
-    "components": ConnectedComponents,
-    "labels": LabelPropagation,
-    "als": AlternatingLeastSquares,
-}
