@@ -361,3 +361,17 @@ def test_als_recovers_a_planted_low_rank_matrix_on_any_worker_count():
     np.testing.assert_array_equal(one.user_factors_, two.user_factors_)
     assert one.rmse(data) < 0.1  # noise 0.05; the ratings' own spread is ~1.7
     assert one.run_record_["final"]["train_rmse"] == pytest.approx(one.rmse(data))
+
+
+def test_recut_moves_work_from_the_slow_worker_and_keeps_every_vertex_once():
+    from stalesync.apps.graph.engine import make_shards, prepare, recut
+
+    prepared = prepare(random_graph(600, 5000, seed=8), PageRankProgram(), engine="sync")
+    shards = make_shards(prepared, 2)
+    before = shards[0].part.hi
+    recut(prepared, shards, np.array([1.0, 3.0]))  # worker 1 measured three times slower
+    assert shards[0].part.lo == 0 and shards[0].part.hi == shards[1].part.lo
+    assert shards[1].part.hi == 600 and shards[0].part.hi > before
+    work = np.diff(prepared.graph.indptr) + 4
+    assert work[:shards[0].part.hi].sum() > 1.5 * work[shards[0].part.hi:].sum()
+    assert shards[1].every.size == 600 - shards[0].part.hi  # rebuilt, not just relabelled

@@ -102,7 +102,6 @@ class Shard:
     def __post_init__(self) -> None:
         size = self.part.hi - self.part.lo
         self.every = np.arange(size)  # local ids of every vertex (a sync round's)
-        self.vertices = self.part.lo + self.every
         self.residual = np.zeros(size) if self.residual is None else self.residual
         self.queued = np.ones(size, dtype=np.bool_) if self.queued is None else self.queued
         if self.counts is None:
@@ -137,30 +136,37 @@ class VertexEngine:
         self.threshold = tol / num_vertices  # dynamic: reschedule above this residual
 
     def push(self, shard: Shard, task: np.ndarray) -> Update:
-        kind, colour = int(task[0]), int(task[1])
-        part = shard.part
-        values = shard.replica.values
-        if kind == SYNC and task[2] > 1:
-            return self._supersteps(shard, int(task[2]))
-        if kind == SYNC:  # every vertex of the part: slices, no signals (nothing scatters)
-            old = values[part.lo:part.hi]
-            new = self.program.apply(part, old, shard.every,
-                                     self.program.gather(part, values, shard.every))
-            moved = self.program.change(part, shard.every, old, new)
-            return Update(None, new, None, moved, shard.counts)
-        else:
-            candidates = shard.by_colour[shard.by_colour_ptr[colour]:
-                                         shard.by_colour_ptr[colour + 1]]
-            local = candidates[shard.queued[candidates]]
-            shard.queued[local] = False
-            shard.residual[local] = 0.0
-            shard.counts[colour] = 0
-            vertices = part.lo + local
-            old = values[vertices]
+        """One round's work on ``shard``: ``task`` is (kind, colour, supersteps)."""
+        kind, colour, steps = int(task[0]), int(task[1]), int(task[2])
+        if kind == COLOUR:
+            return self._colour(shard, colour)
+        if steps > 1:
+            return self._supersteps(shard, steps)
+        return self._superstep(shard)
+
+    def _superstep(self, shard: Shard) -> Update:
+        """Every vertex of the shard from the last superstep's values (slices, not index
+        lists; no signals, since nothing scatters)."""
+        part, values, every = shard.part, shard.replica.values, shard.every
+        old = values[part.lo:part.hi]
+        new = self.program.apply(part, old, every, self.program.gather(part, values, every))
+        return Update(None, new, None, self.program.change(part, every, old, new),
+                      shard.counts)
+
+    def _colour(self, shard: Shard, colour: int) -> Update:
+        """The shard's scheduled vertices of ``colour``, which leave the schedule."""
+        part, values = shard.part, shard.replica.values
+        candidates = shard.by_colour[shard.by_colour_ptr[colour]:
+                                     shard.by_colour_ptr[colour + 1]]
+        local = candidates[shard.queued[candidates]]
+        shard.queued[local] = False
+        shard.residual[local] = 0.0
+        shard.counts[colour] = 0
+        vertices = part.lo + local
+        old = values[vertices]
         new = self.program.apply(part, old, local, self.program.gather(part, values, local))
-        signal = self.program.scatter(part, local, old, new)
-        moved = self.program.change(part, local, old, new)
-        return Update(vertices, new, signal, moved, shard.counts.copy())
+        return Update(vertices, new, self.program.scatter(part, local, old, new),
+                      self.program.change(part, local, old, new), shard.counts.copy())
 
     def _supersteps(self, shard: Shard, steps: int) -> Update:
         """Up to ``steps`` supersteps on a replica shared by every worker: each reads one
@@ -257,10 +263,11 @@ class GraphRun:
     reads it) and decides when to stop."""
 
     def __init__(self, engine: VertexEngine, schedule: Rounds, replica: Replica,
-                 trace: bool) -> None:
+                 trace: bool, balance: tuple[Prepared, list[Shard]] | None = None) -> None:
         self.program = engine
         self.schedule = schedule
         self.replica = replica
+        self.balance = balance  # (prepared, shards) to re-cut once, after the first round
         self.updates = 0
         self.last_updates = 0
         self.converged = False
@@ -296,6 +303,12 @@ class GraphRun:
             self.trace.extend([every] * steps if merged.vertices is None
                               else [merged.vertices])
         return merged
+
+    def observe(self, plan: Plan, feedback: Any) -> None:
+        """After the first round, even out the workers' measured times (:func:`recut`)."""
+        if self.balance is not None and feedback.seconds is not None:
+            recut(*self.balance, feedback.seconds)
+        self.balance = None
 
     def done(self, plan: Plan, changes: Update) -> bool:
         if self.schedule.engine == "sync":
@@ -413,29 +426,53 @@ def make_shards(prepared: Prepared, parts: int) -> list[Shard]:
     """Vertex ranges of about equal work (in-edges plus VERTEX_COST per vertex), each with
     its in-edges, its edges by source (for the dynamic engine's scatter) and its colour
     groups; one replica of the values for all."""
+    ranges = balanced_chunks(vertex_work(prepared.graph), parts)
+    replica = Replica(prepared.initial.copy(), len(ranges))
+    return [make_shard(prepared, replica, index, int(r[0]), int(r[-1]) + 1)
+            for index, r in enumerate(ranges)]
+
+
+def vertex_work(graph: Graph) -> np.ndarray:
+    return np.diff(graph.indptr) + VERTEX_COST
+
+
+def make_shard(prepared: Prepared, replica: Replica, index: int, lo: int, hi: int) -> Shard:
+    """Vertices ``lo:hi`` as the shard of worker ``index``."""
     graph = prepared.graph
     n = graph.num_vertices
-    ranges = balanced_chunks(np.diff(graph.indptr) + VERTEX_COST, parts)
-    replica = Replica(prepared.initial.copy(), len(ranges))
-    num_colours = prepared.num_colours
-    shards = []
-    for index, r in enumerate(ranges):
-        lo, hi = int(r[0]), int(r[-1]) + 1
-        part = Part.of(graph, lo, hi, prepared.per_vertex, prepared.unit)
-        if prepared.kind == "dynamic":  # the part's edges by source: a CSC of its rows
-            weight = graph.weight[graph.indptr[lo]:graph.indptr[hi]]
-            by_source = sp.csr_matrix((weight, part.src, part.indptr),
-                                      shape=(hi - lo, n)).tocsc()
-            out = (by_source.indptr.astype(np.int64), by_source.indices.astype(np.int64),
-                   None if prepared.unit else by_source.data)
-        else:
-            out = (np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), None)
-        own = prepared.colours[lo:hi]
-        by_colour = np.argsort(own, kind="stable")
-        by_colour_ptr = np.zeros(num_colours + 1, dtype=np.int64)
-        np.cumsum(np.bincount(own, minlength=num_colours), out=by_colour_ptr[1:])
-        shards.append(Shard(part, replica, own, by_colour_ptr, by_colour, *out, index=index))
-    return shards
+    part = Part.of(graph, lo, hi, prepared.per_vertex, prepared.unit)
+    if prepared.kind == "dynamic":  # the part's edges by source: a CSC of its rows
+        weight = graph.weight[graph.indptr[lo]:graph.indptr[hi]]
+        by_source = sp.csr_matrix((weight, part.src, part.indptr), shape=(hi - lo, n)).tocsc()
+        out = (by_source.indptr.astype(np.int64), by_source.indices.astype(np.int64),
+               None if prepared.unit else by_source.data)
+    else:
+        out = (np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), None)
+    own = prepared.colours[lo:hi]
+    by_colour = np.argsort(own, kind="stable")
+    by_colour_ptr = np.zeros(prepared.num_colours + 1, dtype=np.int64)
+    np.cumsum(np.bincount(own, minlength=prepared.num_colours), out=by_colour_ptr[1:])
+    return Shard(part, replica, own, by_colour_ptr, by_colour, *out, index=index)
+
+
+def recut(prepared: Prepared, shards: list[Shard], seconds: np.ndarray) -> None:
+    """Move the sync engine's shard boundaries so that each worker's measured time evens
+    out: each vertex's work (in-edges plus VERTEX_COST) is weighted by its shard's measured
+    seconds per unit of work. An edge costs more in some parts of a graph than in others
+    (on NYT's documents-words graph, an edge into a word ~1.2x an edge into a document),
+    and a superstep waits for the slowest worker. The shards are rebuilt in place (the
+    driver's workers hold these objects); values and results do not depend on the cut."""
+    work = vertex_work(prepared.graph).astype(np.float64)
+    weights = np.empty_like(work)
+    for shard, spent in zip(shards, seconds, strict=True):
+        lo, hi = shard.part.lo, shard.part.hi
+        weights[lo:hi] = work[lo:hi] * (spent / max(work[lo:hi].sum(), 1.0))
+    ranges = balanced_chunks(weights, len(shards))
+    if len(ranges) != len(shards) or not np.all(np.asarray(seconds) > 0):
+        return
+    for shard, r in zip(shards, ranges, strict=True):
+        vars(shard).update(vars(make_shard(prepared, shard.replica, shard.index,
+                                           int(r[0]), int(r[-1]) + 1)))
 
 
 PROBE_EDGES = 1 << 17  # edges a sweep's cost is timed on
@@ -474,7 +511,9 @@ def run_prepared(prepared: Prepared, *, workers: int = 1, max_rounds: int = 100_
     shared = (driver_options or {}).get("runtime", "embedded") == "embedded"
     schedule = Rounds(prepared.kind, prepared.num_colours,
                       SUPERSTEPS_PER_ROUND if shared else 1, max_rounds)
-    app = GraphRun(prepared.engine, schedule, shards[0].replica, trace)
+    balance = ((prepared, shards) if shared and prepared.kind == "sync" and len(shards) > 1
+               else None)
+    app = GraphRun(prepared.engine, schedule, shards[0].replica, trace, balance)
     start = time.perf_counter()
     # one BLAS thread per worker: BLAS's own threads would spin against the workers
     with threadpool_limits(limits=1, user_api="blas"), Driver(
