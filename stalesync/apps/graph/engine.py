@@ -123,6 +123,7 @@ class Update:
     moved: float
     scheduled: np.ndarray
     steps: int = 1  # supersteps this update covers
+    work_s: float = 0.0  # supersteps: the shard's own work, barrier waits left out
 
 
 class VertexEngine:
@@ -176,6 +177,8 @@ class VertexEngine:
         replica, part, w = shard.replica, shard.part, shard.index
         done = int(replica.arrived[w])  # supersteps before this round: the same for all
         program, every = self.program, shard.every
+        waited = 0.0
+        start = time.perf_counter()
         try:
             for s in range(steps):
                 now = replica.buffers[(replica.current + s) % 2]
@@ -184,14 +187,17 @@ class VertexEngine:
                 replica.buffers[(replica.current + s + 1) % 2][part.lo:part.hi] = new
                 replica.moved[(done + s) % 2, w] = program.change(part, every, old, new)
                 replica.arrived[w] = done + s + 1
+                arrived = time.perf_counter()
                 self._barrier(replica, done + s + 1)
+                waited += time.perf_counter() - arrived
                 total = float(replica.moved[(done + s) % 2].sum())
                 if total <= self.tol:
                     break
         except BaseException:
             replica.failed = True
             raise
-        return Update(None, None, None, total, shard.counts, steps=s + 1)
+        work = time.perf_counter() - start - waited
+        return Update(None, None, None, total, shard.counts, steps=s + 1, work_s=work)
 
     @staticmethod
     def _barrier(replica: Replica, target: int) -> None:
@@ -268,6 +274,7 @@ class GraphRun:
         self.schedule = schedule
         self.replica = replica
         self.balance = balance  # (prepared, shards) to re-cut once, after the first round
+        self.work_s = np.zeros(0)  # each shard's own work in the last round
         self.updates = 0
         self.last_updates = 0
         self.converged = False
@@ -297,6 +304,7 @@ class GraphRun:
         self.schedule.done += steps
         self.last_updates = updated
         self.updates += updated
+        self.work_s = np.array([p.work_s for p in partials])
         self.schedule.scheduled = merged.scheduled
         if self.trace is not None:
             every = np.arange(values.shape[0])
@@ -305,9 +313,11 @@ class GraphRun:
         return merged
 
     def observe(self, plan: Plan, feedback: Any) -> None:
-        """After the first round, even out the workers' measured times (:func:`recut`)."""
-        if self.balance is not None and feedback.seconds is not None:
-            recut(*self.balance, feedback.seconds)
+        """After the first round of supersteps, even out the workers' own measured work
+        (:func:`recut`; the driver's per-worker seconds would include the barrier waits,
+        which make every worker's round equally long)."""
+        if self.balance is not None and np.all(self.work_s > 0):
+            recut(*self.balance, self.work_s)
         self.balance = None
 
     def done(self, plan: Plan, changes: Update) -> bool:
