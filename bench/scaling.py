@@ -3,11 +3,11 @@
 
 For each problem the 1-worker fit sets the quality to reach (LDA: log-likelihood per token;
 MF: train RMSE; k-means: inertia; linear: training objective; Lasso: objective; NN: train
-accuracy). Each fit is timed whole (``fit`` as a user calls it: partitioning, probing and
-the final evaluation included), after one warm-up fit that compiles the kernels; the
-median of ``--repeats``, the three configurations timed in turn. A multi-worker run
-*reaches* the target when its final quality is within the app's tolerance of the 1-worker
-run's; its speedup is ``t(1) / t(w)``.
+accuracy; graph: converged). Each fit is timed whole (``fit`` as a user calls it:
+partitioning, probing and the final evaluation included), after one warm-up fit that
+compiles the kernels; the median of ``--repeats``, the three configurations timed in turn.
+A multi-worker run *reaches* the target when its final quality is within the app's
+tolerance of the 1-worker run's; its speedup is ``t(1) / t(w)``.
 
 Problems (``--only NAME`` runs a subset):
 - lda: reuters (395 documents, 84K tokens) and NYT (8,447 articles, 1.2M tokens), 100 sweeps
@@ -17,6 +17,9 @@ Problems (``--only NAME`` runs a subset):
 - lasso: diabetes (442 x 10) and synthetic sparse 2,000 x 100,000 and 20,000 x 200,000
   problems
 - nn: digits (1,797 x 64) and Fashion-MNIST (60,000 x 784)
+- graph: PageRank on Reuters' documents-words graph (120K edges) and on NYT's, ten disjoint
+  copies (19M edges); quality: converged to the default tolerance (the scores are the same,
+  bit for bit, on any worker count)
 
     python bench/scaling.py [--repeats 2] [--only lda mf]
     python bench/scaling.py --render    # the table of docs/scaling.md from the result file
@@ -188,8 +191,33 @@ def nn_problems() -> list[Problem]:
                     0.01)]
 
 
+def graph_problems() -> list[Problem]:
+    import dataclasses
+
+    from stalesync.apps.graph import Graph, PageRank
+    from stalesync.apps.graph.datasets import doc_word_graph
+
+    nyt = doc_word_graph("nyt")
+    tiled = dataclasses.replace(  # ten disjoint copies: one graph of 19M edges
+        Graph.from_adjacency(sp.block_diag([nyt.adjacency()] * TILES, format="csr")),
+        symmetric=True)
+
+    def fit(graph: Graph) -> Callable[..., Any]:
+        return lambda w, run=None: PageRank(workers=w).fit(graph, run=run)
+
+    def converged(m) -> float:  # the scores are the same, bit for bit, on any worker count
+        return float(m.converged_)
+
+    return [Problem("graph", "PageRank, Reuters documents-words (120K edges)", "small",
+                    fit(doc_word_graph("reuters")), converged, True, 0.0),
+            Problem("graph", f"PageRank, NYT documents-words x{TILES} (19M edges)", "large",
+                    fit(tiled), converged, True, 0.0)]
+
+
+TILES = 10
 APPS = {"lda": lda_problems, "mf": mf_problems, "kmeans": kmeans_problems,
-        "linear": linear_problems, "lasso": lasso_problems, "nn": nn_problems}
+        "linear": linear_problems, "lasso": lasso_problems, "nn": nn_problems,
+        "graph": graph_problems}
 
 
 def reached(p: Problem, target: float, value: float) -> bool:
