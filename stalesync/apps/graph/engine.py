@@ -316,7 +316,7 @@ class GraphRun:
         """After the first round of supersteps, even out the workers' own measured work
         (:func:`recut`; the driver's per-worker seconds would include the barrier waits,
         which make every worker's round equally long)."""
-        if self.balance is not None and np.all(self.work_s > 0):
+        if self.balance is not None:
             recut(*self.balance, self.work_s)
         self.balance = None
 
@@ -420,7 +420,7 @@ def interleave(graph: Graph, colours: np.ndarray) -> np.ndarray:
     colours apart (the two sides of a bipartite graph), which would hand one shard all of a
     round's work; within a block the input's order (and its locality) is kept. It does not
     depend on the worker count, so neither do the results."""
-    work = np.diff(graph.indptr) + VERTEX_COST
+    work = vertex_work(graph)
     blocks: list[list[np.ndarray]] = [[] for _ in range(INTERLEAVE_BLOCKS)]
     for c in range(int(colours.max()) + 1):
         members = np.flatnonzero(colours == c)
@@ -472,13 +472,15 @@ def recut(prepared: Prepared, shards: list[Shard], seconds: np.ndarray) -> None:
     (on NYT's documents-words graph, an edge into a word ~1.2x an edge into a document),
     and a superstep waits for the slowest worker. The shards are rebuilt in place (the
     driver's workers hold these objects); values and results do not depend on the cut."""
+    if not np.all(np.asarray(seconds) > 0):  # a shard not timed (a one-superstep round)
+        return
     work = vertex_work(prepared.graph).astype(np.float64)
     weights = np.empty_like(work)
     for shard, spent in zip(shards, seconds, strict=True):
         lo, hi = shard.part.lo, shard.part.hi
         weights[lo:hi] = work[lo:hi] * (spent / max(work[lo:hi].sum(), 1.0))
     ranges = balanced_chunks(weights, len(shards))
-    if len(ranges) != len(shards) or not np.all(np.asarray(seconds) > 0):
+    if len(ranges) != len(shards):
         return
     for shard, r in zip(shards, ranges, strict=True):
         vars(shard).update(vars(make_shard(prepared, shard.replica, shard.index,

@@ -55,11 +55,11 @@ class VertexProgramEstimator(StalesyncEstimator):
         if run.snapshot_every is not None or run.resume is not None:
             raise ConfigError("graph programs take no snapshots (a run is a few seconds of "
                               "rounds); run it again instead", param="snapshot_every")
-        prepared = prepare(graph, program, engine=self.engine, consistency=self.consistency,
-                           tol=tol)
         if self.workers != "auto" and self.workers > graph.num_vertices:
             raise ConfigError(f"{graph.num_vertices} vertices cannot be split over "
                               f"{self.workers} workers", param="workers")
+        prepared = prepare(graph, program, engine=self.engine, consistency=self.consistency,
+                           tol=tol)
         decision = self._decide(prepared)
         result = run_prepared(prepared, workers=decision.workers,
                               max_rounds=self._max_rounds(prepared),
