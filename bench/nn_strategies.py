@@ -132,7 +132,7 @@ def _ddp_rank(rank, world, port, arch, X, y, epochs, seed, out):
 def ddp(arch, X, y, Xt, yt, epochs: int, seed: int, world: int) -> dict:
     import torch.multiprocessing as mp
 
-    from stalesync.apps.nn.allreduce import free_port
+    from stalesync.runtime.ranks import free_port
 
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()

@@ -40,7 +40,8 @@ from ..strategies import check_strategy_consistency
 from ..strategies.downpour import SERVER_UPDATES
 from .base import DEFAULT_RECOVERIES, RunConfig
 
-GROUPS = ("data", "model", "training", "parallelism", "federated", "runtime", "output")
+GROUPS = ("data", "model", "training", "parallelism", "pipeline", "federated", "runtime",
+          "output")
 
 
 class HelpFormatter(argparse.HelpFormatter):

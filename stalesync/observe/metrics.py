@@ -96,6 +96,10 @@ def describe_guarantee(strategy: str, consistency: str, staleness: int | str) ->
     if strategy in ("dsgd", "fugue"):
         return ("block rotation: workers update disjoint row and column blocks; every "
                 "sub-round saw all updates of earlier sub-rounds")
+    if strategy == "pipeline":
+        return ("pipeline: every step's gradient was the whole mini-batch's, summed over its "
+                "micro-batches across the stages; every stage stepped as one process would "
+                "(replicas: on the mean of their gradients)")
     if strategy == "allreduce":
         return ("allreduce: every step used the sum of every worker's gradient of that "
                 "step; all workers hold identical parameters after each step")

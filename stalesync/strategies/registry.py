@@ -27,8 +27,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
 STRATEGY_NAMES = tuple(STRATEGIES)
 
 # the consistency model each strategy runs whatever it is given (None: the one asked for);
-# ``allreduce`` is the NN app's collective (no tables), synchronous like bsp
-RUNS: dict[str, str | None] = {**{n: s.runs for n, s in STRATEGIES.items()}, "allreduce": "bsp"}
+# ``allreduce`` (the NN app's collective) and ``pipeline`` (a network cut into stages) have no
+# tables and are synchronous like bsp
+RUNS: dict[str, str | None] = {**{n: s.runs for n, s in STRATEGIES.items()},
+                               "allreduce": "bsp", "pipeline": "bsp"}
 UNSET_CONSISTENCY, UNSET_STALENESS = "ssp", 1  # the estimators' defaults: taken as not set
 
 

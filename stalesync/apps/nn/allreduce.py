@@ -1,9 +1,8 @@
 """``strategy="allreduce"``: synchronous data-parallel SGD with the gradients summed across
 workers every step by ``torch.distributed``'s gloo allreduce (Horovod's scheme, no
-parameter server). Each worker is a process in one gloo process group: on the embedded
-runtime local processes (``torch.multiprocessing``, spawn) whose rendezvous listens on
-127.0.0.1 only; on Ray one actor per worker (:func:`fit_on_backend`, any node of the
-cluster; rank 0's node hosts the rendezvous, on a local Ray that is loopback too).
+parameter server). Each worker is a rank of one gloo process group
+(:mod:`stalesync.runtime.ranks`: local processes on the embedded runtime, one actor per
+worker on Ray).
 
 Every step each worker takes the next ``batch_size`` examples of its share, computes the
 gradient of their mean loss, and the flattened gradients (one buffer, like DDP's buckets)
@@ -23,17 +22,15 @@ worker. Bytes counted are those of the buffers handed to the collective.
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
 
-from ...errors import StalesyncError
 from ...ps.compression import Encoded, ErrorFeedback
 from ...ps.compression import parse as parse_compressor
+from ...runtime.ranks import run_ranks
 from . import networks
 from .problem import NNSpec
 
@@ -50,58 +47,23 @@ class AllreduceResult:
     dense_bytes: int  # per worker: what uncompressed gradients would have been
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def steps_per_epoch(shares: list[np.ndarray], batch_size: int) -> int:
-    return max(1, min(len(s) for s in shares) // batch_size)
-
-
 def epoch_order(seed: int, rank: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, rank, 4409, epoch]).permutation(n)
 
 
 def fit(spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]], epochs: int,
-        initial: np.ndarray, timeout_s: float = 600.0, compress: str = "none"
-        ) -> AllreduceResult:
-    """Train with ``len(shares)`` worker processes; ``shares[w]`` = (X, labels) of worker w;
-    ``compress``: a compressor spec, or ``none`` for the dense allreduce."""
-    import torch.multiprocessing as mp
-
-    world = len(shares)
-    port = free_port()
-    ctx = mp.get_context("spawn")
-    out = ctx.SimpleQueue()
+        initial: np.ndarray, compress: str = "none", *, runtime: str = "embedded",
+        address: str | None = None, on_epoch: Any = None) -> AllreduceResult:
+    """Train with ``len(shares)`` ranks (:func:`~stalesync.runtime.ranks.run_ranks`: local
+    processes, or Ray actors); ``shares[w]`` = (X, labels) of worker w; ``compress``: a
+    compressor spec, or ``none`` for the dense allreduce; ``on_epoch(epoch, loss)``: rank
+    0's epochs as they end."""
     start = time.perf_counter()
-    procs = [ctx.Process(target=_rank_main, daemon=True,
-                         args=(rank, world, port, spec, shares[rank], epochs, initial,
-                               compress, out))
-             for rank in range(world)]
-    for p in procs:
-        p.start()
-    results = {}
-    deadline = time.monotonic() + timeout_s
-    while len(results) < world:
-        if time.monotonic() > deadline or not any(p.is_alive() for p in procs) and out.empty():
-            for p in procs:
-                p.kill()
-            raise StalesyncError(f"allreduce: {world - len(results)} worker process(es) "
-                                 "ended without a result")
-        if out.empty():
-            time.sleep(0.01)
-            continue
-        rank, payload = out.get()
-        if isinstance(payload, str):
-            for p in procs:
-                p.kill()
-            raise StalesyncError(f"allreduce worker {rank} failed: {payload}")
-        results[rank] = payload
-    for p in procs:
-        p.join(10)
-    return _result([results[r] for r in range(world)], time.perf_counter() - start)
+    ranks = run_ranks(_train, [(spec, share, epochs, initial, compress) for share in shares],
+                      runtime=runtime, address=address, role="allreduce-worker",
+                      name=lambda r: f"allreduce worker {r}",
+                      on_report=lambda rank, values: on_epoch and on_epoch(*values))
+    return _result(ranks, time.perf_counter() - start)
 
 
 def _result(ranks: list[dict[str, Any]], wall_s: float) -> AllreduceResult:
@@ -113,51 +75,7 @@ def _result(ranks: list[dict[str, Any]], wall_s: float) -> AllreduceResult:
                            int(first["dense_bytes"]))
 
 
-class RankMember:
-    """One allreduce worker as a backend member (a Ray actor with one CPU)."""
-
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
-
-    def endpoint(self) -> tuple[str, int]:
-        """Where this member's node can host the rendezvous: (its address, a free port)."""
-        import ray
-
-        host = ray.util.get_node_ip_address()
-        return host, free_port(host)
-
-    def train(self, world: int, host: str, port: int, spec: NNSpec, share: tuple,
-              epochs: int, initial: np.ndarray, compress: str) -> dict[str, Any]:
-        return _train(self.rank, world, port, spec, share, epochs, initial, compress, host)
-
-
-def fit_on_backend(backend: Any, spec: NNSpec, shares: list[tuple[np.ndarray, np.ndarray]],
-                   epochs: int, initial: np.ndarray, compress: str = "none"
-                   ) -> AllreduceResult:
-    """:func:`fit` with the workers hosted by ``backend`` (the Ray backend: actors)."""
-    world = len(shares)
-    start = time.perf_counter()
-    group = backend.host("allreduce-worker", [partial(RankMember, r) for r in range(world)],
-                         cpus=1, concurrency=1, own_process=True)
-    try:
-        host, port = group.map("endpoint")[0]  # rank 0's node hosts the rendezvous
-        ranks = group.map("train", [(world, host, port, spec, shares[r], epochs, initial,
-                                     compress) for r in range(world)])
-    finally:
-        group.kill()
-    return _result(ranks, time.perf_counter() - start)
-
-
-def _rank_main(rank: int, world: int, port: int, spec: NNSpec, share: tuple, epochs: int,
-               initial: np.ndarray, compress: str, out: Any
-               ) -> None:  # pragma: no cover - child process
-    try:
-        out.put((rank, _train(rank, world, port, spec, share, epochs, initial, compress)))
-    except BaseException as exc:  # report, never hang the parent
-        out.put((rank, f"{type(exc).__name__}: {exc}"))
-
-
-def _train(rank, world, port, spec, share, epochs, initial, compress, host="127.0.0.1"
+def _train(rank, world, host, port, report, spec, share, epochs, initial, compress
            ):  # pragma: no cover - child
     torch = networks.torch_module()
     import torch.distributed as dist
@@ -194,6 +112,8 @@ def _train(rank, world, port, spec, share, epochs, initial, compress, host="127.
                         offset += n
                 total += float(loss.detach())
             losses.append(total / max(steps, 1))
+            if rank == 0:
+                report(epoch + 1, losses[-1])
         return {"params": networks.get_flat(net), "losses": losses,
                 "examples": epochs * steps * b, "bytes": exchange.sent,
                 "dense_bytes": exchange.dense,

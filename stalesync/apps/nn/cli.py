@@ -54,9 +54,11 @@ class NNCommand(AppCommand):
         flags.add("model", "--lr", type=float, default=None,
                   help="step size, local or on the shard (default: 0.001 adam, 0.05 sgd)")
         flags.add("model", "--batch-size", type=int, default=200, help="examples per step")
-        flags.add("parallelism", "--strategy", choices=(*STRATEGY_NAMES, "allreduce"),
-                  default="average", help="how workers combine (docs/nn.md)")
+        flags.add("parallelism", "--strategy",
+                  choices=(*STRATEGY_NAMES, "allreduce", "pipeline"), default="average",
+                  help="how workers combine (docs/nn.md)")
         add_strategy_flags(flags, examples_per_clock=512, average_every=50, server_update="sgd")
+        _add_pipeline_flags(flags)
         flags.add("parallelism", "--compress", default="none",
                   help="none, topk:R, dgc:R[:M], qsgd:B, sign or powersgd:R (with error "
                        "feedback)")
@@ -72,7 +74,7 @@ class NNCommand(AppCommand):
             arch=args.arch, hidden=args.hidden, epochs=args.epochs, optimizer=args.optimizer,
             lr=args.lr,
             batch_size=args.batch_size, strategy=args.strategy,
-            strategy_options=strategy_options(args), workers=args.workers,
+            strategy_options=strategy_options(args, *PIPELINE_FLAGS), workers=args.workers,
             consistency=args.consistency, staleness=args.staleness,
             clocks_per_epoch=args.clocks_per_epoch, compress=args.compress, seed=args.seed)
 
@@ -123,6 +125,31 @@ class NNCommand(AppCommand):
             final["test_accuracy"] = float(model.score(test[0], test[1]))
             text += f", test accuracy {final['test_accuracy']:.4f} ({len(test[1])} examples)"
         return [text], final
+
+
+PIPELINE_FLAGS = ("stages", "micro_batches", "schedule", "replicas", "cuts")
+
+
+def _add_pipeline_flags(flags: Flags) -> None:
+    """``--strategy pipeline``'s options (docs/nn.md)."""
+    def cuts(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected layer indices separated by commas (3,7), got {text!r}") from None
+
+    flags.add("pipeline", "--stages", type=int, default=2,
+              help="pipeline: stages the network is cut into, a worker each")
+    flags.add("pipeline", "--micro-batches", type=int, default=4,
+              help="pipeline: micro-batches per mini-batch (must divide --batch-size)")
+    flags.add("pipeline", "--schedule", choices=("1f1b", "gpipe"), default="1f1b",
+              help="pipeline: 1F1B or GPipe's all-forward-then-all-backward")
+    flags.add("pipeline", "--replicas", type=int, default=1,
+              help="pipeline: data-parallel pipelines (workers = stages x replicas)")
+    flags.add("pipeline", "--cuts", type=cuts, default=None,
+              help="pipeline: the layers where stages 2.. start (default: balanced by "
+                   "measured time)")
 
 
 COMMAND = NNCommand()

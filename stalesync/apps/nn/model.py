@@ -27,6 +27,7 @@ from .training import Plan, make_plan, train
 PREDICT_BATCH = 4096
 OPTIMIZERS = ("auto", "sgd", "adam")
 LOCAL_STEPS = ("average", "ps")  # the strategies whose workers take local steps
+EXACT = ("pipeline",)  # one network cut into stages: the steps one process takes
 FEDERATED = ("fedavg",)  # clients take local steps too: plain SGD, as McMahan et al.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 
@@ -35,16 +36,17 @@ def resolve_optimizer(strategy: str, optimizer: str, lr: float | None) -> tuple[
     """The local steps' rule and step size: ``auto`` is Adam (scikit-learn's
     ``MLPClassifier`` default) where workers take local steps (``average``, ``ps``), else
     plain SGD (``fedavg``'s clients too, as McMahan et al.); ``lr=None``
-    is that rule's default (Adam 0.001, SGD 0.05)."""
+    is that rule's default (Adam 0.001, SGD 0.05). ``pipeline`` steps one network as one
+    process would: ``auto`` is Adam there too."""
     check_choice(optimizer, "optimizer", OPTIMIZERS)
-    local = strategy in LOCAL_STEPS + FEDERATED
+    local = strategy in LOCAL_STEPS + FEDERATED + EXACT
     if optimizer == "auto":
-        optimizer = "adam" if strategy in LOCAL_STEPS else "sgd"
+        optimizer = "adam" if strategy in LOCAL_STEPS + EXACT else "sgd"
     elif optimizer == "adam" and not local:
         raise ConfigError(
             f"optimizer='adam' is for the workers' local steps (strategy 'average', 'ps' or "
-            f"'fedavg'); strategy {strategy!r} steps with plain SGD or the shard's "
-            "server_update", param="optimizer")
+            f"'fedavg') or a pipeline's stages; strategy {strategy!r} steps with plain SGD or "
+            "the shard's server_update", param="optimizer")
     return optimizer, DEFAULT_LR[optimizer] if lr is None else lr
 
 
@@ -76,8 +78,11 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
     SGD, models averaged every ``average_every`` steps of ``batch_size``; the default),
     ``ps`` (chunks of local steps, changes averaged through the table under any
     consistency model), ``sync`` (synchronous SGD with ``backup_workers``), ``downpour``
-    (asynchronous, ``n_fetch`` / ``n_push``, the shard applies ``server_update``) or
-    ``hogwild`` (``threads`` lock-free threads per worker). ``optimizer``: the local
+    (asynchronous, ``n_fetch`` / ``n_push``, the shard applies ``server_update``),
+    ``hogwild`` (``threads`` lock-free threads per worker), ``allreduce`` (gloo, no
+    parameter server) or ``pipeline`` (model parallelism: the network cut into ``stages``,
+    ``micro_batches`` per step, ``replicas`` data-parallel pipelines; ``workers`` is then
+    stages x replicas). ``optimizer``: the local
     steps' rule, ``auto`` (Adam for ``average`` and ``ps``, as scikit-learn's
     ``MLPClassifier``; plain SGD for the others), ``adam`` or ``sgd``; ``lr`` its step
     size (default: 0.001 for Adam, 0.05 for SGD, local or on the shard). ``compress``
@@ -121,10 +126,19 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
             clocks_per_epoch=self.clocks_per_epoch, compress=self.compress, seed=self.seed,
             strategy_options=self.strategy_options)
 
+    def _pipeline_workers(self) -> int | None:
+        """The workers of ``strategy="pipeline"`` (stages x replicas), else None."""
+        if self.strategy != "pipeline":
+            return None
+        from ...strategies.pipeline import make_options
+
+        return make_options(dict(self.strategy_options or {})).workers
+
     def _check_own_params(self) -> None:
         check_choice(self.arch, "arch", networks.ARCHS)
         check_int(self.hidden, "hidden", 1)
-        self._plan(1 if self.workers == AUTO else self.workers)
+        fixed = self._pipeline_workers()
+        self._plan(self.workers if self.workers != AUTO else fixed or 1)
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, *, run: RunConfig | dict | None = None) -> NeuralNetClassifier:
@@ -161,7 +175,9 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         net = networks.build(self.arch, X.shape[1], self.classes_.size, self.hidden,
                              self.seed)
         initial = networks.get_flat(net) if warm is None else np.array(warm, np.float32)
-        decision = decide(self.workers, self._work(net, X, labels, epochs), resume=run.resume)
+        fixed = self._pipeline_workers()
+        requested = fixed if fixed is not None and self.workers == AUTO else self.workers
+        decision = decide(requested, self._work(net, X, labels, epochs), resume=run.resume)
         optimizer, lr = resolve_optimizer(self.strategy, self.optimizer, self.lr)
         spec = NNSpec(self.arch, X.shape[1], int(self.classes_.size), self.hidden,
                       initial.shape[0], float(lr), self.batch_size, decision.workers,

@@ -1,0 +1,276 @@
+"""``strategy="pipeline"``: a Sequential cut into stages on gloo ranks. Its steps must be the
+steps one process takes on the same batches, for every schedule and micro-batch count."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+
+from stalesync.apps.nn import NeuralNetClassifier  # noqa: E402
+from stalesync.errors import ConfigError  # noqa: E402
+from stalesync.persist.snapshot import list_snapshots  # noqa: E402
+from stalesync.strategies import pipeline  # noqa: E402
+
+F = torch.nn.functional
+
+
+def network(seed: int = 0):
+    torch.manual_seed(seed)
+    nn = torch.nn
+    return nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(),
+                         nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 3))
+
+
+def flat(net) -> np.ndarray:
+    return torch.nn.utils.parameters_to_vector(net.parameters()).detach().numpy().copy()
+
+
+def examples(n: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 10)).astype(np.float32)
+    return X, (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
+
+
+def one_process(X, y, *, optimizer, lr, batch_size, epochs, seed, replicas=1):
+    """The steps the pipeline promises, taken in one process: each step on the replicas'
+    batches joined (one replica: its batch)."""
+    net = network()
+    opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(net.parameters(),
+                                                                          lr=lr)
+    shares = np.array_split(np.random.default_rng(seed).permutation(len(y)), replicas)
+    steps = min(map(len, shares)) // batch_size
+    for epoch in range(epochs):
+        orders = [s[pipeline.epoch_order(seed, r, epoch, len(s))]
+                  for r, s in enumerate(shares)]
+        for k in range(steps):
+            opt.zero_grad()
+            loss = sum(F.cross_entropy(net(torch.from_numpy(X[o[k * batch_size:
+                                                               (k + 1) * batch_size]])),
+                                       torch.from_numpy(y[o[k * batch_size:
+                                                            (k + 1) * batch_size]]))
+                       for o in orders) / replicas
+            loss.backward()
+            opt.step()
+    return flat(net)
+
+
+def pipelined(X, y, *, optimizer="sgd", lr=1.0, batch_size=12, epochs=1, seed=3, **options):
+    return pipeline.fit(network, flat(network()), X, y, F.cross_entropy,
+                        optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs,
+                        seed=seed, options=pipeline.PipelineOptions(**options))
+
+
+# -- cutting the network --------------------------------------------------------------------
+def brute_force(costs, trainable, stages):
+    n, best = len(costs), None
+    for cuts in itertools.combinations(range(1, n), stages - 1):
+        edges = (0, *cuts, n)
+        parts = list(zip(edges, edges[1:], strict=False))
+        if not all(any(trainable[a:b]) for a, b in parts):
+            continue
+        slowest = max(sum(costs[a:b]) for a, b in parts)
+        best = slowest if best is None else min(best, slowest)
+    return best
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 50), st.booleans()), min_size=2, max_size=9),
+       st.integers(2, 4))
+def test_balanced_cuts_make_the_slowest_stage_as_fast_as_any_cut_can(layers, stages):
+    costs = [float(c) for c, _ in layers]
+    trainable = [t for _, t in layers]
+    if sum(trainable) < stages:
+        with pytest.raises(ConfigError, match="cannot be cut into"):
+            pipeline.balanced_cuts(costs, trainable, stages)
+        return
+    cuts = pipeline.balanced_cuts(costs, trainable, stages)
+    pipeline.check_cuts(cuts, trainable)  # increasing, every stage has parameters
+    edges = (0, *cuts, len(costs))
+    slowest = max(sum(costs[a:b]) for a, b in zip(edges, edges[1:], strict=False))
+    assert slowest == brute_force(costs, trainable, stages)
+
+
+def test_a_layout_cuts_where_the_measured_time_is_even():
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                        nn.Linear(512, 512), nn.Linear(512, 4))
+    layout = pipeline.plan_layout(net, torch.zeros(64, 8), pipeline.PipelineOptions())
+    assert layout.cuts in ((3,), (4,))  # the two 512 x 512 layers go to different stages
+    assert layout.boundary_elements == (64 * 512,)
+    declared = pipeline.plan_layout(net, torch.zeros(64, 8),
+                                    pipeline.PipelineOptions(stages=3, cuts=(2, 5)))
+    assert declared.bounds == [(0, 2), (2, 5), (5, None)]
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"stages": 3, "cuts": (1, 2)}, r"stage 2 \(children 1..1\) has no parameters"),
+    ({"stages": 2, "cuts": (7,)}, "must increase strictly"),
+    ({"stages": 3, "cuts": (4,)}, "cuts must be 2 layer indices"),
+    ({"schedule": "zigzag"}, "schedule must be one of"),
+    ({"stages": 5}, "cannot be cut into 5 stages"),
+])
+def test_a_cut_that_cannot_work_is_refused_before_any_rank_starts(options, match):
+    X, y = examples(24)
+    with pytest.raises(ConfigError, match=match):
+        pipelined(X, y, **options)
+
+
+def test_a_module_that_is_not_sequential_is_refused():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(10, 3)
+
+        def forward(self, x):
+            return self.a(x)
+
+    X, y = examples(24)
+    with pytest.raises(ConfigError, match="cuts a torch.nn.Sequential"):
+        pipeline.fit(Net, flat(Net()), X, y, F.cross_entropy, optimizer="sgd", lr=0.1,
+                     batch_size=12, epochs=1, seed=0, options=pipeline.PipelineOptions())
+
+
+# -- the steps equal one process's ---------------------------------------------------------
+GRADIENT_CASES = [(2, "gpipe", 4), (3, "1f1b", 3)]
+SLOW_CASES = [(s, sched, m) for s in (2, 3) for sched in pipeline.SCHEDULES
+              for m in (1, 2, 3, 4, 6, 12) if (s, sched, m) not in GRADIENT_CASES]
+
+
+@pytest.mark.parametrize("stages,schedule,micro_batches", [
+    *GRADIENT_CASES,
+    *(pytest.param(*case, marks=pytest.mark.slow) for case in SLOW_CASES)])
+def test_one_pipelined_step_takes_the_gradient_one_process_takes(stages, schedule,
+                                                                 micro_batches):
+    """One SGD step with lr 1 from the same start: the change is minus the gradient of the
+    batch's mean loss, which must be the single process's (float tolerance)."""
+    X, y = examples(12)
+    start = flat(network())
+    done = pipelined(X, y, stages=stages, schedule=schedule, micro_batches=micro_batches)
+    expected = start - one_process(X, y, optimizer="sgd", lr=1.0, batch_size=12, epochs=1,
+                                   seed=3)
+    got = start - done.params
+    assert np.abs(expected).max() > 1e-3  # a real gradient
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert done.steps == 1 and len(done.layout.cuts) == stages - 1
+    assert sum(done.stage_parameters) == start.size
+
+
+def test_adam_over_epochs_with_replicas_equals_one_process_on_the_joined_batches():
+    """2 replicas x 2 stages, Adam, 3 epochs: every replica ends bit-identical and equal to
+    one process stepping on both replicas' batches joined."""
+    X, y = examples(96)
+    done = pipelined(X, y, optimizer="adam", lr=0.01, batch_size=8, epochs=3, stages=2,
+                     micro_batches=2, replicas=2)
+    assert done.identical and done.steps == 3 * 6 and done.examples == 3 * 6 * 8 * 2
+    expected = one_process(X, y, optimizer="adam", lr=0.01, batch_size=8, epochs=3, seed=3,
+                           replicas=2)
+    np.testing.assert_allclose(done.params, expected, rtol=1e-4, atol=1e-5)
+    assert len(done.losses) == 3 and done.losses[-1] < done.losses[0]
+
+
+class Exploding(torch.nn.Module):
+    """Raises in a rank's forward (not in the layer timing the caller does first)."""
+
+    def forward(self, x):
+        import torch.distributed as dist
+
+        if dist.is_initialized() and dist.get_rank() == 1:
+            raise FloatingPointError("injected in the second stage")
+        return x
+
+
+def exploding_network():
+    nn = torch.nn
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 8), Exploding(),
+                         nn.Linear(8, 3))
+
+
+def test_a_stage_that_raises_stops_the_job_with_its_error():
+    factory = exploding_network
+    X, y = examples(48)
+    with pytest.raises(FloatingPointError, match="injected in the second stage") as caught:
+        pipeline.fit(factory, flat(factory()), X, y, F.cross_entropy, optimizer="sgd",
+                     lr=0.1, batch_size=12, epochs=2, seed=0,
+                     options=pipeline.PipelineOptions(cuts=(2,)))
+    assert any("pipeline stage 1 (rank 1)" in n for n in caught.value.__notes__)
+
+
+def test_a_resumed_pipelined_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    X, y = examples(96)
+    kw = dict(optimizer="adam", lr=0.01, batch_size=8, epochs=2, stages=2, micro_batches=4)
+    whole = pipelined(X, y, **kw)
+    snapped = pipeline.fit(network, flat(network()), X, y, F.cross_entropy,
+                           optimizer="adam", lr=0.01, batch_size=8, epochs=2, seed=3,
+                           options=pipeline.PipelineOptions(micro_batches=4),
+                           snapshot_every=5, snapshot_dir=str(tmp_path))
+    np.testing.assert_array_equal(snapped.params, whole.params)  # snapshots change nothing
+    kept = list_snapshots(tmp_path)
+    assert [c for c, _ in kept] == [15, 20]  # every 5 steps of 24, the newest two kept
+    resumed = pipeline.fit(network, flat(network()), X, y, F.cross_entropy,
+                           optimizer="adam", lr=0.01, batch_size=8, epochs=2, seed=3,
+                           options=pipeline.PipelineOptions(micro_batches=4),
+                           resume=str(kept[0][1]))
+    np.testing.assert_array_equal(resumed.params, whole.params)
+    assert resumed.losses[-1] == pytest.approx(whole.losses[-1])
+    with pytest.raises(Exception, match="not of this pipelined job: it has batch_size 8"):
+        pipeline.fit(network, flat(network()), X, y, F.cross_entropy, optimizer="adam",
+                     lr=0.01, batch_size=12, epochs=2, seed=3,
+                     options=pipeline.PipelineOptions(micro_batches=4),
+                     resume=str(kept[0][1]))
+
+
+# -- the estimator ---------------------------------------------------------------------------
+def test_the_classifier_trains_pipelined_and_says_how():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 900)
+    X = (rng.normal(size=(900, 20)) + 2.0 * np.eye(3, 20)[y]).astype(np.float32)
+    model = NeuralNetClassifier(hidden=32, epochs=6, strategy="pipeline",
+                                strategy_options={"stages": 2, "micro_batches": 4},
+                                batch_size=20, seed=2).fit(X[:600], y[:600])
+    record = model.run_record_
+    final = record["final"]
+    assert record["strategy"] == "pipeline" and record["workers"] == 2
+    assert final["stages"] == 2 and final["micro_batches"] == 4 and final["steps"] == 180
+    assert final["parameters"] == sum(final["stage_parameters"])
+    assert final["bytes_sent"] > 0 and "micro-batches" in record["guarantee"]["promise"]
+    assert model.score(X[600:], y[600:]) >= 0.75  # one process, Adam, the same: 0.80
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"workers": 3}, "stages x replicas = 2 workers; got workers=3"),
+    ({"compress": "topk:0.1"}, "sends activations"),
+    ({"clocks_per_epoch": 4}, "has no clocks"),
+    ({"batch_size": 30, "strategy_options": {"micro_batches": 4}}, "must divide batch_size"),
+    ({"strategy_options": {"stage": 2}}, "'stage' is not an option of strategy 'pipeline'"),
+    ({"consistency": "async"}, "is ignored: strategy 'pipeline'"),
+])
+def test_the_classifier_refuses_what_a_pipeline_cannot_honour(kwargs, match):
+    X, y = examples(120)
+    model = NeuralNetClassifier(hidden=8, epochs=1, **{"strategy": "pipeline", **kwargs})
+    with pytest.raises(ConfigError, match=match):
+        model.fit(X, y)
+
+
+def test_a_pipeline_option_given_to_another_strategy_is_refused_naming_pipeline():
+    X, y = examples(120)
+    with pytest.raises(ConfigError, match="'stages' is an option of strategy 'pipeline'"):
+        NeuralNetClassifier(strategy="average", strategy_options={"stages": 2}).fit(X, y)
+
+
+@pytest.mark.ray
+def test_pipeline_stages_on_ray_actors_equal_the_local_processes(ray_cluster):
+    X, y = examples(48)
+    fit = lambda run: NeuralNetClassifier(  # noqa: E731
+        hidden=8, epochs=2, batch_size=12, strategy="pipeline", optimizer="sgd", lr=0.1,
+        strategy_options={"micro_batches": 3}, seed=1).fit(X, y, run=run)
+    local, on_ray = fit(None), fit({"runtime": "ray"})
+    assert on_ray.run_record_["runtime"] == "ray"
+    np.testing.assert_array_equal(on_ray.params_, local.params_)
