@@ -19,6 +19,7 @@ import numpy as np
 from ...errors import ConfigError, DataFormatError
 from ..base import RunConfig, check_int
 from . import networks
+from .model import resolve_optimizer
 from .problem import NNSpec
 from .training import make_plan, train
 
@@ -35,14 +36,16 @@ def fit(module: Any, loss_fn: Any, X: Any, y: Any, *, strategy: str = "ps",
         epochs: int = 5, lr: float = 0.05, batch_size: int = 64, workers: int = 2,
         consistency: str = "ssp", staleness: int | str | None = 1,
         clocks_per_epoch: int | None = None, strategy_options: dict[str, Any] | None = None,
-        compress: str = "none",
+        compress: str = "none", optimizer: str = "sgd",
         seed: int = 0, run: RunConfig | dict | None = None) -> FitResult:
     """Train ``module`` on examples ``X`` (first axis: examples) and targets ``y`` so that
     ``loss_fn(module(x_batch), y_batch)`` (a scalar tensor) goes down.
 
     Integer targets are passed to ``loss_fn`` as int64 (class indices), others as float32.
     The strategy settings are :class:`~stalesync.apps.nn.NeuralNetClassifier`'s
-    (``docs/nn.md``); ``run`` says where and how (Ray, snapshots, progress). The module is
+    (``docs/nn.md``); ``optimizer``: ``sgd`` or ``adam``, where the strategy's workers take
+    local steps (``average``, ``ps``, ``fedavg``, ``pipeline``); ``run`` says where and how
+    (Ray, snapshots, progress). The module is
     updated in place and returned with the run record (``final``: ``train_loss`` over all of
     ``X``, ``examples_per_s``, ``bytes_sent``, ...).
     """
@@ -53,6 +56,10 @@ def fit(module: Any, loss_fn: Any, X: Any, y: Any, *, strategy: str = "ps",
     if not callable(loss_fn):
         raise ConfigError("loss_fn must be callable: loss_fn(output, target) -> scalar",
                           param="loss_fn")
+    if optimizer not in ("sgd", "adam"):
+        raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}",
+                          param="optimizer")
+    optimizer, lr = resolve_optimizer(strategy, optimizer, lr)
     plan = make_plan(strategy, lr=lr, batch_size=batch_size, workers=workers,
                      consistency=consistency, staleness=staleness,
                      clocks_per_epoch=clocks_per_epoch, compress=compress, seed=seed,
@@ -64,7 +71,7 @@ def fit(module: Any, loss_fn: Any, X: Any, y: Any, *, strategy: str = "ps",
     initial = networks.get_flat(module)
     spec = NNSpec("module", int(np.prod(X.shape[1:])), 0, 0, initial.shape[0], float(lr),
                   batch_size, workers, seed, factory=functools.partial(copy.deepcopy, module),
-                  loss=loss_fn)
+                  loss=loss_fn, optimizer=optimizer)
     trained = train(spec, initial, X, y, plan, epochs, run)
     networks.set_flat(module, trained.params)
     record = trained.record
