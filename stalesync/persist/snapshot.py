@@ -144,24 +144,38 @@ def write_snapshot(
     root.mkdir(parents=True, exist_ok=True)
     final = root / snapshot_name(clock)
     with atomic_directory(final) as tmp:  # a rerun that reaches the clock again replaces it
-        write_npz(tmp / "tables.npz", pack_arrays(tables))  # sparse tables as CSR parts
         for w, state in enumerate(workers):
-            write_npz(tmp / f"worker-{w:04d}.npz", state.arrays)
-            write_json(tmp / f"worker-{w:04d}.json", {
-                "clock": int(state.clock),
-                "finished": bool(state.finished),
-                "rng_state": state.rng_state,
-                "metrics": state.metrics,
-            })
-        info = dict(meta or {})
-        info.update(format=FORMAT, version=VERSION, clock=int(clock), workers=len(workers),
-                    tables=sorted(tables))
-        write_json(tmp / "meta.json", info)  # last: its presence marks the content complete
-    _prune(root, max(1, keep))
+            write_worker_state(tmp, w, state)
+        write_tables_and_meta(tmp, clock, tables, len(workers), meta)
+    prune(root, max(1, keep))
     return final
 
 
-def _prune(root: Path, keep: int) -> None:
+def write_worker_state(directory: Path, worker: int, state: WorkerState) -> None:
+    """Worker ``worker``'s files of a snapshot being written in ``directory`` (a job whose
+    workers write their own parts calls this in each, then :func:`write_tables_and_meta`)."""
+    write_npz(directory / f"worker-{worker:04d}.npz", state.arrays)
+    write_json(directory / f"worker-{worker:04d}.json", {
+        "clock": int(state.clock),
+        "finished": bool(state.finished),
+        "rng_state": state.rng_state,
+        "metrics": state.metrics,
+    })
+
+
+def write_tables_and_meta(directory: Path, clock: int, tables: Mapping[str, np.ndarray],
+                          workers: int, meta: Mapping[str, Any] | None = None) -> None:
+    """The tables and ``meta.json`` of a snapshot in ``directory``, written last: the meta
+    file's presence marks the content complete."""
+    write_npz(directory / "tables.npz", pack_arrays(tables))  # sparse tables as CSR parts
+    info = dict(meta or {})
+    info.update(format=FORMAT, version=VERSION, clock=int(clock), workers=int(workers),
+                tables=sorted(tables))
+    write_json(directory / "meta.json", info)
+
+
+def prune(root: Path, keep: int) -> None:
+    """Remove all but the ``keep`` newest complete snapshots under ``root``."""
     for _, path in list_snapshots(root)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
 

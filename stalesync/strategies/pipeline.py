@@ -27,7 +27,6 @@ in place once all have (:mod:`stalesync.persist.snapshot`'s format, npz + JSON).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -101,24 +100,29 @@ def layers_of(module: Any) -> list[Any]:
     return list(module)
 
 
-def layer_seconds(module: Any, x: Any) -> list[float]:
-    """Each child's forward and backward time on input batch ``x`` (median of a few runs,
-    one thread, as a stage runs)."""
+def layer_inputs(module: Any, x: Any) -> list[Any]:
+    """The input of each child for batch ``x``, and the network's output last."""
+    import torch
+
+    inputs = [x]
+    with torch.no_grad():
+        for layer in layers_of(module):
+            inputs.append(layer(inputs[-1]))
+    return inputs
+
+
+def layer_seconds(module: Any, inputs: list[Any]) -> list[float]:
+    """Each child's forward and backward time on its input (:func:`layer_inputs`; median
+    of a few runs, one thread, as a stage runs)."""
     import torch
 
     layers = layers_of(module)
-    inputs = []
-    with torch.no_grad():
-        h = x
-        for layer in layers:
-            inputs.append(h)
-            h = layer(h)
     times = np.zeros((TIMING_REPEATS, len(layers)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for rep in range(TIMING_REPEATS):
-            for i, (layer, inp) in enumerate(zip(layers, inputs, strict=True)):
+            for i, (layer, inp) in enumerate(zip(layers, inputs, strict=False)):
                 inp = inp.detach().requires_grad_(i > 0 and inp.is_floating_point())
                 start = time.perf_counter()
                 out = layer(inp)
@@ -129,18 +133,6 @@ def layer_seconds(module: Any, x: Any) -> list[float]:
         module.zero_grad(set_to_none=True)
         torch.set_num_threads(threads)
     return [float(t) for t in np.median(times, axis=0)]
-
-
-def boundary_sizes(module: Any, x: Any) -> list[int]:
-    """Elements of the activation after each child, for input ``x``."""
-    import torch
-
-    sizes = []
-    with torch.no_grad():
-        for layer in layers_of(module):
-            x = layer(x)
-            sizes.append(int(x.numel()))
-    return sizes
 
 
 def _has_parameters(layer: Any) -> bool:
@@ -209,7 +201,8 @@ def plan_layout(module: Any, micro_batch: Any, options: PipelineOptions) -> Layo
     """The cuts (declared, or balanced by measured time) and their costs."""
     layers = layers_of(module)
     trainable = [_has_parameters(layer) for layer in layers]
-    costs = layer_seconds(module, micro_batch)
+    inputs = layer_inputs(module, micro_batch)
+    costs = layer_seconds(module, inputs)
     if options.cuts is not None:
         check_cuts(options.cuts, trainable)
         cuts = options.cuts
@@ -218,8 +211,7 @@ def plan_layout(module: Any, micro_batch: Any, options: PipelineOptions) -> Layo
     edges = [0, *cuts, len(layers)]
     stage_seconds = tuple(float(sum(costs[a:b])) for a, b in zip(edges, edges[1:],
                                                                    strict=False))
-    sizes = boundary_sizes(module, micro_batch)
-    return Layout(tuple(cuts), stage_seconds, tuple(sizes[c - 1] for c in cuts))
+    return Layout(tuple(cuts), stage_seconds, tuple(int(inputs[c].numel()) for c in cuts))
 
 
 # -- the job each rank runs ---------------------------------------------------------------
@@ -362,10 +354,18 @@ class _StageRunner:  # pragma: no cover - runs in a rank's process
 
     # -- snapshots -------------------------------------------------------------------------
     def _snapshot(self, step: int) -> None:
+        """Every rank writes its stage's part into one temporary directory; rank 0 adds the
+        meta file and renames it in place once all have (a ``snap-*`` is always whole)."""
         import torch.distributed as dist
 
-        from ..persist.files import fsync_dir, write_json, write_npz
-        from ..persist.snapshot import FORMAT, VERSION, _prune, snapshot_name
+        from ..persist.files import fsync_dir
+        from ..persist.snapshot import (
+            WorkerState,
+            prune,
+            snapshot_name,
+            write_tables_and_meta,
+            write_worker_state,
+        )
 
         root = Path(self.job.snapshot_dir)
         tmp = root / f".{snapshot_name(step)}.pipeline-tmp"
@@ -374,21 +374,16 @@ class _StageRunner:  # pragma: no cover - runs in a rank's process
             _clear(tmp)
             tmp.mkdir()
         dist.barrier()
-        write_npz(tmp / f"worker-{self.rank:04d}.npz", self._state())
-        write_json(tmp / f"worker-{self.rank:04d}.json",
-                   {"clock": step, "finished": False, "rng_state": None,
-                    "metrics": {"losses": self.losses, "epoch_losses": self.epoch_losses}})
+        metrics = {"losses": self.losses, "epoch_losses": self.epoch_losses}
+        write_worker_state(tmp, self.rank, WorkerState(step, self._state(), metrics=metrics))
         dist.barrier()
         if self.rank == 0:
-            write_npz(tmp / "tables.npz", {})
-            meta = {**self.job.meta, "format": FORMAT, "version": VERSION, "clock": step,
-                    "workers": dist.get_world_size(), "tables": []}
-            write_json(tmp / "meta.json", meta)
+            write_tables_and_meta(tmp, step, {}, dist.get_world_size(), self.job.meta)
             final = root / snapshot_name(step)
             _clear(final)
             tmp.rename(final)
             fsync_dir(root)
-            _prune(root, 2)
+            prune(root, 2)
         dist.barrier()
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -522,10 +517,9 @@ def _resume_states(resume: str | None, meta: dict[str, Any], workers: int
 
     snap = load_snapshot(resume)
     saved = {k: snap.meta.get(k) for k in meta}
-    mine = job_meta(meta)
-    if saved != mine:
-        differ = ", ".join(f"{k} {saved.get(k)!r} (this job: {mine[k]!r})" for k in mine
-                           if saved.get(k) != mine[k])
+    if saved != meta:  # meta holds JSON values only (lists, not tuples)
+        differ = ", ".join(f"{k} {saved[k]!r} (this job: {meta[k]!r})" for k in meta
+                           if saved[k] != meta[k])
         raise SnapshotError(f"snapshot {snap.path} is not of this pipelined job: it has "
                             f"{differ}")
     if len(snap.workers) != workers:
@@ -540,11 +534,6 @@ def _clear(path: Path) -> None:
 
     if path.exists():
         shutil.rmtree(path)
-
-
-def job_meta(job_settings: dict[str, Any]) -> dict[str, Any]:
-    """What a pipelined snapshot records of its job (checked on resume): JSON values."""
-    return json.loads(json.dumps(job_settings, default=str))
 
 
 def options_record(options: PipelineOptions) -> dict[str, Any]:

@@ -82,14 +82,13 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
     ``hogwild`` (``threads`` lock-free threads per worker), ``allreduce`` (gloo, no
     parameter server) or ``pipeline`` (model parallelism: the network cut into ``stages``,
     ``micro_batches`` per step, ``replicas`` data-parallel pipelines; ``workers`` is then
-    stages x replicas). ``optimizer``: the local
-    steps' rule, ``auto`` (Adam for ``average`` and ``ps``, as scikit-learn's
-    ``MLPClassifier``; plain SGD for the others), ``adam`` or ``sgd``; ``lr`` its step
-    size (default: 0.001 for Adam, 0.05 for SGD, local or on the shard). ``compress``
-    (``topk:R``, ``dgc:R[:M]``, ``qsgd:B``, ``sign``, ``powersgd:R``)
-    encodes what each worker sends per clock, with error feedback
-    (:mod:`stalesync.ps.compression`). Inputs are float features (scale them: e.g. pixels /
-    255).
+    stages x replicas). ``optimizer``: the local steps' rule, ``auto`` (Adam for
+    ``average``, ``ps`` and ``pipeline``, as scikit-learn's ``MLPClassifier``; plain SGD
+    for the others), ``adam`` or ``sgd``; ``lr`` its step size (default: 0.001 for Adam,
+    0.05 for SGD, local or on the shard). ``compress`` (``topk:R``, ``dgc:R[:M]``,
+    ``qsgd:B``, ``sign``, ``powersgd:R``) encodes what each worker sends per clock, with
+    error feedback (:mod:`stalesync.ps.compression`). Inputs are float features (scale
+    them: e.g. pixels / 255).
     """
 
     _sparse_input = False  # dense float features
