@@ -7,7 +7,12 @@ Groups (one command runs both):
   batch ``--mlp-batch`` (1024) in ``--micro-batches`` (8) micro-batches, ``--epochs`` over the
   first ``--train`` (8,192) training images;
 - **CNN** (the classifier's ``arch="cnn"``, LeNet-5 style, 256 hidden units): its defaults
-  (Adam, batch 200) in 4 micro-batches, the same epochs and images.
+  (Adam, batch 200) in 4 micro-batches, the same epochs and images;
+- **MLP, defaults**: the classifier's MLP (784 -> 256 -> 256 -> 10, Adam, batch 200) on
+  all 60,000 training images.
+
+The classifier groups add a row at the strategy's defaults (``workers="auto"``: as many
+stages as pay, predicted from the layers' timings; the row's ``stages`` says how many).
 
 Rows: plain PyTorch (the same module, optimiser and batches in a loop in this process, on 1
 thread and on the 2 threads PyTorch takes here by default), stalesync's pipeline with 1
@@ -27,6 +32,7 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +117,8 @@ def record_row(record: dict, accuracy_: float) -> dict:
     final = record["final"]
     return {"examples_per_s": final["examples_per_s"], "train_s": final["train_s"],
             "wall_s": record["wall_time_s"], "test_accuracy": accuracy_,
-            "cuts": final.get("cuts"), "stage_seconds": final.get("stage_seconds")}
+            "cuts": final.get("cuts"), "stage_seconds": final.get("stage_seconds"),
+            "stages": final["stages"], "micro_batches": final["micro_batches"]}
 
 
 def mlp_pipeline_row(X, y, Xt, yt, options: dict, args) -> dict:
@@ -124,9 +131,11 @@ def mlp_pipeline_row(X, y, Xt, yt, options: dict, args) -> dict:
     return record_row(done.run_record, accuracy(done.module, Xt, yt))
 
 
-def cnn_group(X, y, Xt, yt, args) -> dict:
+def classifier_group(arch: str, X, y, Xt, yt, args) -> dict:
+    """The classifier's own network at its defaults (Adam 0.001, batch 200, 256 hidden),
+    pipelined at the strategy's defaults (2 stages, 4 micro-batches)."""
     def make():
-        return networks.build("cnn", 784, 10, 256, 0)
+        return networks.build(arch, 784, 10, 256, 0)
 
     rows = {}
     for threads in (1, 2):
@@ -134,15 +143,17 @@ def cnn_group(X, y, Xt, yt, args) -> dict:
         rows[name] = repeat(args.repeats, lambda t=threads: plain_row(
             make, X, y, Xt, yt, optimizer="adam", lr=1e-3, batch=200, epochs=args.epochs,
             threads=t))
-    for name, options in pipeline_rows(4):
+    for name, options in [("stalesync pipeline, defaults", None), *pipeline_rows(4)]:
         def fit(o=options) -> dict:
-            model = NeuralNetClassifier("cnn", epochs=args.epochs, strategy="pipeline",
+            model = NeuralNetClassifier(arch, epochs=args.epochs, strategy="pipeline",
                                         strategy_options=o, seed=0).fit(X, y)
             return record_row(model.run_record_, model.score(Xt, yt))
         rows[name] = repeat(args.repeats, fit)
-    return {"network": "LeNet-5 style CNN (arch='cnn', 256 hidden)",
-            "optimizer": "adam lr 0.001 (the classifier's default)", "batch_size": 200,
-            "rows": rows, "parameters": networks.count(make())}
+    network = {"cnn": "LeNet-5 style CNN (arch='cnn', 256 hidden)",
+               "mlp": "the classifier's MLP (784 -> 256 -> 256 -> 10)"}[arch]
+    return {"network": network, "optimizer": "adam lr 0.001 (the classifier's default)",
+            "batch_size": 200, "examples": len(y), "rows": rows,
+            "parameters": networks.count(make())}
 
 
 def repeat(n: int, fn) -> dict:
@@ -151,7 +162,7 @@ def repeat(n: int, fn) -> dict:
     out = {k: statistics.median(r[k] for r in runs) for k in
            ("examples_per_s", "train_s", "wall_s", "test_accuracy")}
     out["runs_examples_per_s"] = [round(r["examples_per_s"], 1) for r in runs]
-    for key in ("cuts", "stage_seconds"):
+    for key in ("cuts", "stage_seconds", "stages", "micro_batches"):
         if runs[0].get(key) is not None:
             out[key] = runs[0][key]
     print(f"  {out['examples_per_s']:9.1f} examples/s  train {out['train_s']:6.2f} s  "
@@ -180,7 +191,8 @@ def plot(result: dict) -> None:
     for ax, (name, group) in zip(np.atleast_1d(axes), groups.items(), strict=True):
         labels = list(group["rows"])
         values = [group["rows"][k]["examples_per_s"] for k in labels]
-        ax.barh(range(len(labels)), values, color=["#999999"] * 2 + ["#4477aa"] * 3)
+        ax.barh(range(len(labels)), values,
+                color=["#999999"] * 2 + ["#4477aa"] * (len(labels) - 2))
         ax.set_yticks(range(len(labels)), [k.replace("stalesync ", "") for k in labels],
                       fontsize=8)
         for i, k in enumerate(labels):
@@ -213,11 +225,14 @@ def main() -> None:
         return
     X, y = load_fashion_mnist("train")
     Xt, yt = load_fashion_mnist("test")
-    X, y, Xt, yt = X[:args.train], y[:args.train], Xt[:args.test], yt[:args.test]
+    Xt, yt = Xt[:args.test], yt[:args.test]
     groups = {}
-    for name, build in (("deep MLP", mlp_group), ("CNN", cnn_group)):
+    for name, build in (("deep MLP", mlp_group),
+                        ("CNN", partial(classifier_group, "cnn")),
+                        ("MLP, defaults", partial(classifier_group, "mlp"))):
         print(name, flush=True)
-        groups[name] = build(X, y, Xt, yt, args)
+        n = len(X) if name == "MLP, defaults" else args.train
+        groups[name] = build(X[:n], y[:n], Xt, yt, args)
         add_ratios(groups[name])
     result = {"settings": vars(args), "groups": groups}
     print(write_json("pipeline", result))

@@ -101,12 +101,51 @@ def test_a_layout_cuts_where_the_measured_time_is_even():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                         nn.Linear(512, 512), nn.Linear(512, 4))
-    layout = pipeline.plan_layout(net, torch.zeros(64, 8), pipeline.PipelineOptions())
-    assert layout.cuts in ((3,), (4,))  # the two 512 x 512 layers go to different stages
-    assert layout.boundary_elements == (64 * 512,)
-    declared = pipeline.plan_layout(net, torch.zeros(64, 8),
+    X = np.zeros((256, 8), dtype=np.float32)  # batch 256: micro-batches of 64 by default
+    plan = pipeline.plan_layout(net, X, 256, pipeline.PipelineOptions())
+    assert plan.layout.cuts in ((3,), (4,))  # the two 512 x 512 layers in different stages
+    assert plan.layout.boundary_elements == (64 * 512,)
+    assert plan.options.micro_batches == 4 and plan.predicted_s == {}
+    declared = pipeline.plan_layout(net, X, 256,
                                     pipeline.PipelineOptions(stages=3, cuts=(2, 5)))
-    assert declared.bounds == [(0, 2), (2, 5), (5, None)]
+    assert declared.layout.bounds == [(0, 2), (2, 5), (5, None)]
+
+
+def test_auto_stages_take_the_count_the_prediction_pays_for(monkeypatch):
+    """``stages='auto'``: a step's time predicted per stage count from the layer times
+    (here fixed, not measured); two stages for layers slow against a message, one for
+    layers that are not (and then one micro-batch, the default for one stage)."""
+    from stalesync.apps.workers import fewest_that_pay
+
+    net = network()  # 7 children, 4 of them with parameters
+    X = np.zeros((48, 10), dtype=np.float32)
+    for layer_s, stages in ((0.05, 2), (1e-5, 1)):
+        costs = [layer_s, 0.0, layer_s, 0.0, layer_s, 0.0, layer_s]
+        monkeypatch.setattr(pipeline, "layer_seconds", lambda module, inputs, c=costs: c)
+        plan = pipeline.plan_layout(  # at most 2 stages: the 2 cores the app would allow
+            net, X, 48, pipeline.PipelineOptions(stages="auto"),
+            lambda predicted: fewest_that_pay({s: t for s, t in predicted.items() if s <= 2}))
+        assert plan.options.stages == stages, plan.predicted_s
+        assert plan.options.micro_batches == (4 if stages == 2 else 1)
+        assert sorted(plan.predicted_s) == [1, 2, 3, 4]
+        one = plan.predicted_s[1]
+        assert one == pytest.approx(4 * sum(costs))  # one stage runs every micro-batch
+        assert plan.predicted_s[2] == pytest.approx(
+            5 * (2 * layer_s + pipeline.MESSAGE_S) * pipeline.CONTENTION)
+
+
+def test_the_classifier_keeps_one_stage_where_a_second_does_not_pay():
+    """At its defaults (``workers="auto"``, no stages given) the classifier's small MLP's
+    layers take microseconds against a message's milliseconds: one stage, and the record
+    says why."""
+    X, y = examples(600)
+    model = NeuralNetClassifier(hidden=16, epochs=1, strategy="pipeline", seed=0).fit(X, y)
+    record = model.run_record_
+    assert record["workers"] == 1 and record["final"]["stages"] == 1
+    assert record["final"]["micro_batches"] == 1
+    decision = record["workers_decision"]
+    assert decision["requested"] == "auto" and "does not pay" in decision["reason"]
+    assert set(decision["predicted_s"]) >= {"1", "2"}
 
 
 @pytest.mark.parametrize("options,match", [
@@ -220,6 +259,12 @@ def test_a_resumed_pipelined_run_ends_where_an_uninterrupted_one_does(tmp_path):
                            resume=str(kept[0][1]))
     np.testing.assert_array_equal(resumed.params, whole.params)
     assert resumed.losses[-1] == pytest.approx(whole.losses[-1])
+    auto = pipeline.fit(network, flat(network()), X, y, F.cross_entropy, optimizer="adam",
+                        lr=0.01, batch_size=8, epochs=2, seed=3,
+                        options=pipeline.PipelineOptions(stages="auto", micro_batches=4),
+                        resume=str(kept[0][1]), choose_stages=lambda predicted: 1)
+    assert auto.options.stages == 2  # stages='auto' resumes with the snapshot's count
+    np.testing.assert_array_equal(auto.params, whole.params)
     with pytest.raises(Exception, match="not of this pipelined job: it has batch_size 8"):
         pipeline.fit(network, flat(network()), X, y, F.cross_entropy, optimizer="adam",
                      lr=0.01, batch_size=12, epochs=2, seed=3,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,28 +42,46 @@ SCHEDULES = ("1f1b", "gpipe")
 TIMING_REPEATS = 3
 
 
+AUTO = "auto"
+DEFAULT_MICRO_BATCHES = 4  # at most: the largest count up to this that divides the batch
+# what a pipelined step costs beyond its stages' compute, measured on this project's 2-core
+# machine (bench/pipeline.py): per micro-batch and cut, the schedule's messages and Python
+# (1.3 ms: the classifier's MLP, 2 stages, ran 10.7 ms steps from 0.6 ms stages), and
+# stages running side by side instead of alone (each ~12% slower: memory bandwidth)
+MESSAGE_S = 1.3e-3
+CONTENTION = 1.12
+
+
 @dataclass(frozen=True)
 class PipelineOptions:
-    """``stages`` workers per pipeline; ``micro_batches`` per mini-batch (it must divide
-    ``batch_size``); ``schedule``: ``1f1b`` (one forward, one backward: at most ``stages``
-    micro-batches' activations held) or ``gpipe`` (all forwards, then all backwards);
-    ``replicas`` data-parallel pipelines; ``cuts``: the children of the Sequential where
-    stages 2.. start (default: balanced by measured time)."""
+    """``stages`` workers per pipeline (``auto``: as many as pay, predicted from the
+    measured layer times; see :func:`predict_step_seconds`); ``micro_batches`` per
+    mini-batch (it must divide ``batch_size``; default: 1 for one stage, else the largest
+    count up to 4 that divides the batch); ``schedule``: ``1f1b`` (one forward, one
+    backward: at most ``stages`` micro-batches' activations held) or ``gpipe`` (all
+    forwards, then all backwards); ``replicas`` data-parallel pipelines; ``cuts``: the
+    children of the Sequential where stages 2.. start (default: balanced by measured
+    time)."""
 
-    stages: int = 2
-    micro_batches: int = 4
+    stages: int | str = 2
+    micro_batches: int | None = None
     schedule: str = "1f1b"
     replicas: int = 1
     cuts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        positive_int(self.stages, "stages")
-        positive_int(self.micro_batches, "micro_batches")
+        if self.stages != AUTO:
+            positive_int(self.stages, "stages")
+        if self.micro_batches is not None:
+            positive_int(self.micro_batches, "micro_batches")
         positive_int(self.replicas, "replicas")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}",
                               param="schedule")
         if self.cuts is not None:
+            if self.stages == AUTO:
+                raise ConfigError("cuts fix the stages: give stages too (not 'auto')",
+                                  param="cuts")
             cuts = tuple(self.cuts)
             if len(cuts) != self.stages - 1 or any(
                     isinstance(c, bool) or not isinstance(c, int | np.integer) for c in cuts):
@@ -73,7 +91,22 @@ class PipelineOptions:
 
     @property
     def workers(self) -> int:
+        if self.stages == AUTO:
+            raise ValueError("stages='auto' is decided when the layers are timed")
         return self.stages * self.replicas
+
+    def micro_batches_for(self, stages: int, batch_size: int) -> int:
+        """The micro-batch count of a run of ``stages`` stages (given, or the default)."""
+        if self.micro_batches is not None:
+            return self.micro_batches
+        if stages == 1:
+            return 1
+        return max(m for m in range(1, DEFAULT_MICRO_BATCHES + 1) if batch_size % m == 0)
+
+    def resolved(self, stages: int, batch_size: int) -> PipelineOptions:
+        """These options with ``stages`` and the micro-batch count decided."""
+        return replace(self, stages=stages,
+                       micro_batches=self.micro_batches_for(stages, batch_size))
 
 
 OPTION_NAMES = tuple(f for f in PipelineOptions.__dataclass_fields__)
@@ -197,12 +230,50 @@ class Layout:
         return [(edges[s], edges[s + 1]) for s in range(n)]
 
 
-def plan_layout(module: Any, micro_batch: Any, options: PipelineOptions) -> Layout:
-    """The cuts (declared, or balanced by measured time) and their costs."""
+def predict_step_seconds(costs: Sequence[float], trainable: Sequence[bool],
+                         micro_batches: int, stages: int) -> float:
+    """A step's predicted time from the layers' measured times on one micro-batch: one
+    stage runs them ``micro_batches`` times; S stages take ``micro_batches + S - 1`` slots
+    of the slowest stage (the pipeline's fill and drain), each slot also paying
+    :data:`MESSAGE_S`, all of it :data:`CONTENTION` slower."""
+    if stages == 1:
+        return micro_batches * float(sum(costs))
+    cuts = balanced_cuts(costs, trainable, stages)
+    edges = [0, *cuts, len(costs)]
+    slowest = max(sum(costs[a:b]) for a, b in zip(edges, edges[1:], strict=False))
+    return (micro_batches + stages - 1) * (slowest + MESSAGE_S) * CONTENTION
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The options with the stages decided, and the layout."""
+
+    options: PipelineOptions
+    layout: Layout
+    predicted_s: dict[int, float]  # per stage count, when stages was 'auto'
+
+
+def plan_layout(module: Any, X: np.ndarray, batch_size: int, options: PipelineOptions,
+                choose: Callable[[dict[int, float]], int] | None = None) -> Plan:
+    """Time the layers on one micro-batch of ``X``; decide the stages (``auto``: the count
+    ``choose(predicted seconds by count)`` picks, among those the network can be cut into)
+    and the cuts (declared, or balanced by measured time)."""
+    import torch
+
     layers = layers_of(module)
     trainable = [_has_parameters(layer) for layer in layers]
-    inputs = layer_inputs(module, micro_batch)
+    guess = options.stages if options.stages != AUTO else 2
+    micro = batch_size // options.micro_batches_for(guess, batch_size)
+    inputs = layer_inputs(module, torch.from_numpy(np.ascontiguousarray(X[:micro])))
     costs = layer_seconds(module, inputs)
+    predicted: dict[int, float] = {}
+    stages = options.stages
+    if stages == AUTO:
+        m = options.micro_batches_for(2, batch_size)
+        predicted = {s: predict_step_seconds(costs, trainable, m, s)
+                     for s in range(1, sum(trainable) + 1)}
+        stages = (choose or (lambda p: 1))(predicted)
+    options = options.resolved(stages, batch_size)
     if options.cuts is not None:
         check_cuts(options.cuts, trainable)
         cuts = options.cuts
@@ -211,7 +282,9 @@ def plan_layout(module: Any, micro_batch: Any, options: PipelineOptions) -> Layo
     edges = [0, *cuts, len(layers)]
     stage_seconds = tuple(float(sum(costs[a:b])) for a, b in zip(edges, edges[1:],
                                                                    strict=False))
-    return Layout(tuple(cuts), stage_seconds, tuple(int(inputs[c].numel()) for c in cuts))
+    layout = Layout(tuple(cuts), stage_seconds,
+                    tuple(int(inputs[c].numel()) for c in cuts))
+    return Plan(options, layout, predicted)
 
 
 # -- the job each rank runs ---------------------------------------------------------------
@@ -429,6 +502,8 @@ class PipelineResult:
     bytes_sent: int  # activations and their gradients across the cuts, plus the
     # replicas' gradient allreduce (the buffers handed to gloo)
     stage_parameters: tuple[int, ...]
+    options: PipelineOptions  # as run: the stages and micro-batch count decided
+    predicted_s: dict[int, float]  # a step's predicted seconds by stage count ('auto')
 
 
 def fit(factory: Callable[[], Any], initial: np.ndarray, X: np.ndarray, y: np.ndarray,
@@ -436,18 +511,23 @@ def fit(factory: Callable[[], Any], initial: np.ndarray, X: np.ndarray, y: np.nd
         epochs: int, seed: int, options: PipelineOptions, runtime: str = "embedded",
         address: str | None = None, snapshot_every: int | None = None,
         snapshot_dir: str | None = None, resume: str | None = None,
-        on_epoch: Callable[[int, float], None] | None = None) -> PipelineResult:
+        on_epoch: Callable[[int, float], None] | None = None,
+        choose_stages: Callable[[dict[int, float]], int] | None = None) -> PipelineResult:
     """Train ``factory()`` (a Sequential; parameters ``initial``) on ``X`` / ``y`` split into
     ``options.stages`` stages on as many ranks per replica (see the module docstring);
-    ``on_epoch(epoch, loss)`` as each epoch ends."""
+    ``on_epoch(epoch, loss)`` as each epoch ends; ``choose_stages(predicted seconds per
+    step by stage count)``: the count ``stages='auto'`` runs (a resumed run keeps its
+    snapshot's)."""
     import torch
 
     from ..runtime.ranks import run_ranks
 
-    if batch_size % options.micro_batches:
+    if options.micro_batches is not None and batch_size % options.micro_batches:
         raise ConfigError(f"micro_batches {options.micro_batches} must divide batch_size "
                           f"{batch_size} (micro-batches of equal size: a step's gradient is "
                           "then the batch's mean gradient)", param="micro_batches")
+    if options.stages == AUTO and resume is not None:
+        options = replace(options, stages=_snapshot_stages(resume))
     start = time.perf_counter()
     shares = np.array_split(np.random.default_rng(seed).permutation(X.shape[0]),
                             options.replicas)
@@ -457,8 +537,8 @@ def fit(factory: Callable[[], Any], initial: np.ndarray, X: np.ndarray, y: np.nd
                           f"examples of a replica's share", param="batch_size")
     net = factory()
     torch.nn.utils.vector_to_parameters(torch.from_numpy(initial.copy()), net.parameters())
-    micro = torch.from_numpy(np.ascontiguousarray(X[:batch_size // options.micro_batches]))
-    layout = plan_layout(net, micro, options)
+    plan = plan_layout(net, X, batch_size, options, choose_stages)
+    options, layout = plan.options, plan.layout
     meta = {"strategy": "pipeline", "options": options_record(options),
             "cuts": list(layout.cuts), "batch_size": batch_size, "seed": seed,
             "examples": int(X.shape[0]), "optimizer": optimizer}
@@ -486,12 +566,13 @@ def fit(factory: Callable[[], Any], initial: np.ndarray, X: np.ndarray, y: np.nd
     ranks = run_ranks(train_rank, args, runtime=runtime, address=address,
                       role="pipeline-stage", name=name,
                       on_report=lambda rank, values: on_epoch and on_epoch(*values))
-    return _result(ranks, layout, options, steps_per_epoch * epochs, batch_size,
+    return _result(ranks, plan, steps_per_epoch * epochs, batch_size,
                    time.perf_counter() - start)
 
 
-def _result(ranks: list[dict[str, Any]], layout: Layout, options: PipelineOptions,
-            steps: int, batch_size: int, wall_s: float) -> PipelineResult:
+def _result(ranks: list[dict[str, Any]], plan: Plan, steps: int, batch_size: int,
+            wall_s: float) -> PipelineResult:
+    options, layout = plan.options, plan.layout
     by_place = {(r["replica"], r["stage"]): r for r in ranks}
     stages = range(options.stages)
     params = np.concatenate([by_place[0, s]["params"] for s in stages]).astype(np.float32)
@@ -504,7 +585,20 @@ def _result(ranks: list[dict[str, Any]], layout: Layout, options: PipelineOption
         params, identical, by_place[0, options.stages - 1]["losses"],
         steps * batch_size * options.replicas, steps, wall_s,
         max(r["train_s"] for r in ranks), layout,
-        steps * options.replicas * (crossing + allreduce), sizes)
+        steps * options.replicas * (crossing + allreduce), sizes, options, plan.predicted_s)
+
+
+def _snapshot_stages(resume: str) -> int:
+    """The stage count of the snapshot ``resume`` (its meta file only)."""
+    import json
+
+    from ..persist.snapshot import SnapshotError, latest_snapshot
+
+    path = latest_snapshot(resume)
+    try:
+        return int(json.loads((path / "meta.json").read_text())["options"]["stages"])
+    except (TypeError, OSError, ValueError, KeyError) as exc:
+        raise SnapshotError(f"{resume}: no pipelined snapshot to resume ({exc})") from exc
 
 
 def _resume_states(resume: str | None, meta: dict[str, Any], workers: int

@@ -139,10 +139,13 @@ def _add_pipeline_flags(flags: Flags) -> None:
             raise argparse.ArgumentTypeError(
                 f"expected layer indices separated by commas (3,7), got {text!r}") from None
 
-    flags.add("pipeline", "--stages", type=int, default=2,
-              help="pipeline: stages the network is cut into, a worker each")
-    flags.add("pipeline", "--micro-batches", type=int, default=4,
-              help="pipeline: micro-batches per mini-batch (must divide --batch-size)")
+    flags.add("pipeline", "--stages", type=int, default=None,
+              help="pipeline: stages the network is cut into, a worker each (default: with "
+                   "--workers auto, as many as pay, predicted from the layers' timings; "
+                   "else 2)")
+    flags.add("pipeline", "--micro-batches", type=int, default=None,
+              help="pipeline: micro-batches per mini-batch, dividing --batch-size (default: 1 "
+                   "for one stage, else the most up to 4 that divide the batch)")
     flags.add("pipeline", "--schedule", choices=("1f1b", "gpipe"), default="1f1b",
               help="pipeline: 1F1B or GPipe's all-forward-then-all-backward")
     flags.add("pipeline", "--replicas", type=int, default=1,

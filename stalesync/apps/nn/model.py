@@ -123,21 +123,32 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
             self.strategy, lr=lr, batch_size=self.batch_size, workers=workers,
             consistency=self.consistency, staleness=self.staleness,
             clocks_per_epoch=self.clocks_per_epoch, compress=self.compress, seed=self.seed,
-            strategy_options=self.strategy_options)
+            strategy_options=self._strategy_options())
 
-    def _pipeline_workers(self) -> int | None:
-        """The workers of ``strategy="pipeline"`` (stages x replicas), else None."""
+    def _strategy_options(self) -> dict[str, Any] | None:
+        """``strategy_options``; for ``pipeline`` with ``workers="auto"`` and no ``stages``
+        given, ``stages="auto"`` (as many stages as pay)."""
+        if self.strategy != "pipeline" or self.workers != AUTO:
+            return self.strategy_options
+        return {"stages": "auto", **(self.strategy_options or {})}
+
+    def _pipeline_workers(self) -> int | str | None:
+        """The workers of ``strategy="pipeline"`` (stages x replicas, or ``auto`` when the
+        fit decides the stages), else None."""
         if self.strategy != "pipeline":
             return None
+        from ...strategies.pipeline import AUTO as AUTO_STAGES
         from ...strategies.pipeline import make_options
 
-        return make_options(dict(self.strategy_options or {})).workers
+        options = make_options(dict(self._strategy_options() or {}))
+        return AUTO if options.stages == AUTO_STAGES else options.workers
 
     def _check_own_params(self) -> None:
         check_choice(self.arch, "arch", networks.ARCHS)
         check_int(self.hidden, "hidden", 1)
         fixed = self._pipeline_workers()
-        self._plan(self.workers if self.workers != AUTO else fixed or 1)
+        self._plan(self.workers if self.workers != AUTO else
+                   fixed if isinstance(fixed, int) else 1)
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, *, run: RunConfig | dict | None = None) -> NeuralNetClassifier:
@@ -175,19 +186,25 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
                              self.seed)
         initial = networks.get_flat(net) if warm is None else np.array(warm, np.float32)
         fixed = self._pipeline_workers()
-        requested = fixed if fixed is not None and self.workers == AUTO else self.workers
-        decision = decide(requested, self._work(net, X, labels, epochs), resume=run.resume)
+        if fixed == AUTO:  # the pipeline decides its stages from the layers' timings
+            decision = None
+        else:
+            requested = fixed if fixed is not None and self.workers == AUTO else self.workers
+            decision = decide(requested, self._work(net, X, labels, epochs),
+                              resume=run.resume)
+        workers = 1 if decision is None else decision.workers
         optimizer, lr = resolve_optimizer(self.strategy, self.optimizer, self.lr)
         spec = NNSpec(self.arch, X.shape[1], int(self.classes_.size), self.hidden,
-                      initial.shape[0], float(lr), self.batch_size, decision.workers,
+                      initial.shape[0], float(lr), self.batch_size, workers,
                       self.seed, optimizer=optimizer)
-        trained = train(spec, initial, X, labels, self._plan(decision.workers), epochs, run)
+        trained = train(spec, initial, X, labels, self._plan(workers), epochs, run)
         self.params_ = trained.params
         self._net = None
         record = trained.record
-        record["workers_decision"] = decision.as_record()
+        if decision is not None:  # else the pipeline's own
+            record["workers_decision"] = decision.as_record()
         record["objective_name"] = record["objective_name"].replace("loss", "cross-entropy")
-        accuracy = float(np.mean(self._predict_index(X, decision.workers) == labels))
+        accuracy = float(np.mean(self._predict_index(X, record["workers"]) == labels))
         record["final"] = {"train_accuracy": accuracy, **record["final"], "arch": self.arch}
         self._keep_record(record)
         warn_if_chance(accuracy, labels, lr)

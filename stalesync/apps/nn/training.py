@@ -22,6 +22,7 @@ from ...strategies.registry import STRATEGIES, option_names
 from ..base import RunConfig, check_consistency, check_float, check_int
 from ..progress import Progress
 from ..sgd_job import run_sgd_job
+from ..workers import AUTO, Decision, available_cores, fewest_that_pay
 from . import networks
 from .allreduce import fit as allreduce_fit
 from .problem import NNProblem, NNSpec
@@ -101,7 +102,7 @@ def make_plan(strategy: str, *, lr: float, batch_size: int, workers: int, consis
                               param="strategy_options")
     elif strategy == PIPELINE:
         pipeline = pipelining.make_options(given)
-        if workers != pipeline.workers:
+        if pipeline.stages != pipelining.AUTO and workers != pipeline.workers:
             raise ConfigError(f"strategy 'pipeline' runs stages x replicas = "
                               f"{pipeline.workers} workers; got workers={workers}",
                               param="workers")
@@ -150,6 +151,30 @@ def train(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndarray,
     done.record["final"]["parameters"] = networks.count(networks.build_for(spec))
     return Trained(np.asarray(done.result.tables[TABLE], dtype=np.float32), done.record,
                    done.record["final"]["examples"], done.train_s)
+
+
+def _choose_stages(replicas: int, predicted: dict[int, float]) -> int:
+    """``stages='auto'``: the fewest stages that pay (:func:`~..workers.fewest_that_pay`),
+    at most one per core a replica has."""
+    limit = max(1, available_cores() // replicas)
+    return fewest_that_pay({s: t for s, t in predicted.items() if s <= limit})
+
+
+def _stages_decision(result: pipelining.PipelineResult, run: RunConfig) -> Decision:
+    """The run record's ``workers_decision`` when the stages were ``auto``."""
+    stages, predicted = result.options.stages, result.predicted_s
+    if not predicted:  # resumed: the snapshot's count
+        return Decision(result.options.workers, AUTO, "the stage count of the snapshot "
+                        "resumed from", 0.0, {})
+    ms = {s: round(t * 1e3, 3) for s, t in predicted.items()}
+    if stages == 1:
+        reason = (f"a second stage does not pay: predicted {ms[1]:.3g} ms per step on 1 "
+                  f"stage vs {ms.get(2, float('nan')):.3g} ms on 2")
+    else:
+        reason = (f"predicted {ms[stages]:.3g} ms per step on {stages} stages vs {ms[1]:.3g} "
+                  "ms on 1")
+    return Decision(result.options.workers, AUTO, reason, predicted[1] * result.steps,
+                    {str(s): round(t, 6) for s, t in predicted.items()})
 
 
 def _refuse_run_options(run: RunConfig, strategy: str, snapshots: bool) -> None:
@@ -224,8 +249,9 @@ def _pipeline(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndar
             networks.loss_for(spec), optimizer=spec.optimizer, lr=spec.lr,
             batch_size=spec.batch_size, epochs=epochs, seed=spec.seed, options=options,
             runtime=run.runtime, address=run.address, snapshot_every=run.snapshot_every,
-            snapshot_dir=run.snapshot_dir, resume=run.resume, on_epoch=bar.advance)
-    layout = result.layout
+            snapshot_dir=run.snapshot_dir, resume=run.resume, on_epoch=bar.advance,
+            choose_stages=partial(_choose_stages, options.replicas))
+    layout, asked, options = result.layout, options, result.options
     final = {
         "train_loss": result.losses[-1] if result.losses else None, "epochs": epochs,
         "examples": result.examples,
@@ -237,6 +263,8 @@ def _pipeline(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndar
         "stage_seconds": list(layout.stage_seconds), "steps": result.steps}
     record = _collective_record(run, PIPELINE, options.workers, epochs, result.losses,
                                 result.wall_s, final, clocks=result.steps)
+    if asked.stages == pipelining.AUTO:
+        record["workers_decision"] = _stages_decision(result, run).as_record()
     rows = np.zeros(initial.size, dtype=np.float32)
     rows[:n] = result.params
     return Trained(rows.reshape(initial.shape), record, result.examples, result.train_s)
