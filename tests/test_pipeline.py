@@ -242,7 +242,7 @@ def test_a_stage_that_raises_stops_the_job_with_its_error():
     assert any("pipeline stage 1 (rank 1)" in n for n in caught.value.__notes__)
 
 
-def test_a_resumed_pipelined_run_ends_where_an_uninterrupted_one_does(tmp_path):
+def test_a_resumed_pipelined_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch):
     X, y = examples(96)
     kw = dict(optimizer="adam", lr=0.01, batch_size=8, epochs=2, stages=2, micro_batches=4)
     whole = pipelined(X, y, **kw)
@@ -253,10 +253,15 @@ def test_a_resumed_pipelined_run_ends_where_an_uninterrupted_one_does(tmp_path):
     np.testing.assert_array_equal(snapped.params, whole.params)  # snapshots change nothing
     kept = list_snapshots(tmp_path)
     assert [c for c, _ in kept] == [15, 20]  # every 5 steps of 24, the newest two kept
+    # Layer times are measured again on resume; they must not move the cuts the snapshot has.
+    skewed = [0.0] * 6 + [1.0]
+    monkeypatch.setattr(pipeline, "layer_seconds", lambda module, inputs: skewed)
+    assert pipeline.balanced_cuts(skewed, [True, False] * 3 + [True], 2) != snapped.layout.cuts
     resumed = pipeline.fit(network, flat(network()), X, y, F.cross_entropy,
                            optimizer="adam", lr=0.01, batch_size=8, epochs=2, seed=3,
                            options=pipeline.PipelineOptions(micro_batches=4),
                            resume=str(kept[0][1]))
+    assert resumed.layout.cuts == snapped.layout.cuts
     np.testing.assert_array_equal(resumed.params, whole.params)
     assert resumed.losses[-1] == pytest.approx(whole.losses[-1])
     auto = pipeline.fit(network, flat(network()), X, y, F.cross_entropy, optimizer="adam",

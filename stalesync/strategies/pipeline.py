@@ -516,8 +516,9 @@ def fit(factory: Callable[[], Any], initial: np.ndarray, X: np.ndarray, y: np.nd
     """Train ``factory()`` (a Sequential; parameters ``initial``) on ``X`` / ``y`` split into
     ``options.stages`` stages on as many ranks per replica (see the module docstring);
     ``on_epoch(epoch, loss)`` as each epoch ends; ``choose_stages(predicted seconds per
-    step by stage count)``: the count ``stages='auto'`` runs (a resumed run keeps its
-    snapshot's)."""
+    step by stage count)``: the count ``stages='auto'`` runs. A resumed run keeps its
+    snapshot's stages and cuts unless it declares its own (measured layer times differ
+    from run to run, so balancing them again could cut elsewhere)."""
     import torch
 
     from ..runtime.ranks import run_ranks
@@ -526,8 +527,8 @@ def fit(factory: Callable[[], Any], initial: np.ndarray, X: np.ndarray, y: np.nd
         raise ConfigError(f"micro_batches {options.micro_batches} must divide batch_size "
                           f"{batch_size} (micro-batches of equal size: a step's gradient is "
                           "then the batch's mean gradient)", param="micro_batches")
-    if options.stages == AUTO and resume is not None:
-        options = replace(options, stages=_snapshot_stages(resume))
+    if resume is not None:
+        options = _keep_snapshot_layout(options, resume)
     start = time.perf_counter()
     shares = np.array_split(np.random.default_rng(seed).permutation(X.shape[0]),
                             options.replicas)
@@ -539,9 +540,10 @@ def fit(factory: Callable[[], Any], initial: np.ndarray, X: np.ndarray, y: np.nd
     torch.nn.utils.vector_to_parameters(torch.from_numpy(initial.copy()), net.parameters())
     plan = plan_layout(net, X, batch_size, options, choose_stages)
     options, layout = plan.options, plan.layout
-    meta = {"strategy": "pipeline", "options": options_record(options),
-            "cuts": list(layout.cuts), "batch_size": batch_size, "seed": seed,
-            "examples": int(X.shape[0]), "optimizer": optimizer}
+    declared = {k: v for k, v in options_record(options).items() if k != "cuts"}
+    meta = {"strategy": "pipeline", "options": declared, "cuts": list(layout.cuts),
+            "batch_size": batch_size, "seed": seed, "examples": int(X.shape[0]),
+            "optimizer": optimizer}
     resumed = _resume_states(resume, meta, options.workers)
     if snapshot_every and snapshot_dir is None and resume is not None:
         from ..persist.snapshot import snapshot_root
@@ -588,17 +590,24 @@ def _result(ranks: list[dict[str, Any]], plan: Plan, steps: int, batch_size: int
         steps * options.replicas * (crossing + allreduce), sizes, options, plan.predicted_s)
 
 
-def _snapshot_stages(resume: str) -> int:
-    """The stage count of the snapshot ``resume`` (its meta file only)."""
+def _keep_snapshot_layout(options: PipelineOptions, resume: str) -> PipelineOptions:
+    """``options`` with the snapshot's stage count (for ``auto``) and its cuts (where the
+    job declares none and runs as many stages): its meta file only."""
     import json
 
     from ..persist.snapshot import SnapshotError, latest_snapshot
 
     path = latest_snapshot(resume)
     try:
-        return int(json.loads((path / "meta.json").read_text())["options"]["stages"])
+        meta = json.loads((path / "meta.json").read_text())
+        stages, cuts = int(meta["options"]["stages"]), tuple(int(c) for c in meta["cuts"])
     except (TypeError, OSError, ValueError, KeyError) as exc:
         raise SnapshotError(f"{resume}: no pipelined snapshot to resume ({exc})") from exc
+    if options.stages == AUTO:
+        options = replace(options, stages=stages)
+    if options.cuts is None and options.stages == stages:
+        options = replace(options, cuts=cuts)
+    return options
 
 
 def _resume_states(resume: str | None, meta: dict[str, Any], workers: int
