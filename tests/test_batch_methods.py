@@ -20,6 +20,7 @@ from stalesync.apps.linear import LinearClassifier, LinearRegressor
 from stalesync.apps.linear.problem import LinearProblem
 from stalesync.apps.pca import PCA
 from stalesync.errors import ConfigError
+from stalesync.persist.snapshot import SnapshotError, list_snapshots, load_snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore::stalesync.apps.workers.OverheadWarning")
 
@@ -240,11 +241,51 @@ def test_solver_options_are_honoured_or_refused(binary, params, match):
         LinearClassifier(**params).fit(X, y)
 
 
-def test_lbfgs_refuses_snapshots_and_partial_fit(binary, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_resumed_lbfgs_fit_ends_bit_for_bit_where_an_uninterrupted_one_does(
+        binary, tmp_path, workers):
+    """A snapshot holds the objective's answers so far; the resumed fit replays them to
+    scipy's optimiser (no pass over the data) and then evaluates anew."""
+    X, y = binary
+    params = dict(loss="log_loss", solver="lbfgs", workers=workers, alpha=1e-3, tol=1e-10,
+                  max_iter=200)
+    whole = LinearClassifier(**params).fit(X, y)
+    snapped = LinearClassifier(**params).fit(
+        X, y, run=RunConfig(snapshot_every=4, snapshot_dir=str(tmp_path)))
+    np.testing.assert_array_equal(snapped.coef_, whole.coef_)  # snapshots change nothing
+    iterations = whole.run_record_["final"]["iterations"]
+    kept = list_snapshots(tmp_path)
+    assert [c for c, _ in kept] == [4 * (iterations // 4 - 1), 4 * (iterations // 4)]
+    resumed = LinearClassifier(**params).fit(X, y, run=RunConfig(resume=str(kept[0][1])))
+    np.testing.assert_array_equal(resumed.coef_, whole.coef_)
+    np.testing.assert_array_equal(resumed.intercept_, whole.intercept_)
+    final = resumed.run_record_["final"]
+    assert (final["iterations"], final["evaluations"]) == (
+        iterations, whole.run_record_["final"]["evaluations"])
+    if workers == 2:  # two clocks per evaluation made anew, one to stop the workers
+        replayed = len(load_snapshot(kept[0][1]).workers[0].arrays["values"])
+        assert resumed.run_record_["clocks"] == 2 * (final["evaluations"] - replayed) + 1
+        assert replayed < final["evaluations"]
+
+
+def test_an_lbfgs_snapshot_of_another_fit_or_path_is_refused(binary, tmp_path):
+    X, y = binary
+    params = dict(loss="log_loss", solver="lbfgs", workers=1, tol=1e-10, max_iter=200)
+    LinearClassifier(**params).fit(X, y, run=RunConfig(snapshot_every=3,
+                                                       snapshot_dir=str(tmp_path)))
+    snap = list_snapshots(tmp_path)[-1][1]
+    with pytest.raises(SnapshotError, match="examples 4000 .this fit: 3999."):
+        LinearClassifier(**params).fit(X[1:], y[1:], run=RunConfig(resume=str(snap)))
+    state = dict(np.load(snap / "worker-0000.npz"))
+    state["gradients"][1:] *= 2.0  # answers the optimiser was not given
+    np.savez(snap / "worker-0000.npz", **state)
+    with pytest.raises(SnapshotError, match="other parameters than the snapshot's"):
+        LinearClassifier(**params).fit(X, y, run=RunConfig(resume=str(snap)))
+
+
+def test_lbfgs_refuses_partial_fit(binary):
     X, y = binary
     model = LinearClassifier(loss="log_loss", solver="lbfgs", workers=1)
-    with pytest.raises(ConfigError, match="snapshot_every"):
-        model.fit(X, y, run=RunConfig(snapshot_every=2, snapshot_dir=str(tmp_path)))
     with pytest.raises(ConfigError, match="partial_fit runs SGD"):
         model.partial_fit(X, y, classes=[0, 1])
 

@@ -49,8 +49,9 @@ class RunConfig:
     cluster; default: a local Ray started and stopped for the fit). ``shards``: server
     shards of the parameter server. ``stragglers``: injected slow workers
     (:class:`~stalesync.faults.Stragglers` or its CLI text). ``snapshot_every`` clocks (or
-    rounds) a consistent snapshot goes to ``snapshot_dir``; ``resume`` restarts from one;
-    on Ray a lost worker is recovered from the newest, at most ``max_recoveries`` times.
+    rounds, or L-BFGS iterations) a consistent snapshot goes to ``snapshot_dir``;
+    ``resume`` restarts from one; on Ray a lost worker is recovered from the newest, at
+    most ``max_recoveries`` times.
     ``progress``: a progress bar on stderr. ``tensorboard``: stream scalars to event files
     in this directory while training (:mod:`stalesync.observe.tensorboard`). ``max_staleness``: the
     ceiling of an estimator's ``staleness="auto"`` (default 8). ``min_nodes`` (Ray): the

@@ -293,7 +293,8 @@ class AppCommand(ABC):
         flags.add("runtime", "--stragglers", default=None,
                   help="inject stragglers: 'worker:factor,...' and/or 'p=prob:seconds'")
         flags.add("runtime", "--snapshot-every", type=int, default=None, metavar="K",
-                  help="write a consistent snapshot every K clocks (Ray: recover from it)")
+                  help="write a consistent snapshot every K clocks (scheduled apps: "
+                       "rounds; L-BFGS: iterations; Ray: recover from it)")
         flags.add("runtime", "--snapshot-dir", default=None, help="where snapshots go")
         flags.add("runtime", "--resume", default=None, metavar="DIR",
                   help="restart from the latest complete snapshot in DIR")
