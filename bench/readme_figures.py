@@ -144,10 +144,12 @@ def federated(d: dict[str, Any]) -> str:
     for key, r in d["results"].items():
         if "rows" not in r:
             continue
-        rows = r["rows"]
-        cells.append(f"{key}: FedAvg E=5 {rows['FedAvg E=5']['rounds_to_target']} rounds "
-                     f"(Flower {rows['Flower FedAvg E=5']['rounds_to_target']}), FedSGD "
-                     f"{rows['FedSGD']['rounds_to_target'] or 'not reached'}")
+        rows, target = r["rows"], r["target"]
+        small = rows.get("FedAvg E=5 B=10")
+        tens = (f", batches of 10: {small['rounds_to_target']}" if small else "")
+        cells.append(f"{key} to {target:.0%}: FedAvg E=5 {rows['FedAvg E=5']['rounds_to_target']}"
+                     f" rounds{tens} (Flower {rows['Flower FedAvg E=5']['rounds_to_target']}), "
+                     f"FedSGD {rows['FedSGD']['rounds_to_target'] or 'not reached'}")
     secure = d["results"]["secure aggregation (mlp, iid)"]
     same = "the same model bit for bit" if secure["secure_same_bits_as_fixed_point"] else \
         "a different model"
