@@ -57,7 +57,7 @@ class NNCommand(AppCommand):
         flags.add("parallelism", "--strategy",
                   choices=(*STRATEGY_NAMES, "allreduce", "pipeline"), default="average",
                   help="how workers combine (docs/nn.md)")
-        add_strategy_flags(flags, examples_per_clock=512, average_every=50, server_update="sgd")
+        add_strategy_flags(flags, examples_per_clock=512, average_every=10, server_update="sgd")
         _add_pipeline_flags(flags)
         flags.add("parallelism", "--compress", default="none",
                   help="none, topk:R, dgc:R[:M], qsgd:B, sign or powersgd:R (with error "

@@ -54,6 +54,7 @@ class ChanceWarning(UserWarning):
     """A fit that ended no better than always predicting the most frequent class."""
 
 
+MIN_LOCAL_STEPS = 50  # average: a worker's fewest local steps per epoch (workers="auto")
 CHANCE_MARGIN = 0.02  # train accuracy within this of the majority class: learnt nothing
 
 
@@ -231,10 +232,10 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
         if self.strategy == "average":
             every = self._plan(1).strategy.options.average_every
             clocks = -(-steps // max(every, 1))
-            # each worker's models must meet within an epoch: it takes at least
-            # average_every local steps per epoch (fewer: averaging a few steps of
-            # diverged models loses more than the second worker gains)
-            most = per_epoch // max(every, 1)
+            # each worker takes at least MIN_LOCAL_STEPS steps per epoch, and its model
+            # meets the others' within an epoch (fewer: averaging a few steps of diverged
+            # models loses more than the second worker gains)
+            most = per_epoch // max(every, MIN_LOCAL_STEPS)
         elif self.strategy == "hogwild":
             clocks = epochs
         elif self.strategy == "fedavg":
