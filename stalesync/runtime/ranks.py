@@ -81,18 +81,29 @@ def _on_processes(train: Callable[..., Any], args: Sequence[Sequence[Any]],
     port = free_port()
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
+    # a rank's arguments (its data) go through a queue once it runs, not with the process:
+    # spawn writes a process's arguments into a pipe the parent keeps open for both ends
+    # until the write ends, so a child that dies before reading them (a main module that
+    # trains at import, re-run by spawn) would block this process forever
+    inboxes = [ctx.Queue() for _ in range(world)]
     procs = [ctx.Process(target=_process_main, daemon=True,
-                         args=(train, rank, world, port, tuple(args[rank]), out))
+                         args=(train, rank, world, port, inboxes[rank], out))
              for rank in range(world)]
     for p in procs:
         p.start()
+    for rank, inbox in enumerate(inboxes):
+        inbox.put(tuple(args[rank]))  # written by the queue's thread: never blocks here
     results: dict[int, Any] = {}
     try:
         while len(results) < world:
             if out.empty():
                 if not any(p.is_alive() for p in procs) and out.empty():
-                    missing = [name(r) for r in range(world) if r not in results]
-                    raise RankError(f"{', '.join(missing)} ended without a result")
+                    missing = [f"{name(r)} (exit code {procs[r].exitcode})"
+                               for r in range(world) if r not in results]
+                    raise RankError(f"{', '.join(missing)} ended without a result; its "
+                                    "error, if any, is above (a script that fits at import "
+                                    "needs `if __name__ == '__main__':`: every rank re-runs "
+                                    "the main module)")
                 time.sleep(POLL_S)
                 continue
             rank, kind, payload = out.get()
@@ -108,6 +119,9 @@ def _on_processes(train: Callable[..., Any], args: Sequence[Sequence[Any]],
                 p.kill()
         for p in procs:
             p.join(10)
+        for inbox in inboxes:  # what a dead rank never read is dropped, not waited for
+            inbox.cancel_join_thread()
+            inbox.close()
     return [results[r] for r in range(world)]
 
 
@@ -120,8 +134,9 @@ def _rank_error(payload: tuple[BaseException | None, str], where: str) -> BaseEx
 
 
 def _process_main(train: Callable[..., Any], rank: int, world: int, port: int,
-                  args: tuple, out: Any) -> None:  # pragma: no cover - child process
+                  inbox: Any, out: Any) -> None:  # pragma: no cover - child process
     try:
+        args = inbox.get()
         result = train(rank, world, "127.0.0.1", port, _QueueReport(out, rank), *args)
         out.put((rank, "result", result))
     except BaseException as exc:  # report, never leave the parent waiting
