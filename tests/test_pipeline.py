@@ -97,14 +97,16 @@ def test_balanced_cuts_make_the_slowest_stage_as_fast_as_any_cut_can(layers, sta
 
 
 def test_a_layout_cuts_where_the_measured_time_is_even():
+    """Two layers of ~20 ms each among layers of microseconds: a busy machine's time slices
+    (a few ms, and the median of three timings) cannot make the cut put them together."""
     nn = torch.nn
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                        nn.Linear(512, 512), nn.Linear(512, 4))
+    net = nn.Sequential(nn.Linear(8, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
+                        nn.Linear(2048, 2048), nn.Linear(2048, 4))
     X = np.zeros((256, 8), dtype=np.float32)  # batch 256: micro-batches of 64 by default
     plan = pipeline.plan_layout(net, X, 256, pipeline.PipelineOptions())
-    assert plan.layout.cuts in ((3,), (4,))  # the two 512 x 512 layers in different stages
-    assert plan.layout.boundary_elements == (64 * 512,)
+    assert plan.layout.cuts in ((3,), (4,))  # the two 2048 x 2048 layers in different stages
+    assert plan.layout.boundary_elements == (64 * 2048,)
     assert plan.options.micro_batches == 4 and plan.predicted_s == {}
     declared = pipeline.plan_layout(net, X, 256,
                                     pipeline.PipelineOptions(stages=3, cuts=(2, 5)))
@@ -199,6 +201,19 @@ def test_one_pipelined_step_takes_the_gradient_one_process_takes(stages, schedul
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert done.steps == 1 and len(done.layout.cuts) == stages - 1
     assert sum(done.stage_parameters) == start.size
+
+
+@pytest.mark.parametrize("micro_batches", [1, 4])
+def test_one_stage_takes_the_steps_one_process_takes(micro_batches):
+    """One stage: one micro-batch is a plain step (no schedule), several go through the
+    schedule; Adam over two epochs ends where one process does."""
+    X, y = examples(48)
+    done = pipelined(X, y, optimizer="adam", lr=0.01, batch_size=12, epochs=2, stages=1,
+                     micro_batches=micro_batches)
+    expected = one_process(X, y, optimizer="adam", lr=0.01, batch_size=12, epochs=2, seed=3)
+    assert np.abs(expected - flat(network())).max() > 1e-3  # it trained
+    np.testing.assert_allclose(done.params, expected, rtol=1e-5, atol=1e-6)
+    assert done.steps == 8 and len(done.losses) == 2
 
 
 def test_adam_over_epochs_with_replicas_equals_one_process_on_the_joined_batches():
