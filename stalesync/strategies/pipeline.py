@@ -367,8 +367,10 @@ class _StageRunner:  # pragma: no cover - runs in a rank's process
         self.schedule = schedule(stage, options.micro_batches,
                                  loss_fn=job.loss, scale_grads=True)  # every stage: a
         # schedule without a loss runs no backward (only the last stage calls it)
-        make = torch.optim.Adam if job.optimizer == "adam" else torch.optim.SGD
-        self.optimizer = make(self.params, lr=job.lr)
+        # Adam in its fused form (one compiled update instead of a loop of tensor operations
+        # per parameter), as the classifier's other strategies step
+        self.optimizer = (torch.optim.Adam(self.params, lr=job.lr, fused=True)
+                          if job.optimizer == "adam" else torch.optim.SGD(self.params, lr=job.lr))
         self.X = torch.from_numpy(np.ascontiguousarray(X)) if self.first else None
         self.y = torch.from_numpy(np.ascontiguousarray(y)) if self.last else None
         self.losses: list[float] = []  # per epoch (the last stage's)
@@ -383,10 +385,12 @@ class _StageRunner:  # pragma: no cover - runs in a rank's process
         total = job.epochs * job.steps_per_epoch
         dist.barrier()
         begin = time.perf_counter()
+        order_of = (-1, None)  # (epoch, its example order): drawn once an epoch
         while step < total:
             epoch, k = divmod(step, job.steps_per_epoch)
-            order = epoch_order(job.seed, self.replica, epoch, self.n)
-            idx = order[k * job.batch_size:(k + 1) * job.batch_size]
+            if order_of[0] != epoch:
+                order_of = (epoch, epoch_order(job.seed, self.replica, epoch, self.n))
+            idx = order_of[1][k * job.batch_size:(k + 1) * job.batch_size]
             self.epoch_losses.append(self._step(idx))
             step += 1
             if step % job.steps_per_epoch == 0 and self.last:
