@@ -205,8 +205,8 @@ def test_one_pipelined_step_takes_the_gradient_one_process_takes(stages, schedul
 
 @pytest.mark.parametrize("micro_batches", [1, 4])
 def test_one_stage_takes_the_steps_one_process_takes(micro_batches):
-    """One stage: one micro-batch is a plain step (no schedule), several go through the
-    schedule; Adam over two epochs ends where one process does."""
+    """One stage, with one micro-batch or several: Adam over two epochs ends where one
+    process does."""
     X, y = examples(48)
     done = pipelined(X, y, optimizer="adam", lr=0.01, batch_size=12, epochs=2, stages=1,
                      micro_batches=micro_batches)

@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import ConfigError
 from .base import positive_int
 
-SCHEDULES = ("gpipe", "1f1b")
+SCHEDULES = ("1f1b", "gpipe")
 TIMING_REPEATS = 3
 
 
@@ -57,17 +57,16 @@ class PipelineOptions:
     """``stages`` workers per pipeline (``auto``: as many as pay, predicted from the
     measured layer times; see :func:`predict_step_seconds`); ``micro_batches`` per
     mini-batch (it must divide ``batch_size``; default: 1 for one stage, else the largest
-    count up to 4 that divides the batch); ``schedule``: ``gpipe`` (all forwards, then all
-    backwards; the default: on CPU cores it ran the deep MLP of ``bench/pipeline.py``
-    1.11x faster than 1F1B, and as fast on its CNN) or ``1f1b`` (one forward, one backward:
-    at most ``stages`` micro-batches' activations held, for networks whose activations
-    do not fit ``micro_batches`` times over); ``replicas`` data-parallel pipelines; ``cuts``: the
+    count up to 4 that divides the batch); ``schedule``: ``1f1b`` (one forward, one
+    backward: at most ``stages`` micro-batches' activations held) or ``gpipe`` (all
+    forwards, then all backwards; neither was faster than the other in every run of
+    ``bench/pipeline.py`` here); ``replicas`` data-parallel pipelines; ``cuts``: the
     children of the Sequential where stages 2.. start (default: balanced by measured
     time)."""
 
     stages: int | str = 2
     micro_batches: int | None = None
-    schedule: str = "gpipe"
+    schedule: str = "1f1b"
     replicas: int = 1
     cuts: tuple[int, ...] | None = None
 
@@ -414,13 +413,7 @@ class _StageRunner:  # pragma: no cover - runs in a rank's process
         self.optimizer.zero_grad(set_to_none=False)
         index = torch.from_numpy(idx)
         losses: list[Any] = []
-        if self.first and self.last and self.job.options.micro_batches == 1:
-            # one stage, one micro-batch: the step the schedule takes, without its machinery
-            # (the classifier's small MLP: ~2 ms a step)
-            loss = self.job.loss(self.module(self.X[index]), self.y[index])
-            loss.backward()
-            losses.append(loss)
-        elif self.first and self.last:
+        if self.first and self.last:
             self.schedule.step(self.X[index], target=self.y[index], losses=losses)
         elif self.first:
             self.schedule.step(self.X[index])

@@ -146,9 +146,9 @@ def _add_pipeline_flags(flags: Flags) -> None:
     flags.add("pipeline", "--micro-batches", type=int, default=None,
               help="pipeline: micro-batches per mini-batch, dividing --batch-size (default: 1 "
                    "for one stage, else the most up to 4 that divide the batch)")
-    flags.add("pipeline", "--schedule", choices=("gpipe", "1f1b"), default="gpipe",
-              help="pipeline: GPipe's all forwards then all backwards, or 1F1B (fewer "
-                   "activations held)")
+    flags.add("pipeline", "--schedule", choices=("1f1b", "gpipe"), default="1f1b",
+              help="pipeline: 1F1B (fewer activations held) or GPipe's all forwards then "
+                   "all backwards")
     flags.add("pipeline", "--replicas", type=int, default=1,
               help="pipeline: data-parallel pipelines (workers = stages x replicas)")
     flags.add("pipeline", "--cuts", type=cuts, default=None,
