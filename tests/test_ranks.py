@@ -55,3 +55,20 @@ def test_a_rank_that_dies_before_reading_its_data_is_an_error_not_a_hang(tmp_pat
     big = np.ones(8 * 2**20)  # 64 MB: far more than a pipe holds
     with pytest.raises(RankError, match=r"rank 0 \(exit code 3\) ended without a result"):
         run_ranks(ranks.train, [(big,)], runtime="embedded")
+
+
+@pytest.mark.timeout(120)
+def test_one_rank_dying_ends_the_job_while_its_peer_waits(tmp_path, monkeypatch):
+    """Rank 1 dies without a word while rank 0 waits for it (as it would in a receive):
+    the caller hears of rank 1 at once and rank 0 is stopped."""
+    ranks = _module(tmp_path, monkeypatch, "ranks_one_dies", """
+        import os
+        import time
+
+        def train(rank, world, host, port, report):
+            if rank == 1:
+                os._exit(5)
+            time.sleep(600)  # a peer blocked on the rank that died
+        """)
+    with pytest.raises(RankError, match=r"^rank 1 \(exit code 5\) ended without a result"):
+        run_ranks(ranks.train, [(), ()], runtime="embedded")

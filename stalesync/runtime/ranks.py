@@ -97,9 +97,12 @@ def _on_processes(train: Callable[..., Any], args: Sequence[Sequence[Any]],
     try:
         while len(results) < world:
             if out.empty():
-                if not any(p.is_alive() for p in procs) and out.empty():
-                    missing = [f"{name(r)} (exit code {procs[r].exitcode})"
-                               for r in range(world) if r not in results]
+                # a rank that ended without a result (its last words, if any, were read:
+                # the queue is checked again after it is seen dead) leaves its peers waiting
+                # on it, so one such rank ends the job
+                dead = [r for r, p in enumerate(procs) if r not in results and not p.is_alive()]
+                if dead and out.empty():
+                    missing = [f"{name(r)} (exit code {procs[r].exitcode})" for r in dead]
                     raise RankError(f"{', '.join(missing)} ended without a result; its "
                                     "error, if any, is above (a script that fits at import "
                                     "needs `if __name__ == '__main__':`: every rank re-runs "
