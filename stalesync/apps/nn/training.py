@@ -162,7 +162,7 @@ def _choose_stages(replicas: int, predicted: dict[int, float]) -> int:
     return fewest_that_pay({s: t for s, t in predicted.items() if s <= limit})
 
 
-def _stages_decision(result: pipelining.PipelineResult, run: RunConfig) -> Decision:
+def _stages_decision(result: pipelining.PipelineResult) -> Decision:
     """The run record's ``workers_decision`` when the stages were ``auto``."""
     stages, predicted = result.options.stages, result.predicted_s
     if not predicted:  # resumed: the snapshot's count
@@ -266,7 +266,7 @@ def _pipeline(spec: NNSpec, initial: np.ndarray, X: np.ndarray, targets: np.ndar
     record = _collective_record(run, PIPELINE, options.workers, epochs, result.losses,
                                 result.wall_s, final, clocks=result.steps)
     if asked.stages == pipelining.AUTO:
-        record["workers_decision"] = _stages_decision(result, run).as_record()
+        record["workers_decision"] = _stages_decision(result).as_record()
     rows = np.zeros(initial.size, dtype=np.float32)
     rows[:n] = result.params
     return Trained(rows.reshape(initial.shape), record, result.examples, result.train_s)
