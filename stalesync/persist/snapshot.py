@@ -276,6 +276,17 @@ def load_snapshot(path: str | os.PathLike) -> Snapshot:
     return Snapshot(path=found, clock=int(meta["clock"]), tables=tables, workers=workers, meta=meta)
 
 
+def check_meta(snap: Snapshot, meta: Mapping[str, Any], kind: str) -> None:
+    """Refuse to resume a ``kind`` (``"pipelined job"``) from a snapshot whose meta differs
+    from ``meta`` (JSON values only: lists, not tuples), naming every value that differs."""
+    saved = {k: snap.meta.get(k) for k in meta}
+    if saved != dict(meta):
+        this = kind.split()[-1]
+        differ = ", ".join(f"{k} {saved[k]!r} (this {this}: {meta[k]!r})" for k in meta
+                           if saved[k] != meta[k])
+        raise SnapshotError(f"snapshot {snap.path} is not of this {kind}: it has {differ}")
+
+
 def check_compatible(snap: Snapshot, specs: Mapping[str, Any], num_workers: int) -> None:
     """Refuse to resume a job whose tables or worker count differ from the snapshot's."""
     if len(snap.workers) != num_workers:

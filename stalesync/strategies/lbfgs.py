@@ -49,6 +49,7 @@ from ..persist.snapshot import (
     SnapshotDirLock,
     SnapshotError,
     WorkerState,
+    check_meta,
     load_snapshot,
     snapshot_root,
     write_snapshot,
@@ -315,11 +316,7 @@ def _replay(resume: str, meta: dict[str, Any], workers: int) -> History:
     """The answers a snapshot of this job holds (refused, naming what differs, when the
     snapshot is not of this job)."""
     snap = load_snapshot(resume)
-    saved = {k: snap.meta.get(k) for k in meta}
-    if saved != meta:
-        differ = ", ".join(f"{k} {saved[k]!r} (this fit: {meta[k]!r})" for k in meta
-                           if saved[k] != meta[k])
-        raise SnapshotError(f"snapshot {snap.path} is not of this L-BFGS fit: it has {differ}")
+    check_meta(snap, meta, "L-BFGS fit")
     if len(snap.workers) != workers:
         raise SnapshotError(f"snapshot {snap.path} has {len(snap.workers)} workers, the fit "
                             f"has {workers} (their sums round differently)")

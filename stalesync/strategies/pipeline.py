@@ -621,15 +621,10 @@ def _resume_states(resume: str | None, meta: dict[str, Any], workers: int
     (refused, naming what differs, when it is not this job's)."""
     if resume is None:
         return None
-    from ..persist.snapshot import SnapshotError, load_snapshot
+    from ..persist.snapshot import SnapshotError, check_meta, load_snapshot
 
     snap = load_snapshot(resume)
-    saved = {k: snap.meta.get(k) for k in meta}
-    if saved != meta:  # meta holds JSON values only (lists, not tuples)
-        differ = ", ".join(f"{k} {saved[k]!r} (this job: {meta[k]!r})" for k in meta
-                           if saved[k] != meta[k])
-        raise SnapshotError(f"snapshot {snap.path} is not of this pipelined job: it has "
-                            f"{differ}")
+    check_meta(snap, meta, "pipelined job")
     if len(snap.workers) != workers:
         raise SnapshotError(f"snapshot {snap.path} has {len(snap.workers)} ranks, the job "
                             f"has {workers}")
