@@ -133,11 +133,11 @@ def sweep_rows_on_dense(hot_above):
     """The CSR-row sampler with the dense samplers' signature: its changes go back into wt.
     ``hot_above=-1``: every word keeps its bucket in a tree (the frequent-word path)."""
 
-    def sweep(words, doc, base, z, lo, hi, lists, wt, nk, alpha, beta, vbeta):
+    def sweep(words, doc, base, z, lo, hi, lists, wt, nk, alpha, beta, vbeta, rng):
         batch = ss.SparseRows.from_dense(wt)
         indptr, cols, vals = sweep_rows(words, doc, base, z, lo, hi, lists, batch.indptr,
                                         batch.cols, batch.vals, nk, alpha, beta, vbeta,
-                                        hot_above)
+                                        hot_above, rng)
         wt += ss.SparseRows(indptr, cols, vals, wt.shape[1]).to_dense()
 
     return sweep
@@ -185,9 +185,8 @@ def test_sampler_is_exact_gibbs_per_token(sampler, num_topics, alpha, beta):
         np.add.at(wt, (words, zz), 1)
         nk = wt.sum(axis=0).astype(np.int64)
         region, lists = kernels.build_doc_lists(doc, zz, 1, np.array([words.size]), K)
-        kernels.seed_thread(seed)
         ALL_SAMPLERS[sampler](words, doc, region[doc], zz, 0, 1, lists, wt, nk, alpha, beta,
-                              V * beta)
+                              V * beta, kernels.generator(seed))
         if sampler.startswith("sparse-rows"):  # the counts it returned match the new assignment
             np.testing.assert_array_equal(wt.sum(0), nk)
         counts[zz[0]] += 1
@@ -210,7 +209,7 @@ def test_alpha_beta_and_the_vocabulary_reach_the_sampler(monkeypatch):
     seen = []
 
     def spy(*args):
-        seen.append(args[-3:])
+        seen.append(args[-4:-1])
         return SAMPLERS_REAL["dense"](*args)
 
     SAMPLERS_REAL = dict(SAMPLERS)

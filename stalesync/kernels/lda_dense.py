@@ -17,6 +17,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .lda import next_uniform
+
 STRIPES = 8  # independent prefix-sum chains (see sweep_dense); a multiple of SIMD width
 
 
@@ -59,7 +61,7 @@ def _write_back_docs(dt, base, lists, num_topics):  # pragma: no cover - compile
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
 def sweep_dense(
-    tok_word, tok_doc, tok_base, z, lo, hi, lists, wt, nk, alpha, beta, vbeta
+    tok_word, tok_doc, tok_base, z, lo, hi, lists, wt, nk, alpha, beta, vbeta, rng
 ):  # pragma: no cover - compiled
     """Resample tokens [lo, hi) (sorted by word) exactly. Updates z, doc lists, wt, nk.
 
@@ -88,6 +90,7 @@ def sweep_dense(
     a = np.zeros(width, dtype=np.float32)
     cum = np.empty(width, dtype=np.float32)
     last = width - STRIPES
+    x = rng[0]
     i = lo
     while i < hi:
         w = tok_word[i]
@@ -109,7 +112,8 @@ def sweep_dense(
             total = np.float32(0.0)
             for j in range(STRIPES):
                 total += cum[last + j]
-            u = np.float32(np.random.random()) * total
+            x, uniform = next_uniform(x)
+            u = np.float32(uniform) * total
             j = 0
             while j < STRIPES - 1 and u >= cum[last + j]:
                 u -= cum[last + j]
@@ -131,4 +135,5 @@ def sweep_dense(
             inv[t] = np.float32(1.0 / (nk[t] + vbeta))
             a[t] = (np.float32(wt_row[t]) + beta) * inv[t]
             i += 1
+    rng[0] = x
     _write_back_docs(dt, base, lists, k_topics)

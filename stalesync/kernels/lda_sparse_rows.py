@@ -21,7 +21,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .lda import _tree_set, add_to_doc
+from .lda import _tree_set, add_to_doc, next_uniform
 
 
 @numba.njit(nogil=True, cache=True)
@@ -50,7 +50,7 @@ def _emit(k, w, wrow, orig, mark, ent_row, ent_col, ent_val, n_ent):  # pragma: 
 
 @numba.njit(nogil=True, cache=True)
 def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals, nk, alpha,
-               beta, vbeta, hot_above):  # pragma: no cover - compiled
+               beta, vbeta, hot_above, rng):  # pragma: no cover - compiled
     """Resample tokens [lo, hi) (sorted by row) exactly against CSR rows (indptr, cols,
     vals); updates z, the doc lists and nk. Returns the rows' changes as CSR
     (indptr, cols, vals) over the same rows; the input rows are not modified.
@@ -82,6 +82,7 @@ def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals,
     ent_col = np.empty(cap, dtype=np.int32)
     ent_val = np.empty(cap, dtype=np.int32)
     n_ent = 0
+    x = rng[0]
     i = lo
     while i < hi:
         w = tok_row[i]
@@ -142,7 +143,8 @@ def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals,
                 cum[j] = q_sum
             if r_sum < 0.0:
                 r_sum = 0.0
-            u = np.random.random() * (q_sum + r_sum + tree[1])
+            x, uniform = next_uniform(x)
+            u = uniform * (q_sum + r_sum + tree[1])
             jt = -1
             if u < q_sum:
                 jt = 0
@@ -200,6 +202,7 @@ def sweep_rows(tok_row, tok_doc, tok_base, z, lo, hi, lists, indptr, cols, vals,
         for j in range(m):
             k = wlist[j]
             wrow[k], orig[k], wpos[k], mark[k] = 0, 0, -1, False
+    rng[0] = x
     # the entries as CSR over the rows (a counting sort: runs need not come in row order)
     out_indptr = np.zeros(n_rows + 1, dtype=np.int64)
     for e in range(n_ent):

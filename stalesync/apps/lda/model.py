@@ -253,11 +253,12 @@ class LDA(TransformerMixin, StalesyncEstimator):
         sampler = (choose_sampler(K, mean_len) if self.sampler == "auto" and K == self.n_topics
                    else "sparse" if self.sampler == "auto" else self.sampler)
         beta = float(self.beta)
+        rng = k.generator(self.seed)
 
         def sweep() -> None:
             SAMPLERS[sampler](part.tok_row, part.tok_doc, part.tok_base, part.z, 0,
                               sample.num_tokens, part.lists, wt, nk, float(self.alpha), beta,
-                              corpus.num_words * beta)
+                              corpus.num_words * beta, rng)
 
         return timed(sweep) / max(sample.num_tokens, 1)
 

@@ -221,15 +221,15 @@ def make_worker(h: Hyper):
         ctx.save_state({"z": part.z})  # what a snapshot stores for this worker
         while ctx.clock_count < ctx.iterations:
             it = ctx.clock_count
-            # the compiled sampler's generator is reseeded from (seed, worker, clock): a run
-            # resumed from a snapshot draws exactly what the uninterrupted run drew
-            k.seed_thread(clock_seed(ctx.seed, ctx.worker_id, it))
+            # the sampler's random stream starts from (seed, worker, clock): a run resumed
+            # from a snapshot draws exactly what the uninterrupted run drew
+            rng = k.generator(clock_seed(ctx.seed, ctx.worker_id, it))
             chunk = it % part.num_chunks
             rows = part.chunk_table_rows(chunk)
             wt0 = ctx.read(WORD_TOPIC, rows, sparse=h.sparse_rows)
             nk0 = ctx.read(TOPIC_TOTAL, 0)
             nk = nk0.copy()
-            changed, delta = sample_chunk(part, chunk, wt0, nk, h)
+            changed, delta = sample_chunk(part, chunk, wt0, nk, h, rng)
             ctx.inc(WORD_TOPIC, rows[changed], delta)
             ctx.inc(TOPIC_TOTAL, [0], (nk - nk0)[None, :])
             evaluate = (it + 1) % h.eval_every == 0 or it + 1 == ctx.iterations
@@ -239,7 +239,8 @@ def make_worker(h: Hyper):
     return worker
 
 
-ChunkSampler = Callable[[Partition, int, Any, np.ndarray, Hyper], tuple[np.ndarray, Any]]
+ChunkSampler = Callable[[Partition, int, Any, np.ndarray, Hyper, np.ndarray],
+                        tuple[np.ndarray, Any]]
 
 
 def chunk_sampler(h: Hyper) -> ChunkSampler:
@@ -255,32 +256,32 @@ def chunk_sampler(h: Hyper) -> ChunkSampler:
 
 
 def sample_dense_rows(sample, part: Partition, chunk: int, wt0: np.ndarray, nk: np.ndarray,
-                      h: Hyper) -> tuple[np.ndarray, np.ndarray]:
+                      h: Hyper, rng: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sample ``chunk`` against its dense rows; the change is taken as a dense diff
     (measured against SparseRows.diff at K = 50-1,000 on NYT, the CSR change was 7-23%
     slower at K = 50-100 and within 2% at K = 1,000)."""
     wt = wt0.copy()
     sample(part.tok_row, part.tok_doc, part.tok_base, part.z, part.chunk_ptr[chunk],
            part.chunk_ptr[chunk + 1], part.lists, wt, nk, h.alpha, h.beta,
-           h.num_words * h.beta)
+           h.num_words * h.beta, rng)
     return row_deltas(wt, wt0)
 
 
-def sample_csr_rows(part: Partition, chunk: int, wt0: SparseRows, nk: np.ndarray, h: Hyper
-                    ) -> tuple[np.ndarray, SparseRows]:
+def sample_csr_rows(part: Partition, chunk: int, wt0: SparseRows, nk: np.ndarray, h: Hyper,
+                    rng: np.ndarray) -> tuple[np.ndarray, SparseRows]:
     """Sample ``chunk`` with F+LDA on CSR rows (:mod:`stalesync.kernels.lda_sparse_rows`,
     O(K_w) per word instead of O(K)); returns (changed positions in the batch, their
     increments)."""
     indptr, cols, vals = sweep_rows(
         part.tok_row, part.tok_doc, part.tok_base, part.z, part.chunk_ptr[chunk],
         part.chunk_ptr[chunk + 1], part.lists, wt0.indptr, wt0.cols, wt0.vals, nk,
-        h.alpha, h.beta, h.num_words * h.beta, h.num_topics)
+        h.alpha, h.beta, h.num_words * h.beta, h.num_topics, rng)
     changed = np.flatnonzero(np.diff(indptr))
     return changed, SparseRows(indptr, cols, vals, h.num_topics).take(changed)
 
 
 def sample_row_blocks(sample, part: Partition, chunk: int, wt0: SparseRows, nk: np.ndarray,
-                      h: Hyper) -> tuple[np.ndarray, SparseRows]:
+                      h: Hyper, rng: np.ndarray) -> tuple[np.ndarray, SparseRows]:
     """Sample ``chunk`` against its rows given as a CSR batch, a block of rows at a time
     expanded to dense rows; returns (changed positions in the batch, their increments).
 
@@ -298,7 +299,7 @@ def sample_row_blocks(sample, part: Partition, chunk: int, wt0: SparseRows, nk: 
         before = block.copy()
         sample((part.tok_row[t0:t1] - r0).astype(np.int32), part.tok_doc[t0:t1],
                part.tok_base[t0:t1], part.z[t0:t1], 0, t1 - t0, part.lists, block, nk,
-               h.alpha, h.beta, h.num_words * h.beta)
+               h.alpha, h.beta, h.num_words * h.beta, rng)
         rows, delta = SparseRows.diff(block, before)
         changed.append(rows + r0)
         deltas.append(delta)
