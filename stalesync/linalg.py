@@ -137,8 +137,9 @@ def _decide_workers(workers: int | str, X, y: np.ndarray, resume: str | None) ->
     timed on a sample of the rows."""
     n = X.shape[0]
     m = min(n, PROBE_ROWS)
-    compute = timed(_partial_product, X[:m], y[:m], np.zeros(X.shape[1]), 0.0) * n / m
-    return decide(workers, Work(compute, 1, max_workers=n), resume=resume)
+    return decide(workers, lambda: Work(
+        timed(_partial_product, X[:m], y[:m], np.zeros(X.shape[1]), 0.0) * n / m, 1,
+        max_workers=n), resume=resume)
 
 
 def gram(X: Any, y: Any = None, *, center: bool = False, workers: int | str = AUTO,
@@ -206,8 +207,8 @@ def mapmm(X: Any, B: Any, *, workers: int | str = AUTO, run: RunConfig | dict | 
         B = B.toarray()
     n = X.shape[0]
     m = min(n, PROBE_ROWS)
-    compute = timed(lambda: X[:m] @ B) * n / m
-    w = decide(workers, Work(compute, 0, max_workers=n), resume=run.resume).workers
+    w = decide(workers, lambda: Work(timed(lambda: X[:m] @ B) * n / m, 0, max_workers=n),
+               resume=run.resume).workers
     if w > n:
         raise ConfigError(f"{n} rows cannot be split over {w} workers", param="workers")
     cuts = np.linspace(0, n, w + 1).astype(np.int64)

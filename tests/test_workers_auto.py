@@ -55,6 +55,48 @@ def test_explicit_workers_are_obeyed_and_a_loss_is_said_once():
     assert decision.workers == 2 and decision.reason == "as requested"
 
 
+def test_the_probe_runs_only_when_there_is_something_to_decide():
+    """``work`` as a function is measured only for ``auto`` or more than one worker: a fit
+    asking for one has nothing to decide and no warning to give, and its record says the
+    compute was not measured."""
+    calls = []
+
+    def probe() -> Work:
+        calls.append(1)
+        return Work(10.0, 100)
+
+    one = decide(1, probe, FixedCosts())
+    assert (one.workers, one.reason, one.compute_s, calls) == (1, "as requested", None, [])
+    assert decide(AUTO, probe, FixedCosts()).compute_s == 10.0 and calls == [1]
+    assert decide(2, probe, FixedCosts()).compute_s == 10.0 and calls == [1, 1]
+
+
+@pytest.mark.parametrize("name", ["linear", "kmeans", "lasso"])
+def test_a_fit_on_one_worker_never_times_a_probe(name, monkeypatch):
+    """The apps hand ``decide`` their probe unevaluated: with ``workers=1`` it never runs."""
+    import stalesync.apps.kmeans.model as kmeans_model
+    import stalesync.apps.lasso.estimator as lasso_estimator
+    import stalesync.apps.linear.model as linear_model
+    from stalesync.apps.kmeans import KMeans
+    from stalesync.apps.lasso import Lasso
+    from stalesync.apps.linear import LinearClassifier
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("a probe ran for an explicit single worker")
+
+    monkeypatch.setattr(linear_model, "timed", no_probe)
+    monkeypatch.setattr(kmeans_model, "timed", no_probe)
+    monkeypatch.setattr(lasso_estimator, "check_time", no_probe)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = (X[:, 0] > 0).astype(int)
+    make = {"linear": lambda: LinearClassifier(workers=1, epochs=1).fit(X, y),
+            "kmeans": lambda: KMeans(3, workers=1, epochs=2).fit(X),
+            "lasso": lambda: Lasso(alpha=0.1, workers=1).fit(X, y.astype(float))}
+    record = make[name]().run_record_
+    assert record["workers_decision"]["compute_s"] is None
+
+
 def test_measured_costs_are_positive_and_kept():
     first = Costs.get(1)
     assert first[0] > 0 and first[1] >= 0

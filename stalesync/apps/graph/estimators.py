@@ -78,8 +78,8 @@ class VertexProgramEstimator(StalesyncEstimator):
         workers' barrier, a dynamic round is a hand-off per colour)."""
         passes = self._passes_guess()
         rounds = int(passes) * (1 if self.engine == "sync" else prepared.num_colours)
-        return decide(self.workers, Work(sweep_seconds(prepared) * passes, rounds,
-                                         max_workers=prepared.graph.num_vertices))
+        return decide(self.workers, lambda: Work(sweep_seconds(prepared) * passes, rounds,
+                                                 max_workers=prepared.graph.num_vertices))
 
     def _record_run(self, graph: Graph, run: RunConfig, result: EngineResult,
                     decision: Decision) -> None:

@@ -127,11 +127,10 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         rng = np.random.default_rng(self.seed)
         init = self._initial_centroids(X, rng)
         order = rng.permutation(n)
-        per_point = self._probe(X, order, init)
         batch = self._clock_points(d)
-        decision = decide(self.workers, Work(
-            per_point * n * self.epochs, self.epochs * -(-n // batch), split_clocks=True,
-            max_workers=n, min_clocks=self.epochs), resume=run.resume)
+        decision = decide(self.workers, lambda: Work(
+            self._probe(X, order, init) * n * self.epochs, self.epochs * -(-n // batch),
+            split_clocks=True, max_workers=n, min_clocks=self.epochs), resume=run.resume)
         workers = decision.workers
         with ThreadPoolExecutor(workers) as pool:  # one thread cuts each worker's part
             parts = list(pool.map(Points.create, [X] * workers,

@@ -67,7 +67,10 @@ class ScheduledLinearModel(StalesyncEstimator):
         sweeps in one compiled call per check. Several run the ``blocks`` schedule: the
         check split over the workers, the sweeps as one worker's (so they cancel out of the
         comparison), two hand-offs per check; or hand off rounds of ``parallel``
-        coordinates (a few table hand-offs per round, measured per clock)."""
+        coordinates (a few table hand-offs per round, measured per clock). One worker asked
+        for: nothing to time."""
+        if self.workers != AUTO and int(self.workers) == 1:
+            return Decision(1, self.workers, "as requested", None, {})
         one = check_time(X)
         costs = Costs()
         predicted = {1: one}

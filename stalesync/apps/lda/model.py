@@ -166,7 +166,7 @@ class LDA(TransformerMixin, StalesyncEstimator):
         K, V = self.n_topics, corpus.num_words
         chunks = clocks_per_sweep(self.docs_per_clock)
         word_topic_spec = TableSpec(WORD_TOPIC, V, K, "int32", storage=self.storage)
-        decision = decide(self.workers, Work(
+        decision = decide(self.workers, lambda: Work(
             self._probe(corpus) * corpus.num_tokens * self.epochs, self.epochs * chunks,
             max_workers=corpus.num_docs), resume=run.resume)
         workers = decision.workers

@@ -200,7 +200,7 @@ class LinearSGD(StalesyncEstimator):
             return self._fit_batch(X, labels, yvals, K, mode, run)
         strategy = self._strategy()
         spec = self._spec(X, K, mode, labels, yvals, 1.0)
-        decision = decide(self.workers, self._work(X, labels, yvals, spec, epochs),
+        decision = decide(self.workers, lambda: self._work(X, labels, yvals, spec, epochs),
                           resume=run.resume)
         workers = decision.workers
         if workers > 1 and strategy.name != "fedavg":  # every worker's steps count towards

@@ -90,8 +90,9 @@ def fit_lbfgs(estimator: Any, X: sp.csr_matrix, labels: np.ndarray, yvals: np.nd
     m = min(n, LBFGS_PROBE)
     probe = LinearProblem(X[:m], labels[:m], yvals[:m], np.zeros(d), spec, 1)
     theta0 = np.zeros(d * K + K)
-    per_pass = timed(probe.loss_grad, theta0) * n / probe.num_examples
-    decision = decide(estimator.workers, Work(per_pass, 2, max_workers=n), resume=run.resume)
+    decision = decide(estimator.workers, lambda: Work(
+        timed(probe.loss_grad, theta0) * n / probe.num_examples, 2, max_workers=n),
+        resume=run.resume)
     cuts = np.linspace(0, n, decision.workers + 1).astype(np.int64)
     problems = [LinearProblem(X[lo:hi], labels[lo:hi], yvals[lo:hi], np.zeros(d), spec, 1)
                 for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]

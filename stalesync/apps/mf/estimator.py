@@ -158,7 +158,8 @@ class MatrixFactorization(RegressorMixin, StalesyncEstimator):
         monitor = Monitor(cfg.epochs, self.mu_, test, self.scale_, progress)
         P0, Q0 = cfg.init_factors(data.n_users, data.n_items, self.dtype)
         warm_up(self.dtype)
-        decision = decide(self.workers, self._work(train, P0, Q0, cfg), resume=run.resume)
+        decision = decide(self.workers, lambda: self._work(train, P0, Q0, cfg),
+                          resume=run.resume)
         with progress:
             outcome = self._train(train, P0, Q0, cfg, monitor, run, trace, decision.workers)
         self.P_, self.Q_ = outcome.P, outcome.Q

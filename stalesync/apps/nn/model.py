@@ -191,7 +191,7 @@ class NeuralNetClassifier(ClassifierMixin, StalesyncEstimator):
             decision = None
         else:
             requested = fixed if fixed is not None and self.workers == AUTO else self.workers
-            decision = decide(requested, self._work(net, X, labels, epochs),
+            decision = decide(requested, lambda: self._work(net, X, labels, epochs),
                               resume=run.resume)
         workers = 1 if decision is None else decision.workers
         optimizer, lr = resolve_optimizer(self.strategy, self.optimizer, self.lr)
