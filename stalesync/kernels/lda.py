@@ -53,15 +53,34 @@ def count_assignments(words, z, doc_ptr, num_words, num_topics):  # pragma: no c
     return wt, dt
 
 
+LGAMMA_TABLE = 4096  # counts below this take lgamma(c + a) - lgamma(a) from a table
+
+
+@numba.njit(nogil=True, cache=True)
+def _lgamma_table(a, size):  # pragma: no cover - compiled
+    """``lgamma(c + a) - lgamma(a)`` for c = 0 .. size - 1: most counts a log-likelihood
+    sums are small, and a table look-up is ~20x cheaper than ``lgamma`` (the same values,
+    so the sums are the same bit for bit)."""
+    lg_a = math.lgamma(a)
+    out = np.empty(size)
+    for c in range(size):
+        out[c] = math.lgamma(c + a) - lg_a
+    return out
+
+
 @numba.njit(nogil=True, cache=True)
 def word_loglik_rows(wt, beta):  # pragma: no cover - compiled
     """sum over the given rows of sum_k [lgamma(n_wk + beta) - lgamma(beta)]."""
     lg_beta = math.lgamma(beta)
+    table = _lgamma_table(beta, LGAMMA_TABLE)
     total = 0.0
     for w in range(wt.shape[0]):
         for k in range(wt.shape[1]):
-            if wt[w, k] > 0:
-                total += math.lgamma(wt[w, k] + beta) - lg_beta
+            c = wt[w, k]
+            if c >= LGAMMA_TABLE:
+                total += math.lgamma(c + beta) - lg_beta
+            elif c > 0:
+                total += table[c]
     return total
 
 
@@ -330,12 +349,14 @@ def doc_loglik(region, lists, doc_len, num_topics, alpha):  # pragma: no cover -
     """log p(z) = sum_d [lgamma(K a) - lgamma(n_d + K a) + sum_k (lgamma(n_dk + a) - lgamma(a))]."""
     lg_alpha = math.lgamma(alpha)
     lg_k_alpha = math.lgamma(num_topics * alpha)
+    table = _lgamma_table(alpha, LGAMMA_TABLE)
     total = 0.0
     for d in range(doc_len.shape[0]):
         total += lg_k_alpha - math.lgamma(doc_len[d] + num_topics * alpha)
         base = region[d]
         for j in range(lists[base]):
-            total += math.lgamma(lists[base + 3 + 2 * j] + alpha) - lg_alpha
+            c = lists[base + 3 + 2 * j]
+            total += table[c] if c < LGAMMA_TABLE else math.lgamma(c + alpha) - lg_alpha
     return total
 
 
