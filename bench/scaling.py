@@ -7,7 +7,9 @@ accuracy; graph: converged). Each fit is timed whole (``fit`` as a user calls it
 partitioning, probing and the final evaluation included), after one warm-up fit that
 compiles the kernels; the median of ``--repeats``, the three configurations timed in turn.
 A multi-worker run *reaches* the target when its final quality is within the app's
-tolerance of the 1-worker run's; its speedup is ``t(1) / t(w)``.
+tolerance of the 1-worker run's, over the seeds: the timed 1-worker fits use seed 0, and
+(untimed) seeds 1 and 2 give the spread the seed alone causes, so the target is the worst of
+the three (Lasso and PageRank do not depend on a seed). Its speedup is ``t(1) / t(w)``.
 
 Problems (``--only NAME`` runs a subset):
 - lda: reuters (395 documents, 84K tokens) and NYT (8,447 articles, 1.2M tokens), 100 sweeps
@@ -54,10 +56,11 @@ class Problem:
     app: str
     name: str
     size: str  # "small" or "large"
-    fit: Callable[..., Any]  # (workers, run=None) -> fitted model
+    fit: Callable[..., Any]  # (workers, run=None, seed=0) -> fitted model
     quality: Callable[[Any], float]
     higher_is_better: bool
     tolerance: float  # relative (absolute for accuracy)
+    seeded: bool = True  # the quality depends on the seed (False: Lasso, PageRank)
 
 
 def lda_problems() -> list[Problem]:
@@ -68,7 +71,8 @@ def lda_problems() -> list[Problem]:
     for name, size in (("reuters", "small"), ("nyt", "large")):
         corpus = load_dataset(name)
         out.append(Problem("lda", f"{name} ({corpus.num_tokens:,} tokens)", size,
-                           lambda w, run=None, c=corpus: LDA(workers=w).fit(c, run=run),
+                           lambda w, run=None, seed=0, c=corpus: LDA(workers=w, seed=seed).fit(
+                               c, run=run),
                            lambda m: m.loglik_per_token_, True, 0.005))
     return out
 
@@ -90,7 +94,8 @@ def mf_problems() -> list[Problem]:
         return m.run_record_["final"]["train_rmse"]
 
     def fit(ratings: np.ndarray) -> Callable[..., Any]:
-        return lambda w, run=None: MatrixFactorization(workers=w).fit(ratings, run=run)
+        return lambda w, run=None, seed=0: MatrixFactorization(workers=w, seed=seed).fit(
+            ratings, run=run)
 
     return [Problem("mf", "MovieLens 100K", "small", fit(small), rmse, False, 0.01),
             Problem("mf", "synthetic 6Kx4K, 5M ratings", "large", fit(large), rmse, False,
@@ -107,7 +112,8 @@ def kmeans_problems() -> list[Problem]:
     big = np.tile(X, (500_000 // X.shape[0] + 1, 1))[:500_000]
     big = big + rng.normal(0, 0.5, big.shape)
     def fit(points: np.ndarray) -> Callable[..., Any]:
-        return lambda w, run=None: KMeans(n_clusters=10, workers=w).fit(points, run=run)
+        return lambda w, run=None, seed=0: KMeans(n_clusters=10, workers=w, seed=seed).fit(
+            points, run=run)
 
     return [Problem("kmeans", f"digits {X.shape[0]}x64", "small", fit(X),
                     lambda m: m.inertia_, False, 0.01),
@@ -127,7 +133,8 @@ def linear_problems() -> list[Problem]:
         return m.run_record_["final"]["train_objective"]
 
     def fit(rows: Any, labels: np.ndarray) -> Callable[..., Any]:
-        return lambda w, run=None: LinearClassifier(workers=w).fit(rows, labels, run=run)
+        return lambda w, run=None, seed=0: LinearClassifier(workers=w, seed=seed).fit(
+            rows, labels, run=run)
 
     return [Problem("linear", f"clothing {X.shape[0]:,} rows", "small", fit(X, y), objective,
                     False, 0.02),
@@ -160,14 +167,15 @@ def lasso_problems() -> list[Problem]:
     a_big = 0.002 * alpha_max(Xb, yb)
 
     def fit(alpha: float, rows: Any, target: np.ndarray) -> Callable[..., Any]:
-        return lambda w, run=None: Lasso(alpha=alpha, workers=w).fit(rows, target, run=run)
+        return lambda w, run=None, seed=0: Lasso(alpha=alpha, workers=w).fit(rows, target,
+                                                                     run=run)
 
     return [Problem("lasso", "diabetes 442x10", "small", fit(a_small, X, y),
-                    lambda m: m.objective_, False, 1e-3),
+                    lambda m: m.objective_, False, 1e-3, seeded=False),
             Problem("lasso", "sparse 2,000x100,000", "large", fit(a_large, Xs, ys),
-                    lambda m: m.objective_, False, 1e-3),
+                    lambda m: m.objective_, False, 1e-3, seeded=False),
             Problem("lasso", "sparse 20,000x200,000", "large", fit(a_big, Xb, yb),
-                    lambda m: m.objective_, False, 1e-3)]
+                    lambda m: m.objective_, False, 1e-3, seeded=False)]
 
 
 def nn_problems() -> list[Problem]:
@@ -184,7 +192,8 @@ def nn_problems() -> list[Problem]:
         return m.run_record_["final"]["train_accuracy"]
 
     def fit(rows: np.ndarray, labels: np.ndarray) -> Callable[..., Any]:
-        return lambda w, run=None: NeuralNetClassifier(workers=w).fit(rows, labels, run=run)
+        return lambda w, run=None, seed=0: NeuralNetClassifier(workers=w, seed=seed).fit(
+            rows, labels, run=run)
 
     return [Problem("nn", "digits 1,797x64", "small", fit(X, y), accuracy, True, 0.01),
             Problem("nn", "Fashion-MNIST 60,000x784", "large", fit(F, fy), accuracy, True,
@@ -203,15 +212,15 @@ def graph_problems() -> list[Problem]:
         symmetric=True)
 
     def fit(graph: Graph) -> Callable[..., Any]:
-        return lambda w, run=None: PageRank(workers=w).fit(graph, run=run)
+        return lambda w, run=None, seed=0: PageRank(workers=w).fit(graph, run=run)
 
     def converged(m) -> float:  # the scores are the same, bit for bit, on any worker count
         return float(m.converged_)
 
     return [Problem("graph", "PageRank, Reuters documents-words (120K edges)", "small",
-                    fit(doc_word_graph("reuters")), converged, True, 0.0),
+                    fit(doc_word_graph("reuters")), converged, True, 0.0, seeded=False),
             Problem("graph", f"PageRank, NYT documents-words x{TILES} (19M edges)", "large",
-                    fit(tiled), converged, True, 0.0)]
+                    fit(tiled), converged, True, 0.0, seeded=False)]
 
 
 TILES = 10
@@ -220,7 +229,16 @@ APPS = {"lda": lda_problems, "mf": mf_problems, "kmeans": kmeans_problems,
         "graph": graph_problems}
 
 
-def reached(p: Problem, target: float, value: float) -> bool:
+SEEDS = 3  # the 1-worker quality is measured with seeds 0 .. SEEDS - 1
+
+
+def reached(p: Problem, band: list[float], value: float) -> bool:
+    """Whether ``value`` is as good as the 1-worker fit, within the app's tolerance: as
+    good as the worst of its seeds (``band``: its qualities over the seeds). One seed alone
+    is no target where the seed moves the result more than the tolerance (the linear model
+    at its defaults on 23K clothing reviews: training objective 0.29 +- 0.05 over 3 seeds
+    on one worker, against a 2% tolerance)."""
+    target = min(band) if p.higher_is_better else max(band)
     if p.app == "nn":
         return value >= target - p.tolerance
     slack = p.tolerance * abs(target)
@@ -248,6 +266,9 @@ def measure(p: Problem, repeats: int) -> dict[str, dict[str, Any]]:
                        "quality": float(p.quality(model)),
                        "workers_ran": model.run_record_["workers"],
                        "decision": model.run_record_.get("workers_decision")}
+    seeds = range(1, SEEDS) if p.seeded else ()  # untimed: the 1-worker quality's spread
+    out["1"]["seed_qualities"] = [out["1"]["quality"]] + [
+        float(p.quality(p.fit(1, seed=seed))) for seed in seeds]
     return out
 
 
@@ -289,7 +310,7 @@ def main() -> None:
             row = {"app": p.app, "problem": p.name, "size": p.size, "1": one}
             for w in ("2", "auto"):
                 res = timed[w]
-                res["reached"] = reached(p, one["quality"], res["quality"])
+                res["reached"] = reached(p, one["seed_qualities"], res["quality"])
                 res["speedup"] = one["seconds"] / res["seconds"]
                 row[w] = res
             rows.append(row)
