@@ -277,3 +277,19 @@ def test_the_clock_objective_is_the_mean_distance_of_the_points_assigned_so_far(
     assert m.n_iter_ < 30  # it converged: the last epoch moved no point
     last = m.run_record_["records"][-1]["objective"]
     assert last == pytest.approx(m.inertia_ / X.shape[0], rel=1e-9)
+
+
+def test_auto_keeps_one_worker_when_a_second_would_make_too_few_clocks_an_epoch(monkeypatch):
+    """workers="auto" runs a second worker only when each would make MIN_CLOCKS_PER_EPOCH
+    clocks an epoch: with fewer, each assigns its share against centroids the other has not
+    moved yet. The record says why one worker ran."""
+    import stalesync.apps.kmeans.model as kmeans_model
+
+    monkeypatch.setattr(kmeans_model, "CLOCK_WORK", 0)  # a clock is batch_size points
+    batch = 50
+    n = 2 * kmeans_model.MIN_CLOCKS_PER_EPOCH * batch - 1
+    X = np.random.default_rng(0).normal(size=(n, 2))
+    model = KMeans(3, batch_size=batch, epochs=2, workers="auto", seed=0).fit(X)
+    decision = model.run_record_["workers_decision"]
+    assert decision["workers"] == 1
+    assert decision["reason"] == "one worker's worth of data"

@@ -33,6 +33,11 @@ INITS = ("k-means++", "random")
 PROBE_POINTS = 4096  # workers="auto" times assigning this many points
 ASSIGN_CHUNK = 8192  # points per matrix product of the final assignment
 CLOCK_WORK = 2**22  # multiply-adds a clock carries at least (a few milliseconds)
+# workers="auto": each worker makes at least this many clocks per epoch. With fewer, a
+# worker assigns its whole share against centroids the others have not moved yet (1,797
+# digits on 2 workers: one clock per epoch each, inertia 1.237e6 against 1.17-1.22e6 for one
+# worker over three seeds, and slower)
+MIN_CLOCKS_PER_EPOCH = 4
 
 
 class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
@@ -130,7 +135,8 @@ class KMeans(ClusterMixin, TransformerMixin, StalesyncEstimator):
         batch = self._clock_points(d)
         decision = decide(self.workers, lambda: Work(
             self._probe(X, order, init) * n * self.epochs, self.epochs * -(-n // batch),
-            split_clocks=True, max_workers=n, min_clocks=self.epochs), resume=run.resume)
+            split_clocks=True, max_workers=max(1, n // (MIN_CLOCKS_PER_EPOCH * batch)),
+            min_clocks=self.epochs), resume=run.resume)
         workers = decision.workers
         with ThreadPoolExecutor(workers) as pool:  # one thread cuts each worker's part
             parts = list(pool.map(Points.create, [X] * workers,
