@@ -34,7 +34,7 @@ def generator(seed: int) -> np.ndarray:
 def next_uniform(x):  # pragma: no cover - compiled
     """One step of xorshift64* (Vigna 2016): ``(next state, uniform in [0, 1))`` from the
     top 53 bits. A token draws one; numba's ``np.random.random()`` (Mersenne Twister in
-    thread-local state) cost ~7% of a dense sweep at K = 50."""
+    thread-local state) cost ~10% of a dense sweep at K = 50."""
     x ^= x >> np.uint64(12)
     x ^= x << np.uint64(25)
     x ^= x >> np.uint64(27)
