@@ -30,8 +30,9 @@ from threadpoolctl import threadpool_limits
 
 from . import job
 from .apps.base import RunConfig
-from .apps.workers import AUTO, Decision, Work, check_workers, decide, timed
+from .apps.workers import AUTO, Decision, Work, available_cores, check_workers, decide, timed
 from .errors import ConfigError
+from .kernels.checks import all_finite
 from .kernels.gram import csr_gram_upper, symmetric_from_upper
 from .ps.tables import TableSpec
 
@@ -74,7 +75,7 @@ def check_matrix(X: Any, name: str = "X") -> np.ndarray | sp.csr_matrix:
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
         raise ConfigError(f"{name} must be a non-empty 2-D matrix, got shape {X.shape}",
                           param=name)
-    if not np.isfinite(values).all():
+    if not all_finite(values, available_cores()):
         raise ConfigError(f"{name} contains NaN or infinite values", param=name)
     return X
 

@@ -92,6 +92,21 @@ def test_gram_refuses_bad_input_before_any_work(monkeypatch):
         linalg.gram(X)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 400), where=st.floats(0, 1), bad=st.sampled_from(
+    [np.nan, np.inf, -np.inf, None]), threads=st.integers(1, 3))
+def test_the_finite_check_finds_a_bad_value_in_any_slice(n, where, bad, threads):
+    """The threaded check (kernels.checks.all_finite) finds one NaN or infinity wherever it
+    sits, whichever thread's slice holds it, and passes finite data."""
+    from stalesync.kernels.checks import all_finite
+
+    values = np.random.default_rng(n).normal(size=(n, 3))
+    if bad is not None:
+        values.flat[min(int(where * values.size), values.size - 1)] = bad
+    assert all_finite(values, threads) is (bad is None)
+    assert all_finite(np.asfortranarray(values), threads) is (bad is None)
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_normal_equations_equal_ridge(sparse, fit_intercept):
