@@ -98,13 +98,16 @@ def test_gram_refuses_bad_input_before_any_work(monkeypatch):
 def test_the_finite_check_finds_a_bad_value_in_any_slice(n, where, bad, threads):
     """The threaded check (kernels.checks.all_finite) finds one NaN or infinity wherever it
     sits, whichever thread's slice holds it, and passes finite data."""
+    import stalesync.kernels.checks as checks
     from stalesync.kernels.checks import all_finite
 
     values = np.random.default_rng(n).normal(size=(n, 3))
     if bad is not None:
         values.flat[min(int(where * values.size), values.size - 1)] = bad
-    assert all_finite(values, threads) is (bad is None)
-    assert all_finite(np.asfortranarray(values), threads) is (bad is None)
+    with pytest.MonkeyPatch.context() as patch:  # small arrays take threads too
+        patch.setattr(checks, "PARALLEL_COPY_ENTRIES", 1)
+        assert all_finite(values, threads) is (bad is None)
+        assert all_finite(np.asfortranarray(values), threads) is (bad is None)
 
 
 @pytest.mark.parametrize("sparse", [False, True])
