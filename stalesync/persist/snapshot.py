@@ -276,23 +276,28 @@ def load_snapshot(path: str | os.PathLike) -> Snapshot:
     return Snapshot(path=found, clock=int(meta["clock"]), tables=tables, workers=workers, meta=meta)
 
 
-def check_meta(snap: Snapshot, meta: Mapping[str, Any], kind: str) -> None:
-    """Refuse to resume a ``kind`` (``"pipelined job"``) from a snapshot whose meta differs
-    from ``meta`` (JSON values only: lists, not tuples), naming every value that differs."""
+def check_meta(snap: Snapshot, meta: Mapping[str, Any], kind: str, workers: int) -> None:
+    """Refuse to resume a ``kind`` (``"pipelined job"``) of ``workers`` workers from a
+    snapshot whose meta differs from ``meta`` (JSON values only: lists, not tuples), naming
+    every value that differs, or whose worker count differs."""
     saved = {k: snap.meta.get(k) for k in meta}
+    this = kind.split()[-1]
     if saved != dict(meta):
-        this = kind.split()[-1]
         differ = ", ".join(f"{k} {saved[k]!r} (this {this}: {meta[k]!r})" for k in meta
                            if saved[k] != meta[k])
         raise SnapshotError(f"snapshot {snap.path} is not of this {kind}: it has {differ}")
+    _check_workers(snap, workers, this)
+
+
+def _check_workers(snap: Snapshot, workers: int, this: str) -> None:
+    if len(snap.workers) != workers:
+        raise SnapshotError(
+            f"snapshot {snap.path} has {len(snap.workers)} workers, the {this} has {workers}")
 
 
 def check_compatible(snap: Snapshot, specs: Mapping[str, Any], num_workers: int) -> None:
     """Refuse to resume a job whose tables or worker count differ from the snapshot's."""
-    if len(snap.workers) != num_workers:
-        raise SnapshotError(
-            f"snapshot {snap.path} has {len(snap.workers)} workers, the job has {num_workers}"
-        )
+    _check_workers(snap, num_workers, "job")
     names = {key.partition("#")[0] for key in snap.tables}  # "#": update-rule state
     if names != set(specs):
         raise SnapshotError(

@@ -621,13 +621,10 @@ def _resume_states(resume: str | None, meta: dict[str, Any], workers: int
     (refused, naming what differs, when it is not this job's)."""
     if resume is None:
         return None
-    from ..persist.snapshot import SnapshotError, check_meta, load_snapshot
+    from ..persist.snapshot import check_meta, load_snapshot
 
     snap = load_snapshot(resume)
-    check_meta(snap, meta, "pipelined job")
-    if len(snap.workers) != workers:
-        raise SnapshotError(f"snapshot {snap.path} has {len(snap.workers)} ranks, the job "
-                            f"has {workers}")
+    check_meta(snap, meta, "pipelined job", workers)
     return [{"arrays": w.arrays, "step": snap.clock, "metrics": w.metrics or {}}
             for w in snap.workers]
 
